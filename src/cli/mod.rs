@@ -1,0 +1,59 @@
+//! Command-line types (clap) and the dispatch to one file per subcommand.
+
+mod models;
+mod train;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// Train, evaluate and explore autoencoders on MNIST.
+#[derive(Debug, Parser)]
+#[command(name = "mnist-ae", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model and write a run folder (config, weights, metrics, loss plot).
+    Train(Box<train::TrainArgs>),
+    /// List the model presets with their parameter counts.
+    Models(models::ModelsArgs),
+    /// Print a model's layers, output shapes and parameter counts.
+    Summary(models::SummaryArgs),
+}
+
+/// Where the data is: shared by every command that reads MNIST.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Folder with the IDX files (gz or raw) [default: $MNIST_AE_DATA, else ~/.cache/mnist-ae/mnist]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Never download; fail if the files are not in the data folder.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+impl DataArgs {
+    /// The data folder to use.
+    pub fn dir(&self) -> PathBuf {
+        mnist_ae::data::resolve_data_dir(self.data_dir.as_deref(), &mnist_ae::data::MNIST)
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(*a),
+        Command::Models(a) => models::run_models(a),
+        Command::Summary(a) => models::run_summary(a),
+    }
+}
+
+/// Parses `cpu|wgpu|cuda` into a burn device.
+pub fn device(name: &str) -> Result<burn::tensor::Device> {
+    Ok(mnist_ae::device::DeviceChoice::parse(name)?.device()?)
+}

@@ -1,0 +1,164 @@
+//! The training configuration: plain data, saved as `config.json` in the run folder. It is
+//! the contract between `train` and every later command, which rebuild the model from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{Activation, ModelConfig, Preset};
+
+/// The reconstruction loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Mean squared error between the activated output and the target.
+    Mse,
+    /// Binary cross-entropy on the logits (numerically stable form).
+    Bce,
+}
+
+/// The learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Scheduler {
+    /// A constant learning rate.
+    None,
+    /// PyTorch's `ReduceLROnPlateau(mode="min")` on the validation loss.
+    Plateau {
+        /// Multiply the lr by this when the loss stalls.
+        factor: f64,
+        /// Epochs without improvement before reducing.
+        patience: usize,
+        /// Relative improvement that counts (PyTorch's default 1e-4, mode "rel").
+        threshold: f64,
+        /// Never go below this lr.
+        min_lr: f64,
+    },
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The architecture and code size.
+    pub model: ModelConfig,
+    /// Dataset name (`mnist`).
+    pub dataset: String,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Images per optimisation step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Adam L2 weight decay.
+    pub weight_decay: f64,
+    /// Reconstruction loss.
+    pub loss: Loss,
+    /// Learning-rate schedule.
+    pub scheduler: Scheduler,
+    /// One seed for init, split, shuffles and noise.
+    pub seed: u64,
+    /// Std of Gaussian input noise (denoising training), in [0,1] pixel units; 0 = plain AE.
+    pub noise_std: f64,
+    /// Fraction of the training file held out for validation.
+    pub valid_fraction: f64,
+    /// Use only the first N training images (quick runs and tests).
+    pub limit_train: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The preset's defaults (lr 1e-3, MSE, no schedule, seed 42, 10% validation).
+    pub fn for_preset(preset: Preset) -> Self {
+        let d = preset.defaults();
+        TrainConfig {
+            model: ModelConfig::preset(preset),
+            dataset: "mnist".into(),
+            epochs: d.epochs,
+            batch_size: d.batch_size,
+            lr: 1e-3,
+            weight_decay: d.weight_decay,
+            loss: Loss::Mse,
+            scheduler: Scheduler::None,
+            seed: 42,
+            noise_std: 0.0,
+            valid_fraction: 0.1,
+            limit_train: None,
+        }
+    }
+
+    /// Checks every value; the error names the flag.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if self.dataset != "mnist" {
+            return Err(Error::config(
+                "dataset",
+                format!("'{}' is not supported (mnist)", self.dataset),
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(Error::config("epochs", "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch-size", "must be at least 1"));
+        }
+        positive_finite("lr", self.lr)?;
+        non_negative_finite("weight-decay", self.weight_decay)?;
+        non_negative_finite("noise-std", self.noise_std)?;
+        if !(0.0..1.0).contains(&self.valid_fraction) {
+            return Err(Error::config(
+                "valid-fraction",
+                format!("{} is not in [0, 1)", self.valid_fraction),
+            ));
+        }
+        if self.limit_train == Some(0) {
+            return Err(Error::config("limit-train", "must be at least 1"));
+        }
+        if let Scheduler::Plateau {
+            factor,
+            threshold,
+            min_lr,
+            ..
+        } = self.scheduler
+        {
+            if !(factor > 0.0 && factor < 1.0) {
+                return Err(Error::config(
+                    "plateau-factor",
+                    format!("{factor} is not in (0, 1)"),
+                ));
+            }
+            non_negative_finite("plateau-threshold", threshold)?;
+            non_negative_finite("min-lr", min_lr)?;
+        }
+        if self.loss == Loss::Bce && self.model.preset.activation() == Activation::Tanh {
+            return Err(Error::config(
+                "loss",
+                format!(
+                    "bce needs targets in [0,1], but {} has a tanh output on [-1,1] data; use mse",
+                    self.model.preset.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive_finite(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            name,
+            format!("{v} must be a positive finite number"),
+        ))
+    }
+}
+
+fn non_negative_finite(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            name,
+            format!("{v} must be a finite number >= 0"),
+        ))
+    }
+}

@@ -1,0 +1,215 @@
+//! The dataset in memory: u8 images and labels for train/valid/test, the seeded validation
+//! split, pixel scaling, and batches as tensors.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::download::{ensure_files, DatasetSpec};
+use super::idx::{read_images, read_labels};
+use crate::error::{Error, Result};
+
+/// Side length of the images every model here takes.
+pub const SIDE: usize = 28;
+/// Pixels per image.
+pub const PIXELS: usize = SIDE * SIDE;
+/// Number of classes in the supported datasets.
+pub const CLASSES: u8 = 10;
+
+/// How pixels map from u8 to floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// `x / 255`, for sigmoid outputs.
+    ZeroOne,
+    /// `x / 127.5 - 1`, for tanh outputs (torchvision's `Normalize((0.5,), (0.5,))`).
+    MinusOneOne,
+}
+
+impl Scale {
+    /// The float value of a u8 pixel.
+    #[inline]
+    pub fn apply(self, p: u8) -> f32 {
+        match self {
+            Scale::ZeroOne => p as f32 / 255.0,
+            Scale::MinusOneOne => p as f32 / 127.5 - 1.0,
+        }
+    }
+
+    /// The (low, high) range of scaled values.
+    pub fn range(self) -> (f32, f32) {
+        match self {
+            Scale::ZeroOne => (0.0, 1.0),
+            Scale::MinusOneOne => (-1.0, 1.0),
+        }
+    }
+}
+
+/// A labelled set of 28×28 u8 images.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    /// `len * 784` pixels.
+    pub images: Vec<u8>,
+    /// One label per image.
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the split is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// The images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Split {
+        let mut images = Vec::with_capacity(indices.len() * PIXELS);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Split { images, labels }
+    }
+
+    /// The first `n` images (or all).
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split {
+            images: self.images[..n * PIXELS].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+
+    /// Scaled pixels of the images at `indices`, as a flat vector.
+    pub fn scaled(&self, indices: &[usize], scale: Scale) -> Vec<f32> {
+        let mut out = Vec::with_capacity(indices.len() * PIXELS);
+        for &i in indices {
+            out.extend(self.image(i).iter().map(|&p| scale.apply(p)));
+        }
+        out
+    }
+
+    /// A `[n, 1, 28, 28]` tensor of the images at `indices`.
+    pub fn batch(&self, indices: &[usize], scale: Scale, device: &Device) -> Tensor<4> {
+        to_tensor(self.scaled(indices, scale), indices.len(), device)
+    }
+}
+
+/// Builds a `[n, 1, 28, 28]` tensor from `n * 784` floats.
+pub fn to_tensor(values: Vec<f32>, n: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values, [n, 1, SIDE, SIDE]), device)
+}
+
+/// Train, validation and test splits of a dataset.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Training images (the part not held out).
+    pub train: Split,
+    /// Validation images held out from the training file.
+    pub valid: Split,
+    /// Test images, used only for evaluation.
+    pub test: Split,
+}
+
+/// Reads one images/labels pair and checks they agree.
+pub fn load_split(images: &Path, labels: &Path) -> Result<Split> {
+    let im = read_images(images)?;
+    if im.rows != SIDE || im.cols != SIDE {
+        return Err(Error::bad_file(
+            images,
+            format!("images are {}x{}, expected {SIDE}x{SIDE}", im.rows, im.cols),
+        ));
+    }
+    let lb = read_labels(labels, CLASSES)?;
+    if lb.len() != im.count {
+        return Err(Error::bad_file(
+            labels,
+            format!(
+                "{} labels but {} has {} images",
+                lb.len(),
+                images.display(),
+                im.count
+            ),
+        ));
+    }
+    if im.count == 0 {
+        return Err(Error::bad_file(images, "holds no images"));
+    }
+    Ok(Split {
+        images: im.pixels,
+        labels: lb,
+    })
+}
+
+/// Options for loading a dataset.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<'a> {
+    /// Which dataset.
+    pub spec: &'a DatasetSpec,
+    /// Where its files are (or go).
+    pub dir: &'a Path,
+    /// Whether missing files may be downloaded.
+    pub allow_download: bool,
+    /// Fraction of the training file held out for validation.
+    pub valid_fraction: f64,
+    /// Seed of the validation split.
+    pub seed: u64,
+    /// Keep only this many training images (before the split), for quick runs.
+    pub limit_train: Option<usize>,
+    /// Keep only this many test images.
+    pub limit_test: Option<usize>,
+}
+
+/// Loads train and test files, then holds out a seeded validation split from train.
+pub fn load(opts: &LoadOptions) -> Result<Dataset> {
+    if !(0.0..1.0).contains(&opts.valid_fraction) {
+        return Err(Error::config(
+            "valid-fraction",
+            format!("{} is not in [0, 1)", opts.valid_fraction),
+        ));
+    }
+    let [tri, trl, tei, tel] = ensure_files(opts.spec, opts.dir, opts.allow_download)?;
+    let mut full = load_split(&tri, &trl)?;
+    let mut test = load_split(&tei, &tel)?;
+    if let Some(n) = opts.limit_train {
+        full = full.head(n);
+    }
+    if let Some(n) = opts.limit_test {
+        test = test.head(n);
+    }
+    let (train, valid) = split_valid(&full, opts.valid_fraction, opts.seed);
+    Ok(Dataset { train, valid, test })
+}
+
+/// Splits `full` into (train, valid) with a seeded shuffle; valid gets `fraction` of it.
+pub fn split_valid(full: &Split, fraction: f64, seed: u64) -> (Split, Split) {
+    let n = full.len();
+    let n_valid = ((n as f64) * fraction).round() as usize;
+    let mut idx: Vec<usize> = (0..n).collect();
+    // A stream separate from the training shuffles: the split never depends on epochs.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_STREAM);
+    idx.shuffle(&mut rng);
+    let (v, t) = idx.split_at(n_valid);
+    let mut v = v.to_vec();
+    let mut t = t.to_vec();
+    v.sort_unstable();
+    t.sort_unstable();
+    (full.select(&t), full.select(&v))
+}
+
+/// Mixed into the seed of the validation split so it is independent of other seeded streams.
+const SPLIT_STREAM: u64 = 0x5EED_0000_0000_0001;

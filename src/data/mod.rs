@@ -1,0 +1,9 @@
+//! Data: the IDX parser, the downloader and cache, and the in-memory dataset with its splits.
+
+pub mod batch;
+pub mod dataset;
+pub mod download;
+pub mod idx;
+
+pub use dataset::{load, Dataset, LoadOptions, Scale, Split, PIXELS, SIDE};
+pub use download::{resolve_data_dir, DatasetSpec, MNIST};

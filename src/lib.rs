@@ -1,0 +1,16 @@
+//! mnist-ae: train, evaluate and explore autoencoders on MNIST and other 28×28 IDX datasets.
+//!
+//! The library does all the work; the `mnist-ae` binary parses flags and calls it. A run is a
+//! folder (`config.json`, `model.safetensors`, `metrics.jsonl`, pictures) written by
+//! [`train::train`] and read by every later command.
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod model;
+
+pub use error::{Error, Result};
+pub mod config;
+pub mod train;
+pub mod viz;

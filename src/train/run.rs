@@ -1,0 +1,312 @@
+//! The training loop, top to bottom: data, model, optimizer, then per epoch: shuffle, forward,
+//! loss, backward, step, validate, schedule, log, checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::checkpoint::{self, ResumeState, MODEL_FILE, RESUME_FILE};
+use super::loss::loss;
+use super::metrics::{self, EpochMetrics, LOSS_PLOT, METRICS_FILE};
+use super::progress::EpochProgress;
+use super::schedule::{self, ScheduleState};
+use crate::config::{Loss, TrainConfig};
+use crate::data::batch::{add_noise, epoch_order, noise_rng};
+use crate::data::{self, dataset::to_tensor, Dataset, LoadOptions, Scale, Split, MNIST};
+use crate::error::{Error, Result};
+use crate::fsutil::write_json;
+use crate::model::{Activation, Autoencoder};
+
+/// The config file of a run.
+pub const CONFIG_FILE: &str = "config.json";
+/// Batch size for validation passes (no gradients, so larger is fine).
+const EVAL_BATCH: usize = 1000;
+/// Noise stream id of validation batches, apart from the training streams.
+const VALID_NOISE_EPOCH: usize = u32::MAX as usize;
+
+/// How to run `train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// What to train (for a resume, the run's own config with possibly more epochs).
+    pub config: TrainConfig,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Where the dataset is (see [`crate::data::resolve_data_dir`]).
+    pub data_dir: PathBuf,
+    /// Whether missing data files may be downloaded.
+    pub allow_download: bool,
+    /// The compute device (without autodiff; training adds it).
+    pub device: Device,
+    /// Continue the run in `run_dir` instead of starting one.
+    pub resume: bool,
+    /// Stop after this many epochs in this call (the run stays resumable).
+    pub max_epochs_this_call: Option<usize>,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What a finished `train` call reports.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Epochs completed in the run so far.
+    pub epochs_done: usize,
+    /// Every epoch's metrics.
+    pub metrics: Vec<EpochMetrics>,
+}
+
+/// Reads a run's `config.json`.
+pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
+    let path = run_dir.join(CONFIG_FILE);
+    if !run_dir.is_dir() {
+        return Err(Error::Data(format!(
+            "{}: run folder not found",
+            run_dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: TrainConfig =
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| Error::bad_file(&path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Loads the dataset a config names.
+pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) -> Result<Dataset> {
+    data::load(&LoadOptions {
+        spec: &MNIST,
+        dir: data_dir,
+        allow_download,
+        valid_fraction: config.valid_fraction,
+        seed: config.seed,
+        limit_train: config.limit_train,
+        limit_test: None,
+    })
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let wd =
+        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    // PyTorch's Adam defaults (burn's epsilon default is 1e-5; PyTorch uses 1e-8).
+    AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(wd)
+        .init()
+}
+
+/// Mean loss and mean MSE of `model` on `split`, in batches, with seeded noise on the input
+/// when `noise_std > 0`.
+pub fn evaluate_loss(
+    model: &Autoencoder,
+    split: &Split,
+    config: &TrainConfig,
+    device: &Device,
+) -> (f64, f64) {
+    let act = config.model.preset.activation();
+    let scale = act.scale();
+    let idx: Vec<usize> = (0..split.len()).collect();
+    let (mut loss_sum, mut mse_sum) = (0.0f64, 0.0f64);
+    for (bi, chunk) in idx.chunks(EVAL_BATCH).enumerate() {
+        let clean = split.scaled(chunk, scale);
+        let input = noisy(&clean, config, scale, VALID_NOISE_EPOCH, bi);
+        let target = to_tensor(clean, chunk.len(), device);
+        let x = input
+            .map(|v| to_tensor(v, chunk.len(), device))
+            .unwrap_or_else(|| target.clone());
+        let logits = model.forward(x);
+        let n = chunk.len() as f64;
+        let mse = (act.apply(logits.clone()) - target.clone())
+            .square()
+            .mean()
+            .into_scalar::<f32>() as f64;
+        let l = match config.loss {
+            Loss::Mse => mse,
+            Loss::Bce => loss(Loss::Bce, act, logits, target).into_scalar::<f32>() as f64,
+        };
+        loss_sum += l * n;
+        mse_sum += mse * n;
+    }
+    let n = split.len().max(1) as f64;
+    (loss_sum / n, mse_sum / n)
+}
+
+fn noisy(
+    clean: &[f32],
+    config: &TrainConfig,
+    scale: Scale,
+    epoch: usize,
+    batch: usize,
+) -> Option<Vec<f32>> {
+    (config.noise_std > 0.0).then(|| {
+        let mut v = clean.to_vec();
+        add_noise(
+            &mut v,
+            config.noise_std as f32,
+            scale,
+            &mut noise_rng(config.seed, epoch, batch),
+        );
+        v
+    })
+}
+
+/// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
+pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
+    let config = &opts.config;
+    config.validate()?;
+    let dir = &opts.run_dir;
+    let model_path = dir.join(MODEL_FILE);
+    let resume_path = dir.join(RESUME_FILE);
+    if !opts.resume && model_path.exists() {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} already holds a trained model; HINT: use --resume {} to continue it, or choose another --out",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    let data = load_data(config, &opts.data_dir, opts.allow_download)?;
+    if data.train.is_empty() {
+        return Err(Error::config(
+            "limit-train",
+            "no training images left after the validation split",
+        ));
+    }
+    let device = opts.device.clone().autodiff();
+    device.seed(config.seed);
+    let act: Activation = config.model.preset.activation();
+    let scale = act.scale();
+
+    let mut model = config.model.init(&device);
+    let mut optim = optimizer(config);
+    let mut sched = ScheduleState::new(config.lr);
+    let mut best_valid = f64::INFINITY;
+    let mut start_epoch = 0;
+    let mut history = Vec::new();
+
+    if opts.resume {
+        let (m, info) = checkpoint::load_model(&model_path, &config.model, &device)?;
+        let (o, state) = checkpoint::load_resume(&resume_path, optim)?;
+        if state.epoch != info.epoch {
+            return Err(Error::bad_file(
+                &resume_path,
+                format!(
+                    "is from epoch {} but {} is from epoch {}; the last save was interrupted",
+                    state.epoch, MODEL_FILE, info.epoch
+                ),
+            ));
+        }
+        model = m;
+        optim = o;
+        sched = state.schedule;
+        best_valid = state.best_valid;
+        start_epoch = state.epoch;
+        history = metrics::read(&dir.join(METRICS_FILE))?;
+        history.truncate(start_epoch);
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_json(&dir.join(CONFIG_FILE), config)?;
+
+    let n_train = data.train.len();
+    let end_epoch = match opts.max_epochs_this_call {
+        Some(k) => (start_epoch + k).min(config.epochs),
+        None => config.epochs,
+    };
+    for epoch in start_epoch..end_epoch {
+        let order = epoch_order(n_train, config.seed, epoch);
+        let mut bar = EpochProgress::new(epoch + 1, config.epochs, n_train, opts.quiet);
+        let t0 = Instant::now();
+        let mut sum = 0.0f64;
+        let mut done = 0usize;
+        for (bi, chunk) in order.chunks(config.batch_size).enumerate() {
+            let clean = data.train.scaled(chunk, scale);
+            let input = noisy(&clean, config, scale, epoch, bi);
+            let target = to_tensor(clean, chunk.len(), &device);
+            let x = input
+                .map(|v| to_tensor(v, chunk.len(), &device))
+                .unwrap_or_else(|| target.clone());
+            let logits = model.forward(x);
+            let l = loss(config.loss, act, logits, target);
+            let lv = l.clone().into_scalar::<f32>() as f64;
+            sum += lv * chunk.len() as f64;
+            done += chunk.len();
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            model = optim.step(sched.lr, model, grads);
+            if bi % 20 == 0 {
+                bar.update(done, sum / done as f64);
+            }
+        }
+        bar.finish();
+        let seconds = t0.elapsed().as_secs_f64();
+        let train_loss = sum / n_train as f64;
+        if !train_loss.is_finite() {
+            return Err(Error::Diverged(format!(
+                "training loss became {train_loss} in epoch {}; the checkpoint of epoch {start_epoch_or_last} was kept. HINT: lower --lr (now {})",
+                epoch + 1,
+                sched.lr,
+                start_epoch_or_last = epoch
+            )));
+        }
+        let plain = device.clone().without_autodiff();
+        let (valid_loss, valid_mse) = if data.valid.is_empty() {
+            (None, None)
+        } else {
+            let (l, m) = evaluate_loss(&model.valid(), &data.valid, config, &plain);
+            (Some(l), Some(m))
+        };
+        let lr_used = sched.lr;
+        let monitor = valid_loss.unwrap_or(train_loss);
+        sched = schedule::step(&config.scheduler, sched, monitor);
+        best_valid = best_valid.min(monitor);
+        let row = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            valid_loss,
+            valid_mse,
+            lr: lr_used,
+            seconds,
+            images_per_sec: n_train as f64 / seconds.max(1e-9),
+        };
+        if !opts.quiet {
+            eprintln!(
+                "epoch {}/{} train {:.6} valid {} lr {:.1e} time {:.1}s ({:.0} img/s)",
+                row.epoch,
+                config.epochs,
+                train_loss,
+                valid_loss
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_else(|| "-".into()),
+                lr_used,
+                seconds,
+                row.images_per_sec
+            );
+        }
+        history.push(row);
+        // Weights first, then the resume state; resume checks both carry the same epoch.
+        checkpoint::save_model(&model_path, &model, &config.model, epoch + 1)?;
+        checkpoint::save_resume(
+            &resume_path,
+            &optim,
+            &ResumeState {
+                epoch: epoch + 1,
+                schedule: sched,
+                best_valid,
+            },
+        )?;
+        metrics::write(&dir.join(METRICS_FILE), &history)?;
+        let loss_name = match config.loss {
+            Loss::Mse => "MSE",
+            Loss::Bce => "BCE",
+        };
+        metrics::plot_losses(&dir.join(LOSS_PLOT), &history, loss_name)?;
+    }
+    Ok(TrainOutcome {
+        epochs_done: end_epoch.max(start_epoch),
+        metrics: history,
+    })
+}

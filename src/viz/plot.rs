@@ -1,0 +1,117 @@
+//! Line plots (loss curves, sweeps).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{init_fonts, FONT};
+use crate::error::{Error, Result};
+use crate::fsutil::with_atomic_path;
+
+/// One named series of (x, y) points.
+pub struct Series<'a> {
+    /// Legend label.
+    pub label: &'a str,
+    /// Points in x order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws `series` as lines with markers into a PNG at `path` (atomically).
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    init_fonts();
+    let err = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+        .collect();
+    if pts.is_empty() {
+        return Err(err(&"nothing to plot"));
+    }
+    let (mut x0, mut x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (mut y0, mut y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    if x1 <= x0 {
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    if y1 <= y0 {
+        let d = if y0 == 0.0 { 1.0 } else { y0.abs() * 0.1 };
+        y0 -= d;
+        y1 += d;
+    }
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    with_atomic_path(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, (FONT, 26))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(80);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .label_style((FONT, 15))
+                    .draw()
+                    .map_err(|e| err(&e))?;
+                for (i, s) in series.iter().enumerate() {
+                    let c = colors[i % colors.len()];
+                    let pts: Vec<(f64, f64)> = s
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                        .map_err(|e| err(&e))?
+                        .label(s.label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                        .map_err(|e| err(&e))?;
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .label_font((FONT, 16))
+                    .draw()
+                    .map_err(|e| err(&e))?;
+            }};
+        }
+        if log_y {
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (y0 * 0.9..y1 * 1.1).log_scale())
+                .map_err(|e| err(&e))?);
+        } else {
+            let pad = (y1 - y0) * 0.05;
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+                .map_err(|e| err(&e))?);
+        }
+        root.present().map_err(|e| err(&e))?;
+        Ok(())
+    })
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests: the real MNIST folder and the real binary.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The MNIST folder: `$MNIST_AE_DATA`, else `../shared/data/mnist` beside the repository.
+/// Tests that need it fail (not skip) when it is missing: CI always has it.
+pub fn mnist_dir() -> PathBuf {
+    let dir = std::env::var_os("MNIST_AE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist"));
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").exists(),
+        "real MNIST not found in {}; set MNIST_AE_DATA",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs the built `mnist-ae` with `args`, offline.
+pub fn mnist_ae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist-ae"))
+        .args(args)
+        .env("MNIST_AE_MIRRORS", "http://127.0.0.1:9/")
+        .output()
+        .expect("running mnist-ae")
+}
+
+/// Runs and asserts success, returning stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = mnist_ae(args);
+    assert!(
+        out.status.success(),
+        "mnist-ae {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and asserts a clean failure (exit 2, one `error:` line, no panic); returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = mnist_ae(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "mnist-ae {args:?} should fail with 2:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("error: ")),
+        "no error line: {err}"
+    );
+    err
+}

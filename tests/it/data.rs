@@ -1,0 +1,246 @@
+//! Data: the real MNIST files, broken IDX files, and the downloader against a local server.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use mnist_ae::data::download::{download, md5_hex, RemoteFile};
+use mnist_ae::data::idx::{encode_images, encode_labels};
+use mnist_ae::data::{load, LoadOptions, MNIST};
+
+use crate::common::{fails, mnist_dir};
+
+#[test]
+fn real_mnist_loads_with_known_facts() {
+    let d = load(&LoadOptions {
+        spec: &MNIST,
+        dir: &mnist_dir(),
+        allow_download: false,
+        valid_fraction: 0.1,
+        seed: 42,
+        limit_train: None,
+        limit_test: None,
+    })
+    .unwrap();
+    assert_eq!(d.train.len() + d.valid.len(), 60_000);
+    assert_eq!(d.valid.len(), 6_000);
+    assert_eq!(d.test.len(), 10_000);
+    assert_eq!(d.test.labels[0], 7);
+    let all: Vec<u8> = [d.train.images.clone(), d.valid.images.clone()].concat();
+    let mean = all.iter().map(|&p| p as f64).sum::<f64>() / all.len() as f64 / 255.0;
+    assert!((mean - 0.13066).abs() < 1e-4, "train pixel mean {mean}");
+    // The first training image (label 5) lands in train or valid, never both.
+    let full = mnist_ae::data::dataset::load_split(
+        &mnist_dir().join("train-images-idx3-ubyte.gz"),
+        &mnist_dir().join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    assert_eq!(full.labels[0], 5);
+}
+
+fn write_gz(path: &Path, bytes: &[u8]) {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    std::fs::write(path, enc.finish().unwrap()).unwrap();
+}
+
+/// A data folder of tiny valid IDX files (gz for images, raw for labels).
+fn tiny_dataset(dir: &Path, n_train: usize, n_test: usize) {
+    let px = |n: usize| (0..n * 784).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    let lb = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
+    write_gz(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &encode_images(n_train, 28, 28, &px(n_train)),
+    );
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        encode_labels(&lb(n_train)),
+    )
+    .unwrap();
+    write_gz(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &encode_images(n_test, 28, 28, &px(n_test)),
+    );
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        encode_labels(&lb(n_test)),
+    )
+    .unwrap();
+}
+
+fn train_on(dir: &Path, out: &Path) -> String {
+    fails(&[
+        "train",
+        "--model",
+        "linear3",
+        "--epochs",
+        "1",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--no-download",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+}
+
+#[test]
+fn broken_idx_files_give_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = d.join("run");
+    // Missing files, no download allowed.
+    let e = train_on(d, &out);
+    assert!(
+        e.contains("dataset not found") && e.contains("train-images-idx3-ubyte.gz"),
+        "{e}"
+    );
+
+    tiny_dataset(d, 20, 10);
+    // Truncated gzip.
+    let p = d.join("train-images-idx3-ubyte.gz");
+    let good = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &good[..good.len() / 2]).unwrap();
+    let e = train_on(d, &out);
+    assert!(
+        e.contains("train-images-idx3-ubyte.gz") && e.contains("gzip"),
+        "{e}"
+    );
+
+    // Wrong magic: a label file where images belong.
+    write_gz(&p, &encode_labels(&[1, 2, 3]));
+    let e = train_on(d, &out);
+    assert!(e.contains("wrong magic number 2049"), "{e}");
+
+    // Wrong dimensions.
+    write_gz(&p, &encode_images(20, 32, 32, &vec![0u8; 20 * 32 * 32]));
+    let e = train_on(d, &out);
+    assert!(e.contains("32x32, expected 28x28"), "{e}");
+
+    // Count disagrees with the file size.
+    let mut b = encode_images(20, 28, 28, &vec![0u8; 20 * 784]);
+    b.truncate(b.len() - 100);
+    write_gz(&p, &b);
+    let e = train_on(d, &out);
+    assert!(e.contains("does not match its header"), "{e}");
+
+    // Images and labels of different lengths.
+    write_gz(&p, &encode_images(21, 28, 28, &vec![0u8; 21 * 784]));
+    let e = train_on(d, &out);
+    assert!(e.contains("20 labels") && e.contains("21 images"), "{e}");
+
+    // Label out of range.
+    write_gz(&p, &encode_images(20, 28, 28, &vec![0u8; 20 * 784]));
+    let mut labels = vec![0u8; 20];
+    labels[7] = 12;
+    std::fs::write(d.join("train-labels-idx1-ubyte"), encode_labels(&labels)).unwrap();
+    let e = train_on(d, &out);
+    assert!(e.contains("label 12 at index 7"), "{e}");
+
+    // Empty file.
+    std::fs::write(d.join("train-labels-idx1-ubyte"), b"").unwrap();
+    let e = train_on(d, &out);
+    assert!(e.contains("empty file"), "{e}");
+
+    // A directory in place of a file.
+    std::fs::remove_file(d.join("train-labels-idx1-ubyte")).unwrap();
+    std::fs::create_dir(d.join("train-labels-idx1-ubyte")).unwrap();
+    let e = train_on(d, &out);
+    assert!(e.contains("is a directory"), "{e}");
+    assert!(!out.join("model.safetensors").exists());
+}
+
+/// Serves each request from `routes` (path → body), then stops after `max` requests.
+fn serve(routes: Vec<(String, Vec<u8>)>, max: usize) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            match routes.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(body);
+                }
+                None => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            }
+        }
+    });
+    (format!("http://{addr}"), h)
+}
+
+#[test]
+fn downloader_checks_md5_and_falls_back_to_the_next_mirror() {
+    let real = std::fs::read(mnist_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let name = "t10k-labels-idx1-ubyte.gz";
+    let file = RemoteFile {
+        name,
+        md5: Box::leak(md5_hex(&real).into_boxed_str()),
+    };
+    let mut broken = real.clone();
+    broken[100] ^= 0xff;
+    let (base, h) = serve(
+        vec![
+            (format!("/bad/{name}"), broken),
+            (format!("/good/{name}"), real.clone()),
+        ],
+        3,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mirrors = vec![
+        format!("{base}/missing/"),
+        format!("{base}/bad/"),
+        format!("{base}/good/"),
+    ];
+    let path = download(&file, tmp.path(), &mirrors).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), real);
+    h.join().unwrap();
+
+    // Every mirror bad: an error naming each, and no file written.
+    let (base, h) = serve(vec![(format!("/bad/{name}"), b"garbage".to_vec())], 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let err = download(
+        &file,
+        tmp.path(),
+        &[format!("{base}/bad/"), format!("{base}/nope/")],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not match the expected") && msg.contains("404"),
+        "{msg}"
+    );
+    assert!(!tmp.path().join(name).exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no partial files left"
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn canonical_md5_table_matches_the_shared_readme() {
+    let readme = std::fs::read_to_string(mnist_dir().join("README.md")).unwrap();
+    for f in MNIST.files {
+        assert!(
+            readme.contains(f.md5),
+            "{} md5 {} not in README",
+            f.name,
+            f.md5
+        );
+    }
+}
