@@ -12,5 +12,7 @@ pub mod model;
 
 pub use error::{Error, Result};
 pub mod config;
+pub mod eval;
+pub mod run;
 pub mod train;
 pub mod viz;

@@ -1,5 +1,6 @@
 //! Command-line types (clap) and the dispatch to one file per subcommand.
 
+mod eval;
 mod models;
 mod train;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Train a model and write a run folder (config, weights, metrics, loss plot).
     Train(Box<train::TrainArgs>),
+    /// Evaluate a run on the test set: MSE, BCE, PSNR, SSIM and a reconstructions grid.
+    Eval(eval::EvalArgs),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -48,6 +51,7 @@ impl DataArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

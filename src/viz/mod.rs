@@ -1,6 +1,7 @@
 //! Pictures and plots: PNG files made with plotters (text in the embedded DejaVu Sans font, so
 //! no system fonts are needed) and image.
 
+pub mod grid;
 pub mod plot;
 
 use std::sync::Once;

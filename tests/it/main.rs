@@ -3,5 +3,6 @@
 
 mod common;
 mod data;
+mod eval;
 mod models;
 mod training;

@@ -1,0 +1,49 @@
+//! `mnist-ae eval RUN`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mnist_ae::eval::evaluate;
+use mnist_ae::run::Run;
+
+use super::DataArgs;
+
+/// Flags of `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run folder (written by `mnist-ae train`).
+    run: PathBuf,
+    /// Test images to show, comma-separated [default: the first --count].
+    #[arg(long, value_delimiter = ',')]
+    indices: Option<Vec<usize>>,
+    /// How many pairs to show when --indices is not given.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Where to write eval.json and reconstructions.png [default: the run folder].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Compute device: cpu, wgpu, cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let device = super::device(&a.device)?;
+    let run =
+        Run::open(&a.run, &device).with_context(|| format!("opening run {}", a.run.display()))?;
+    let data = run.data(&a.data.dir(), !a.data.no_download)?;
+    let indices = a.indices.unwrap_or_else(|| (0..a.count).collect());
+    let out = run.out_dir(a.out.as_deref())?;
+    let (r, files) = evaluate(&run, &data.test, &indices, &out)?;
+    println!(
+        "{} (latent {}, epoch {}) on {} test images: MSE {:.6}  BCE {:.6}  PSNR {:.2} dB  SSIM {:.4}  ({:.1}s)",
+        r.model, r.latent_dim, r.epoch, r.test.images, r.test.mse, r.test.bce, r.test.psnr_db, r.test.ssim, r.seconds
+    );
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Evaluation of a trained run on the test set: mean MSE, BCE, PSNR and SSIM (per image, then
+//! averaged), `eval.json`, and a grid of originals over reconstructions.
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::dataset::to_tensor;
+use crate::data::{Scale, Split, SIDE};
+use crate::error::{Error, Result};
+use crate::fsutil::write_json;
+use crate::run::Run;
+use crate::viz::grid::{image_grid, GridRow, GridStyle};
+
+/// Images per forward pass when evaluating.
+pub const EVAL_BATCH: usize = 1000;
+/// The metrics file `eval` writes.
+pub const EVAL_FILE: &str = "eval.json";
+/// The picture `eval` writes.
+pub const RECON_FILE: &str = "reconstructions.png";
+
+/// Mean metrics over a set of images.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Scores {
+    /// Images scored.
+    pub images: usize,
+    /// Mean squared error on the model's data scale ([0,1], or [-1,1] for tanh models).
+    pub mse: f64,
+    /// Binary cross-entropy, on values mapped to [0,1].
+    pub bce: f64,
+    /// Mean per-image PSNR in dB (data range of the model's scale; identical images: 100 dB).
+    pub psnr_db: f64,
+    /// Mean per-image SSIM (Gaussian window 11, sigma 1.5).
+    pub ssim: f64,
+}
+
+/// What `eval` writes to `eval.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Preset name.
+    pub model: String,
+    /// Code size.
+    pub latent_dim: usize,
+    /// Epochs the weights were trained for.
+    pub epoch: usize,
+    /// Data scale the MSE and PSNR are on.
+    pub scale: Scale,
+    /// Test-set scores.
+    pub test: Scores,
+    /// Seconds to reconstruct and score the test set.
+    pub seconds: f64,
+    /// Indices shown in the reconstructions picture.
+    pub indices: Vec<usize>,
+}
+
+/// Maps a value on `scale` to [0, 1] for display and BCE.
+pub fn to_unit(v: f32, scale: Scale) -> f32 {
+    match scale {
+        Scale::ZeroOne => v,
+        Scale::MinusOneOne => (v + 1.0) / 2.0,
+    }
+}
+
+/// Accumulates per-image scores.
+#[derive(Debug, Default, Clone)]
+pub struct ScoreSum {
+    n: usize,
+    mse: f64,
+    bce: f64,
+    psnr: f64,
+    ssim: f64,
+}
+
+impl ScoreSum {
+    /// Adds one image pair (`reference`, `estimate`), both on `scale`.
+    pub fn add(&mut self, reference: &[f32], estimate: &[f32], scale: Scale) {
+        let (lo, hi) = scale.range();
+        let range = (hi - lo) as f64;
+        self.n += 1;
+        self.mse += metrics::mse(reference, estimate);
+        let p: Vec<f32> = estimate
+            .iter()
+            .map(|&v| to_unit(v, scale).clamp(0.0, 1.0))
+            .collect();
+        let t: Vec<f32> = reference.iter().map(|&v| to_unit(v, scale)).collect();
+        self.bce += metrics::bce(&p, &t);
+        self.psnr += metrics::psnr(reference, estimate, range);
+        self.ssim += metrics::ssim(reference, estimate, SIDE, SIDE, range);
+    }
+
+    /// The means.
+    pub fn finish(&self) -> Scores {
+        let n = self.n.max(1) as f64;
+        Scores {
+            images: self.n,
+            mse: self.mse / n,
+            bce: self.bce / n,
+            psnr_db: self.psnr / n,
+            ssim: self.ssim / n,
+        }
+    }
+}
+
+/// Reconstructions (on the model's scale) of `inputs` (`n * 784` values on that scale).
+pub fn reconstruct_values(run: &Run, inputs: &[f32]) -> Vec<f32> {
+    let px = SIDE * SIDE;
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(EVAL_BATCH * px) {
+        let n = chunk.len() / px;
+        let x = to_tensor(chunk.to_vec(), n, &run.device);
+        let y = run.activation().apply(run.model.forward(x));
+        out.extend(
+            y.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// Scores the reconstructions of every image of `split`.
+pub fn score_split(run: &Run, split: &Split) -> Scores {
+    let px = SIDE * SIDE;
+    let scale = run.scale();
+    let mut sum = ScoreSum::default();
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let x = split.scaled(chunk, scale);
+        let y = reconstruct_values(run, &x);
+        for (a, b) in x.chunks(px).zip(y.chunks(px)) {
+            sum.add(a, b, scale);
+        }
+    }
+    sum.finish()
+}
+
+/// Checks indices against a split's length.
+pub fn check_indices(indices: &[usize], split: &Split, flag: &str) -> Result<()> {
+    match indices.iter().find(|&&i| i >= split.len()) {
+        Some(i) => Err(Error::config(
+            flag,
+            format!(
+                "index {i} is beyond the test set ({} images, 0..={})",
+                split.len(),
+                split.len().saturating_sub(1)
+            ),
+        )),
+        None if indices.is_empty() => Err(Error::config(flag, "no indices given")),
+        None => Ok(()),
+    }
+}
+
+/// Draws originals over reconstructions for `indices` of `split`.
+pub fn reconstruction_grid(run: &Run, split: &Split, indices: &[usize], path: &Path) -> Result<()> {
+    let scale = run.scale();
+    let x = split.scaled(indices, scale);
+    let y = reconstruct_values(run, &x);
+    let unit = |v: &[f32]| -> Vec<Vec<f32>> {
+        v.chunks(SIDE * SIDE)
+            .map(|c| c.iter().map(|&p| to_unit(p, scale)).collect())
+            .collect()
+    };
+    let captions: Vec<String> = indices
+        .iter()
+        .map(|&i| format!("#{i} ({})", split.labels[i]))
+        .collect();
+    let rows = [
+        GridRow {
+            label: "original".into(),
+            images: unit(&x),
+            captions,
+        },
+        GridRow {
+            label: "reconstructed".into(),
+            images: unit(&y),
+            captions: Vec::new(),
+        },
+    ];
+    let title = format!(
+        "{} (latent {}): test images and reconstructions",
+        run.config.model.preset.name(),
+        run.config.model.latent_dim
+    );
+    image_grid(path, &title, &rows, GridStyle::default())
+}
+
+/// Runs the whole evaluation, writing `eval.json` and `reconstructions.png` into `out`.
+pub fn evaluate(
+    run: &Run,
+    test: &Split,
+    indices: &[usize],
+    out: &Path,
+) -> Result<(EvalReport, [PathBuf; 2])> {
+    check_indices(indices, test, "indices")?;
+    let t0 = Instant::now();
+    let scores = score_split(run, test);
+    let seconds = t0.elapsed().as_secs_f64();
+    let report = EvalReport {
+        model: run.config.model.preset.name().into(),
+        latent_dim: run.config.model.latent_dim,
+        epoch: run.info.epoch,
+        scale: run.scale(),
+        test: scores,
+        seconds,
+        indices: indices.to_vec(),
+    };
+    let json = out.join(EVAL_FILE);
+    write_json(&json, &report)?;
+    let png = out.join(RECON_FILE);
+    reconstruction_grid(run, test, indices, &png)?;
+    Ok((report, [json, png]))
+}
