@@ -13,6 +13,7 @@ pub mod model;
 pub use error::{Error, Result};
 pub mod config;
 pub mod eval;
+pub mod explore;
 pub mod run;
 pub mod train;
 pub mod viz;

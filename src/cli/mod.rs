@@ -1,6 +1,7 @@
 //! Command-line types (clap) and the dispatch to one file per subcommand.
 
 mod eval;
+mod explore;
 mod models;
 mod train;
 
@@ -23,6 +24,16 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a run on the test set: MSE, BCE, PSNR, SSIM and a reconstructions grid.
     Eval(eval::EvalArgs),
+    /// Denoise noisy test images: PSNR/SSIM of noisy and denoised vs clean, and a picture.
+    Denoise(explore::DenoiseArgs),
+    /// Decode straight-line steps between two test images' codes.
+    Interpolate(explore::InterpolateArgs),
+    /// Draw new digits from a Gaussian fitted to the training codes.
+    Sample(explore::SampleArgs),
+    /// Score test images by reconstruction error; show the worst and a histogram.
+    Anomaly(explore::AnomalyArgs),
+    /// Train one run per code size and tabulate reconstruction vs denoising quality.
+    Sweep(Box<explore::SweepArgs>),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -52,6 +63,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
+        Command::Denoise(a) => explore::run_denoise(a),
+        Command::Interpolate(a) => explore::run_interpolate(a),
+        Command::Sample(a) => explore::run_sample(a),
+        Command::Anomaly(a) => explore::run_anomaly(a),
+        Command::Sweep(a) => explore::run_sweep(*a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

@@ -89,7 +89,8 @@ pub struct TrainArgs {
     data: DataArgs,
 }
 
-fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
+/// The `TrainConfig` the flags describe.
+pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     let preset = Preset::parse(&a.model)?;
     let mut c = TrainConfig::for_preset(preset);
     if let Some(l) = a.latent_dim {
@@ -124,6 +125,29 @@ fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     c.limit_train = a.limit_train;
     c.validate()?;
     Ok(c)
+}
+
+impl TrainArgs {
+    /// `--out`, if given.
+    pub fn out_dir(&self) -> Option<PathBuf> {
+        self.out.clone()
+    }
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.dir()
+    }
+    /// Whether downloads are allowed.
+    pub fn allow_download(&self) -> bool {
+        !self.data.no_download
+    }
+    /// `--device`.
+    pub fn device_name(&self) -> &str {
+        &self.device
+    }
+    /// `--quiet`.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {

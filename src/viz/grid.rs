@@ -101,7 +101,7 @@ pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) 
                     root.draw(&Text::new(
                         c.clone(),
                         (x0 as i32, (y0 + cell + 2) as i32),
-                        (FONT, 13).into_font().color(&BLACK),
+                        (FONT, 12).into_font().color(&BLACK),
                     ))
                     .map_err(|e| err(&e))?;
                 }

@@ -115,3 +115,81 @@ pub fn line_plot(
         Ok(())
     })
 }
+
+/// Draws a histogram of `values` with `bins` equal bins into a PNG at `path`, with optional
+/// vertical marker lines `(x, label)`.
+pub fn histogram(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    values: &[f64],
+    bins: usize,
+    markers: &[(f64, &str)],
+) -> Result<()> {
+    init_fonts();
+    let err = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() || bins == 0 {
+        return Err(err(&"nothing to plot"));
+    }
+    let lo = finite.iter().copied().fold(f64::MAX, f64::min).min(0.0);
+    let mut hi = finite.iter().copied().fold(f64::MIN, f64::max);
+    if hi <= lo {
+        hi = lo + 1.0;
+    }
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for v in &finite {
+        let b = (((v - lo) / width) as usize).min(bins - 1);
+        counts[b] += 1;
+    }
+    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+    with_atomic_path(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 24))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(lo..hi, 0f64..top)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc("images")
+            .label_style((FONT, 15))
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                let x0 = lo + i as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], BLUE.mix(0.6).filled())
+            }))
+            .map_err(|e| err(&e))?;
+        for (i, &(x, label)) in markers.iter().enumerate() {
+            let c = [RED, GREEN, MAGENTA][i % 3];
+            chart
+                .draw_series(LineSeries::new(vec![(x, 0.0), (x, top)], c.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+        }
+        if !markers.is_empty() {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font((FONT, 16))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+        Ok(())
+    })
+}

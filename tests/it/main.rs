@@ -4,5 +4,6 @@
 mod common;
 mod data;
 mod eval;
+mod explore;
 mod models;
 mod training;

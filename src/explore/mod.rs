@@ -1,0 +1,9 @@
+//! Exploring a trained run: denoising, interpolation, sampling, anomaly scores, and sweeps
+//! over code sizes.
+
+pub mod anomaly;
+pub mod codes;
+pub mod denoise;
+pub mod interpolate;
+pub mod sample;
+pub mod sweep;

@@ -1,0 +1,148 @@
+//! Sampling new digits: fit a Gaussian (mean, full covariance) to the training codes, draw
+//! codes from it (seeded) and decode them.
+
+use std::path::{Path, PathBuf};
+
+use nalgebra::{DMatrix, DVector};
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+
+use super::codes::{decode, encode_all};
+use crate::data::batch::rng;
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::eval::to_unit;
+use crate::fsutil::write_json;
+use crate::run::Run;
+use crate::viz::grid::{image_grid, GridRow, GridStyle};
+
+/// A Gaussian over codes.
+#[derive(Debug, Clone)]
+pub struct CodeGaussian {
+    /// Mean code.
+    pub mean: DVector<f64>,
+    /// Lower Cholesky factor of the covariance.
+    pub chol: DMatrix<f64>,
+}
+
+/// Fits mean and covariance (maximum likelihood) to `codes`, with a small ridge so the
+/// Cholesky factorisation exists even for dead (constant) code units.
+pub fn fit(codes: &[Vec<f32>]) -> Result<CodeGaussian> {
+    let n = codes.len();
+    let d = codes.first().map(Vec::len).unwrap_or(0);
+    if n < 2 || d == 0 {
+        return Err(Error::Data(
+            "need at least two codes to fit a Gaussian".into(),
+        ));
+    }
+    let mut mean = DVector::<f64>::zeros(d);
+    for c in codes {
+        for (m, &v) in mean.iter_mut().zip(c) {
+            *m += v as f64;
+        }
+    }
+    mean /= n as f64;
+    let mut cov = DMatrix::<f64>::zeros(d, d);
+    for c in codes {
+        let x = DVector::from_iterator(d, c.iter().map(|&v| v as f64)) - &mean;
+        cov.ger(1.0, &x, &x, 1.0);
+    }
+    cov /= n as f64;
+    let ridge = 1e-6 * (cov.trace() / d as f64).max(1e-12);
+    for i in 0..d {
+        cov[(i, i)] += ridge;
+    }
+    let chol = cov
+        .cholesky()
+        .ok_or_else(|| Error::Data("code covariance is not positive definite".into()))?
+        .l();
+    Ok(CodeGaussian { mean, chol })
+}
+
+impl CodeGaussian {
+    /// Draws `count` codes with seed `seed`.
+    pub fn sample(&self, count: usize, seed: u64) -> Vec<Vec<f32>> {
+        let d = self.mean.len();
+        let mut r = rng(seed, 7);
+        (0..count)
+            .map(|_| {
+                let e = DVector::from_iterator(d, (0..d).map(|_| StandardNormal.sample(&mut r)));
+                let z = &self.mean + &self.chol * e;
+                z.iter().map(|&v| v as f32).collect()
+            })
+            .collect()
+    }
+}
+
+/// What `sample` writes to `samples.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    /// Images drawn.
+    pub count: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Training codes the Gaussian was fitted to.
+    pub fitted_on: usize,
+    /// Mean of the fitted Gaussian.
+    pub mean: Vec<f64>,
+    /// Standard deviation of each code unit.
+    pub std: Vec<f64>,
+}
+
+/// Runs `sample`: `samples.png` (a square-ish grid) and `samples.json` in `out`.
+pub fn sample(
+    run: &Run,
+    train: &Split,
+    count: usize,
+    seed: u64,
+    out: &Path,
+) -> Result<(SampleReport, [PathBuf; 2])> {
+    if count == 0 || count > 1024 {
+        return Err(Error::config(
+            "count",
+            format!("{count} is not in 1..=1024"),
+        ));
+    }
+    let codes = encode_all(run, train);
+    let g = fit(&codes)?;
+    let images = decode(run, &g.sample(count, seed));
+    let scale = run.scale();
+    let cols = (count as f64).sqrt().ceil() as usize;
+    let rows: Vec<GridRow> = images
+        .chunks(cols)
+        .map(|chunk| GridRow {
+            label: String::new(),
+            images: chunk
+                .iter()
+                .map(|im| im.iter().map(|&p| to_unit(p, scale)).collect())
+                .collect(),
+            captions: vec![],
+        })
+        .collect();
+    let png = out.join("samples.png");
+    let title = format!(
+        "{count} samples from a Gaussian fitted to {} training codes",
+        codes.len()
+    );
+    image_grid(
+        &png,
+        &title,
+        &rows,
+        GridStyle {
+            label_width: 10,
+            gap: 2,
+            ..GridStyle::default()
+        },
+    )?;
+    let cov_diag: Vec<f64> = (0..g.mean.len()).map(|i| g.chol.row(i).norm()).collect();
+    let report = SampleReport {
+        count,
+        seed,
+        fitted_on: codes.len(),
+        mean: g.mean.iter().copied().collect(),
+        std: cov_diag,
+    };
+    let json = out.join("samples.json");
+    write_json(&json, &report)?;
+    Ok((report, [json, png]))
+}
