@@ -2,6 +2,7 @@
 
 mod eval;
 mod explore;
+mod latent;
 mod models;
 mod train;
 
@@ -34,6 +35,10 @@ enum Command {
     Anomaly(explore::AnomalyArgs),
     /// Train one run per code size and tabulate reconstruction vs denoising quality.
     Sweep(Box<explore::SweepArgs>),
+    /// Fit linear classifiers on the codes: classification report and confusion matrix.
+    Classify(latent::ClassifyArgs),
+    /// Map the test codes to 2-D with t-SNE (and PCA), coloured by digit.
+    Tsne(latent::TsneArgs),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -68,6 +73,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(a) => explore::run_sample(a),
         Command::Anomaly(a) => explore::run_anomaly(a),
         Command::Sweep(a) => explore::run_sweep(*a),
+        Command::Classify(a) => latent::run_classify(a),
+        Command::Tsne(a) => latent::run_tsne(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

@@ -1,8 +1,10 @@
 //! Pictures and plots: PNG files made with plotters (text in the embedded DejaVu Sans font, so
 //! no system fonts are needed) and image.
 
+pub mod confusion;
 pub mod grid;
 pub mod plot;
+pub mod scatter;
 
 use std::sync::Once;
 

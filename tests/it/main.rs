@@ -5,5 +5,6 @@ mod common;
 mod data;
 mod eval;
 mod explore;
+mod latent;
 mod models;
 mod training;

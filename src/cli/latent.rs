@@ -1,0 +1,91 @@
+//! `classify` and `tsne`.
+
+use anyhow::Result;
+use clap::Args;
+use mnist_ae::latent::classifier::ClassifierKind;
+use mnist_ae::latent::tsne::{tsne, TsneSettings};
+
+use super::explore::RunArgs;
+
+/// Flags of `classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Classifier: logistic (multinomial logistic regression) or svm (linear SVM, one-vs-rest);
+    /// repeat or comma-separate for both.
+    #[arg(long, value_delimiter = ',', default_value = "logistic")]
+    classifier: Vec<String>,
+    /// Inverse regularisation strength (scikit-learn's C).
+    #[arg(long, default_value_t = 1.0)]
+    c: f64,
+    /// Also write the codes as codes_train.csv and codes_test.csv.
+    #[arg(long)]
+    export_codes: bool,
+}
+
+pub fn run_classify(a: ClassifyArgs) -> Result<()> {
+    let kinds = a
+        .classifier
+        .iter()
+        .map(|k| ClassifierKind::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (run, data, out) = a.run.open()?;
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (r, dir) =
+            mnist_ae::latent::classify(&run, &data, kind, a.c, &out, a.export_codes && i == 0)?;
+        println!(
+            "{}: test accuracy {:.4} (train {:.4}, fitted in {:.1}s on {} codes)",
+            kind.name(),
+            r.report.accuracy,
+            r.train_accuracy,
+            r.fit_seconds,
+            r.train_images
+        );
+        print!("{}", r.report.to_sklearn_text());
+        println!("wrote {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Flags of `tsne`.
+#[derive(Debug, Args)]
+pub struct TsneArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Map the first N test images.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// t-SNE perplexity.
+    #[arg(long, default_value_t = 30.0)]
+    perplexity: f32,
+    /// Gradient-descent epochs.
+    #[arg(long, default_value_t = 1000)]
+    epochs: usize,
+    /// Seed of the initial embedding.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run_tsne(a: TsneArgs) -> Result<()> {
+    let (run, data, out) = a.run.open()?;
+    let s = TsneSettings {
+        count: a.count,
+        perplexity: a.perplexity,
+        epochs: a.epochs,
+        seed: a.seed,
+        ..TsneSettings::default()
+    };
+    let (r, files) = tsne(&run, &data.test, s, &out)?;
+    println!(
+        "t-SNE of {} test codes in {:.1}s; PCA axes explain {:.1}% and {:.1}% of the variance",
+        r.settings.count.min(data.test.len()),
+        r.seconds,
+        100.0 * r.pca_explained[0],
+        100.0 * r.pca_explained[1]
+    );
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! 2-D maps of the test codes: Barnes-Hut t-SNE (the `bhtsne` crate; perplexity 30,
+//! θ = 0.5, seeded through our own random initial embedding) and PCA, side by side.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+use super::digit_names;
+use crate::data::batch::rng;
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::explore::codes::encode;
+use crate::fsutil::{write_atomic, write_json};
+use crate::run::Run;
+use crate::viz::scatter::{scatter, Panel};
+
+/// Settings of a t-SNE map.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TsneSettings {
+    /// Test images to map (the first `count`).
+    pub count: usize,
+    /// Perplexity.
+    pub perplexity: f32,
+    /// Barnes-Hut θ.
+    pub theta: f32,
+    /// Gradient-descent epochs.
+    pub epochs: usize,
+    /// Seed of the initial embedding.
+    pub seed: u64,
+}
+
+impl Default for TsneSettings {
+    fn default() -> Self {
+        // Perplexity 30, θ 0.5 and 1000 iterations: scikit-learn's and van der Maaten's defaults.
+        TsneSettings {
+            count: 10_000,
+            perplexity: 30.0,
+            theta: 0.5,
+            epochs: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// What `tsne` writes to `tsne.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TsneReport {
+    /// The settings used.
+    pub settings: TsneSettings,
+    /// Seconds for t-SNE.
+    pub seconds: f64,
+    /// Share of the code variance along the two principal axes.
+    pub pca_explained: [f64; 2],
+}
+
+/// The first two principal components of `x` (rows), and their explained-variance shares.
+pub fn pca2(x: &[Vec<f32>]) -> (Vec<(f64, f64)>, [f64; 2]) {
+    let n = x.len();
+    let d = x.first().map(Vec::len).unwrap_or(0);
+    let m = DMatrix::from_fn(n, d, |i, j| x[i][j] as f64);
+    let mean = m.row_mean();
+    let centered = DMatrix::from_fn(n, d, |i, j| m[(i, j)] - mean[j]);
+    let cov = centered.transpose() * &centered / (n.max(2) - 1) as f64;
+    let eig = SymmetricEigen::new(cov);
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+    let total: f64 = eig
+        .eigenvalues
+        .iter()
+        .map(|v| v.max(0.0))
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
+    let pick = |k: usize| order.get(k).copied();
+    let axis = |k: usize| pick(k).map(|c| eig.eigenvectors.column(c).clone_owned());
+    let (a0, a1) = (axis(0), axis(1));
+    let proj = |v: &Option<nalgebra::DVector<f64>>, i: usize| {
+        v.as_ref()
+            .map(|a| centered.row(i).dot(&a.transpose()))
+            .unwrap_or(0.0)
+    };
+    let pts = (0..n).map(|i| (proj(&a0, i), proj(&a1, i))).collect();
+    let share = |k: usize| {
+        pick(k)
+            .map(|c| eig.eigenvalues[c].max(0.0) / total)
+            .unwrap_or(0.0)
+    };
+    (pts, [share(0), share(1)])
+}
+
+/// Runs `tsne`: `tsne.png` (t-SNE and PCA panels), `tsne.csv` and `tsne.json` in `out`.
+pub fn tsne(
+    run: &Run,
+    test: &Split,
+    s: TsneSettings,
+    out: &Path,
+) -> Result<(TsneReport, [PathBuf; 3])> {
+    let n = s.count.min(test.len());
+    if !(s.perplexity.is_finite() && s.perplexity > 0.0) {
+        return Err(Error::config(
+            "perplexity",
+            format!("{} must be a positive number", s.perplexity),
+        ));
+    }
+    if (n as f32 - 1.0) < 3.0 * s.perplexity {
+        return Err(Error::config(
+            "count",
+            format!(
+                "{n} points are too few for perplexity {} (need at least {})",
+                s.perplexity,
+                (3.0 * s.perplexity).ceil() as usize + 1
+            ),
+        ));
+    }
+    if s.epochs == 0 {
+        return Err(Error::config("epochs", "must be at least 1"));
+    }
+    let idx: Vec<usize> = (0..n).collect();
+    let codes = encode(run, test, &idx);
+    let labels = &test.labels[..n];
+    let (pca, pca_explained) = pca2(&codes);
+
+    // A seeded N(0, 1e-4) start, as in van der Maaten's reference implementation.
+    let mut r = rng(s.seed, 11);
+    let normal = Normal::new(0.0f32, 1e-4).expect("valid normal");
+    let init: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut r)).collect();
+    let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+    let t0 = Instant::now();
+    let embedding = bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
+        .perplexity(s.perplexity)
+        .epochs(s.epochs)
+        .initial_embedding(init)
+        .barnes_hut(s.theta, |a, b| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt()
+        })
+        .embedding();
+    let seconds = t0.elapsed().as_secs_f64();
+    let tsne_pts: Vec<(f64, f64)> = embedding
+        .chunks(2)
+        .map(|c| (c[0] as f64, c[1] as f64))
+        .collect();
+
+    let mut csv = String::from("index,label,tsne_x,tsne_y,pca_x,pca_y\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "{i},{},{},{},{},{}\n",
+            labels[i], tsne_pts[i].0, tsne_pts[i].1, pca[i].0, pca[i].1
+        ));
+    }
+    let csv_path = out.join("tsne.csv");
+    write_atomic(&csv_path, csv.as_bytes())?;
+    let png = out.join("tsne.png");
+    let t_title = format!("t-SNE of {n} test codes (perplexity {})", s.perplexity);
+    let p_title = format!(
+        "PCA ({:.0}% + {:.0}% of variance)",
+        100.0 * pca_explained[0],
+        100.0 * pca_explained[1]
+    );
+    scatter(
+        &png,
+        &[
+            Panel {
+                title: &t_title,
+                points: &tsne_pts,
+            },
+            Panel {
+                title: &p_title,
+                points: &pca,
+            },
+        ],
+        labels,
+        &digit_names(),
+    )?;
+    let report = TsneReport {
+        settings: s,
+        seconds,
+        pca_explained,
+    };
+    let json = out.join("tsne.json");
+    write_json(&json, &report)?;
+    Ok((report, [json, csv_path, png]))
+}
