@@ -15,6 +15,7 @@ pub mod config;
 pub mod eval;
 pub mod explore;
 pub mod latent;
+pub mod report;
 pub mod run;
 pub mod train;
 pub mod viz;

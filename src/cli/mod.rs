@@ -4,6 +4,7 @@ mod eval;
 mod explore;
 mod latent;
 mod models;
+mod report;
 mod train;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Classify(latent::ClassifyArgs),
     /// Map the test codes to 2-D with t-SNE (and PCA), coloured by digit.
     Tsne(latent::TsneArgs),
+    /// Build report.html: every metric, plot and picture of a run on one page.
+    Report(report::ReportArgs),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => explore::run_sweep(*a),
         Command::Classify(a) => latent::run_classify(a),
         Command::Tsne(a) => latent::run_tsne(a),
+        Command::Report(a) => report::run(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

@@ -82,6 +82,10 @@ pub struct TrainArgs {
     /// Compute device: cpu, wgpu, cuda (GPU ones need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// After training, run every analysis (eval, denoise, interpolate, sample, anomaly,
+    /// classify, t-SNE) and write report.html into the run folder.
+    #[arg(long)]
+    report: bool,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -194,6 +198,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             run_dir.display()
         );
+    }
+    if a.report {
+        let path = super::report::analyze_run(&run_dir, &a.device, &a.data, 10_000, a.quiet)?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

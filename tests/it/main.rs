@@ -7,4 +7,5 @@ mod eval;
 mod explore;
 mod latent;
 mod models;
+mod report;
 mod training;

@@ -1,0 +1,112 @@
+"""PyTorch reference for mnist-ae's presets: the same architectures, data scaling, Adam
+settings and epochs, timed the same way (training images per second, validation excluded).
+
+    python bench/pytorch_ref.py --model conv64 --epochs 10 --batch-size 32 --threads 2 \
+        --data-dir ../shared/data/mnist
+
+Prints one JSON line: model, epochs, batch_size, threads, images_per_sec, test_mse.
+"""
+import argparse
+import gzip
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def read_idx(path):
+    raw = open(path, "rb").read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    magic = int.from_bytes(raw[:4], "big")
+    if magic == 2051:
+        n, r, c = (int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
+        return np.frombuffer(raw, np.uint8, offset=16).reshape(n, 1, r, c)
+    n = int.from_bytes(raw[4:8], "big")
+    return np.frombuffer(raw, np.uint8, offset=8)
+
+
+def conv64(latent):
+    enc = nn.Sequential(
+        nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(32, latent, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    dec = nn.Sequential(
+        nn.Unflatten(1, (latent, 1, 1)), nn.ConvTranspose2d(latent, 32, 4, 1, 0), nn.ReLU(),
+        nn.ConvTranspose2d(32, 16, 3, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(),
+        nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Sigmoid())
+    return enc, dec, False
+
+
+def mlp(latent):
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(784, 392), nn.ReLU(), nn.Linear(392, latent), nn.ReLU())
+    dec = nn.Sequential(nn.Linear(latent, 392), nn.ReLU(), nn.Linear(392, 784), nn.Sigmoid(),
+                        nn.Unflatten(1, (1, 28, 28)))
+    for m in list(enc) + list(dec):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return enc, dec, False
+
+
+def cae32(latent):
+    enc = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(1568, latent))
+    dec = nn.Sequential(nn.Linear(latent, 1568), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
+                        nn.ConvTranspose2d(32, 16, 3, 2, 1, 1), nn.ReLU(),
+                        nn.ConvTranspose2d(16, 1, 3, 2, 1, 1), nn.Tanh())
+    return enc, dec, True
+
+
+PRESETS = {"conv64": (conv64, 64), "mlp": (mlp, 32), "cae32": (cae32, 32)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="conv64", choices=PRESETS)
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--data-dir", default=os.environ.get("MNIST_AE_DATA", "../shared/data/mnist"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    build, default_latent = PRESETS[a.model]
+    enc, dec, tanh = build(a.latent_dim or default_latent)
+    model = nn.Sequential(enc, dec)
+    d = a.data_dir
+    xtr = read_idx(f"{d}/train-images-idx3-ubyte.gz")
+    xte = read_idx(f"{d}/t10k-images-idx3-ubyte.gz")
+    rng = np.random.default_rng(a.seed)
+    keep = np.sort(rng.permutation(len(xtr))[int(round(len(xtr) * a.valid_fraction)):])
+    scale = (lambda x: torch.from_numpy(x.astype(np.float32) / 127.5 - 1)) if tanh else \
+        (lambda x: torch.from_numpy(x.astype(np.float32) / 255.0))
+    xtr, xte = scale(xtr[keep]), scale(xte)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.MSELoss()
+    seen, seconds = 0, 0.0
+    for _ in range(a.epochs):
+        perm = torch.randperm(len(xtr))
+        t0 = time.perf_counter()
+        for i in range(0, len(xtr), a.batch_size):
+            x = xtr[perm[i:i + a.batch_size]]
+            loss = loss_fn(model(x), x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds += time.perf_counter() - t0
+        seen += len(xtr)
+    with torch.no_grad():
+        mse = sum(((model(xte[i:i + 1000]) - xte[i:i + 1000]) ** 2).sum().item()
+                  for i in range(0, len(xte), 1000)) / xte.numel()
+    print(json.dumps({"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "threads": a.threads,
+                      "torch": torch.__version__, "images_per_sec": seen / seconds, "test_mse": mse}))
+
+
+if __name__ == "__main__":
+    main()
