@@ -54,6 +54,13 @@ pub fn line_plot(
         y1 += d;
     }
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    // Whole-number x values (epochs, code sizes) get whole-number ticks.
+    let mut xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let integral = xs.iter().all(|x| x.fract() == 0.0);
+    let x_ticks = if integral { xs.len().clamp(2, 12) } else { 10 };
+    let tick = move |x: f64| if integral { format!("{x:.0}") } else { format!("{x:.2}") };
     with_atomic_path(path, |tmp| {
         let root = BitMapBackend::new(tmp, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -70,6 +77,8 @@ pub fn line_plot(
                     .configure_mesh()
                     .x_desc(x_label)
                     .y_desc(y_label)
+                    .x_labels(x_ticks)
+                    .x_label_formatter(&|x| tick(*x))
                     .label_style((FONT, 15))
                     .draw()
                     .map_err(|e| err(&e))?;
