@@ -1,6 +1,8 @@
 //! `mnist-ae train`: flags → `TrainConfig` → `mnist_ae::train::train`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -177,6 +179,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         eprintln!("config: {}", serde_json::to_string(&config)?);
         eprintln!("run folder: {}", run_dir.display());
     }
+    // Ctrl-C stops after the current step with a checkpoint; a second Ctrl-C kills as usual.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)"
+        );
+    });
     let out = train::train(&TrainOptions {
         config,
         run_dir: run_dir.clone(),
@@ -186,8 +199,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         resume,
         max_epochs_this_call: a.stop_after,
         quiet: a.quiet,
+        stop: Some(stop),
     })
     .with_context(|| format!("training into {}", run_dir.display()))?;
+    if let Some(batches) = out.interrupted {
+        eprintln!(
+            "interrupted in epoch {} after {batches} batches; checkpoint saved. HINT: continue with `mnist-ae train --resume {}`",
+            out.epochs_done + 1,
+            run_dir.display()
+        );
+        std::process::exit(130);
+    }
     if let Some(last) = out.metrics.last() {
         println!(
             "trained {} epochs: train loss {:.6}, validation loss {}; run folder {}",

@@ -88,6 +88,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
             resume: done,
             max_epochs_this_call: None,
             quiet: opts.quiet,
+            stop: None,
         })?;
         let run = Run::open(&dir, &opts.device)?;
         let data = run.data(&opts.data_dir, opts.allow_download)?;

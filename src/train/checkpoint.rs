@@ -307,6 +307,15 @@ pub struct ResumeState {
     pub schedule: ScheduleState,
     /// Best validation loss so far.
     pub best_valid: f64,
+    /// Batches already done of epoch `epoch + 1` (an interrupted epoch), else 0.
+    #[serde(default)]
+    pub batch: usize,
+    /// Sum of the loss over those batches, weighted by batch size.
+    #[serde(default)]
+    pub partial_loss_sum: f64,
+    /// Images in those batches.
+    #[serde(default)]
+    pub partial_images: usize,
 }
 
 /// Saves the optimizer and schedule state (atomically).

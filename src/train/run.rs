@@ -2,6 +2,8 @@
 //! loss, backward, step, validate, schedule, log, checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::optim::decay::WeightDecayConfig;
@@ -46,6 +48,8 @@ pub struct TrainOptions {
     pub max_epochs_this_call: Option<usize>,
     /// No progress output.
     pub quiet: bool,
+    /// Set (by a Ctrl-C handler) to stop after the current step with a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished `train` call reports.
@@ -53,6 +57,8 @@ pub struct TrainOptions {
 pub struct TrainOutcome {
     /// Epochs completed in the run so far.
     pub epochs_done: usize,
+    /// `Some(batches done in the next epoch)` when the stop flag ended the call early.
+    pub interrupted: Option<usize>,
     /// Every epoch's metrics.
     pub metrics: Vec<EpochMetrics>,
 }
@@ -184,9 +190,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let mut model = config.model.init(&device);
     let mut optim = optimizer(config);
     let mut sched = ScheduleState::new(config.lr);
-    let mut best_valid = f64::INFINITY;
+    // f64::MAX, not infinity, stands for "none yet": JSON (the resume state) has no infinity.
+    let mut best_valid = f64::MAX;
     let mut start_epoch = 0;
     let mut history = Vec::new();
+    // Where an interrupted epoch left off: (batches, loss sum, images).
+    let mut partial = (0usize, 0.0f64, 0usize);
 
     if opts.resume {
         let (m, info) = checkpoint::load_model(&model_path, &config.model, &device)?;
@@ -205,6 +214,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         sched = state.schedule;
         best_valid = state.best_valid;
         start_epoch = state.epoch;
+        partial = (state.batch, state.partial_loss_sum, state.partial_images);
         history = metrics::read(&dir.join(METRICS_FILE))?;
         history.truncate(start_epoch);
     } else {
@@ -221,9 +231,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         let order = epoch_order(n_train, config.seed, epoch);
         let mut bar = EpochProgress::new(epoch + 1, config.epochs, n_train, opts.quiet);
         let t0 = Instant::now();
-        let mut sum = 0.0f64;
-        let mut done = 0usize;
-        for (bi, chunk) in order.chunks(config.batch_size).enumerate() {
+        // Resuming an interrupted epoch: skip its finished batches, keep its running loss.
+        let (skip, mut sum, mut done) = if epoch == start_epoch {
+            partial
+        } else {
+            (0, 0.0, 0)
+        };
+        let done_before = done;
+        for (bi, chunk) in order.chunks(config.batch_size).enumerate().skip(skip) {
             let clean = data.train.scaled(chunk, scale);
             let input = noisy(&clean, config, scale, epoch, bi);
             let target = to_tensor(clean, chunk.len(), &device);
@@ -233,6 +248,22 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             let logits = model.forward(x);
             let l = loss(config.loss, act, logits, target);
             let lv = l.clone().into_scalar::<f32>() as f64;
+            if !lv.is_finite() {
+                let kept = if epoch == 0 && !opts.resume {
+                    "no checkpoint was written".to_string()
+                } else {
+                    format!(
+                        "the checkpoint of epoch {epoch} in {} is kept",
+                        dir.display()
+                    )
+                };
+                return Err(Error::Diverged(format!(
+                    "training loss became {lv} in epoch {} (batch {}); {kept}. HINT: lower --lr (now {})",
+                    epoch + 1,
+                    bi + 1,
+                    sched.lr
+                )));
+            }
             sum += lv * chunk.len() as f64;
             done += chunk.len();
             let grads = GradientsParams::from_grads(l.backward(), &model);
@@ -240,18 +271,32 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             if bi % 20 == 0 {
                 bar.update(done, sum / done as f64);
             }
+            if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) && done < n_train {
+                bar.finish();
+                checkpoint::save_model(&model_path, &model, &config.model, epoch)?;
+                checkpoint::save_resume(
+                    &resume_path,
+                    &optim,
+                    &ResumeState {
+                        epoch,
+                        schedule: sched,
+                        best_valid,
+                        batch: bi + 1,
+                        partial_loss_sum: sum,
+                        partial_images: done,
+                    },
+                )?;
+                return Ok(TrainOutcome {
+                    epochs_done: epoch,
+                    interrupted: Some(bi + 1),
+                    metrics: history,
+                });
+            }
         }
         bar.finish();
         let seconds = t0.elapsed().as_secs_f64();
+        let images_this_call = done - done_before;
         let train_loss = sum / n_train as f64;
-        if !train_loss.is_finite() {
-            return Err(Error::Diverged(format!(
-                "training loss became {train_loss} in epoch {}; the checkpoint of epoch {start_epoch_or_last} was kept. HINT: lower --lr (now {})",
-                epoch + 1,
-                sched.lr,
-                start_epoch_or_last = epoch
-            )));
-        }
         let plain = device.clone().without_autodiff();
         let (valid_loss, valid_mse) = if data.valid.is_empty() {
             (None, None)
@@ -270,7 +315,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             valid_mse,
             lr: lr_used,
             seconds,
-            images_per_sec: n_train as f64 / seconds.max(1e-9),
+            images_per_sec: images_this_call as f64 / seconds.max(1e-9),
         };
         if !opts.quiet {
             eprintln!(
@@ -296,6 +341,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                 epoch: epoch + 1,
                 schedule: sched,
                 best_valid,
+                batch: 0,
+                partial_loss_sum: 0.0,
+                partial_images: 0,
             },
         )?;
         metrics::write(&dir.join(METRICS_FILE), &history)?;
@@ -307,6 +355,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     Ok(TrainOutcome {
         epochs_done: end_epoch.max(start_epoch),
+        interrupted: None,
         metrics: history,
     })
 }

@@ -20,7 +20,8 @@ impl ScheduleState {
     pub fn new(lr: f64) -> Self {
         ScheduleState {
             lr,
-            best: f64::INFINITY,
+            // f64::MAX rather than infinity: the state is saved as JSON, which has no infinity.
+            best: f64::MAX,
             bad_epochs: 0,
         }
     }

@@ -60,7 +60,13 @@ pub fn line_plot(
     xs.dedup();
     let integral = xs.iter().all(|x| x.fract() == 0.0);
     let x_ticks = if integral { xs.len().clamp(2, 12) } else { 10 };
-    let tick = move |x: f64| if integral { format!("{x:.0}") } else { format!("{x:.2}") };
+    let tick = move |x: f64| {
+        if integral {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.2}")
+        }
+    };
     with_atomic_path(path, |tmp| {
         let root = BitMapBackend::new(tmp, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;

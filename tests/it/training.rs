@@ -171,3 +171,113 @@ fn bad_flags_are_refused_before_any_work() {
         assert!(!out.exists(), "{a:?} created the run folder");
     }
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_hint_and_writes_no_weights() {
+    let data = mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("nan");
+    let e = fails(&train_args(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[
+            "--model",
+            "mlp",
+            "--loss",
+            "bce",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "2",
+            "--limit-train",
+            "1000",
+        ],
+    ));
+    assert!(
+        e.contains("training loss became NaN in epoch 1") && e.contains("lower --lr"),
+        "{e}"
+    );
+    assert!(!run.join("model.safetensors").exists());
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
+    let data = mnist_dir();
+    let d = data.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
+    let common = [
+        "--model",
+        "conv64",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "12000",
+        "--batch-size",
+        "16",
+    ];
+    ok(&train_args(d, full.to_str().unwrap(), &common));
+
+    let mut args = train_args(d, cut.to_str().unwrap(), &common);
+    args.retain(|a| *a != "-q");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-ae"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first progress line of epoch 1, then interrupt mid-epoch.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
+            panic!("training ended before it could be interrupted:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.starts_with("epoch 1/2 ") && line.contains("img/s") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("interrupted in epoch 1 after") && rest.contains("--resume"),
+        "{rest}"
+    );
+    assert!(cut.join("model.safetensors").exists() && cut.join("resume.safetensors").exists());
+
+    ok(&[
+        "train",
+        "--resume",
+        cut.to_str().unwrap(),
+        "--data-dir",
+        d,
+        "--no-download",
+        "-q",
+    ]);
+    let (a, b) = (
+        weights(&full.join("model.safetensors")),
+        weights(&cut.join("model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (name, wa) in &a {
+        assert!(
+            wa == &b[name],
+            "{name} differs after an interrupted run was resumed"
+        );
+    }
+    let (ma, mb) = (metrics(&full), metrics(&cut));
+    assert_eq!(ma.len(), 2);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x["train_loss"], y["train_loss"]);
+        assert_eq!(x["valid_loss"], y["valid_loss"]);
+    }
+}
