@@ -63,6 +63,13 @@ pub struct TrainConfig {
     pub valid_fraction: f64,
     /// Use only the first N training images (quick runs and tests).
     pub limit_train: Option<usize>,
+    /// Weight of the KL term of a variational preset (β-VAE); 1 is the plain ELBO.
+    #[serde(default = "one")]
+    pub beta: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl TrainConfig {
@@ -76,12 +83,18 @@ impl TrainConfig {
             batch_size: d.batch_size,
             lr: 1e-3,
             weight_decay: d.weight_decay,
-            loss: Loss::Mse,
+            // The VAE's reconstruction term is the Bernoulli likelihood, as in Kingma & Welling.
+            loss: if preset.is_variational() {
+                Loss::Bce
+            } else {
+                Loss::Mse
+            },
             scheduler: Scheduler::None,
             seed: 42,
             noise_std: 0.0,
             valid_fraction: 0.1,
             limit_train: None,
+            beta: 1.0,
         }
     }
 
@@ -103,6 +116,7 @@ impl TrainConfig {
         positive_finite("lr", self.lr)?;
         non_negative_finite("weight-decay", self.weight_decay)?;
         non_negative_finite("noise-std", self.noise_std)?;
+        non_negative_finite("beta", self.beta)?;
         if !(0.0..1.0).contains(&self.valid_fraction) {
             return Err(Error::config(
                 "valid-fraction",

@@ -42,6 +42,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "{} (latent {}, epoch {}) on {} test images: MSE {:.6}  BCE {:.6}  PSNR {:.2} dB  SSIM {:.4}  ({:.1}s)",
         r.model, r.latent_dim, r.epoch, r.test.images, r.test.mse, r.test.bce, r.test.psnr_db, r.test.ssim, r.seconds
     );
+    if let Some(e) = r.elbo {
+        println!("ELBO {e:.2} nats per test image");
+    }
     for f in files {
         println!("wrote {}", f.display());
     }

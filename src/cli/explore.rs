@@ -117,10 +117,14 @@ pub struct SampleArgs {
 pub fn run_sample(a: SampleArgs) -> Result<()> {
     let (run, data, out) = a.run.open()?;
     let (r, files) = sample::sample(&run, &data.train, a.count, a.seed, &out)?;
-    println!(
-        "drew {} samples from a Gaussian fitted to {} training codes",
-        r.count, r.fitted_on
-    );
+    if r.prior {
+        println!("drew {} samples from the prior N(0, I)", r.count);
+    } else {
+        println!(
+            "drew {} samples from a Gaussian fitted to {} training codes",
+            r.count, r.fitted_on
+        );
+    }
     wrote(&files);
     Ok(())
 }

@@ -27,16 +27,16 @@ enum SchedulerArg {
 /// Flags of `train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Model preset: conv64, conv7, linear3, mlp, cae32 (see `mnist-ae models`).
+    /// Model preset: conv64, conv7, linear3, mlp, cae32, vae (see `mnist-ae models`).
     #[arg(long, default_value = "conv64")]
     model: String,
-    /// Code size [default: the preset's: conv64 64, conv7 64, linear3 3, mlp 32, cae32 32].
+    /// Code size [default: the preset's: conv64 64, conv7 64, linear3 3, mlp 32, cae32 32, vae 16].
     #[arg(long)]
     latent_dim: Option<usize>,
     /// Epochs [default: the preset's: 10, cae32 20].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Batch size [default: the preset's: conv64 32, conv7/linear3/cae32 64, mlp 256].
+    /// Batch size [default: the preset's: conv64 32, conv7/linear3/cae32 64, vae 128, mlp 256].
     #[arg(long)]
     batch_size: Option<usize>,
     /// Adam learning rate.
@@ -45,9 +45,12 @@ pub struct TrainArgs {
     /// Adam weight decay (L2) [default: the preset's: 1e-5 for conv7 and linear3, else 0].
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Reconstruction loss: mse, or bce (binary cross-entropy on logits).
-    #[arg(long, value_enum, default_value = "mse")]
-    loss: LossArg,
+    /// Reconstruction loss: mse, or bce (binary cross-entropy on logits) [default: mse; bce for vae].
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// Weight of the KL term (vae only; 1 = the ELBO, other values a β-VAE).
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
     /// Learning-rate schedule: none, or plateau (ReduceLROnPlateau on validation loss).
     #[arg(long, value_enum, default_value = "none")]
     scheduler: SchedulerArg,
@@ -112,10 +115,13 @@ pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
         c.weight_decay = w;
     }
     c.lr = a.lr;
-    c.loss = match a.loss {
-        LossArg::Mse => Loss::Mse,
-        LossArg::Bce => Loss::Bce,
-    };
+    if let Some(l) = a.loss {
+        c.loss = match l {
+            LossArg::Mse => Loss::Mse,
+            LossArg::Bce => Loss::Bce,
+        };
+    }
+    c.beta = a.beta;
     c.scheduler = match a.scheduler {
         SchedulerArg::None => Scheduler::None,
         SchedulerArg::Plateau => Scheduler::Plateau {

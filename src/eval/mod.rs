@@ -50,6 +50,10 @@ pub struct EvalReport {
     pub scale: Scale,
     /// Test-set scores.
     pub test: Scores,
+    /// VAE only: the evidence lower bound per test image in nats (Bernoulli likelihood, one
+    /// seeded sample of z per image, KL weight 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elbo: Option<f64>,
     /// Seconds to reconstruct and score the test set.
     pub seconds: f64,
     /// Indices shown in the reconstructions picture.
@@ -138,6 +142,33 @@ pub fn score_split(run: &Run, split: &Split) -> Scores {
     sum.finish()
 }
 
+/// The ELBO per image of a variational run on `split` (`None` for other presets).
+pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
+    use crate::config::Loss;
+    use crate::train::loss::vae_loss;
+    use crate::train::run::vae_eps;
+    if !run.config.model.preset.is_variational() {
+        return None;
+    }
+    let idx: Vec<usize> = (0..split.len()).collect();
+    let mut sum = 0.0;
+    for (bi, chunk) in idx.chunks(EVAL_BATCH).enumerate() {
+        let x = split.batch(chunk, run.scale(), &run.device);
+        let eps = vae_eps(
+            run.config.seed ^ 0xE7A1,
+            0,
+            bi,
+            chunk.len(),
+            run.config.model.latent_dim,
+            &run.device,
+        );
+        let (logits, mu, logvar) = run.model.forward_variational(x.clone(), eps)?;
+        let (neg, _, _) = vae_loss(Loss::Bce, logits, x, mu, logvar, 1.0);
+        sum -= neg.into_scalar::<f32>() as f64 * chunk.len() as f64;
+    }
+    Some(sum / split.len().max(1) as f64)
+}
+
 /// Checks indices against a split's length.
 pub fn check_indices(indices: &[usize], split: &Split, flag: &str) -> Result<()> {
     match indices.iter().find(|&&i| i >= split.len()) {
@@ -199,12 +230,14 @@ pub fn evaluate(
     let t0 = Instant::now();
     let scores = score_split(run, test);
     let seconds = t0.elapsed().as_secs_f64();
+    let elbo = elbo(run, test);
     let report = EvalReport {
         model: run.config.model.preset.name().into(),
         latent_dim: run.config.model.latent_dim,
         epoch: run.info.epoch,
         scale: run.scale(),
         test: scores,
+        elbo,
         seconds,
         indices: indices.to_vec(),
     };

@@ -81,8 +81,10 @@ pub struct SampleReport {
     pub count: usize,
     /// Seed.
     pub seed: u64,
-    /// Training codes the Gaussian was fitted to.
+    /// Training codes the Gaussian was fitted to (0 when sampling a VAE's prior).
     pub fitted_on: usize,
+    /// Whether the codes came from the prior N(0, I) (VAE).
+    pub prior: bool,
     /// Mean of the fitted Gaussian.
     pub mean: Vec<f64>,
     /// Standard deviation of each code unit.
@@ -103,8 +105,22 @@ pub fn sample(
             format!("{count} is not in 1..=1024"),
         ));
     }
-    let codes = encode_all(run, train);
-    let g = fit(&codes)?;
+    // A VAE samples its prior N(0, I); other models a Gaussian fitted to their training codes.
+    let prior = run.config.model.preset.is_variational();
+    let codes = if prior {
+        Vec::new()
+    } else {
+        encode_all(run, train)
+    };
+    let g = if prior {
+        let d = run.config.model.latent_dim;
+        CodeGaussian {
+            mean: DVector::zeros(d),
+            chol: DMatrix::identity(d, d),
+        }
+    } else {
+        fit(&codes)?
+    };
     let images = decode(run, &g.sample(count, seed));
     let scale = run.scale();
     let cols = (count as f64).sqrt().ceil() as usize;
@@ -120,10 +136,14 @@ pub fn sample(
         })
         .collect();
     let png = out.join("samples.png");
-    let title = format!(
-        "{count} samples from a Gaussian fitted to {} training codes",
-        codes.len()
-    );
+    let title = if prior {
+        format!("{count} samples from the prior N(0, I)")
+    } else {
+        format!(
+            "{count} samples from a Gaussian fitted to {} training codes",
+            codes.len()
+        )
+    };
     image_grid(
         &png,
         &title,
@@ -139,6 +159,7 @@ pub fn sample(
         count,
         seed,
         fitted_on: codes.len(),
+        prior,
         mean: g.mean.iter().copied().collect(),
         std: cov_diag,
     };

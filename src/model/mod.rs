@@ -7,6 +7,7 @@ pub mod conv7;
 pub mod dense;
 pub mod layers;
 pub mod summary;
+pub mod vae;
 
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, tanh};
@@ -30,15 +31,18 @@ pub enum Preset {
     Mlp,
     /// Conv AE with a linear 32-d bottleneck and tanh output.
     Cae32,
+    /// Convolutional variational autoencoder.
+    Vae,
 }
 
 /// Every preset, in listing order.
-pub const PRESETS: [Preset; 5] = [
+pub const PRESETS: [Preset; 6] = [
     Preset::Conv64,
     Preset::Conv7,
     Preset::Linear3,
     Preset::Mlp,
     Preset::Cae32,
+    Preset::Vae,
 ];
 
 /// The output activation of a model, which also fixes the data scale.
@@ -73,7 +77,13 @@ impl Preset {
             Preset::Linear3 => "linear3",
             Preset::Mlp => "mlp",
             Preset::Cae32 => "cae32",
+            Preset::Vae => "vae",
         }
+    }
+
+    /// Whether the preset is variational (its loss adds a KL term; samples come from the prior).
+    pub fn is_variational(self) -> bool {
+        self == Preset::Vae
     }
 
     /// Parses a preset name.
@@ -95,6 +105,9 @@ impl Preset {
             Preset::Linear3 => "linear AE 784-128-64-12-3",
             Preset::Mlp => "MLP AE 784-392-N-392-784, Xavier init",
             Preset::Cae32 => "conv AE with a linear 32-d bottleneck, tanh output, data in [-1,1]",
+            Preset::Vae => {
+                "conv variational AE, 2 stride-2 convs to mean and log-variance of a 16-d code"
+            }
         }
     }
 
@@ -116,6 +129,8 @@ impl Preset {
             Preset::Linear3 => (3, 10, 64, 1e-5),
             Preset::Mlp => (32, 10, 256, 0.0),
             Preset::Cae32 => (32, 20, 64, 0.0),
+            // As in pytorch/examples/vae: batch 128, Adam 1e-3, 10 epochs.
+            Preset::Vae => (16, 10, 128, 0.0),
         };
         PresetDefaults {
             latent_dim,
@@ -199,6 +214,10 @@ impl ModelConfig {
                 let (e, d) = cae32::init(l, device);
                 (Encoder::Cae32(e), Decoder::Cae32(d))
             }
+            Preset::Vae => {
+                let (e, d) = vae::init(l, device);
+                (Encoder::Vae(e), Decoder::Vae(d))
+            }
         };
         Autoencoder { encoder, decoder }
     }
@@ -217,6 +236,8 @@ pub enum Encoder {
     Dense(dense::Encoder),
     /// cae32's encoder.
     Cae32(cae32::Encoder),
+    /// vae's encoder.
+    Vae(vae::Encoder),
 }
 
 /// The decoder half of any preset.
@@ -231,6 +252,8 @@ pub enum Decoder {
     Dense(dense::Decoder),
     /// cae32's decoder.
     Cae32(cae32::Decoder),
+    /// vae's decoder.
+    Vae(vae::Decoder),
 }
 
 impl Encoder {
@@ -241,12 +264,21 @@ impl Encoder {
             Encoder::Conv7(e) => e.forward(x, t),
             Encoder::Dense(e) => e.forward(x, t),
             Encoder::Cae32(e) => e.forward(x, t),
+            Encoder::Vae(e) => e.forward(x, t),
         }
     }
 
     /// `[b, 1, 28, 28]` → `[b, latent]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_traced(x, &mut NoTrace)
+    }
+
+    /// μ and log σ² of a variational encoder; `None` for the others.
+    pub fn stats(&self, x: Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
+        match self {
+            Encoder::Vae(e) => Some(e.stats(x, &mut NoTrace)),
+            _ => None,
+        }
     }
 }
 
@@ -258,6 +290,7 @@ impl Decoder {
             Decoder::Conv7(d) => d.forward(z, t),
             Decoder::Dense(d) => d.forward(z, t),
             Decoder::Cae32(d) => d.forward(z, t),
+            Decoder::Vae(d) => d.forward(z, t),
         }
     }
 
@@ -278,8 +311,20 @@ pub struct Autoencoder {
 }
 
 impl Autoencoder {
-    /// Logits (pre-activation) of the reconstruction of `x`.
+    /// Logits (pre-activation) of the reconstruction of `x` (from μ for a VAE).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.decoder.forward(self.encoder.forward(x))
+    }
+
+    /// A VAE's training pass: logits of the decoding of z = μ + exp(½ log σ²)·`eps`, with μ and
+    /// log σ²; `None` for a plain autoencoder.
+    pub fn forward_variational(
+        &self,
+        x: Tensor<4>,
+        eps: Tensor<2>,
+    ) -> Option<(Tensor<4>, Tensor<2>, Tensor<2>)> {
+        let (mu, logvar) = self.encoder.stats(x)?;
+        let z = mu.clone() + logvar.clone().mul_scalar(0.5).exp() * eps;
+        Some((self.decoder.forward(z), mu, logvar))
     }
 }

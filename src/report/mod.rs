@@ -124,6 +124,10 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
             "<table><tr><th>test images</th><th>MSE</th><th>BCE</th><th>PSNR (dB)</th><th>SSIM</th></tr><tr><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr></table>",
             t["images"], num(&t["mse"], 6), num(&t["bce"], 5), num(&t["psnr_db"], 2), num(&t["ssim"], 4)
         );
+        let table = match j["elbo"].as_f64() {
+            Some(e) => format!("{table}<p>ELBO: {e:.2} nats per test image (Bernoulli likelihood, one sample of z).</p>"),
+            None => table,
+        };
         let pic = img(&dir.join("reconstructions.png"), "reconstructions").unwrap_or_default();
         page.section("eval", "Test-set reconstruction", "Mean per-image error of the reconstructions of all test images, and a few test images over their reconstructions.", &format!("{table}{pic}"));
     }

@@ -11,12 +11,12 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::checkpoint::{self, ResumeState, MODEL_FILE, RESUME_FILE};
-use super::loss::loss;
+use super::loss::{loss, vae_loss};
 use super::metrics::{self, EpochMetrics, LOSS_PLOT, METRICS_FILE};
 use super::progress::EpochProgress;
 use super::schedule::{self, ScheduleState};
 use crate::config::{Loss, TrainConfig};
-use crate::data::batch::{add_noise, epoch_order, noise_rng};
+use crate::data::batch::{add_noise, epoch_order, noise_rng, rng};
 use crate::data::{self, dataset::to_tensor, Dataset, LoadOptions, Scale, Split, MNIST};
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
@@ -28,6 +28,56 @@ pub const CONFIG_FILE: &str = "config.json";
 const EVAL_BATCH: usize = 1000;
 /// Noise stream id of validation batches, apart from the training streams.
 const VALID_NOISE_EPOCH: usize = u32::MAX as usize;
+/// Mixed into the seed of a VAE's ε draws, apart from the input-noise streams.
+const EPS_STREAM: u64 = 0xE95_0000;
+
+/// The ε of a VAE's reparameterisation for batch `batch` of `epoch`: `[n, latent]` standard
+/// normal draws from the run's seed, so runs and resumes are reproducible.
+pub fn vae_eps(
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+    n: usize,
+    latent: usize,
+    device: &Device,
+) -> Tensor<2> {
+    use rand_distr::{Distribution, StandardNormal};
+    let mut r = rng(seed ^ EPS_STREAM, ((epoch as u64) << 32) | batch as u64);
+    let v: Vec<f32> = (0..n * latent)
+        .map(|_| StandardNormal.sample(&mut r))
+        .collect();
+    Tensor::from_data(TensorData::new(v, [n, latent]), device)
+}
+
+/// The training loss of a batch (`n` images, batch `batch` of `epoch`): the reconstruction
+/// loss, or for a VAE the negative ELBO per image with a seeded ε.
+#[allow(clippy::too_many_arguments)]
+fn batch_loss(
+    model: &Autoencoder,
+    config: &TrainConfig,
+    x: Tensor<4>,
+    target: Tensor<4>,
+    epoch: usize,
+    batch: usize,
+    n: usize,
+    device: &Device,
+) -> Tensor<1> {
+    let act = config.model.preset.activation();
+    if config.model.preset.is_variational() {
+        let eps = vae_eps(
+            config.seed,
+            epoch,
+            batch,
+            n,
+            config.model.latent_dim,
+            device,
+        );
+        if let Some((logits, mu, logvar)) = model.forward_variational(x.clone(), eps) {
+            return vae_loss(config.loss, logits, target, mu, logvar, config.beta).0;
+        }
+    }
+    loss(config.loss, act, model.forward(x), target)
+}
 
 /// How to run `train`.
 #[derive(Debug, Clone)]
@@ -122,15 +172,29 @@ pub fn evaluate_loss(
         let x = input
             .map(|v| to_tensor(v, chunk.len(), device))
             .unwrap_or_else(|| target.clone());
-        let logits = model.forward(x);
+        let logits = model.forward(x.clone());
         let n = chunk.len() as f64;
         let mse = (act.apply(logits.clone()) - target.clone())
             .square()
             .mean()
             .into_scalar::<f32>() as f64;
-        let l = match config.loss {
-            Loss::Mse => mse,
-            Loss::Bce => loss(Loss::Bce, act, logits, target).into_scalar::<f32>() as f64,
+        let l = if config.model.preset.is_variational() {
+            batch_loss(
+                model,
+                config,
+                x,
+                target,
+                VALID_NOISE_EPOCH,
+                bi,
+                chunk.len(),
+                device,
+            )
+            .into_scalar::<f32>() as f64
+        } else {
+            match config.loss {
+                Loss::Mse => mse,
+                Loss::Bce => loss(Loss::Bce, act, logits, target).into_scalar::<f32>() as f64,
+            }
         };
         loss_sum += l * n;
         mse_sum += mse * n;
@@ -245,8 +309,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             let x = input
                 .map(|v| to_tensor(v, chunk.len(), &device))
                 .unwrap_or_else(|| target.clone());
-            let logits = model.forward(x);
-            let l = loss(config.loss, act, logits, target);
+            let l = batch_loss(&model, config, x, target, epoch, bi, chunk.len(), &device);
             let lv = l.clone().into_scalar::<f32>() as f64;
             if !lv.is_finite() {
                 let kept = if epoch == 0 && !opts.resume {

@@ -36,6 +36,7 @@ fn summaries_count_parameters_like_pytorch() {
         (Preset::Linear3, 219_891),
         (Preset::Mlp, 641_344),
         (Preset::Cae32, 111_521),
+        (Preset::Vae, 220_385),
     ];
     for (p, n) in expect {
         let cfg = ModelConfig::preset(p);
