@@ -41,7 +41,7 @@ pub enum Scheduler {
 pub struct TrainConfig {
     /// The architecture and code size.
     pub model: ModelConfig,
-    /// Dataset name (`mnist`).
+    /// Dataset: `mnist`, `fashion-mnist`, `kmnist`, or the path of a folder of IDX files.
     pub dataset: String,
     /// Number of epochs.
     pub epochs: usize,
@@ -101,10 +101,10 @@ impl TrainConfig {
     /// Checks every value; the error names the flag.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
-        if self.dataset != "mnist" {
+        if self.dataset.trim().is_empty() {
             return Err(Error::config(
                 "dataset",
-                format!("'{}' is not supported (mnist)", self.dataset),
+                "is empty (mnist, fashion-mnist, kmnist, or a folder)",
             ));
         }
         if self.epochs == 0 {

@@ -34,7 +34,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = super::device(&a.device)?;
     let run =
         Run::open(&a.run, &device).with_context(|| format!("opening run {}", a.run.display()))?;
-    let data = run.data(&a.data.dir(), !a.data.no_download)?;
+    let data = run.data(&a.data.dir_for(&run.config.dataset), !a.data.no_download)?;
     let indices = a.indices.unwrap_or_else(|| (0..a.count).collect());
     let out = run.out_dir(a.out.as_deref())?;
     let (r, files) = evaluate(&run, &data.test, &indices, &out)?;

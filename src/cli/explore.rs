@@ -30,7 +30,10 @@ impl RunArgs {
         let device = super::device(&self.device)?;
         let run = Run::open(&self.run, &device)
             .with_context(|| format!("opening run {}", self.run.display()))?;
-        let data = run.data(&self.data.dir(), !self.data.no_download)?;
+        let data = run.data(
+            &self.data.dir_for(&run.config.dataset),
+            !self.data.no_download,
+        )?;
         let out = run.out_dir(self.out.as_deref())?;
         Ok((run, data, out))
     }
@@ -163,6 +166,7 @@ pub struct SweepArgs {
 
 pub fn run_sweep(a: SweepArgs) -> Result<()> {
     let base = super::train::config_from_flags(&a.train)?;
+    let data_dir = a.train.data_dir(&base.dataset);
     let out = a
         .train
         .out_dir()
@@ -171,7 +175,7 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
         base,
         latent_dims: a.latent_dims,
         out: out.clone(),
-        data_dir: a.train.data_dir(),
+        data_dir,
         allow_download: a.train.allow_download(),
         device: super::device(a.train.device_name())?,
         quiet: a.train.is_quiet(),

@@ -48,7 +48,7 @@ enum Command {
     Summary(models::SummaryArgs),
 }
 
-/// Where the data is: shared by every command that reads MNIST.
+/// Where the data is: shared by every command that reads a dataset.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
     /// Folder with the IDX files (gz or raw) [default: $MNIST_AE_DATA, else ~/.cache/mnist-ae/mnist]
@@ -60,9 +60,9 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The data folder to use.
-    pub fn dir(&self) -> PathBuf {
-        mnist_ae::data::resolve_data_dir(self.data_dir.as_deref(), &mnist_ae::data::MNIST)
+    /// The data folder of `dataset` (a name, or a folder of IDX files).
+    pub fn dir_for(&self, dataset: &str) -> PathBuf {
+        mnist_ae::data::DatasetSource::parse(dataset).dir(self.data_dir.as_deref())
     }
 }
 

@@ -46,7 +46,7 @@ pub fn analyze_run(
     Ok(analyze(
         &run,
         &AnalyzeOptions {
-            data_dir: data.dir(),
+            data_dir: data.dir_for(&run.config.dataset),
             allow_download: !data.no_download,
             tsne_count,
             quiet,

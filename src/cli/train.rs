@@ -39,6 +39,11 @@ pub struct TrainArgs {
     /// Batch size [default: the preset's: conv64 32, conv7/linear3/cae32 64, vae 128, mlp 256].
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Dataset: mnist, fashion-mnist, kmnist, or a folder holding the four IDX files
+    /// (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    /// t10k-labels-idx1-ubyte; raw or .gz).
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -115,6 +120,7 @@ pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
         c.weight_decay = w;
     }
     c.lr = a.lr;
+    c.dataset = a.dataset.clone();
     if let Some(l) = a.loss {
         c.loss = match l {
             LossArg::Mse => Loss::Mse,
@@ -144,9 +150,9 @@ impl TrainArgs {
     pub fn out_dir(&self) -> Option<PathBuf> {
         self.out.clone()
     }
-    /// The data folder.
-    pub fn data_dir(&self) -> PathBuf {
-        self.data.dir()
+    /// The data folder of `dataset`.
+    pub fn data_dir(&self, dataset: &str) -> PathBuf {
+        self.data.dir_for(dataset)
     }
     /// Whether downloads are allowed.
     pub fn allow_download(&self) -> bool {
@@ -196,10 +202,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)"
         );
     });
+    let data_dir = a.data.dir_for(&config.dataset);
     let out = train::train(&TrainOptions {
         config,
         run_dir: run_dir.clone(),
-        data_dir: a.data.dir(),
+        data_dir,
         allow_download: !a.data.no_download,
         device,
         resume,

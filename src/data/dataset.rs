@@ -182,6 +182,12 @@ pub fn load(opts: &LoadOptions) -> Result<Dataset> {
             format!("{} is not in [0, 1)", opts.valid_fraction),
         ));
     }
+    if !opts.dir.is_dir() && opts.spec.mirrors.is_empty() {
+        return Err(Error::Data(format!(
+            "dataset folder {} not found",
+            opts.dir.display()
+        )));
+    }
     let [tri, trl, tei, tel] = ensure_files(opts.spec, opts.dir, opts.allow_download)?;
     let mut full = load_split(&tri, &trl)?;
     let mut test = load_split(&tei, &tel)?;

@@ -26,37 +26,142 @@ pub struct DatasetSpec {
     pub name: &'static str,
     /// Training images, training labels, test images, test labels.
     pub files: [RemoteFile; 4],
-    /// Base URLs tried in order.
+    /// Base URLs tried in order (none: local files only).
     pub mirrors: &'static [&'static str],
+    /// Class names, in label order.
+    pub classes: &'static [&'static str],
 }
+
+/// The canonical IDX file names, shared by MNIST, Fashion-MNIST and KMNIST.
+const fn files(md5: [&'static str; 4]) -> [RemoteFile; 4] {
+    [
+        RemoteFile {
+            name: "train-images-idx3-ubyte.gz",
+            md5: md5[0],
+        },
+        RemoteFile {
+            name: "train-labels-idx1-ubyte.gz",
+            md5: md5[1],
+        },
+        RemoteFile {
+            name: "t10k-images-idx3-ubyte.gz",
+            md5: md5[2],
+        },
+        RemoteFile {
+            name: "t10k-labels-idx1-ubyte.gz",
+            md5: md5[3],
+        },
+    ]
+}
+
+const DIGITS: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// MNIST. File names and MD5 sums as torchvision lists them (and `shared/data/mnist/README.md`).
 pub const MNIST: DatasetSpec = DatasetSpec {
     name: "mnist",
-    files: [
-        RemoteFile {
-            name: "train-images-idx3-ubyte.gz",
-            md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        },
-        RemoteFile {
-            name: "train-labels-idx1-ubyte.gz",
-            md5: "d53e105ee54ea40749a09fcbcd1e9432",
-        },
-        RemoteFile {
-            name: "t10k-images-idx3-ubyte.gz",
-            md5: "9fb629c4189551a2d022fa330f9573f3",
-        },
-        RemoteFile {
-            name: "t10k-labels-idx1-ubyte.gz",
-            md5: "ec29112dd5afa0611ce80d1b7f02629c",
-        },
-    ],
+    files: files([
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "d53e105ee54ea40749a09fcbcd1e9432",
+        "9fb629c4189551a2d022fa330f9573f3",
+        "ec29112dd5afa0611ce80d1b7f02629c",
+    ]),
     // The mirrors torchvision uses, in its order.
     mirrors: &[
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ],
+    classes: DIGITS,
 };
+
+/// Fashion-MNIST (Xiao et al., 2017): file names, MD5 sums and mirror as torchvision lists them.
+pub const FASHION_MNIST: DatasetSpec = DatasetSpec {
+    name: "fashion-mnist",
+    files: files([
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "25c81989df183df01b3e8a0aad5dffbe",
+        "bef4ecab320f06d8554ea6380940ec79",
+        "bb300cfdad3c16e7a12a480ee83cd310",
+    ]),
+    mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    classes: &[
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+};
+
+/// Kuzushiji-MNIST (Clanuwat et al., 2018): as torchvision lists it.
+pub const KMNIST: DatasetSpec = DatasetSpec {
+    name: "kmnist",
+    files: files([
+        "bdb82020997e1d708af4cf47b453dcf7",
+        "e144d726b3acfaa3e44228e80efcd344",
+        "5c965bf0a639b31b8f53240b1b52f4d7",
+        "7320c461ea6c1c855c0b718fb2a4b134",
+    ]),
+    mirrors: &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/"],
+    classes: &["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+};
+
+/// Any folder with the four canonical IDX file names: read locally, never downloaded.
+pub const LOCAL: DatasetSpec = DatasetSpec {
+    name: "local",
+    files: files(["", "", "", ""]),
+    mirrors: &[],
+    classes: DIGITS,
+};
+
+/// The named datasets.
+pub const DATASETS: [&DatasetSpec; 3] = [&MNIST, &FASHION_MNIST, &KMNIST];
+
+/// Where a dataset named in a config lives: a known name, or any other string taken as the
+/// path of a folder of IDX files.
+#[derive(Debug, Clone)]
+pub enum DatasetSource {
+    /// A named dataset (downloadable).
+    Named(&'static DatasetSpec),
+    /// A folder of IDX files with the canonical names.
+    Folder(PathBuf),
+}
+
+impl DatasetSource {
+    /// Reads a `--dataset` value.
+    pub fn parse(name: &str) -> DatasetSource {
+        match DATASETS.iter().find(|s| s.name == name) {
+            Some(s) => DatasetSource::Named(s),
+            None => DatasetSource::Folder(PathBuf::from(name)),
+        }
+    }
+
+    /// The spec (file names, mirrors, class names).
+    pub fn spec(&self) -> &'static DatasetSpec {
+        match self {
+            DatasetSource::Named(s) => s,
+            DatasetSource::Folder(_) => &LOCAL,
+        }
+    }
+
+    /// The class names.
+    pub fn classes(&self) -> Vec<String> {
+        self.spec().classes.iter().map(|c| c.to_string()).collect()
+    }
+
+    /// The data folder: the folder itself, or for a named dataset `flag`, else (MNIST only)
+    /// `$MNIST_AE_DATA`, else the cache folder.
+    pub fn dir(&self, flag: Option<&Path>) -> PathBuf {
+        match self {
+            DatasetSource::Folder(p) => p.clone(),
+            DatasetSource::Named(s) => resolve_data_dir(flag, s),
+        }
+    }
+}
 
 /// Environment variable naming the data directory.
 pub const DATA_ENV: &str = "MNIST_AE_DATA";
@@ -76,6 +181,9 @@ pub fn default_cache_dir(spec: &DatasetSpec) -> PathBuf {
 pub fn resolve_data_dir(flag: Option<&Path>, spec: &DatasetSpec) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
+    }
+    if spec.name != MNIST.name {
+        return default_cache_dir(spec);
     }
     match std::env::var_os(DATA_ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -166,6 +274,13 @@ pub fn ensure_files(spec: &DatasetSpec, dir: &Path, allow_download: bool) -> Res
         match find_local(dir, f.name) {
             Some(p) => out.push(p),
             None if allow_download => out.push(download(f, dir, &mirrors(spec))?),
+            None if spec.mirrors.is_empty() => {
+                return Err(Error::Data(format!(
+                    "{}: missing from the dataset folder {} (it needs train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each raw or .gz)",
+                    f.name,
+                    dir.display()
+                )))
+            }
             None => {
                 return Err(Error::Data(format!(
                     "dataset not found: {} is missing from {}. HINT: drop --no-download to fetch it, or point --data-dir / {DATA_ENV} at a folder with the IDX files",

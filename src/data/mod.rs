@@ -6,4 +6,4 @@ pub mod download;
 pub mod idx;
 
 pub use dataset::{load, Dataset, LoadOptions, Scale, Split, PIXELS, SIDE};
-pub use download::{resolve_data_dir, DatasetSpec, MNIST};
+pub use download::{resolve_data_dir, DatasetSource, DatasetSpec, FASHION_MNIST, KMNIST, MNIST};

@@ -19,9 +19,9 @@ use crate::viz::confusion::confusion_matrix;
 use classifier::{fit, ClassifierKind};
 use report::{classification_report, ClassificationReport};
 
-/// The digit names used in reports.
-pub fn digit_names() -> Vec<String> {
-    (0..10).map(|d| d.to_string()).collect()
+/// The class names of a run's dataset, used in reports and legends.
+pub fn class_names(run: &Run) -> Vec<String> {
+    crate::data::DatasetSource::parse(&run.config.dataset).classes()
 }
 
 /// What `classify` writes to `classification_report.json`.
@@ -104,7 +104,7 @@ pub fn classify(
         .filter(|(a, b)| a == b)
         .count() as f64
         / train_pred.len().max(1) as f64;
-    let names = digit_names();
+    let names = class_names(run);
     let report = classification_report(&data.test.labels, &model.predict(&test_codes), &names);
     write_atomic(
         &dir.join("classification_report.txt"),

@@ -8,7 +8,7 @@ use nalgebra::{DMatrix, SymmetricEigen};
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
-use super::digit_names;
+use super::class_names;
 use crate::data::batch::rng;
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -175,7 +175,7 @@ pub fn tsne(
             },
         ],
         labels,
-        &digit_names(),
+        &class_names(run),
     )?;
     let report = TsneReport {
         settings: s,

@@ -17,7 +17,7 @@ use super::progress::EpochProgress;
 use super::schedule::{self, ScheduleState};
 use crate::config::{Loss, TrainConfig};
 use crate::data::batch::{add_noise, epoch_order, noise_rng, rng};
-use crate::data::{self, dataset::to_tensor, Dataset, LoadOptions, Scale, Split, MNIST};
+use crate::data::{self, dataset::to_tensor, Dataset, DatasetSource, LoadOptions, Scale, Split};
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
 use crate::model::{Activation, Autoencoder};
@@ -132,9 +132,14 @@ pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
 
 /// Loads the dataset a config names.
 pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) -> Result<Dataset> {
+    let source = DatasetSource::parse(&config.dataset);
+    let folder = match &source {
+        DatasetSource::Folder(p) => p.as_path(),
+        DatasetSource::Named(_) => data_dir,
+    };
     data::load(&LoadOptions {
-        spec: &MNIST,
-        dir: data_dir,
+        spec: source.spec(),
+        dir: folder,
         allow_download,
         valid_fraction: config.valid_fraction,
         seed: config.seed,

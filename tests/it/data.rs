@@ -244,3 +244,112 @@ fn canonical_md5_table_matches_the_shared_readme() {
         );
     }
 }
+
+/// A generated 10-class dataset: class k is a bright bar at rows 2k+4..2k+6 with a seeded
+/// speckle, so a model can learn it and a classifier can tell the classes apart.
+fn bars_dataset(dir: &Path, n_train: usize, n_test: usize) {
+    let mut state = 12345u64;
+    let mut make = |n: usize| {
+        let mut px = Vec::with_capacity(n * 784);
+        let mut lb = Vec::with_capacity(n);
+        for i in 0..n {
+            let k = i % 10;
+            for r in 0..28 {
+                for _c in 0..28 {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let speckle = ((state >> 33) % 40) as u8;
+                    px.push(if (2 * k + 4..2 * k + 6).contains(&r) {
+                        215 + speckle
+                    } else {
+                        speckle
+                    });
+                }
+            }
+            lb.push(k as u8);
+        }
+        (px, lb)
+    };
+    let (p, l) = make(n_train);
+    write_gz(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &encode_images(n_train, 28, 28, &p),
+    );
+    write_gz(&dir.join("train-labels-idx1-ubyte.gz"), &encode_labels(&l));
+    let (p, l) = make(n_test);
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        encode_images(n_test, 28, 28, &p),
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), encode_labels(&l)).unwrap();
+}
+
+#[test]
+fn any_folder_of_idx_files_is_a_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bars");
+    std::fs::create_dir(&data).unwrap();
+    bars_dataset(&data, 1000, 200);
+    let run = tmp.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    crate::common::ok(&[
+        "train",
+        "--dataset",
+        d,
+        "--model",
+        "mlp",
+        "--latent-dim",
+        "8",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--out",
+        r,
+        "-q",
+    ]);
+    let cfg = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(cfg.contains(d), "{cfg}");
+    let out = crate::common::ok(&["eval", r, "--indices", "0,199"]);
+    assert!(out.contains("200 test images"), "{out}");
+    let out = crate::common::ok(&["classify", r]);
+    assert!(
+        out.contains("test accuracy 1.0000") || out.contains("test accuracy 0.99"),
+        "{out}"
+    );
+    // A missing folder is named.
+    let e = fails(&[
+        "train",
+        "--dataset",
+        "/nonexistent/bars",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("dataset folder /nonexistent/bars not found"),
+        "{e}"
+    );
+}
+
+#[test]
+fn named_datasets_carry_their_class_names_and_checksums() {
+    use mnist_ae::data::{DatasetSource, FASHION_MNIST, KMNIST};
+    let f = DatasetSource::parse("fashion-mnist");
+    assert_eq!(f.classes()[0], "T-shirt/top");
+    assert_eq!(f.classes()[9], "Ankle boot");
+    assert_eq!(DatasetSource::parse("kmnist").classes()[3], "tsu");
+    assert_eq!(
+        FASHION_MNIST.files[0].md5,
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+    );
+    assert_eq!(KMNIST.files[3].md5, "7320c461ea6c1c855c0b718fb2a4b134");
+    // Only MNIST reads MNIST_AE_DATA; the others default to their own cache folders.
+    let dir = f.dir(None);
+    assert!(dir.ends_with("mnist-ae/fashion-mnist"), "{}", dir.display());
+    assert!(matches!(
+        DatasetSource::parse("./some/folder"),
+        DatasetSource::Folder(_)
+    ));
+}
