@@ -12,9 +12,14 @@ import json
 import os
 import time
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+from torch_models import PRESETS, TANH  # noqa: E402
 
 
 def read_idx(path):
@@ -29,43 +34,9 @@ def read_idx(path):
     return np.frombuffer(raw, np.uint8, offset=8)
 
 
-def conv64(latent):
-    enc = nn.Sequential(
-        nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-        nn.Conv2d(32, latent, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    dec = nn.Sequential(
-        nn.Unflatten(1, (latent, 1, 1)), nn.ConvTranspose2d(latent, 32, 4, 1, 0), nn.ReLU(),
-        nn.ConvTranspose2d(32, 16, 3, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(),
-        nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Sigmoid())
-    return enc, dec, False
-
-
-def mlp(latent):
-    enc = nn.Sequential(nn.Flatten(), nn.Linear(784, 392), nn.ReLU(), nn.Linear(392, latent), nn.ReLU())
-    dec = nn.Sequential(nn.Linear(latent, 392), nn.ReLU(), nn.Linear(392, 784), nn.Sigmoid(),
-                        nn.Unflatten(1, (1, 28, 28)))
-    for m in list(enc) + list(dec):
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    return enc, dec, False
-
-
-def cae32(latent):
-    enc = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(1568, latent))
-    dec = nn.Sequential(nn.Linear(latent, 1568), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
-                        nn.ConvTranspose2d(32, 16, 3, 2, 1, 1), nn.ReLU(),
-                        nn.ConvTranspose2d(16, 1, 3, 2, 1, 1), nn.Tanh())
-    return enc, dec, True
-
-
-PRESETS = {"conv64": (conv64, 64), "mlp": (mlp, 32), "cae32": (cae32, 32)}
-
-
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="conv64", choices=PRESETS)
+    p.add_argument("--model", default="conv64", choices=[k for k in PRESETS if k != "vae"])
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
@@ -73,12 +44,12 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--data-dir", default=os.environ.get("MNIST_AE_DATA", "../shared/data/mnist"))
+    p.add_argument("--save", help="write the trained state dict here (safetensors), for `mnist-ae import`")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    build, default_latent = PRESETS[a.model]
-    enc, dec, tanh = build(a.latent_dim or default_latent)
-    model = nn.Sequential(enc, dec)
+    model = PRESETS[a.model](a.latent_dim) if a.latent_dim else PRESETS[a.model]()
+    tanh = a.model in TANH
     d = a.data_dir
     xtr = read_idx(f"{d}/train-images-idx3-ubyte.gz")
     xte = read_idx(f"{d}/t10k-images-idx3-ubyte.gz")
@@ -95,15 +66,18 @@ def main():
         t0 = time.perf_counter()
         for i in range(0, len(xtr), a.batch_size):
             x = xtr[perm[i:i + a.batch_size]]
-            loss = loss_fn(model(x), x)
+            loss = loss_fn(model.reconstruct(x), x)
             opt.zero_grad()
             loss.backward()
             opt.step()
         seconds += time.perf_counter() - t0
         seen += len(xtr)
     with torch.no_grad():
-        mse = sum(((model(xte[i:i + 1000]) - xte[i:i + 1000]) ** 2).sum().item()
+        mse = sum(((model.reconstruct(xte[i:i + 1000]) - xte[i:i + 1000]) ** 2).sum().item()
                   for i in range(0, len(xte), 1000)) / xte.numel()
+    if a.save:
+        from safetensors.torch import save_file
+        save_file(model.state_dict(), a.save)
     print(json.dumps({"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "threads": a.threads,
                       "torch": torch.__version__, "images_per_sec": seen / seconds, "test_mse": mse}))
 

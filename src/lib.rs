@@ -14,6 +14,7 @@ pub use error::{Error, Result};
 pub mod config;
 pub mod eval;
 pub mod explore;
+pub mod interop;
 pub mod latent;
 pub mod report;
 pub mod run;

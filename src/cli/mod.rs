@@ -2,6 +2,7 @@
 
 mod eval;
 mod explore;
+mod interop;
 mod latent;
 mod models;
 mod report;
@@ -42,6 +43,10 @@ enum Command {
     Tsne(latent::TsneArgs),
     /// Build report.html: every metric, plot and picture of a run on one page.
     Report(report::ReportArgs),
+    /// Write a run's weights as a PyTorch state dict (safetensors).
+    Export(interop::ExportArgs),
+    /// Make a run folder from PyTorch weights (safetensors).
+    Import(interop::ImportArgs),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -79,6 +84,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => latent::run_classify(a),
         Command::Tsne(a) => latent::run_tsne(a),
         Command::Report(a) => report::run(a),
+        Command::Export(a) => interop::run_export(a),
+        Command::Import(a) => interop::run_import(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

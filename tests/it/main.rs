@@ -5,6 +5,7 @@ mod common;
 mod data;
 mod eval;
 mod explore;
+mod interop;
 mod latent;
 mod models;
 mod report;
