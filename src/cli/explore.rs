@@ -115,11 +115,36 @@ pub struct SampleArgs {
     /// Seed of the draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Label each sample with this other run's encoder and a logistic regression on its
+    /// codes, with the probability (how digit-like the samples are).
+    #[arg(long, value_name = "RUN")]
+    judge: Option<PathBuf>,
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
     let (run, data, out) = a.run.open()?;
-    let (r, files) = sample::sample(&run, &data.train, a.count, a.seed, &out)?;
+    let judge = match &a.judge {
+        Some(dir) => {
+            let jrun = Run::open(dir, &run.device)
+                .with_context(|| format!("opening judge run {}", dir.display()))?;
+            let jdata = jrun.data(
+                &a.run.data.dir_for(&jrun.config.dataset),
+                !a.run.data.no_download,
+            )?;
+            Some(mnist_ae::explore::judge::Judge::new(jrun, &jdata)?)
+        }
+        None => None,
+    };
+    let (r, files) = sample::sample(&run, &data.train, a.count, a.seed, judge.as_ref(), &out)?;
+    if let Some(j) = &r.judged {
+        println!(
+            "judged by {}: mean probability {:.3}, {:.1}% of samples at 0.9 or more (real images: mean {:.3})",
+            j.by.display(),
+            j.mean_confidence,
+            100.0 * j.share_at_least_0_9,
+            j.real_mean_confidence
+        );
+    }
     if r.prior {
         println!("drew {} samples from the prior N(0, I)", r.count);
     } else {

@@ -5,5 +5,6 @@ pub mod anomaly;
 pub mod codes;
 pub mod denoise;
 pub mod interpolate;
+pub mod judge;
 pub mod sample;
 pub mod sweep;

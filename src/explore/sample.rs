@@ -8,6 +8,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use super::codes::{decode, encode_all};
+use super::judge::Judge;
 use crate::data::batch::rng;
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -89,6 +90,26 @@ pub struct SampleReport {
     pub mean: Vec<f64>,
     /// Standard deviation of each code unit.
     pub std: Vec<f64>,
+    /// With a judge: its run folder, and each sample's class and probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judged: Option<Judged>,
+}
+
+/// How another run's classifier labels the samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    /// The judge run.
+    pub by: PathBuf,
+    /// Class of each sample.
+    pub classes: Vec<String>,
+    /// Its probability.
+    pub confidence: Vec<f64>,
+    /// Mean probability.
+    pub mean_confidence: f64,
+    /// Share of samples with probability at least 0.9.
+    pub share_at_least_0_9: f64,
+    /// For comparison: the mean probability on as many real training images.
+    pub real_mean_confidence: f64,
 }
 
 /// Runs `sample`: `samples.png` (a square-ish grid) and `samples.json` in `out`.
@@ -97,6 +118,7 @@ pub fn sample(
     train: &Split,
     count: usize,
     seed: u64,
+    judge: Option<&Judge>,
     out: &Path,
 ) -> Result<(SampleReport, [PathBuf; 2])> {
     if count == 0 || count > 1024 {
@@ -123,18 +145,49 @@ pub fn sample(
     };
     let images = decode(run, &g.sample(count, seed));
     let scale = run.scale();
+    let unit: Vec<Vec<f32>> = images
+        .iter()
+        .map(|im| im.iter().map(|&p| to_unit(p, scale)).collect())
+        .collect();
+    let verdicts = judge.map(|j| (j, j.judge(&unit)));
     let cols = (count as f64).sqrt().ceil() as usize;
-    let rows: Vec<GridRow> = images
+    let rows: Vec<GridRow> = unit
         .chunks(cols)
-        .map(|chunk| GridRow {
+        .enumerate()
+        .map(|(ri, chunk)| GridRow {
             label: String::new(),
-            images: chunk
-                .iter()
-                .map(|im| im.iter().map(|&p| to_unit(p, scale)).collect())
-                .collect(),
-            captions: vec![],
+            images: chunk.to_vec(),
+            captions: match &verdicts {
+                Some((j, v)) => v[ri * cols..(ri * cols + chunk.len())]
+                    .iter()
+                    .map(|(c, p)| format!("{} {p:.2}", j.classes[*c as usize]))
+                    .collect(),
+                None => vec![],
+            },
         })
         .collect();
+    let judged = verdicts.map(|(j, v)| {
+        let n = v.len().max(1) as f64;
+        let idx: Vec<usize> = (0..count.min(train.len())).collect();
+        let real: Vec<Vec<f32>> = train
+            .scaled(&idx, crate::data::Scale::ZeroOne)
+            .chunks(crate::data::PIXELS)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let rv = j.judge(&real);
+        let real_mean_confidence = rv.iter().map(|(_, p)| p).sum::<f64>() / rv.len().max(1) as f64;
+        Judged {
+            by: j.dir().to_path_buf(),
+            classes: v
+                .iter()
+                .map(|(c, _)| j.classes[*c as usize].clone())
+                .collect(),
+            confidence: v.iter().map(|(_, p)| *p).collect(),
+            mean_confidence: v.iter().map(|(_, p)| p).sum::<f64>() / n,
+            share_at_least_0_9: v.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / n,
+            real_mean_confidence,
+        }
+    });
     let png = out.join("samples.png");
     let title = if prior {
         format!("{count} samples from the prior N(0, I)")
@@ -162,6 +215,7 @@ pub fn sample(
         prior,
         mean: g.mean.iter().copied().collect(),
         std: cov_diag,
+        judged,
     };
     let json = out.join("samples.json");
     write_json(&json, &report)?;

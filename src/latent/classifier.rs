@@ -199,6 +199,20 @@ impl LinearClassifier {
         v.chunks(classes).map(<[f32]>::to_vec).collect()
     }
 
+    /// Class probabilities (softmax of the scores; for the logistic model these are its
+    /// probabilities, for the SVM only a monotone score).
+    pub fn probabilities(&self, x: &[Vec<f32>]) -> Vec<Vec<f64>> {
+        self.decision(x)
+            .iter()
+            .map(|r| {
+                let m = r.iter().copied().fold(f32::MIN, f32::max) as f64;
+                let e: Vec<f64> = r.iter().map(|&v| (v as f64 - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(|v| v / s).collect()
+            })
+            .collect()
+    }
+
     /// Predicted classes of codes `x` (argmax of the scores).
     pub fn predict(&self, x: &[Vec<f32>]) -> Vec<u8> {
         self.decision(x)

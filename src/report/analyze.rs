@@ -41,7 +41,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
     say("analyze: interpolate");
     interpolate::interpolate(run, &data.test, 0, 1, 8, out)?;
     say("analyze: sample");
-    sample::sample(run, &data.train, 64, 0, out)?;
+    sample::sample(run, &data.train, 64, 0, None, out)?;
     say("analyze: anomaly");
     anomaly::anomaly(run, &data.test, 16, out)?;
     for kind in [ClassifierKind::Logistic, ClassifierKind::Svm] {
