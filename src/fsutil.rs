@@ -35,6 +35,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes two files so that each is replaced atomically and the two renames happen back to
+/// back, after both contents are on disk.
+pub fn write_atomic_pair(files: [(&Path, &[u8]); 2]) -> Result<()> {
+    let mut tmps = Vec::with_capacity(2);
+    for (path, bytes) in files {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+        }
+        let tmp = tmp_path(path);
+        let res = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            for t in &tmps {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(Error::io(path, e));
+        }
+        tmps.push(tmp);
+    }
+    for ((path, _), tmp) in files.iter().zip(&tmps) {
+        std::fs::rename(tmp, path).map_err(|e| Error::io(*path, e))?;
+    }
+    Ok(())
+}
+
 /// Writes a value as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut s = serde_json::to_string_pretty(value)

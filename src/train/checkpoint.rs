@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduleState;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_atomic_pair};
 use crate::model::{Autoencoder, Decoder, Encoder, ModelConfig};
 
 /// The weights file of a run.
@@ -157,6 +157,16 @@ pub fn save_model(
     config: &ModelConfig,
     epoch: usize,
 ) -> Result<()> {
+    write_atomic(path, &model_bytes(path, model, config, epoch)?)
+}
+
+/// The bytes of `model.safetensors` for `model`.
+fn model_bytes(
+    path: &Path,
+    model: &Autoencoder,
+    config: &ModelConfig,
+    epoch: usize,
+) -> Result<Vec<u8>> {
     let mut tensors = collect(&model.encoder, "encoder");
     tensors.extend(collect(&model.decoder, "decoder"));
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| to_bytes(&t.3)).collect();
@@ -180,9 +190,7 @@ pub fn save_model(
                 .map_err(|e| Error::bad_file(path, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let out = safetensors::serialize(views, &Some(meta))
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    write_atomic(path, &out)
+    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::bad_file(path, e.to_string()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -320,6 +328,28 @@ pub struct ResumeState {
 
 /// Saves the optimizer and schedule state (atomically).
 pub fn save_resume(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<()> {
+    write_atomic(path, &resume_bytes(path, optim, state)?)
+}
+
+/// Saves weights and resume state together: both files are written and synced under temporary
+/// names first, then renamed one after the other, so a crash leaves either both old files or
+/// (in the microseconds between the renames) a new model beside an old resume state, which
+/// `--resume` detects.
+pub fn save_checkpoint(
+    dir: &Path,
+    model: &Autoencoder,
+    config: &ModelConfig,
+    optim: &ModuleOptimizer,
+    state: &ResumeState,
+    model_epoch: usize,
+) -> Result<()> {
+    let (mp, rp) = (dir.join(MODEL_FILE), dir.join(RESUME_FILE));
+    let m = model_bytes(&mp, model, config, model_epoch)?;
+    let r = resume_bytes(&rp, optim, state)?;
+    write_atomic_pair([(&mp, &m), (&rp, &r)])
+}
+
+fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<Vec<u8>> {
     let record = optim
         .into_bytes()
         .map_err(|e| Error::bad_file(path, format!("encoding optimizer state: {e}")))?;
@@ -335,7 +365,7 @@ pub fn save_resume(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) ->
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
     let out = safetensors::serialize([("optimizer".to_string(), view)], &Some(meta))
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    write_atomic(path, &out)
+    Ok(out)
 }
 
 /// Loads the optimizer and schedule state into `optim`.

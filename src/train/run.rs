@@ -341,9 +341,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             }
             if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) && done < n_train {
                 bar.finish();
-                checkpoint::save_model(&model_path, &model, &config.model, epoch)?;
-                checkpoint::save_resume(
-                    &resume_path,
+                checkpoint::save_checkpoint(
+                    dir,
+                    &model,
+                    &config.model,
                     &optim,
                     &ResumeState {
                         epoch,
@@ -353,6 +354,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                         partial_loss_sum: sum,
                         partial_images: done,
                     },
+                    epoch,
                 )?;
                 return Ok(TrainOutcome {
                     epochs_done: epoch,
@@ -400,10 +402,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             );
         }
         history.push(row);
-        // Weights first, then the resume state; resume checks both carry the same epoch.
-        checkpoint::save_model(&model_path, &model, &config.model, epoch + 1)?;
-        checkpoint::save_resume(
-            &resume_path,
+        // Both files land together (see save_checkpoint); resume checks they carry one epoch.
+        checkpoint::save_checkpoint(
+            dir,
+            &model,
+            &config.model,
             &optim,
             &ResumeState {
                 epoch: epoch + 1,
@@ -413,6 +416,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                 partial_loss_sum: 0.0,
                 partial_images: 0,
             },
+            epoch + 1,
         )?;
         metrics::write(&dir.join(METRICS_FILE), &history)?;
         let loss_name = match config.loss {

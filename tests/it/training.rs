@@ -357,3 +357,62 @@ fn a_short_vae_run_learns_and_reports_its_elbo() {
     );
     assert_eq!(j["judged"]["classes"].as_array().unwrap().len(), 64);
 }
+
+#[test]
+fn killing_training_mid_save_never_leaves_a_broken_checkpoint() {
+    use mnist_ae::model::{ModelConfig, Preset};
+    use mnist_ae::train::checkpoint::{load_model, load_resume};
+    let data = mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig {
+        preset: Preset::Mlp,
+        latent_dim: 8,
+    };
+    let mut checked = 0;
+    // mlp on 1,800 images saves a checkpoint about every 0.1 s; SIGKILL lands at varied points.
+    for (i, ms) in [700u64, 950, 1200, 1450, 1700].into_iter().enumerate() {
+        let run = tmp.path().join(format!("k{i}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-ae"))
+            .args(train_args(
+                data.to_str().unwrap(),
+                run.to_str().unwrap(),
+                &[
+                    "--model",
+                    "mlp",
+                    "--latent-dim",
+                    "8",
+                    "--epochs",
+                    "500",
+                    "--limit-train",
+                    "2000",
+                ],
+            ))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let model = run.join("model.safetensors");
+        if !model.exists() {
+            continue;
+        }
+        let device = burn::tensor::Device::flex();
+        let (_, info) =
+            load_model(&model, &cfg, &device).expect("model.safetensors intact after SIGKILL");
+        let optim = burn::optim::AdamConfig::new().init();
+        let resume = run.join("resume.safetensors");
+        if resume.exists() {
+            let (_, state) =
+                load_resume(&resume, optim).expect("resume.safetensors intact after SIGKILL");
+            // The two files are written in turn, so they may be one epoch apart, never more.
+            assert!(
+                info.epoch.abs_diff(state.epoch) <= 1,
+                "{} vs {}",
+                info.epoch,
+                state.epoch
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} runs got far enough to save");
+}
