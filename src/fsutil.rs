@@ -14,8 +14,9 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to a synced temporary sibling of `path` and returns its path; on error
+/// nothing is left behind.
+fn write_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -25,45 +26,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        f.sync_all()
     })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    match res {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Error::io(path, e))
+        }
     }
-    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_tmp(path, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// Writes two files so that each is replaced atomically and the two renames happen back to
 /// back, after both contents are on disk.
 pub fn write_atomic_pair(files: [(&Path, &[u8]); 2]) -> Result<()> {
-    let mut tmps = Vec::with_capacity(2);
-    for (path, bytes) in files {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-        }
-        let tmp = tmp_path(path);
-        let res = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        })();
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            for t in &tmps {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(Error::io(path, e));
-        }
-        tmps.push(tmp);
-    }
-    for ((path, _), tmp) in files.iter().zip(&tmps) {
-        std::fs::rename(tmp, path).map_err(|e| Error::io(*path, e))?;
-    }
-    Ok(())
+    let first = write_tmp(files[0].0, files[0].1)?;
+    let second = write_tmp(files[1].0, files[1].1).inspect_err(|_| {
+        let _ = std::fs::remove_file(&first);
+    })?;
+    std::fs::rename(&first, files[0].0).map_err(|e| Error::io(files[0].0, e))?;
+    std::fs::rename(&second, files[1].0).map_err(|e| Error::io(files[1].0, e))
 }
 
 /// Writes a value as pretty JSON, atomically.
