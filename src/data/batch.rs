@@ -28,7 +28,13 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 pub fn add_noise(values: &mut [f32], std: f32, scale: Scale, r: &mut ChaCha8Rng) {
     let (lo, hi) = scale.range();
     let sd = std * (hi - lo);
-    let normal = Normal::new(0.0f32, sd.max(0.0)).expect("std is finite and non-negative");
+    // Callers validate `std` (finite, >= 0); anything else adds no noise rather than panic.
+    let Ok(normal) = Normal::new(0.0f32, sd) else {
+        return;
+    };
+    if !(sd.is_finite() && sd > 0.0) {
+        return;
+    }
     for v in values.iter_mut() {
         *v = (*v + normal.sample(r)).clamp(lo, hi);
     }
