@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_json};
 use crate::model::{ModelConfig, Preset};
-use crate::train::checkpoint::{load_model, save_model, MODEL_FILE};
+use crate::train::checkpoint::{load_model, save_model, serialize_f32, MODEL_FILE};
 use crate::train::run::CONFIG_FILE;
 
 /// Our layer path → the PyTorch module path, per preset (the part before `.weight`/`.bias`).
@@ -144,18 +144,12 @@ fn write_tensors(
         .iter()
         .map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
-    let views = tensors
+    let named: Vec<(&str, &[usize], &[u8])> = tensors
         .iter()
         .zip(&bytes)
-        .map(|(t, b)| {
-            TensorView::new(Dtype::F32, t.1.clone(), b)
-                .map(|v| (t.0.clone(), v))
-                .map_err(|e| Error::bad_file(path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let out = safetensors::serialize(views, &Some(meta))
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    write_atomic(path, &out)
+        .map(|(t, b)| (t.0.as_str(), t.1.as_slice(), b.as_slice()))
+        .collect();
+    write_atomic(path, &serialize_f32(path, &named, meta)?)
 }
 
 /// Writes the weights of the run in `run_dir` as a PyTorch state dict in safetensors.

@@ -68,6 +68,14 @@ pub fn to_unit(v: f32, scale: Scale) -> f32 {
     }
 }
 
+/// Splits `n * 784` values on `scale` into images mapped to [0, 1], for pictures.
+pub fn unit_images(values: &[f32], scale: Scale) -> Vec<Vec<f32>> {
+    values
+        .chunks(SIDE * SIDE)
+        .map(|c| c.iter().map(|&p| to_unit(p, scale)).collect())
+        .collect()
+}
+
 /// Accumulates per-image scores.
 #[derive(Debug, Default, Clone)]
 pub struct ScoreSum {
@@ -190,11 +198,7 @@ pub fn reconstruction_grid(run: &Run, split: &Split, indices: &[usize], path: &P
     let scale = run.scale();
     let x = split.scaled(indices, scale);
     let y = reconstruct_values(run, &x);
-    let unit = |v: &[f32]| -> Vec<Vec<f32>> {
-        v.chunks(SIDE * SIDE)
-            .map(|c| c.iter().map(|&p| to_unit(p, scale)).collect())
-            .collect()
-    };
+    let unit = |v: &[f32]| unit_images(v, scale);
     let captions: Vec<String> = indices
         .iter()
         .map(|&i| format!("#{i} ({})", split.labels[i]))

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::data::{Split, SIDE};
 use crate::error::{Error, Result};
 use crate::eval::metrics::mse;
-use crate::eval::{reconstruct_values, to_unit, EVAL_BATCH};
+use crate::eval::{reconstruct_values, unit_images, EVAL_BATCH};
 use crate::fsutil::{write_atomic, write_json};
 use crate::run::Run;
 use crate::viz::grid::{image_grid, GridRow, GridStyle};
@@ -103,11 +103,7 @@ pub fn anomaly(
     let idx: Vec<usize> = worst.iter().map(|w| w.0).collect();
     let x = test.scaled(&idx, scale);
     let y = reconstruct_values(run, &x);
-    let unit = |v: &[f32]| -> Vec<Vec<f32>> {
-        v.chunks(SIDE * SIDE)
-            .map(|c| c.iter().map(|&p| to_unit(p, scale)).collect())
-            .collect()
-    };
+    let unit = |v: &[f32]| unit_images(v, scale);
     let png = out.join("anomalies.png");
     let rows = [
         GridRow {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::data::batch::{add_noise, rng};
 use crate::data::{Split, SIDE};
 use crate::error::{Error, Result};
-use crate::eval::{check_indices, reconstruct_values, to_unit, ScoreSum, Scores, EVAL_BATCH};
+use crate::eval::{check_indices, reconstruct_values, unit_images, ScoreSum, Scores, EVAL_BATCH};
 use crate::fsutil::write_json;
 use crate::run::Run;
 use crate::viz::grid::{image_grid, GridRow, GridStyle};
@@ -94,11 +94,7 @@ pub fn denoise(
     let clean = test.scaled(indices, scale);
     let noisy = noisy_images(run, test, indices, std, seed);
     let den = reconstruct_values(run, &noisy);
-    let unit = |v: &[f32]| -> Vec<Vec<f32>> {
-        v.chunks(SIDE * SIDE)
-            .map(|c| c.iter().map(|&p| to_unit(p, scale)).collect())
-            .collect()
-    };
+    let unit = |v: &[f32]| unit_images(v, scale);
     let rows = [
         GridRow {
             label: "clean".into(),

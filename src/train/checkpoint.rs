@@ -181,12 +181,26 @@ fn model_bytes(
             serde_json::to_string(&ids).unwrap_or_default(),
         ),
     ]);
-    let views = tensors
+    let named: Vec<(&str, &[usize], &[u8])> = tensors
         .iter()
         .zip(&bytes)
-        .map(|(t, b)| {
-            TensorView::new(Dtype::F32, t.2.clone(), b)
-                .map(|v| (t.0.clone(), v))
+        .map(|(t, b)| (t.0.as_str(), t.2.as_slice(), b.as_slice()))
+        .collect();
+    serialize_f32(path, &named, meta)
+}
+
+/// Serialises little-endian F32 tensors `(name, shape, bytes)` with `meta` as safetensors;
+/// `path` only names the file in errors.
+pub(crate) fn serialize_f32(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[u8])],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, shape, b)| {
+            TensorView::new(Dtype::F32, shape.to_vec(), b)
+                .map(|v| (name.to_string(), v))
                 .map_err(|e| Error::bad_file(path, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
