@@ -249,18 +249,22 @@ fn info_from(path: &Path, meta: &HashMap<String, String>) -> Result<WeightsInfo>
 
 /// Reads only the header of a weights file.
 pub fn read_info(path: &Path) -> Result<WeightsInfo> {
-    let bytes = read(path)?;
-    info_from(path, &metadata(path, &bytes)?)
+    read_info_from(path, &read(path)?)
+}
+
+/// Reads only the header of the bytes of a weights file; `path` only names it in errors.
+pub fn read_info_from(path: &Path, bytes: &[u8]) -> Result<WeightsInfo> {
+    info_from(path, &metadata(path, bytes)?)
 }
 
 fn load_into<M: Module>(
     path: &Path,
+    bytes: &[u8],
     expected: &ModelConfig,
     module: M,
     prefix: &str,
 ) -> Result<(M, WeightsInfo)> {
-    let bytes = read(path)?;
-    let meta = metadata(path, &bytes)?;
+    let meta = metadata(path, bytes)?;
     let info = info_from(path, &meta)?;
     if info.model != *expected {
         return Err(Error::Checkpoint {
@@ -278,7 +282,7 @@ fn load_into<M: Module>(
         .get("param_ids")
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
     let mut loader = Loader {
         stack: PathStack::default(),
@@ -304,20 +308,32 @@ pub fn load_model(
     config: &ModelConfig,
     device: &Device,
 ) -> Result<(Autoencoder, WeightsInfo)> {
-    let fresh = config.init(device);
-    let (encoder, info) = load_into(path, config, fresh.encoder, "encoder")?;
-    let (decoder, _) = load_into(path, config, fresh.decoder, "decoder")?;
+    load_model_from(path, &read(path)?, config, config.init(device))
+}
+
+/// Loads the bytes of a weights file into `fresh`, a model built from `config`, which the file
+/// must match; `path` only names the file in errors.
+pub fn load_model_from(
+    path: &Path,
+    bytes: &[u8],
+    config: &ModelConfig,
+    fresh: Autoencoder,
+) -> Result<(Autoencoder, WeightsInfo)> {
+    let (encoder, info) = load_into(path, bytes, config, fresh.encoder, "encoder")?;
+    let (decoder, _) = load_into(path, bytes, config, fresh.decoder, "decoder")?;
     Ok((Autoencoder { encoder, decoder }, info))
 }
 
 /// Loads only the encoder half.
 pub fn load_encoder(path: &Path, config: &ModelConfig, device: &Device) -> Result<Encoder> {
-    Ok(load_into(path, config, config.init(device).encoder, "encoder")?.0)
+    let bytes = read(path)?;
+    Ok(load_into(path, &bytes, config, config.init(device).encoder, "encoder")?.0)
 }
 
 /// Loads only the decoder half.
 pub fn load_decoder(path: &Path, config: &ModelConfig, device: &Device) -> Result<Decoder> {
-    Ok(load_into(path, config, config.init(device).decoder, "decoder")?.0)
+    let bytes = read(path)?;
+    Ok(load_into(path, &bytes, config, config.init(device).decoder, "decoder")?.0)
 }
 
 /// What resuming needs besides the weights.
@@ -384,8 +400,16 @@ fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Re
 
 /// Loads the optimizer and schedule state into `optim`.
 pub fn load_resume(path: &Path, optim: ModuleOptimizer) -> Result<(ModuleOptimizer, ResumeState)> {
-    let bytes = read(path)?;
-    let meta = metadata(path, &bytes)?;
+    load_resume_from(path, &read(path)?, optim)
+}
+
+/// Loads the bytes of a resume file into `optim`; `path` only names the file in errors.
+pub fn load_resume_from(
+    path: &Path,
+    bytes: &[u8],
+    optim: ModuleOptimizer,
+) -> Result<(ModuleOptimizer, ResumeState)> {
+    let meta = metadata(path, bytes)?;
     let state: ResumeState = meta
         .get("state")
         .and_then(|s| serde_json::from_str(s).ok())
@@ -395,7 +419,7 @@ pub fn load_resume(path: &Path, optim: ModuleOptimizer) -> Result<(ModuleOptimiz
                 "metadata has no valid 'state'; not an mnist-ae resume file",
             )
         })?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
     let view = st
         .tensor("optimizer")

@@ -79,6 +79,40 @@ fn batch_loss(
     loss(config.loss, act, model.forward(x), target)
 }
 
+/// Where a training step falls: its epoch and batch (they seed the VAE's noise) and the
+/// learning rate it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct StepAt {
+    /// Epoch, from 0.
+    pub epoch: usize,
+    /// Batch within the epoch, from 0.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+}
+
+/// One optimisation step on the batch `x` (input) / `target` (on an autodiff device): the loss,
+/// its gradients, one Adam update. Returns the updated model and the batch's loss; when the
+/// loss is not finite the model comes back unchanged, for the caller to stop.
+pub fn step(
+    model: Autoencoder,
+    optim: &mut ModuleOptimizer,
+    config: &TrainConfig,
+    x: Tensor<4>,
+    target: Tensor<4>,
+    at: StepAt,
+    device: &Device,
+) -> (Autoencoder, f64) {
+    let n = x.dims()[0];
+    let l = batch_loss(&model, config, x, target, at.epoch, at.batch, n, device);
+    let lv = l.clone().into_scalar::<f32>() as f64;
+    if !lv.is_finite() {
+        return (model, lv);
+    }
+    let grads = GradientsParams::from_grads(l.backward(), &model);
+    (optim.step(at.lr, model, grads), lv)
+}
+
 /// How to run `train`.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -123,10 +157,15 @@ pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
         )));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    parse_config(&path, &text)
+}
+
+/// Parses and validates the text of a `config.json`; `path` only names the file in errors.
+pub fn parse_config(path: &Path, text: &str) -> Result<TrainConfig> {
     let cfg: TrainConfig =
-        serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| Error::bad_file(path, e.to_string()))?;
     cfg.validate()
-        .map_err(|e| Error::bad_file(&path, e.to_string()))?;
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
     Ok(cfg)
 }
 
@@ -148,7 +187,8 @@ pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) ->
     })
 }
 
-fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+/// The Adam optimizer a config asks for.
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let wd =
         (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     // PyTorch's Adam defaults (burn's epsilon default is 1e-5; PyTorch uses 1e-8).
@@ -314,8 +354,13 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             let x = input
                 .map(|v| to_tensor(v, chunk.len(), &device))
                 .unwrap_or_else(|| target.clone());
-            let l = batch_loss(&model, config, x, target, epoch, bi, chunk.len(), &device);
-            let lv = l.clone().into_scalar::<f32>() as f64;
+            let at = StepAt {
+                epoch,
+                batch: bi,
+                lr: sched.lr,
+            };
+            let (next, lv) = step(model, &mut optim, config, x, target, at, &device);
+            model = next;
             if !lv.is_finite() {
                 let kept = if epoch == 0 && !opts.resume {
                     "no checkpoint was written".to_string()
@@ -334,8 +379,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             }
             sum += lv * chunk.len() as f64;
             done += chunk.len();
-            let grads = GradientsParams::from_grads(l.backward(), &model);
-            model = optim.step(sched.lr, model, grads);
             if bi % 20 == 0 {
                 bar.update(done, sum / done as f64);
             }
