@@ -66,10 +66,19 @@ pub struct TrainConfig {
     /// Weight of the KL term of a variational preset (β-VAE); 1 is the plain ELBO.
     #[serde(default = "one")]
     pub beta: f64,
+    /// Each batch is cut into this many shards trained in parallel, their gradients combined
+    /// (mathematically the same step; see `train::run::step`). Runs written before this
+    /// setting existed used 1.
+    #[serde(default = "one_shard")]
+    pub shards: usize,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn one_shard() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -95,6 +104,7 @@ impl TrainConfig {
             valid_fraction: 0.1,
             limit_train: None,
             beta: 1.0,
+            shards: 2,
         }
     }
 
@@ -112,6 +122,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return Err(Error::config("batch-size", "must be at least 1"));
+        }
+        if self.shards == 0 {
+            return Err(Error::config("shards", "must be at least 1"));
         }
         positive_finite("lr", self.lr)?;
         non_negative_finite("weight-decay", self.weight_decay)?;

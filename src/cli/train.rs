@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// Fraction of the training images held out for validation.
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
+    /// Cut each batch into N shards trained in parallel on the CPU's cores, gradients combined
+    /// (the same step up to float rounding; 1 = off).
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
     /// Use only the first N training images (quick runs).
     #[arg(long)]
     limit_train: Option<usize>,
@@ -128,6 +132,7 @@ pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
         };
     }
     c.beta = a.beta;
+    c.shards = a.shards;
     c.scheduler = match a.scheduler {
         SchedulerArg::None => Scheduler::None,
         SchedulerArg::Plateau => Scheduler::Plateau {

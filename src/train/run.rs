@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use super::checkpoint::{self, ResumeState, MODEL_FILE, RESUME_FILE};
 use super::loss::{loss, vae_loss};
@@ -62,21 +64,90 @@ fn batch_loss(
     n: usize,
     device: &Device,
 ) -> Tensor<1> {
-    let act = config.model.preset.activation();
-    if config.model.preset.is_variational() {
-        let eps = vae_eps(
+    let eps = batch_eps(config, epoch, batch, n, device);
+    shard_loss(model, config, x, target, eps)
+}
+
+/// The VAE's ε for a whole batch (None for other presets).
+fn batch_eps(
+    config: &TrainConfig,
+    epoch: usize,
+    batch: usize,
+    n: usize,
+    device: &Device,
+) -> Option<Tensor<2>> {
+    config.model.preset.is_variational().then(|| {
+        vae_eps(
             config.seed,
             epoch,
             batch,
             n,
             config.model.latent_dim,
             device,
-        );
+        )
+    })
+}
+
+/// The mean training loss of some images, with the VAE's ε for exactly those images.
+fn shard_loss(
+    model: &Autoencoder,
+    config: &TrainConfig,
+    x: Tensor<4>,
+    target: Tensor<4>,
+    eps: Option<Tensor<2>>,
+) -> Tensor<1> {
+    if let Some(eps) = eps {
         if let Some((logits, mu, logvar)) = model.forward_variational(x.clone(), eps) {
             return vae_loss(config.loss, logits, target, mu, logvar, config.beta).0;
         }
     }
-    loss(config.loss, act, model.forward(x), target)
+    loss(
+        config.loss,
+        config.model.preset.activation(),
+        model.forward(x),
+        target,
+    )
+}
+
+/// `n` images cut into `k` contiguous shards whose sizes differ by at most one.
+fn shard_ranges(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let k = k.clamp(1, n.max(1));
+    let (base, extra) = (n / k, n % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// Sums the shards' gradients of every parameter of the visited model, each weighted by its
+/// shard's share of the batch: the gradient of the whole batch's mean loss.
+struct CombineGrads {
+    parts: Vec<GradientsParams>,
+    weights: Vec<f32>,
+    out: GradientsParams,
+}
+
+impl ModuleVisitor for CombineGrads {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let mut acc: Option<Tensor<D>> = None;
+        for (g, &w) in self.parts.iter_mut().zip(&self.weights) {
+            if let Some(t) = g.remove::<D>(param.id) {
+                let t = t.mul_scalar(w);
+                acc = Some(match acc {
+                    Some(a) => a + t,
+                    None => t,
+                });
+            }
+        }
+        if let Some(a) = acc {
+            self.out.register(param.id, a);
+        }
+    }
 }
 
 /// Where a training step falls: its epoch and batch (they seed the VAE's noise) and the
@@ -92,8 +163,16 @@ pub struct StepAt {
 }
 
 /// One optimisation step on the batch `x` (input) / `target` (on an autodiff device): the loss,
-/// its gradients, one Adam update. Returns the updated model and the batch's loss; when the
-/// loss is not finite the model comes back unchanged, for the caller to stop.
+/// its gradients, one optimizer update. Returns the updated model and the batch's loss; when
+/// the loss is not finite the model comes back unchanged, for the caller to stop.
+///
+/// With `config.shards` > 1 the batch is cut into that many shards whose forward and backward
+/// passes run in parallel (rayon), each on its own autodiff graph (`fork` gives the shard's
+/// copy of the model fresh leaves sharing the weights), and the gradients are combined,
+/// weighted by shard size: mathematically the whole batch's gradient. burn's CPU kernels use
+/// only part of two cores at these small sizes (see BENCHMARKS.md); shards fill them. The
+/// shard count, not the thread count, fixes the summation order, so results do not depend on
+/// the machine's cores.
 pub fn step(
     model: Autoencoder,
     optim: &mut ModuleOptimizer,
@@ -104,13 +183,49 @@ pub fn step(
     device: &Device,
 ) -> (Autoencoder, f64) {
     let n = x.dims()[0];
-    let l = batch_loss(&model, config, x, target, at.epoch, at.batch, n, device);
-    let lv = l.clone().into_scalar::<f32>() as f64;
+    let eps = batch_eps(config, at.epoch, at.batch, n, device);
+    let ranges = shard_ranges(n, config.shards);
+    if ranges.len() == 1 {
+        let l = shard_loss(&model, config, x, target, eps);
+        let lv = l.clone().into_scalar::<f32>() as f64;
+        if !lv.is_finite() {
+            return (model, lv);
+        }
+        let grads = GradientsParams::from_grads(l.backward(), &model);
+        return (optim.step(at.lr, model, grads), lv);
+    }
+    let jobs: Vec<_> = ranges
+        .iter()
+        .map(|r| {
+            let cut4 = |t: &Tensor<4>| t.clone().narrow(0, r.start, r.len());
+            (
+                model.clone().fork(device),
+                cut4(&x),
+                cut4(&target),
+                eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len())),
+            )
+        })
+        .collect();
+    let results: Vec<(f64, GradientsParams)> = jobs
+        .into_par_iter()
+        .map(|(m, x, t, e)| {
+            let l = shard_loss(&m, config, x, t, e);
+            let lv = l.clone().into_scalar::<f32>() as f64;
+            (lv, GradientsParams::from_grads(l.backward(), &m))
+        })
+        .collect();
+    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n as f64).collect();
+    let lv: f64 = results.iter().zip(&weights).map(|((l, _), w)| l * w).sum();
     if !lv.is_finite() {
         return (model, lv);
     }
-    let grads = GradientsParams::from_grads(l.backward(), &model);
-    (optim.step(at.lr, model, grads), lv)
+    let mut combine = CombineGrads {
+        parts: results.into_iter().map(|(_, g)| g).collect(),
+        weights: weights.iter().map(|&w| w as f32).collect(),
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut combine);
+    (optim.step(at.lr, model, combine.out), lv)
 }
 
 /// How to run `train`.
