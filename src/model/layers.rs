@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 /// `nn.Conv2d(i, o, k, stride=s, padding=p)`.
 pub fn conv(i: usize, o: usize, k: usize, s: usize, p: usize, device: &Device) -> Conv2d {
@@ -33,6 +33,86 @@ pub fn convt(
 /// `nn.Linear(i, o)` with PyTorch's default initialisation.
 pub fn linear(i: usize, o: usize, device: &Device) -> Linear {
     LinearConfig::new(i, o).init(device)
+}
+
+/// A layer's forward pass as the models call it. Two convolution shapes in our presets are a
+/// plain matrix product, and burn's CPU convolution (im2col, then a matrix product, plus
+/// layout copies, and the same again in the backward pass) is several times slower for them
+/// than one `matmul` (measured in BENCHMARKS.md):
+/// - a convolution whose kernel covers its whole unpadded input (conv7's `Conv(32→64, k7)` on
+///   7×7) is `Linear(in·k·k → out)`;
+/// - a transposed convolution of a 1×1 input without padding (conv64's `ConvT(64→32, k4)`,
+///   conv7's `ConvT(64→32, k7)`) is `Linear(in → out·k·k)`.
+///
+/// Both use the layer's own weight tensor, reshaped, so checkpoints and the PyTorch export are
+/// unchanged; any other shape goes through the layer's `forward`.
+pub trait Apply {
+    /// Input tensor.
+    type In;
+    /// Output tensor.
+    type Out;
+    /// The layer's output for `x`.
+    fn apply(&self, x: Self::In) -> Self::Out;
+}
+
+impl Apply for Conv2d {
+    type In = Tensor<4>;
+    type Out = Tensor<4>;
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let unpadded = matches!(
+            self.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        );
+        if !(unpadded && self.dilation == [1, 1] && self.groups == 1 && [h, w] == self.kernel_size)
+        {
+            return self.forward(x);
+        }
+        let weight = self.weight.val(); // [out, in, k, k]
+        let o = weight.dims()[0];
+        let y = x
+            .reshape([b, c * h * w])
+            .matmul(weight.reshape([o, c * h * w]).transpose());
+        let y = match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, o, 1, 1])
+    }
+}
+
+impl Apply for ConvTranspose2d {
+    type In = Tensor<4>;
+    type Out = Tensor<4>;
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        if !([h, w] == [1, 1]
+            && self.padding == [0, 0]
+            && self.padding_out == [0, 0]
+            && self.dilation == [1, 1]
+            && self.groups == 1)
+        {
+            return self.forward(x);
+        }
+        let weight = self.weight.val(); // [in, out, k, k]
+        let [_, o, kh, kw] = weight.dims();
+        let y = x
+            .reshape([b, c])
+            .matmul(weight.reshape([c, o * kh * kw]))
+            .reshape([b, o, kh, kw]);
+        match &self.bias {
+            Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
+            None => y,
+        }
+    }
+}
+
+impl Apply for Linear {
+    type In = Tensor<2>;
+    type Out = Tensor<2>;
+    fn apply(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward(x)
+    }
 }
 
 /// One row of a model summary.
@@ -130,7 +210,7 @@ impl Describe for Linear {
 /// Runs `layer` and records its row when tracing.
 macro_rules! traced {
     ($t:expr, $name:expr, $layer:expr, $x:expr) => {{
-        let y = $layer.forward($x);
+        let y = $crate::model::layers::Apply::apply(&$layer, $x);
         if $t.on() {
             $t.row($crate::model::layers::LayerRow {
                 name: $name.to_string(),
@@ -161,3 +241,45 @@ macro_rules! note {
 
 pub(crate) use note;
 pub(crate) use traced;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The matmul forms give the convolution's own output, for the shapes that take them.
+    #[test]
+    fn matmul_forms_equal_the_convolutions() {
+        let device = Device::flex();
+        device.seed(3);
+        let x = Tensor::random([5, 32, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+        let c = conv(32, 64, 7, 1, 0, &device);
+        let d = max_diff(c.apply(x.clone()), c.forward(x));
+        assert!(d < 1e-4, "conv k7 on 7x7: {d}");
+
+        let z = Tensor::random([5, 64, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+        for (k, s) in [(4, 1), (7, 1), (3, 2)] {
+            let t = convt(64, 32, k, s, 0, 0, &device);
+            let d = max_diff(t.apply(z.clone()), t.forward(z.clone()));
+            assert!(d < 1e-4, "convT k{k} s{s} from 1x1: {d}");
+        }
+    }
+
+    /// Other shapes take the layer's own forward pass.
+    #[test]
+    fn other_shapes_use_forward() {
+        let device = Device::flex();
+        device.seed(4);
+        let x = Tensor::random([2, 16, 14, 14], Distribution::Normal(0.0, 1.0), &device);
+        let c = conv(16, 32, 3, 2, 1, &device);
+        assert_eq!(max_diff(c.apply(x.clone()), c.forward(x)), 0.0);
+        let y = Tensor::random([2, 32, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let t = convt(32, 16, 3, 2, 1, 0, &device);
+        assert_eq!(max_diff(t.apply(y.clone()), t.forward(y)), 0.0);
+    }
+}
