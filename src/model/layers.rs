@@ -64,6 +64,13 @@ impl Apply for Conv2d {
             self.padding,
             PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
         );
+        if c == 1 && self.dilation == [1, 1] && self.groups == 1 && !x.is_require_grad() {
+            if let PaddingConfig2d::Explicit(p, l, b2, r) = self.padding {
+                if p == l && p == b2 && p == r {
+                    return self.first_layer(x, p);
+                }
+            }
+        }
         if !(unpadded && self.dilation == [1, 1] && self.groups == 1 && [h, w] == self.kernel_size)
         {
             return self.forward(x);
@@ -78,6 +85,60 @@ impl Apply for Conv2d {
             None => y,
         };
         y.reshape([b, o, 1, 1])
+    }
+}
+
+/// The first convolution of a model sees a one-channel input that needs no gradient. burn's
+/// convolution backward computes the weight gradient as another convolution (batch and
+/// channels swapped, single-threaded for one input channel); here the input's patches are
+/// gathered once by hand (im2col: a few lines for one channel, and burn has no unfold kernel
+/// of its own, only one built on convolution), the layer is one matrix product with the
+/// reshaped weight, and its weight gradient is one matrix product in the backward pass.
+trait FirstLayer {
+    fn first_layer(&self, x: Tensor<4>, pad: usize) -> Tensor<4>;
+}
+
+impl FirstLayer for Conv2d {
+    fn first_layer(&self, x: Tensor<4>, pad: usize) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let [kh, kw] = self.kernel_size;
+        let [sh, sw] = self.stride;
+        let (oh, ow) = ((h + 2 * pad - kh) / sh + 1, (w + 2 * pad - kw) / sw + 1);
+        let device = x.device();
+        let pixels: Vec<f32> = x.into_data().iter::<f32>().collect();
+        let mut patches = vec![0.0f32; b * oh * ow * kh * kw];
+        for (img, out) in pixels
+            .chunks_exact(h * w)
+            .zip(patches.chunks_exact_mut(oh * ow * kh * kw))
+        {
+            for (pos, row) in out.chunks_exact_mut(kh * kw).enumerate() {
+                let (oy, ox) = (pos / ow, pos % ow);
+                for ky in 0..kh {
+                    let Some(y) = (oy * sh + ky).checked_sub(pad).filter(|&y| y < h) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        if let Some(xx) = (ox * sw + kx).checked_sub(pad).filter(|&v| v < w) {
+                            row[ky * kw + kx] = img[y * w + xx];
+                        }
+                    }
+                }
+            }
+        }
+        let patches = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(patches, [b * oh * ow, kh * kw]),
+            &device,
+        );
+        let weight = self.weight.val(); // [out, 1, k, k]
+        let o = weight.dims()[0];
+        let y = patches.matmul(weight.reshape([o, kh * kw]).transpose());
+        let y = match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, oh * ow, o])
+            .swap_dims(1, 2)
+            .reshape([b, o, oh, ow])
     }
 }
 
@@ -267,6 +328,20 @@ mod tests {
             let t = convt(64, 32, k, s, 0, 0, &device);
             let d = max_diff(t.apply(z.clone()), t.forward(z.clone()));
             assert!(d < 1e-4, "convT k{k} s{s} from 1x1: {d}");
+        }
+    }
+
+    /// The hand-gathered first layer gives the convolution's output, with and without padding
+    /// and stride.
+    #[test]
+    fn first_layer_equals_the_convolution() {
+        let device = Device::flex();
+        device.seed(5);
+        let x = Tensor::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
+        for (o, k, s, p) in [(16, 3, 2, 1), (32, 3, 2, 1), (8, 4, 1, 0), (4, 5, 3, 2)] {
+            let c = conv(1, o, k, s, p, &device);
+            let d = max_diff(c.apply(x.clone()), c.forward(x.clone()));
+            assert!(d < 1e-5, "conv(1->{o}, k{k}, s{s}, p{p}): {d}");
         }
     }
 
