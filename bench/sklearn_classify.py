@@ -1,5 +1,5 @@
-"""Reference for `mnist-ae classify`: fits scikit-learn's LogisticRegression and LinearSVC
-(C=1, standardised codes) on the codes that `mnist-ae classify RUN --export-codes` wrote, and
+"""Reference for `mnist-ae classify`: fits scikit-learn's LogisticRegression, LinearSVC and
+SVC (all C=1; SVC with its default RBF kernel and gamma="scale"; standardised codes) on the codes that `mnist-ae classify RUN --export-codes` wrote, and
 prints test accuracies and the classification reports.
 
     python bench/sklearn_classify.py RUN
@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import classification_report
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, LinearSVC
 
 run = sys.argv[1]
 train = np.loadtxt(f"{run}/codes_train.csv", delimiter=",", skiprows=1)
@@ -22,6 +22,7 @@ xtr, xte = sc.transform(xtr), sc.transform(xte)
 for name, clf in [
     ("logistic", LogisticRegression(C=1.0, max_iter=1000)),
     ("svm", LinearSVC(C=1.0, max_iter=10000)),
+    ("rbf", SVC(C=1.0)),
 ]:
     clf.fit(xtr, ytr)
     pred = clf.predict(xte)

@@ -12,8 +12,8 @@ use super::explore::RunArgs;
 pub struct ClassifyArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Classifier: logistic (multinomial logistic regression) or svm (linear SVM, one-vs-rest);
-    /// repeat or comma-separate for both.
+    /// Classifier: logistic (multinomial logistic regression), svm (linear SVM, one-vs-rest) or
+    /// rbf (RBF-kernel SVM, one-vs-one, as scikit-learn's SVC()); comma-separate for several.
     #[arg(long, value_delimiter = ',', default_value = "logistic")]
     classifier: Vec<String>,
     /// Inverse regularisation strength (scikit-learn's C).

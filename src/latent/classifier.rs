@@ -15,9 +15,10 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
+use super::kernel_svm::{self, KernelSvm};
 use crate::error::{Error, Result};
 
-/// Which linear classifier.
+/// Which classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClassifierKind {
@@ -25,18 +26,37 @@ pub enum ClassifierKind {
     Logistic,
     /// Linear SVM, one-vs-rest, squared hinge.
     Svm,
+    /// RBF-kernel SVM, one-vs-one (scikit-learn's `SVC()`; see `kernel_svm`).
+    Rbf,
 }
 
 impl ClassifierKind {
-    /// Parses `logistic` or `svm`.
+    /// Every kind, in the order the report shows them.
+    pub const ALL: [ClassifierKind; 3] = [
+        ClassifierKind::Logistic,
+        ClassifierKind::Svm,
+        ClassifierKind::Rbf,
+    ];
+
+    /// Parses `logistic`, `svm` or `rbf`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "logistic" => Ok(ClassifierKind::Logistic),
             "svm" => Ok(ClassifierKind::Svm),
+            "rbf" => Ok(ClassifierKind::Rbf),
             _ => Err(Error::config(
                 "classifier",
-                format!("'{s}' is not one of logistic, svm"),
+                format!("'{s}' is not one of logistic, svm, rbf"),
             )),
+        }
+    }
+
+    /// A title for plots and reports.
+    pub fn title(self) -> &'static str {
+        match self {
+            ClassifierKind::Logistic => "Logistic regression",
+            ClassifierKind::Svm => "Linear SVM",
+            ClassifierKind::Rbf => "RBF-kernel SVM",
         }
     }
 
@@ -45,6 +65,7 @@ impl ClassifierKind {
         match self {
             ClassifierKind::Logistic => "logistic",
             ClassifierKind::Svm => "svm",
+            ClassifierKind::Rbf => "rbf",
         }
     }
 }
@@ -134,6 +155,12 @@ pub fn fit(
             format!("{c} must be a positive finite number"),
         ));
     }
+    if kind == ClassifierKind::Rbf {
+        return Err(Error::config(
+            "classifier",
+            "rbf is a kernel classifier: use `fit_any`",
+        ));
+    }
     let scaler = Scaler::fit(x);
     let ad = device.clone().autodiff();
     let xs = tensor2(scaler.transform(x), n, d, &ad);
@@ -156,7 +183,7 @@ pub fn fit(
                 let ce = -(log_softmax(scores, 1) * onehot.clone()).sum_dim(1).mean();
                 ce + w2.mul_scalar(reg)
             }
-            ClassifierKind::Svm => {
+            ClassifierKind::Svm | ClassifierKind::Rbf => {
                 let margin = relu((scores * signs.clone()).neg().add_scalar(1.0));
                 let hinge = margin.square().sum_dim(1).mean();
                 let b2 = m
@@ -224,6 +251,49 @@ impl LinearClassifier {
                     .0 as u8
             })
             .collect()
+    }
+}
+
+/// A fitted classifier of any kind.
+#[derive(Debug)]
+pub enum Fitted {
+    /// Logistic regression or linear SVM.
+    Linear(LinearClassifier),
+    /// RBF-kernel SVM with its feature scaler.
+    Kernel(Scaler, KernelSvm, Device),
+}
+
+/// Fits a classifier of `kind` to codes `x` with labels `y` in `0..classes` (standardised
+/// first, as scikit-learn's `StandardScaler`), regularisation `c`.
+pub fn fit_any(
+    kind: ClassifierKind,
+    x: &[Vec<f32>],
+    y: &[u8],
+    classes: usize,
+    c: f64,
+    device: &Device,
+) -> Result<Fitted> {
+    match kind {
+        ClassifierKind::Rbf => {
+            let d = x.first().map(Vec::len).unwrap_or(0);
+            if y.len() != x.len() {
+                return Err(Error::Data("codes and labels differ in number".into()));
+            }
+            let scaler = Scaler::fit(x);
+            let svm = kernel_svm::fit(&scaler.transform(x), d, y, classes, c)?;
+            Ok(Fitted::Kernel(scaler, svm, device.clone()))
+        }
+        _ => Ok(Fitted::Linear(fit(kind, x, y, classes, c, 500, device)?)),
+    }
+}
+
+impl Fitted {
+    /// Predicted classes of codes `x`.
+    pub fn predict(&self, x: &[Vec<f32>]) -> Vec<u8> {
+        match self {
+            Fitted::Linear(m) => m.predict(x),
+            Fitted::Kernel(scaler, svm, device) => svm.predict(&scaler.transform(x), device),
+        }
     }
 }
 

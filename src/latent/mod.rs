@@ -2,6 +2,7 @@
 //! and confusion matrix, and 2-D maps of the codes (t-SNE, PCA).
 
 pub mod classifier;
+pub mod kernel_svm;
 pub mod report;
 pub mod tsne;
 
@@ -16,7 +17,7 @@ use crate::explore::codes::encode_all;
 use crate::fsutil::{write_atomic, write_json};
 use crate::run::Run;
 use crate::viz::confusion::confusion_matrix;
-use classifier::{fit, ClassifierKind};
+use classifier::{fit_any, ClassifierKind};
 use report::{classification_report, ClassificationReport};
 
 /// The class names of a run's dataset, used in reports and legends.
@@ -87,15 +88,7 @@ pub fn classify(
         write_codes_csv(&out.join("codes_test.csv"), &test_codes, &data.test.labels)?;
     }
     let t0 = Instant::now();
-    let model = fit(
-        kind,
-        &train_codes,
-        &data.train.labels,
-        10,
-        c,
-        500,
-        &run.device,
-    )?;
+    let model = fit_any(kind, &train_codes, &data.train.labels, 10, c, &run.device)?;
     let fit_seconds = t0.elapsed().as_secs_f64();
     let train_pred = model.predict(&train_codes);
     let train_accuracy = train_pred
@@ -121,10 +114,7 @@ pub fn classify(
     write_json(&dir.join("classification_report.json"), &result)?;
     let title = format!(
         "{} on {} codes: test accuracy {:.2}%",
-        match kind {
-            ClassifierKind::Logistic => "Logistic regression",
-            ClassifierKind::Svm => "Linear SVM",
-        },
+        kind.title(),
         run.config.model.preset.name(),
         100.0 * result.report.accuracy
     );

@@ -23,7 +23,7 @@ pub struct AnalyzeOptions {
     pub quiet: bool,
 }
 
-/// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic and SVM) and
+/// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic, linear SVM, RBF SVM) and
 /// t-SNE on `run`, writing into its folder, then builds the report; returns the report path.
 pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
     let data = run.data(&opts.data_dir, opts.allow_download)?;
@@ -44,7 +44,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
     sample::sample(run, &data.train, 64, 0, None, out)?;
     say("analyze: anomaly");
     anomaly::anomaly(run, &data.test, 16, out)?;
-    for kind in [ClassifierKind::Logistic, ClassifierKind::Svm] {
+    for kind in ClassifierKind::ALL {
         say(&format!("analyze: classify {}", kind.name()));
         crate::latent::classify(run, &data, kind, 1.0, out, false)?;
     }

@@ -163,9 +163,10 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
         .collect::<String>();
         page.section("anomaly", "Anomalies", "Reconstruction error of every test image as an anomaly score: the images the model finds least typical, and the distribution of scores (all scores in anomaly_scores.csv).", &format!("{table}{pics}"));
     }
-    for (kind, title) in [
-        ("logistic", "Logistic regression on the codes"),
-        ("svm", "Linear SVM on the codes"),
+    for (kind, title, what) in [
+        ("logistic", "Logistic regression on the codes", "A linear classifier fitted to the standardised training codes and scored on the test codes: how much digit identity the code keeps in linearly separable form."),
+        ("svm", "Linear SVM on the codes", "A one-vs-rest linear SVM on the standardised training codes, scored on the test codes."),
+        ("rbf", "RBF-kernel SVM on the codes", "scikit-learn's default SVC (RBF kernel, C = 1, γ = scale, one-vs-one) on the standardised codes: how much digit identity the code keeps when the boundary may curve."),
     ] {
         let cdir = dir.join(format!("classify-{kind}"));
         if let Ok(text) = std::fs::read_to_string(cdir.join("classification_report.txt")) {
@@ -174,7 +175,7 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
             page.section(
                 &format!("classify-{kind}"),
                 title,
-                "A linear classifier fitted to the standardised training codes and scored on the test codes: how much digit identity the code keeps.",
+                what,
                 &format!("<pre>{}</pre>{pic}", esc(&text)),
             );
         }

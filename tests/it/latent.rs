@@ -25,11 +25,12 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
         "--out",
         o,
         "--classifier",
-        "logistic,svm",
+        "logistic,svm,rbf",
         "--export-codes",
     ]);
     assert!(out.contains("weighted avg"), "{out}");
-    for kind in ["logistic", "svm"] {
+    let mut accuracy = std::collections::HashMap::new();
+    for kind in ["logistic", "svm", "rbf"] {
         let dir = tmp.path().join(format!("classify-{kind}"));
         let text = std::fs::read_to_string(dir.join("classification_report.txt")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -47,6 +48,7 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
         let acc = j["report"]["accuracy"].as_f64().unwrap();
         // A 16-d code after two short epochs still separates digits far above chance (0.1).
         assert!(acc > 0.75, "{kind} accuracy {acc}");
+        accuracy.insert(kind, acc);
         let m = j["report"]["confusion"].as_array().unwrap();
         let total: u64 = m
             .iter()
@@ -58,6 +60,13 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
             .unwrap()
             .starts_with(b"\x89PNG"));
     }
+    // A curved boundary separates the digits' codes better than a straight one.
+    assert!(
+        accuracy["rbf"] > accuracy["logistic"] + 0.01,
+        "rbf {} vs logistic {}",
+        accuracy["rbf"],
+        accuracy["logistic"]
+    );
     let codes = std::fs::read_to_string(tmp.path().join("codes_test.csv")).unwrap();
     assert_eq!(codes.lines().count(), 10_001);
     assert!(codes.lines().nth(1).unwrap().starts_with("7,"));

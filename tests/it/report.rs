@@ -31,7 +31,7 @@ fn chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "config",
     "model",
     "training",
@@ -42,6 +42,7 @@ const SECTIONS: [&str; 11] = [
     "anomaly",
     "classify-logistic",
     "classify-svm",
+    "classify-rbf",
     "tsne",
 ];
 
@@ -61,7 +62,7 @@ fn report_renders_every_section_in_chromium() {
         data.to_str().unwrap(),
         "--no-download",
     ]);
-    assert!(out.contains("11 sections"), "{out}");
+    assert!(out.contains("12 sections"), "{out}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     for s in SECTIONS {
         assert!(
@@ -71,7 +72,7 @@ fn report_renders_every_section_in_chromium() {
     }
     assert_eq!(
         html.matches("data:image/png;base64,").count(),
-        10,
+        11,
         "embedded pictures"
     );
 
@@ -114,7 +115,7 @@ fn report_renders_every_section_in_chromium() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    let want = format!("images=10 broken=0 sections={}", SECTIONS.join(","));
+    let want = format!("images=11 broken=0 sections={}", SECTIONS.join(","));
     assert!(
         dom.contains(&want),
         "Chromium probe: expected '{want}' in the DOM; got {}",
