@@ -33,6 +33,12 @@ pub enum Scheduler {
         /// Never go below this lr.
         min_lr: f64,
     },
+    /// Cosine annealing per epoch, PyTorch's `CosineAnnealingLR(T_max=epochs, eta_min)`: epoch
+    /// e (from 0) trains at min_lr + (lr − min_lr)·(1 + cos(π·e/epochs))/2.
+    Cosine {
+        /// The lr the curve ends at.
+        min_lr: f64,
+    },
 }
 
 /// Everything that defines a training run.
@@ -154,6 +160,15 @@ impl TrainConfig {
             }
             non_negative_finite("plateau-threshold", threshold)?;
             non_negative_finite("min-lr", min_lr)?;
+        }
+        if let Scheduler::Cosine { min_lr } = self.scheduler {
+            non_negative_finite("min-lr", min_lr)?;
+            if min_lr > self.lr {
+                return Err(Error::config(
+                    "min-lr",
+                    format!("{min_lr} is above the lr {}", self.lr),
+                ));
+            }
         }
         if self.loss == Loss::Bce && self.model.preset.activation() == Activation::Tanh {
             return Err(Error::config(

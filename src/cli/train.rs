@@ -22,6 +22,7 @@ enum LossArg {
 enum SchedulerArg {
     None,
     Plateau,
+    Cosine,
 }
 
 /// Flags of `train`.
@@ -56,7 +57,8 @@ pub struct TrainArgs {
     /// Weight of the KL term (vae only; 1 = the ELBO, other values a β-VAE).
     #[arg(long, default_value_t = 1.0)]
     beta: f64,
-    /// Learning-rate schedule: none, or plateau (ReduceLROnPlateau on validation loss).
+    /// Learning-rate schedule: none, plateau (ReduceLROnPlateau on validation loss), or cosine
+    /// (cosine annealing from --lr to --min-lr over the epochs, stepped per epoch).
     #[arg(long, value_enum, default_value = "none")]
     scheduler: SchedulerArg,
     /// Plateau: multiply the lr by this factor.
@@ -65,7 +67,7 @@ pub struct TrainArgs {
     /// Plateau: epochs without improvement before reducing.
     #[arg(long, default_value_t = 2)]
     plateau_patience: usize,
-    /// Plateau: smallest lr.
+    /// Plateau: smallest lr; cosine: the lr of the last epoch's end.
     #[arg(long, default_value_t = 1e-6)]
     min_lr: f64,
     /// Seed for weights, validation split, shuffling and noise.
@@ -141,6 +143,7 @@ pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
             threshold: 1e-4,
             min_lr: a.min_lr,
         },
+        SchedulerArg::Cosine => Scheduler::Cosine { min_lr: a.min_lr },
     };
     c.seed = a.seed;
     c.noise_std = a.noise_std;

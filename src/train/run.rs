@@ -534,7 +534,16 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         };
         let lr_used = sched.lr;
         let monitor = valid_loss.unwrap_or(train_loss);
-        sched = schedule::step(&config.scheduler, sched, monitor);
+        sched = schedule::step(
+            &config.scheduler,
+            sched,
+            monitor,
+            schedule::Progress {
+                base_lr: config.lr,
+                done: epoch + 1,
+                epochs: config.epochs,
+            },
+        );
         best_valid = best_valid.min(monitor);
         let row = EpochMetrics {
             epoch: epoch + 1,

@@ -140,6 +140,40 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
 }
 
 #[test]
+fn cosine_schedule_anneals_the_lr_over_the_epochs() {
+    let data = mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("cos");
+    ok(&train_args(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[
+            "--model",
+            "mlp",
+            "--latent-dim",
+            "8",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "1000",
+            "--scheduler",
+            "cosine",
+            "--min-lr",
+            "0",
+        ],
+    ));
+    // lr · (1 + cos(π e / 3)) / 2 for e = 0, 1, 2.
+    let lrs: Vec<f64> = metrics(&run)
+        .iter()
+        .map(|m| m["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs.len(), 3);
+    for (a, b) in lrs.iter().zip([1e-3, 7.5e-4, 2.5e-4]) {
+        assert!((a - b).abs() < 1e-12, "{lrs:?}");
+    }
+}
+
+#[test]
 fn bad_flags_are_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r");
@@ -154,6 +188,7 @@ fn bad_flags_are_refused_before_any_work() {
         (vec!["--model", "resnet"], "unknown preset"),
         (vec!["--model", "cae32", "--loss", "bce"], "bce"),
         (vec!["--latent-dim", "0"], "latent-dim"),
+        (vec!["--scheduler", "cosine", "--min-lr", "0.01"], "min-lr"),
         (vec!["--device", "tpu"], "device"),
         (vec!["--device", "cuda"], "built without"),
     ] {
