@@ -42,6 +42,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (mnist-ae's --lr)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--data-dir", default=os.environ.get("MNIST_AE_DATA", "../shared/data/mnist"))
     p.add_argument("--save", help="write the trained state dict here (safetensors), for `mnist-ae import`")
@@ -58,7 +59,7 @@ def main():
     scale = (lambda x: torch.from_numpy(x.astype(np.float32) / 127.5 - 1)) if tanh else \
         (lambda x: torch.from_numpy(x.astype(np.float32) / 255.0))
     xtr, xte = scale(xtr[keep]), scale(xte)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     loss_fn = nn.MSELoss()
     seen, seconds = 0, 0.0
     for _ in range(a.epochs):

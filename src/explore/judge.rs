@@ -1,41 +1,73 @@
-//! Judging generated images with another run: its encoder and a logistic regression fitted to
-//! its training codes give each image a class and a confidence — how digit-like samples are.
+//! Judging generated images with another run: its encoder and a classifier fitted to its
+//! training codes (an MLP by default, or logistic regression) give each image a class and a
+//! probability — how digit-like samples are.
 
 use burn::prelude::*;
 
 use crate::data::{Dataset, Scale, SIDE};
+use crate::error::Error;
 use crate::error::Result;
 use crate::eval::EVAL_BATCH;
 use crate::explore::codes::encode_all;
 use crate::latent::class_names;
-use crate::latent::classifier::{fit, ClassifierKind, LinearClassifier};
+use crate::latent::classifier::{fit_any, ClassifierKind, Fitted};
 use crate::run::Run;
+
+/// How many test images give the real-image baseline.
+pub const REAL_IMAGES: usize = 1000;
 
 /// A trained run plus a classifier on its codes.
 pub struct Judge {
     run: Run,
-    classifier: LinearClassifier,
+    classifier: Fitted,
+    /// The classifier kind.
+    pub kind: ClassifierKind,
+    /// Up to `REAL_IMAGES` test images of the judge's dataset (values in [0, 1]), which its
+    /// classifier never saw: the baseline that samples are compared with.
+    pub real: Vec<Vec<f32>>,
+    /// Their labels.
+    pub real_labels: Vec<u8>,
     /// Class names of the judge's dataset.
     pub classes: Vec<String>,
 }
 
 impl Judge {
-    /// Fits a logistic regression (C = 1) on `run`'s training codes.
-    pub fn new(run: Run, data: &Dataset) -> Result<Judge> {
+    /// Fits a classifier of `kind` (`logistic` or `mlp`: one with probabilities) on `run`'s
+    /// training codes.
+    pub fn new(run: Run, data: &Dataset, kind: ClassifierKind) -> Result<Judge> {
+        if !matches!(kind, ClassifierKind::Logistic | ClassifierKind::Mlp) {
+            return Err(Error::config(
+                "judge-classifier",
+                format!(
+                    "{} gives no probabilities; use logistic or mlp",
+                    kind.name()
+                ),
+            ));
+        }
         let codes = encode_all(&run, &data.train);
-        let classifier = fit(
-            ClassifierKind::Logistic,
+        let classifier = fit_any(
+            kind,
             &codes,
             &data.train.labels,
             10,
             1.0,
-            500,
+            run.config.seed,
             &run.device,
         )?;
         let classes = class_names(&run);
+        let idx: Vec<usize> = (0..REAL_IMAGES.min(data.test.len())).collect();
+        let real = data
+            .test
+            .scaled(&idx, Scale::ZeroOne)
+            .chunks(crate::data::PIXELS)
+            .map(<[f32]>::to_vec)
+            .collect();
         Ok(Judge {
+            real,
+            real_labels: data.test.labels[..idx.len()].to_vec(),
             run,
             classifier,
+            kind,
             classes,
         })
     }
@@ -73,6 +105,7 @@ impl Judge {
         }
         self.classifier
             .probabilities(&codes)
+            .unwrap_or_default()
             .iter()
             .map(|p| {
                 let (c, &best) =

@@ -100,6 +100,8 @@ pub struct SampleReport {
 pub struct Judged {
     /// The judge run.
     pub by: PathBuf,
+    /// The classifier on its codes.
+    pub classifier: crate::latent::classifier::ClassifierKind,
     /// Class of each sample.
     pub classes: Vec<String>,
     /// Its probability.
@@ -108,8 +110,13 @@ pub struct Judged {
     pub mean_confidence: f64,
     /// Share of samples with probability at least 0.9.
     pub share_at_least_0_9: f64,
-    /// For comparison: the mean probability on as many real training images.
+    /// For comparison: the mean probability on real test images (the first 1,000), which
+    /// neither the judge's encoder nor its classifier was fitted to.
     pub real_mean_confidence: f64,
+    /// Share of those real images with probability at least 0.9.
+    pub real_share_at_least_0_9: f64,
+    /// Share of those real images that the judge labels correctly.
+    pub real_accuracy: f64,
 }
 
 /// Runs `sample`: `samples.png` (a square-ish grid) and `samples.json` in `out`.
@@ -168,16 +175,19 @@ pub fn sample(
         .collect();
     let judged = verdicts.map(|(j, v)| {
         let n = v.len().max(1) as f64;
-        let idx: Vec<usize> = (0..count.min(train.len())).collect();
-        let real: Vec<Vec<f32>> = train
-            .scaled(&idx, crate::data::Scale::ZeroOne)
-            .chunks(crate::data::PIXELS)
-            .map(<[f32]>::to_vec)
-            .collect();
-        let rv = j.judge(&real);
-        let real_mean_confidence = rv.iter().map(|(_, p)| p).sum::<f64>() / rv.len().max(1) as f64;
+        let rv = j.judge(&j.real);
+        let rn = rv.len().max(1) as f64;
+        let real_mean_confidence = rv.iter().map(|(_, p)| p).sum::<f64>() / rn;
+        let real_share_at_least_0_9 = rv.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / rn;
+        let real_accuracy = rv
+            .iter()
+            .zip(&j.real_labels)
+            .filter(|((c, _), l)| c == *l)
+            .count() as f64
+            / rn;
         Judged {
             by: j.dir().to_path_buf(),
+            classifier: j.kind,
             classes: v
                 .iter()
                 .map(|(c, _)| j.classes[*c as usize].clone())
@@ -186,6 +196,8 @@ pub fn sample(
             mean_confidence: v.iter().map(|(_, p)| p).sum::<f64>() / n,
             share_at_least_0_9: v.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / n,
             real_mean_confidence,
+            real_share_at_least_0_9,
+            real_accuracy,
         }
     });
     let png = out.join("samples.png");

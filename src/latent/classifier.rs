@@ -16,6 +16,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
 use super::kernel_svm::{self, KernelSvm};
+use super::mlp::{self, MlpClassifier};
 use crate::error::{Error, Result};
 
 /// Which classifier.
@@ -28,25 +29,29 @@ pub enum ClassifierKind {
     Svm,
     /// RBF-kernel SVM, one-vs-one (scikit-learn's `SVC()`; see `kernel_svm`).
     Rbf,
+    /// A one-hidden-layer neural network (scikit-learn's `MLPClassifier()`; see `mlp`).
+    Mlp,
 }
 
 impl ClassifierKind {
     /// Every kind, in the order the report shows them.
-    pub const ALL: [ClassifierKind; 3] = [
+    pub const ALL: [ClassifierKind; 4] = [
         ClassifierKind::Logistic,
         ClassifierKind::Svm,
         ClassifierKind::Rbf,
+        ClassifierKind::Mlp,
     ];
 
-    /// Parses `logistic`, `svm` or `rbf`.
+    /// Parses `logistic`, `svm`, `rbf` or `mlp`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "logistic" => Ok(ClassifierKind::Logistic),
             "svm" => Ok(ClassifierKind::Svm),
             "rbf" => Ok(ClassifierKind::Rbf),
+            "mlp" => Ok(ClassifierKind::Mlp),
             _ => Err(Error::config(
                 "classifier",
-                format!("'{s}' is not one of logistic, svm, rbf"),
+                format!("'{s}' is not one of logistic, svm, rbf, mlp"),
             )),
         }
     }
@@ -57,6 +62,7 @@ impl ClassifierKind {
             ClassifierKind::Logistic => "Logistic regression",
             ClassifierKind::Svm => "Linear SVM",
             ClassifierKind::Rbf => "RBF-kernel SVM",
+            ClassifierKind::Mlp => "MLP classifier",
         }
     }
 
@@ -66,6 +72,7 @@ impl ClassifierKind {
             ClassifierKind::Logistic => "logistic",
             ClassifierKind::Svm => "svm",
             ClassifierKind::Rbf => "rbf",
+            ClassifierKind::Mlp => "mlp",
         }
     }
 }
@@ -155,10 +162,10 @@ pub fn fit(
             format!("{c} must be a positive finite number"),
         ));
     }
-    if kind == ClassifierKind::Rbf {
+    if matches!(kind, ClassifierKind::Rbf | ClassifierKind::Mlp) {
         return Err(Error::config(
             "classifier",
-            "rbf is a kernel classifier: use `fit_any`",
+            format!("{} is not a linear classifier: use `fit_any`", kind.name()),
         ));
     }
     let scaler = Scaler::fit(x);
@@ -183,7 +190,7 @@ pub fn fit(
                 let ce = -(log_softmax(scores, 1) * onehot.clone()).sum_dim(1).mean();
                 ce + w2.mul_scalar(reg)
             }
-            ClassifierKind::Svm | ClassifierKind::Rbf => {
+            _ => {
                 let margin = relu((scores * signs.clone()).neg().add_scalar(1.0));
                 let hinge = margin.square().sum_dim(1).mean();
                 let b2 = m
@@ -261,19 +268,32 @@ pub enum Fitted {
     Linear(LinearClassifier),
     /// RBF-kernel SVM with its feature scaler.
     Kernel(Scaler, KernelSvm, Device),
+    /// MLP classifier with its feature scaler.
+    Mlp(Scaler, MlpClassifier),
 }
 
 /// Fits a classifier of `kind` to codes `x` with labels `y` in `0..classes` (standardised
-/// first, as scikit-learn's `StandardScaler`), regularisation `c`.
+/// first, as scikit-learn's `StandardScaler`), regularisation `c` (linear and kernel models),
+/// `seed` (the MLP's weights and shuffles).
 pub fn fit_any(
     kind: ClassifierKind,
     x: &[Vec<f32>],
     y: &[u8],
     classes: usize,
     c: f64,
+    seed: u64,
     device: &Device,
 ) -> Result<Fitted> {
     match kind {
+        ClassifierKind::Mlp => {
+            let d = x.first().map(Vec::len).unwrap_or(0);
+            if y.len() != x.len() {
+                return Err(Error::Data("codes and labels differ in number".into()));
+            }
+            let scaler = Scaler::fit(x);
+            let m = mlp::fit(&scaler.transform(x), d, y, classes, seed, device)?;
+            Ok(Fitted::Mlp(scaler, m))
+        }
         ClassifierKind::Rbf => {
             let d = x.first().map(Vec::len).unwrap_or(0);
             if y.len() != x.len() {
@@ -293,6 +313,16 @@ impl Fitted {
         match self {
             Fitted::Linear(m) => m.predict(x),
             Fitted::Kernel(scaler, svm, device) => svm.predict(&scaler.transform(x), device),
+            Fitted::Mlp(scaler, m) => m.predict(&scaler.transform(x)),
+        }
+    }
+
+    /// Class probabilities of codes `x`: the logistic and MLP models' own; for the SVMs none.
+    pub fn probabilities(&self, x: &[Vec<f32>]) -> Option<Vec<Vec<f64>>> {
+        match self {
+            Fitted::Linear(m) if m.kind == ClassifierKind::Logistic => Some(m.probabilities(x)),
+            Fitted::Mlp(scaler, m) => Some(m.probabilities(&scaler.transform(x))),
+            _ => None,
         }
     }
 }

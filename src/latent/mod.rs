@@ -3,6 +3,7 @@
 
 pub mod classifier;
 pub mod kernel_svm;
+pub mod mlp;
 pub mod report;
 pub mod tsne;
 
@@ -88,7 +89,15 @@ pub fn classify(
         write_codes_csv(&out.join("codes_test.csv"), &test_codes, &data.test.labels)?;
     }
     let t0 = Instant::now();
-    let model = fit_any(kind, &train_codes, &data.train.labels, 10, c, &run.device)?;
+    let model = fit_any(
+        kind,
+        &train_codes,
+        &data.train.labels,
+        10,
+        c,
+        run.config.seed,
+        &run.device,
+    )?;
     let fit_seconds = t0.elapsed().as_secs_f64();
     let train_pred = model.predict(&train_codes);
     let train_accuracy = train_pred

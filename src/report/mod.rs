@@ -167,6 +167,7 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
         ("logistic", "Logistic regression on the codes", "A linear classifier fitted to the standardised training codes and scored on the test codes: how much digit identity the code keeps in linearly separable form."),
         ("svm", "Linear SVM on the codes", "A one-vs-rest linear SVM on the standardised training codes, scored on the test codes."),
         ("rbf", "RBF-kernel SVM on the codes", "scikit-learn's default SVC (RBF kernel, C = 1, γ = scale, one-vs-one) on the standardised codes: how much digit identity the code keeps when the boundary may curve."),
+        ("mlp", "MLP classifier on the codes", "scikit-learn's default MLPClassifier (one hidden layer of 100 ReLU units, Adam, early stop on the training loss) on the standardised codes; the judge of generated samples uses the same model."),
     ] {
         let cdir = dir.join(format!("classify-{kind}"));
         if let Ok(text) = std::fs::read_to_string(cdir.join("classification_report.txt")) {

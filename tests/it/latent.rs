@@ -25,12 +25,12 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
         "--out",
         o,
         "--classifier",
-        "logistic,svm,rbf",
+        "logistic,svm,rbf,mlp",
         "--export-codes",
     ]);
     assert!(out.contains("weighted avg"), "{out}");
     let mut accuracy = std::collections::HashMap::new();
-    for kind in ["logistic", "svm", "rbf"] {
+    for kind in ["logistic", "svm", "rbf", "mlp"] {
         let dir = tmp.path().join(format!("classify-{kind}"));
         let text = std::fs::read_to_string(dir.join("classification_report.txt")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -61,12 +61,14 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
             .starts_with(b"\x89PNG"));
     }
     // A curved boundary separates the digits' codes better than a straight one.
-    assert!(
-        accuracy["rbf"] > accuracy["logistic"] + 0.01,
-        "rbf {} vs logistic {}",
-        accuracy["rbf"],
-        accuracy["logistic"]
-    );
+    for curved in ["rbf", "mlp"] {
+        assert!(
+            accuracy[curved] > accuracy["logistic"] + 0.01,
+            "{curved} {} vs logistic {}",
+            accuracy[curved],
+            accuracy["logistic"]
+        );
+    }
     let codes = std::fs::read_to_string(tmp.path().join("codes_test.csv")).unwrap();
     assert_eq!(codes.lines().count(), 10_001);
     assert!(codes.lines().nth(1).unwrap().starts_with("7,"));

@@ -31,7 +31,7 @@ fn chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "config",
     "model",
     "training",
@@ -43,6 +43,7 @@ const SECTIONS: [&str; 12] = [
     "classify-logistic",
     "classify-svm",
     "classify-rbf",
+    "classify-mlp",
     "tsne",
 ];
 
@@ -62,7 +63,7 @@ fn report_renders_every_section_in_chromium() {
         data.to_str().unwrap(),
         "--no-download",
     ]);
-    assert!(out.contains("12 sections"), "{out}");
+    assert!(out.contains("13 sections"), "{out}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     for s in SECTIONS {
         assert!(
@@ -72,7 +73,7 @@ fn report_renders_every_section_in_chromium() {
     }
     assert_eq!(
         html.matches("data:image/png;base64,").count(),
-        11,
+        12,
         "embedded pictures"
     );
 
@@ -115,7 +116,7 @@ fn report_renders_every_section_in_chromium() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    let want = format!("images=11 broken=0 sections={}", SECTIONS.join(","));
+    let want = format!("images=12 broken=0 sections={}", SECTIONS.join(","));
     assert!(
         dom.contains(&want),
         "Chromium probe: expected '{want}' in the DOM; got {}",
