@@ -284,21 +284,26 @@ pub fn fit_any(
     seed: u64,
     device: &Device,
 ) -> Result<Fitted> {
+    if y.len() != x.len() {
+        return Err(Error::Data(format!(
+            "{} codes but {} labels",
+            x.len(),
+            y.len()
+        )));
+    }
+    if let Some(&l) = y.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::Data(format!(
+            "label {l} is not below the class count {classes}"
+        )));
+    }
+    let d = x.first().map(Vec::len).unwrap_or(0);
     match kind {
         ClassifierKind::Mlp => {
-            let d = x.first().map(Vec::len).unwrap_or(0);
-            if y.len() != x.len() {
-                return Err(Error::Data("codes and labels differ in number".into()));
-            }
             let scaler = Scaler::fit(x);
             let m = mlp::fit(&scaler.transform(x), d, y, classes, seed, device)?;
             Ok(Fitted::Mlp(scaler, m))
         }
         ClassifierKind::Rbf => {
-            let d = x.first().map(Vec::len).unwrap_or(0);
-            if y.len() != x.len() {
-                return Err(Error::Data("codes and labels differ in number".into()));
-            }
             let scaler = Scaler::fit(x);
             let svm = kernel_svm::fit(&scaler.transform(x), d, y, classes, c)?;
             Ok(Fitted::Kernel(scaler, svm, device.clone()))
@@ -366,6 +371,19 @@ mod tests {
     ///
     /// On real codes (conv64, 10 epochs, `classify --export-codes` then
     /// `bench/sklearn_classify.py`): ours 0.9401 / 0.9318, scikit-learn 0.9396 / 0.9319.
+    #[test]
+    fn fit_any_refuses_labels_beyond_the_classes_and_mismatched_lengths() {
+        let (x, mut y) = data();
+        y[5] = 3;
+        let device = Device::flex();
+        for kind in ClassifierKind::ALL {
+            let e = fit_any(kind, &x[..100], &y[..100], 3, 1.0, 0, &device).unwrap_err();
+            assert!(e.to_string().contains("label 3"), "{kind:?}: {e}");
+        }
+        let e = fit_any(ClassifierKind::Mlp, &x[..10], &y[..9], 3, 1.0, 0, &device).unwrap_err();
+        assert!(e.to_string().contains("10 codes but 9 labels"), "{e}");
+    }
+
     #[test]
     fn matches_scikit_learn_within_half_a_point() {
         let (x, y) = data();
