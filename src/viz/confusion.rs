@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{init_fonts, FONT};
 use crate::error::{Error, Result};
@@ -55,20 +56,24 @@ pub fn confusion_matrix(
                 ))
                 .map_err(|e| err(&e))?;
                 let text_color = if share > 0.5 { WHITE } else { BLACK };
-                let label = n.to_string();
-                let tx = x + cell / 2 - 4 * label.len() as i32;
                 root.draw(&Text::new(
-                    label,
-                    (tx, y + cell / 2 - 8),
-                    (FONT, 15).into_font().color(&text_color),
+                    n.to_string(),
+                    (x + cell / 2, y + cell / 2),
+                    (FONT, 15)
+                        .into_font()
+                        .color(&text_color)
+                        .pos(Pos::new(HPos::Center, VPos::Center)),
                 ))
                 .map_err(|e| err(&e))?;
             }
             let name: String = classes[t].chars().take(14).collect();
             root.draw(&Text::new(
                 name,
-                (left - 110, top + t as i32 * cell + cell / 2 - 8),
-                (FONT, 14).into_font().color(&BLACK),
+                (left - 10, top + t as i32 * cell + cell / 2),
+                (FONT, 14)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
             ))
             .map_err(|e| err(&e))?;
         }
@@ -76,8 +81,11 @@ pub fn confusion_matrix(
             let name: String = name.chars().take(6).collect();
             root.draw(&Text::new(
                 name,
-                (left + p as i32 * cell + 6, top + k as i32 * cell + 8),
-                (FONT, 14).into_font().color(&BLACK),
+                (left + p as i32 * cell + cell / 2, top + k as i32 * cell + 8),
+                (FONT, 14)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(|e| err(&e))?;
         }
