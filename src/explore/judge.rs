@@ -5,12 +5,11 @@
 use burn::prelude::*;
 
 use crate::data::{Dataset, Scale, SIDE};
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::EVAL_BATCH;
 use crate::explore::codes::encode_all;
 use crate::latent::class_names;
-use crate::latent::classifier::{fit_any, ClassifierKind, Fitted};
+use crate::latent::classifier::{argmax, fit_any, ClassifierKind, Fitted};
 use crate::run::Run;
 
 /// How many test images give the real-image baseline.
@@ -108,10 +107,7 @@ impl Judge {
             .unwrap_or_default()
             .iter()
             .map(|p| {
-                let (c, &best) =
-                    p.iter()
-                        .enumerate()
-                        .fold((0, &0.0), |b, (i, v)| if v > b.1 { (i, v) } else { b });
+                let (c, best) = argmax(p);
                 (c as u8, best)
             })
             .collect()

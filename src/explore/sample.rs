@@ -119,6 +119,15 @@ pub struct Judged {
     pub real_accuracy: f64,
 }
 
+/// Mean probability of a judge's verdicts, and the share at 0.9 or more.
+fn confidence_summary(verdicts: &[(u8, f64)]) -> (f64, f64) {
+    let n = verdicts.len().max(1) as f64;
+    (
+        verdicts.iter().map(|(_, p)| p).sum::<f64>() / n,
+        verdicts.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / n,
+    )
+}
+
 /// Runs `sample`: `samples.png` (a square-ish grid) and `samples.json` in `out`.
 pub fn sample(
     run: &Run,
@@ -174,11 +183,10 @@ pub fn sample(
         })
         .collect();
     let judged = verdicts.map(|(j, v)| {
-        let n = v.len().max(1) as f64;
+        let (mean_confidence, share_at_least_0_9) = confidence_summary(&v);
         let rv = j.judge(&j.real);
         let rn = rv.len().max(1) as f64;
-        let real_mean_confidence = rv.iter().map(|(_, p)| p).sum::<f64>() / rn;
-        let real_share_at_least_0_9 = rv.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / rn;
+        let (real_mean_confidence, real_share_at_least_0_9) = confidence_summary(&rv);
         let real_accuracy = rv
             .iter()
             .zip(&j.real_labels)
@@ -193,8 +201,8 @@ pub fn sample(
                 .map(|(c, _)| j.classes[*c as usize].clone())
                 .collect(),
             confidence: v.iter().map(|(_, p)| *p).collect(),
-            mean_confidence: v.iter().map(|(_, p)| p).sum::<f64>() / n,
-            share_at_least_0_9: v.iter().filter(|(_, p)| *p >= 0.9).count() as f64 / n,
+            mean_confidence,
+            share_at_least_0_9,
             real_mean_confidence,
             real_share_at_least_0_9,
             real_accuracy,

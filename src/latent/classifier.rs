@@ -223,14 +223,7 @@ impl LinearClassifier {
     pub fn decision(&self, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
         let d = self.scaler.mean.len();
         let xs = tensor2(self.scaler.transform(x), x.len(), d, &self.device);
-        let s = self.linear.forward(xs);
-        let classes = s.dims()[1];
-        let v = s
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        v.chunks(classes).map(<[f32]>::to_vec).collect()
+        tensor_rows(self.linear.forward(xs))
     }
 
     /// Class probabilities (softmax of the scores; for the logistic model these are its
@@ -249,16 +242,31 @@ impl LinearClassifier {
 
     /// Predicted classes of codes `x` (argmax of the scores).
     pub fn predict(&self, x: &[Vec<f32>]) -> Vec<u8> {
-        self.decision(x)
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                    .0 as u8
-            })
-            .collect()
+        self.decision(x).iter().map(|r| argmax(r).0 as u8).collect()
     }
+}
+
+/// The rows of a `[n, k]` tensor, as `f32`.
+pub(crate) fn tensor_rows(t: Tensor<2>) -> Vec<Vec<f32>> {
+    let k = t.dims()[1].max(1);
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
+    v.chunks(k).map(<[f32]>::to_vec).collect()
+}
+
+/// The index and value of the largest entry of `row`, the first one on ties (as numpy's and
+/// libsvm's); `(0, default)` for an empty row.
+pub fn argmax<T: PartialOrd + Copy + Default>(row: &[T]) -> (usize, T) {
+    let mut best = (0, row.first().copied().unwrap_or_default());
+    for (i, &v) in row.iter().enumerate().skip(1) {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best
 }
 
 /// A fitted classifier of any kind.
@@ -371,6 +379,13 @@ mod tests {
     ///
     /// On real codes (conv64, 10 epochs, `classify --export-codes` then
     /// `bench/sklearn_classify.py`): ours 0.9401 / 0.9318, scikit-learn 0.9396 / 0.9319.
+    #[test]
+    fn argmax_takes_the_first_of_equal_maxima() {
+        assert_eq!(argmax(&[1.0f32, 3.0, 3.0, 2.0]), (1, 3.0));
+        assert_eq!(argmax(&[2usize, 0, 2]), (0, 2));
+        assert_eq!(argmax::<f64>(&[]), (0, 0.0));
+    }
+
     #[test]
     fn fit_any_refuses_labels_beyond_the_classes_and_mismatched_lengths() {
         let (x, mut y) = data();

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use super::classifier::argmax;
 use crate::error::{Error, Result};
 
 /// libsvm's default stopping tolerance (scikit-learn's `tol=1e-3`).
@@ -399,13 +400,7 @@ impl KernelSvm {
                     }
                 }
                 // The first class with the most votes, as libsvm.
-                let mut best = 0;
-                for (k, &v) in votes.iter().enumerate() {
-                    if v > votes[best] {
-                        best = k;
-                    }
-                }
-                best as u8
+                argmax(&votes).0 as u8
             })
             .collect()
     }
@@ -416,8 +411,7 @@ mod tests {
     use super::*;
 
     /// Three concentric noisy rings (inner, middle, outer; the inner two overlap): no line
-    /// separates them. Computed in
-    /// f64 and rounded to f32, so numpy rebuilds them exactly.
+    /// separates them. Computed in f64 and rounded to f32, so numpy rebuilds them exactly.
     fn rings(n: usize) -> (Vec<f32>, Vec<u8>) {
         let mut x = Vec::new();
         let mut y = Vec::new();

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use rand::seq::SliceRandom;
 
+use super::classifier::{argmax, tensor_rows};
 use crate::data::batch::rng;
 use crate::error::{Error, Result};
 
@@ -141,15 +142,9 @@ impl MlpClassifier {
             return Vec::new();
         }
         let xs = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [n, self.dim]), &self.device);
-        let p = softmax(self.net.forward(xs), 1);
-        let classes = p.dims()[1];
-        let v = p
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        v.chunks(classes)
-            .map(|r| r.iter().map(|&q| q as f64).collect())
+        tensor_rows(softmax(self.net.forward(xs), 1))
+            .into_iter()
+            .map(|r| r.into_iter().map(f64::from).collect())
             .collect()
     }
 
@@ -157,12 +152,7 @@ impl MlpClassifier {
     pub fn predict(&self, x: &[f32]) -> Vec<u8> {
         self.probabilities(x)
             .iter()
-            .map(|p| {
-                p.iter()
-                    .enumerate()
-                    .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                    .0 as u8
-            })
+            .map(|p| argmax(p).0 as u8)
             .collect()
     }
 }
