@@ -15,6 +15,7 @@ pub mod config;
 pub mod eval;
 pub mod explore;
 pub mod interop;
+pub mod kernels;
 pub mod latent;
 pub mod report;
 pub mod run;

@@ -4,10 +4,10 @@
 use burn::module::Param;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
-use super::layers::{linear, note, traced, Tracer};
+use super::layers::{linear, note, Describe, LayerRow, Tracer};
 use crate::data::PIXELS;
+use crate::kernels;
 
 /// A stack of linear layers with ReLU between them (and optionally after the last).
 #[derive(Module, Debug)]
@@ -40,9 +40,14 @@ impl Stack {
     pub fn forward<T: Tracer>(&self, mut x: Tensor<2>, prefix: &str, t: &mut T) -> Tensor<2> {
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = traced!(t, format!("{prefix}.{i}"), *layer, x);
-            if i + 1 < n || self.relu_last {
-                x = relu(x);
+            x = kernels::linear(layer, x, i + 1 < n || self.relu_last);
+            if t.on() {
+                t.row(LayerRow {
+                    name: format!("{prefix}.{i}"),
+                    layer: layer.describe(),
+                    output: x.dims().to_vec(),
+                    params: layer.num_params(),
+                });
             }
         }
         x

@@ -4,11 +4,17 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::config::Loss;
+use crate::kernels::{self, LossKind};
 use crate::model::Activation;
 
 /// Mean loss of `logits` against `target`, averaged over every pixel (PyTorch's
 /// `reduction="mean"`).
 pub fn loss(kind: Loss, act: Activation, logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let n = logits.shape().num_elements() as f64;
+    let fused = LossKind::of(kind, act);
+    if let Some(l) = kernels::recon_loss(fused, logits.clone(), target.clone(), 1.0 / n) {
+        return l;
+    }
     match kind {
         Loss::Mse => (act.apply(logits) - target).square().mean(),
         Loss::Bce => bce_with_logits(logits, target).mean(),
@@ -33,11 +39,15 @@ pub fn vae_loss(
     beta: f64,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     let b = logits.dims()[0] as f64;
-    let recon = match kind {
-        Loss::Bce => bce_with_logits(logits, target).sum(),
-        Loss::Mse => (Activation::Sigmoid.apply(logits) - target).square().sum(),
-    }
-    .div_scalar(b);
+    let fused = LossKind::of(kind, Activation::Sigmoid);
+    let recon = match kernels::recon_loss(fused, logits.clone(), target.clone(), 1.0 / b) {
+        Some(l) => l,
+        None => match kind {
+            Loss::Bce => bce_with_logits(logits, target).sum(),
+            Loss::Mse => (Activation::Sigmoid.apply(logits) - target).square().sum(),
+        }
+        .div_scalar(b),
+    };
     // KL(q(z|x) || N(0, I)) = -½ Σ (1 + log σ² - μ² - σ²)
     let kl = (logvar.clone().add_scalar(1.0) - mu.square() - logvar.exp())
         .sum()

@@ -1,0 +1,112 @@
+//! The backward passes of the fused operations, for burn's autodiff wrapper of flex.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::Shape;
+
+use super::flex::{linear_forward, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by, tensor};
+use super::{FusedOps, LossKind};
+
+/// Backward of `y = act(x·w + b)`: with `g` the incoming gradient masked by the ReLU,
+/// `∂x = g·wᵀ`, `∂w = xᵀ·g`, `∂b = Σ_rows g`.
+#[derive(Debug)]
+struct LinearBackward;
+
+/// What the backward pass keeps: `x` when `w` needs a gradient, `w` when `x` does, and the
+/// output when a ReLU followed.
+type LinearState = (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>);
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, y) = ops.state;
+        let [node_x, node_w, node_b] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (g, db) = relu_mask_and_bias_grad(g, y.as_ref());
+        if let Some(node) = node_b {
+            let n = db.len();
+            grads.register::<Flex>(node.id, tensor(db, Shape::new([n])));
+        }
+        if let (Some(node), Some(x)) = (node_w, x) {
+            let dw = Flex::float_matmul(Flex::float_transpose(x), g.clone());
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let (Some(node), Some(w)) = (node_x, w) {
+            let dx = Flex::float_matmul(g, Flex::float_transpose(w));
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
+/// Backward of a scalar reconstruction loss: the gradient computed in the forward pass,
+/// times the incoming gradient.
+#[derive(Debug)]
+struct LossBackward;
+
+impl Backward<Flex, 1> for LossBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let s = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, scale_by(ops.state, &s));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
+        let nodes = [x.node(), w.node(), b.node()];
+        let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let keep_x = w_tracked.then(|| x.clone());
+                let keep_w = x_tracked.then(|| w.clone());
+                let y = linear_forward(x, w, &b, relu);
+                let keep_y = relu.then(|| y.clone());
+                prep.finish((keep_x, keep_w, keep_y), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(linear_forward(x, w, &b, relu)),
+        }
+    }
+
+    fn fused_recon_loss(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        kind: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let kind = LossKind::from_code(kind);
+        let nodes = [logits.node()];
+        let (logits, target) = (logits.into_primitive(), target.into_primitive());
+        match LossBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (l, g) = recon_loss_and_grad(&logits, &target, kind, scale, true);
+                let g = g.unwrap_or_else(|| tensor(Vec::new(), Shape::new([0])));
+                prep.finish(g, tensor(vec![l], Shape::new([1])))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (l, _) = recon_loss_and_grad(&logits, &target, kind, scale, false);
+                prep.finish(tensor(vec![l], Shape::new([1])))
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The kernels on burn's flex CPU tensors: plain loops over `f32` slices, split over rayon
+//! threads in blocks large enough that each costs more than a task switch.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::Flex;
+use burn::tensor::{Shape, TensorData};
+use rayon::prelude::*;
+
+use super::{FusedAdamOps, FusedOps, LossKind};
+
+/// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
+const BLOCK: usize = 1 << 14;
+
+/// The `f32` values of `t` in row-major order, borrowed when `t` is contiguous.
+pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => {
+            std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
+        }
+    }
+}
+
+/// A new contiguous tensor holding `v` with `shape`.
+pub(super) fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// `t` as a uniquely owned, contiguous tensor starting at offset 0 whose storage can be
+/// written in place (copied only when it is shared or strided).
+pub(super) fn owned(t: FlexTensor) -> FlexTensor {
+    let l = t.layout();
+    let dense = l.is_contiguous()
+        && l.start_offset() == 0
+        && t.bytes().len() == l.num_elements() * std::mem::size_of::<f32>();
+    if dense && t.is_unique() {
+        t
+    } else {
+        let shape = l.shape().clone();
+        tensor(values(&t).into_owned(), shape)
+    }
+}
+
+/// The mutable `f32` storage of a tensor from [`owned`].
+fn storage(t: &mut FlexTensor) -> &mut [f32] {
+    t.storage_mut::<f32>()
+}
+
+/// `y += b` on each row, then ReLU when `relu`.
+fn bias_act(y: &mut [f32], b: &[f32], relu: bool) {
+    let o = b.len();
+    let rows_per_task = (BLOCK / o.max(1)).max(1);
+    y.par_chunks_mut(rows_per_task * o).for_each(|rows| {
+        for row in rows.chunks_exact_mut(o) {
+            for (v, &bias) in row.iter_mut().zip(b) {
+                let s = *v + bias;
+                *v = if relu { s.max(0.0) } else { s };
+            }
+        }
+    });
+}
+
+/// The pass of [`FusedOps::fused_linear`] after the matrix product, on the product `y`.
+pub(super) fn linear_forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: &FlexTensor,
+    relu: bool,
+) -> FlexTensor {
+    let mut y = owned(Flex::float_matmul(x, w));
+    bias_act(storage(&mut y), &values(b), relu);
+    y
+}
+
+/// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result
+/// (the bias gradient). Returns the masked gradient and the sums.
+pub(super) fn relu_mask_and_bias_grad(
+    g: FlexTensor,
+    y: Option<&FlexTensor>,
+) -> (FlexTensor, Vec<f32>) {
+    let mut g = owned(g);
+    let o = *g.layout().shape().as_slice().last().unwrap_or(&1);
+    let gs = storage(&mut g);
+    if let Some(y) = y {
+        let ys = values(y);
+        gs.par_chunks_mut(BLOCK)
+            .zip(ys.par_chunks(BLOCK))
+            .for_each(|(g, y)| {
+                for (g, &y) in g.iter_mut().zip(y) {
+                    if y <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            });
+    }
+    // Column sums in f32, row by row (the summation order of a plain loop, vectorised along
+    // the row); rows are split over two halves summed separately then added.
+    let rows = gs.len() / o.max(1);
+    let half = rows.div_ceil(2) * o;
+    let sums: Vec<Vec<f32>> = gs
+        .par_chunks(half.max(o))
+        .map(|part| {
+            let mut acc = vec![0f32; o];
+            for row in part.chunks_exact(o) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut db = vec![0f32; o];
+    for s in &sums {
+        for (d, v) in db.iter_mut().zip(s) {
+            *d += v;
+        }
+    }
+    (g, db)
+}
+
+/// The loss of one element and its derivative with respect to the logit.
+#[inline]
+fn loss_and_grad(kind: LossKind, x: f32, t: f32) -> (f32, f32) {
+    match kind {
+        LossKind::SigmoidMse => {
+            let a = 1.0 / (1.0 + (-x).exp());
+            let d = a - t;
+            (d * d, 2.0 * d * a * (1.0 - a))
+        }
+        LossKind::TanhMse => {
+            let a = x.tanh();
+            let d = a - t;
+            (d * d, 2.0 * d * (1.0 - a * a))
+        }
+        LossKind::Bce => {
+            // max(x, 0) − x·t + log(1 + exp(−|x|)), which never overflows (PyTorch's form);
+            // its derivative is sigmoid(x) − t.
+            let e = (-x.abs()).exp();
+            let l = x.max(0.0) - x * t + e.ln_1p();
+            let s = if x >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
+            (l, s - t)
+        }
+    }
+}
+
+/// `scale · Σ loss` and, when `with_grad`, `scale · ∂loss/∂logit` per element. Partial sums
+/// are taken per block in f64 and added in block order, so the result does not depend on the
+/// thread count.
+pub(super) fn recon_loss_and_grad(
+    logits: &FlexTensor,
+    target: &FlexTensor,
+    kind: LossKind,
+    scale: f32,
+    with_grad: bool,
+) -> (f32, Option<FlexTensor>) {
+    let x = values(logits);
+    let t = values(target);
+    assert_eq!(
+        x.len(),
+        t.len(),
+        "fused_recon_loss: logits and target differ in size"
+    );
+    let mut grad = if with_grad {
+        vec![0f32; x.len()]
+    } else {
+        Vec::new()
+    };
+    let sums: Vec<f64> = if with_grad {
+        x.par_chunks(BLOCK)
+            .zip(t.par_chunks(BLOCK))
+            .zip(grad.par_chunks_mut(BLOCK))
+            .map(|((x, t), g)| {
+                let mut s = 0f64;
+                for ((&x, &t), g) in x.iter().zip(t).zip(g.iter_mut()) {
+                    let (l, d) = loss_and_grad(kind, x, t);
+                    s += l as f64;
+                    *g = d * scale;
+                }
+                s
+            })
+            .collect()
+    } else {
+        x.par_chunks(BLOCK)
+            .zip(t.par_chunks(BLOCK))
+            .map(|(x, t)| {
+                x.iter()
+                    .zip(t)
+                    .map(|(&x, &t)| loss_and_grad(kind, x, t).0 as f64)
+                    .sum::<f64>()
+            })
+            .collect()
+    };
+    let loss = (sums.iter().sum::<f64>() * scale as f64) as f32;
+    let grad = with_grad.then(|| tensor(grad, logits.layout().shape().clone()));
+    (loss, grad)
+}
+
+/// `g · s` for a one-element tensor `s` (the incoming gradient of a scalar loss); `g` itself
+/// when `s` is 1.
+pub(super) fn scale_by(g: FlexTensor, s: &FlexTensor) -> FlexTensor {
+    let s = values(s).first().copied().unwrap_or(1.0);
+    if s == 1.0 {
+        return g;
+    }
+    let mut g = owned(g);
+    storage(&mut g).par_chunks_mut(BLOCK).for_each(|c| {
+        for v in c {
+            *v *= s;
+        }
+    });
+    g
+}
+
+impl FusedOps for Flex {
+    fn fused_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
+        linear_forward(x, w, &b, relu)
+    }
+
+    fn fused_recon_loss(
+        logits: FlexTensor,
+        target: FlexTensor,
+        kind: usize,
+        scale: f32,
+    ) -> FlexTensor {
+        let (l, _) = recon_loss_and_grad(&logits, &target, LossKind::from_code(kind), scale, false);
+        tensor(vec![l], Shape::new([1]))
+    }
+}
+
+impl FusedAdamOps for Flex {
+    fn fused_adam(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        lr: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+        step: usize,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        // burn's Adam (burn-optim 0.22 `AdaptiveMomentum::transform`), same order of
+        // operations: g ← g + λ·p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+        // p ← p − lr · (m·c) / (√v + ε·√(1−β₂ᵗ)), c = √(1−β₂ᵗ) / (1−β₁ᵗ).
+        let t = step as i32;
+        let bc2 = (1.0 - beta_2.powi(t)).sqrt();
+        let c = bc2 / (1.0 - beta_1.powi(t));
+        let eps = epsilon * bc2;
+        let (f1, f2) = (1.0 - beta_1, 1.0 - beta_2);
+        let g = values(&grad);
+        let (mut p, mut m, mut v) = (owned(param), owned(m), owned(v));
+        {
+            let (ps, ms, vs) = (storage(&mut p), storage(&mut m), storage(&mut v));
+            ps.par_chunks_mut(BLOCK)
+                .zip(ms.par_chunks_mut(BLOCK))
+                .zip(vs.par_chunks_mut(BLOCK))
+                .zip(g.par_chunks(BLOCK))
+                .for_each(|(((p, m), v), g)| {
+                    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                        let g = if weight_decay != 0.0 {
+                            g + weight_decay * *p
+                        } else {
+                            g
+                        };
+                        *m = *m * beta_1 + g * f1;
+                        *v = *v * beta_2 + g * g * f2;
+                        let u = (*m * c) / (v.sqrt() + eps);
+                        *p -= u * lr;
+                    }
+                });
+        }
+        (p, m, v)
+    }
+}

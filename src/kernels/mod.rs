@@ -1,0 +1,156 @@
+//! Fused CPU kernels for the training hot path, registered as custom backend operations through
+//! burn's backend-extension mechanism (`#[backend_extension]`).
+//!
+//! The profile in BENCHMARKS.md showed that outside the matrix products, most of a dense
+//! preset's training step went to burn's one-op-at-a-time element-wise kernels: bias add,
+//! ReLU and its mask in the backward pass, sigmoid, the loss and its gradient, and the eight
+//! tensor operations of each Adam update, each allocating and writing a full tensor. burn has
+//! no fusion on its CPU backend, so these are written by hand here:
+//! - [`linear`]: `x·w + b` with an optional ReLU, one pass after the matrix product; its
+//!   backward masks the gradient, sums the bias gradient and does the two products;
+//! - [`recon_loss`]: the reconstruction loss on logits (sigmoid or tanh + squared error, or
+//!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
+//! - [`adam::FusedAdam`]: burn's Adam (same state record, so resume files are unchanged) as
+//!   one pass over each parameter.
+//!
+//! They run on burn's `flex` CPU backend (with and without autodiff); on any other device the
+//! wrappers compose burn's own operations instead, so GPU builds are unaffected.
+
+pub mod adam;
+mod autodiff;
+mod flex;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, DispatchDevice};
+use burn::nn::Linear;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::Loss;
+use crate::model::Activation;
+
+/// The custom operations, implemented for [`burn::backend::Flex`] and its autodiff wrapper.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `x·w + b` (`x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`), then ReLU when `relu`.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `scale · Σ loss(logits, target)` over every element, as a one-element tensor; `kind` is
+    /// a [`LossKind`] code. The target is a constant: no gradient flows to it.
+    fn fused_recon_loss(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        kind: usize,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// The optimizer's fused update; it works on plain tensors (no autodiff).
+#[backend_extension(Flex)]
+pub trait FusedAdamOps: Backend {
+    /// One Adam step of `param` with gradient `grad` and moments `m`, `v`; returns the new
+    /// parameter and moments. `step` counts from 1.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_adam(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lr: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+        step: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Whether `device` (with or without autodiff) is burn's flex CPU backend, where the fused
+/// kernels run.
+pub fn fused_here(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// `layer`'s output for `x`, followed by ReLU when `relu`: one fused operation on the CPU.
+pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
+    match &layer.bias {
+        Some(bias) if fused_here(&x.device()) => {
+            let y = <burn::backend::Dispatch as FusedOps>::fused_linear(
+                x.into_dispatch(),
+                layer.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                relu_after,
+            );
+            Tensor::from_dispatch(y)
+        }
+        _ => {
+            let y = layer.forward(x);
+            if relu_after {
+                relu(y)
+            } else {
+                y
+            }
+        }
+    }
+}
+
+/// The element-wise reconstruction losses the fused kernel knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// `(sigmoid(x) − t)²`.
+    SigmoidMse = 0,
+    /// `(tanh(x) − t)²`.
+    TanhMse = 1,
+    /// `BCEWithLogits`: `max(x, 0) − x·t + log(1 + exp(−|x|))`.
+    Bce = 2,
+}
+
+impl LossKind {
+    /// The kind for a training loss and the model's output activation.
+    pub fn of(loss: Loss, act: Activation) -> Self {
+        match (loss, act) {
+            (Loss::Bce, _) => LossKind::Bce,
+            (Loss::Mse, Activation::Sigmoid) => LossKind::SigmoidMse,
+            (Loss::Mse, Activation::Tanh) => LossKind::TanhMse,
+        }
+    }
+
+    fn from_code(code: usize) -> Self {
+        match code {
+            0 => LossKind::SigmoidMse,
+            1 => LossKind::TanhMse,
+            _ => LossKind::Bce,
+        }
+    }
+}
+
+/// `scale · Σ loss(logits, target)` as a one-element tensor; `None` where the fused kernel
+/// does not run (the caller composes burn's operations instead).
+pub fn recon_loss<const D: usize>(
+    kind: LossKind,
+    logits: Tensor<D>,
+    target: Tensor<D>,
+    scale: f64,
+) -> Option<Tensor<1>> {
+    if !fused_here(&logits.device()) {
+        return None;
+    }
+    let l = <burn::backend::Dispatch as FusedOps>::fused_recon_loss(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+        kind as usize,
+        scale as f32,
+    );
+    Some(Tensor::from_dispatch(l))
+}
+
+#[cfg(test)]
+mod tests;
