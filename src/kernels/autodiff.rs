@@ -5,12 +5,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Shape;
 
-use super::flex::{linear_forward, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by, tensor};
+use super::flex::{
+    linear_forward, product, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by, tensor,
+};
 use super::{FusedOps, LossKind};
 
 /// Backward of `y = act(x·w + b)`: with `g` the incoming gradient masked by the ReLU,
@@ -35,11 +36,11 @@ impl Backward<Flex, 3> for LinearBackward {
             grads.register::<Flex>(node.id, tensor(db, Shape::new([n])));
         }
         if let (Some(node), Some(x)) = (node_w, x) {
-            let dw = Flex::float_matmul(Flex::float_transpose(x), g.clone());
+            let dw = product(x, true, g.clone(), false);
             grads.register::<Flex>(node.id, dw);
         }
         if let (Some(node), Some(w)) = (node_x, w) {
-            let dx = Flex::float_matmul(g, Flex::float_transpose(w));
+            let dx = product(g, false, w, true);
             grads.register::<Flex>(node.id, dx);
         }
     }

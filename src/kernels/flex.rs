@@ -7,6 +7,7 @@ use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
+use super::matmul::{matmul_into, View};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
 /// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
@@ -61,15 +62,52 @@ fn bias_act(y: &mut [f32], b: &[f32], relu: bool) {
     });
 }
 
-/// The pass of [`FusedOps::fused_linear`] after the matrix product, on the product `y`.
+/// `a·b`, with `a` and/or `b` transposed first (views, no copies).
+pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexTensor {
+    if let (Some(av), Some(bv)) = (View::of(&a), View::of(&b)) {
+        let av = if ta { av.t() } else { av };
+        let bv = if tb { bv.t() } else { bv };
+        let mut out = vec![0f32; av.rows() * bv.cols()];
+        matmul_into(&mut out, av, bv, false);
+        return tensor(out, Shape::new([av.rows(), bv.cols()]));
+    }
+    let a = if ta { Flex::float_transpose(a) } else { a };
+    let b = if tb { Flex::float_transpose(b) } else { b };
+    Flex::float_matmul(a, b)
+}
+
+/// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
+/// it, then the ReLU applied in place.
 pub(super) fn linear_forward(
     x: FlexTensor,
     w: FlexTensor,
     b: &FlexTensor,
     relu: bool,
 ) -> FlexTensor {
+    let bias = values(b);
+    if let (Some(xv), Some(wv)) = (View::of(&x), View::of(&w)) {
+        let (n, o) = (xv.rows(), wv.cols());
+        assert_eq!(
+            bias.len(),
+            o,
+            "fused_linear: bias size differs from the output width"
+        );
+        let mut y = Vec::with_capacity(n * o);
+        for _ in 0..n {
+            y.extend_from_slice(&bias);
+        }
+        matmul_into(&mut y, xv, wv, true);
+        if relu {
+            y.par_chunks_mut(BLOCK).for_each(|c| {
+                for v in c {
+                    *v = v.max(0.0);
+                }
+            });
+        }
+        return tensor(y, Shape::new([n, o]));
+    }
     let mut y = owned(Flex::float_matmul(x, w));
-    bias_act(storage(&mut y), &values(b), relu);
+    bias_act(storage(&mut y), &bias, relu);
     y
 }
 

@@ -19,6 +19,7 @@
 pub mod adam;
 mod autodiff;
 mod flex;
+mod matmul;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, DispatchDevice};
