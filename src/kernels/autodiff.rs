@@ -9,6 +9,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Shape;
 
+use super::conv::{self, ConvSaved};
 use super::flex::{
     linear_forward, product, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by, tensor,
 };
@@ -63,7 +64,84 @@ impl Backward<Flex, 1> for LossBackward {
     }
 }
 
+/// Backward of a fused convolution (`transposed` or not) with bias and optional ReLU.
+#[derive(Debug)]
+struct ConvBackward {
+    transposed: bool,
+}
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ConvSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (dx, dw, db) = if self.transposed {
+            conv::conv_transpose2d_backward(g, &ops.state)
+        } else {
+            conv::conv2d_backward(g, &ops.state)
+        };
+        for (node, grad) in [(node_x, dx), (node_w, dw), (node_b, Some(db))] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// Runs a fused convolution's forward pass (`forward(keep_data)` gives the output and the
+/// saved state) and records its backward pass when any input is tracked.
+fn conv_op<C: CheckpointStrategy>(
+    transposed: bool,
+    x: FloatTensor<Autodiff<Flex, C>>,
+    w: FloatTensor<Autodiff<Flex, C>>,
+    b: FloatTensor<Autodiff<Flex, C>>,
+    relu: bool,
+    forward: impl FnOnce(&FlexTensor, &FlexTensor, &FlexTensor, bool) -> (FlexTensor, ConvSaved),
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
+    let nodes = [x.node(), w.node(), b.node()];
+    let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+    let op = ConvBackward { transposed };
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (y, mut saved) = forward(&x, &w, &b, w_tracked);
+            saved.w = x_tracked.then_some(w);
+            saved.y = relu.then(|| y.clone());
+            prep.finish(saved, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x, &w, &b, false).0),
+    }
+}
+
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        conv_op::<C>(false, x, w, b, relu, |x, w, b, keep| {
+            conv::conv2d_forward(x, w, b, (stride, padding, relu), keep)
+        })
+    }
+
+    fn fused_conv_transpose2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        padding_out: usize,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        conv_op::<C>(true, x, w, b, relu, |x, w, b, keep| {
+            conv::conv_transpose2d_forward(x, w, b, (stride, padding, padding_out, relu), keep)
+        })
+    }
+
     fn fused_linear(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,

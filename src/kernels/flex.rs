@@ -7,6 +7,7 @@ use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
+use super::conv;
 use super::matmul::{matmul_into, View};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
@@ -255,6 +256,29 @@ pub(super) fn scale_by(g: FlexTensor, s: &FlexTensor) -> FlexTensor {
 }
 
 impl FusedOps for Flex {
+    fn fused_conv2d(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        stride: usize,
+        padding: usize,
+        relu: bool,
+    ) -> FlexTensor {
+        conv::conv2d_forward(&x, &w, &b, (stride, padding, relu), false).0
+    }
+
+    fn fused_conv_transpose2d(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        stride: usize,
+        padding: usize,
+        padding_out: usize,
+        relu: bool,
+    ) -> FlexTensor {
+        conv::conv_transpose2d_forward(&x, &w, &b, (stride, padding, padding_out, relu), false).0
+    }
+
     fn fused_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
         linear_forward(x, w, &b, relu)
     }

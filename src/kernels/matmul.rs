@@ -38,6 +38,23 @@ impl<'a> View<'a> {
         v.in_bounds().then_some(v)
     }
 
+    /// A row-major `[rows, cols]` matrix held in `data`.
+    pub(super) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matmul: matrix size differs from its data"
+        );
+        View {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
     /// The transposed view (no copy).
     pub(super) fn t(self) -> Self {
         View {

@@ -1,13 +1,17 @@
 //! Fused CPU kernels for the training hot path, registered as custom backend operations through
 //! burn's backend-extension mechanism (`#[backend_extension]`).
 //!
-//! The profile in BENCHMARKS.md showed that outside the matrix products, most of a dense
+//! The profiles in BENCHMARKS.md showed burn-flex's convolution kernels taking half of a conv
+//! preset's training step, and, outside the matrix products, most of a dense
 //! preset's training step went to burn's one-op-at-a-time element-wise kernels: bias add,
 //! ReLU and its mask in the backward pass, sigmoid, the loss and its gradient, and the eight
 //! tensor operations of each Adam update, each allocating and writing a full tensor. burn has
 //! no fusion on its CPU backend, so these are written by hand here:
 //! - [`linear`]: `x·w + b` with an optional ReLU, one pass after the matrix product; its
 //!   backward masks the gradient, sums the bias gradient and does the two products;
+//! - [`conv2d`], [`conv_transpose2d`]: a convolution or transposed convolution as one matrix
+//!   product over the patches of the whole batch (im2col / col2im), bias and ReLU fused into the
+//!   pass that reorders the product; the backward pass is two more products;
 //! - [`recon_loss`]: the reconstruction loss on logits (sigmoid or tanh + squared error, or
 //!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
 //! - [`adam::FusedAdam`]: burn's Adam (same state record, so resume files are unchanged) as
@@ -18,12 +22,14 @@
 
 pub mod adam;
 mod autodiff;
+mod conv;
 mod flex;
 mod matmul;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, DispatchDevice};
-use burn::nn::Linear;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -38,6 +44,30 @@ pub trait FusedOps: Backend {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Convolution of `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`) and bias `b`, stride
+    /// and zero padding the same in both directions, then ReLU when `relu`.
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`) and bias
+    /// `b` (PyTorch's `ConvTranspose2d`), then ReLU when `relu`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_conv_transpose2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        padding_out: usize,
         relu: bool,
     ) -> FloatTensor<Self>;
 
@@ -101,6 +131,71 @@ pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
             }
         }
     }
+}
+
+/// `layer`'s output for `x`, followed by ReLU when `relu`, as one fused operation; `None`
+/// where it does not apply (not the CPU, no bias, dilation, groups, uneven stride or padding),
+/// for the caller to use burn's convolution.
+pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4>> {
+    let bias = layer.bias.as_ref()?;
+    let p = match layer.padding {
+        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
+        _ => return None,
+    };
+    let [_, _, h, w] = x.dims();
+    let [kh, kw] = layer.kernel_size;
+    let [sh, sw] = layer.stride;
+    let plain = layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0;
+    if !plain || h + 2 * p < kh || w + 2 * p < kw || !fused_here(&x.device()) {
+        return None;
+    }
+    let y = <burn::backend::Dispatch as FusedOps>::fused_conv2d(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        sh,
+        p,
+        relu_after,
+    );
+    Some(Tensor::from_dispatch(y))
+}
+
+/// `layer`'s output for `x`, followed by ReLU when `relu`, as one fused operation; `None`
+/// where it does not apply (as [`conv2d`]).
+pub fn conv_transpose2d(
+    layer: &ConvTranspose2d,
+    x: Tensor<4>,
+    relu_after: bool,
+) -> Option<Tensor<4>> {
+    let bias = layer.bias.as_ref()?;
+    let [_, _, h, w] = x.dims();
+    let [kh, kw] = layer.kernel_size;
+    let [s, s2] = layer.stride;
+    let [p, p2] = layer.padding;
+    let [op, op2] = layer.padding_out;
+    let plain = layer.dilation == [1, 1]
+        && layer.groups == 1
+        && s == s2
+        && s > 0
+        && p == p2
+        && op == op2
+        && h > 0
+        && w > 0;
+    let fits = plain && (h - 1) * s + kh + op > 2 * p && (w - 1) * s + kw + op > 2 * p;
+    if !fits || !fused_here(&x.device()) {
+        return None;
+    }
+    let y = <burn::backend::Dispatch as FusedOps>::fused_conv_transpose2d(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        s,
+        p,
+        op,
+        relu_after,
+    );
+    Some(Tensor::from_dispatch(y))
 }
 
 /// The element-wise reconstruction losses the fused kernel knows.

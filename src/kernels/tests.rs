@@ -117,3 +117,100 @@ fn fused_adam_follows_burns_adam() {
     assert!(max_diff(a.weight.val().inner(), w0) > 1e-3);
     assert_eq!(a.num_params(), b.num_params());
 }
+
+/// Fused convolution against burn's, forward and all three gradients, for each layer shape
+/// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs).
+#[test]
+fn fused_convolutions_match_burn_forward_and_gradients() {
+    use crate::model::layers::{conv, convt};
+    use burn::tensor::Tensor as T;
+    let device = Device::flex().autodiff();
+    type Case = (&'static str, [usize; 4], bool, [usize; 6]);
+    // (name, input dims, transposed, [in, out, k, stride, padding, output padding])
+    let cases: [Case; 8] = [
+        (
+            "conv 1→16 k3 s2 p1",
+            [3, 1, 28, 28],
+            false,
+            [1, 16, 3, 2, 1, 0],
+        ),
+        (
+            "conv 16→32 k3 s2 p1",
+            [3, 16, 14, 14],
+            false,
+            [16, 32, 3, 2, 1, 0],
+        ),
+        (
+            "conv 32→64 k7 s1 p0",
+            [2, 32, 7, 7],
+            false,
+            [32, 64, 7, 1, 0, 0],
+        ),
+        (
+            "convT 64→32 k4 on 1×1",
+            [3, 64, 1, 1],
+            true,
+            [64, 32, 4, 1, 0, 0],
+        ),
+        (
+            "convT 32→16 k3 s2 p1",
+            [3, 32, 4, 4],
+            true,
+            [32, 16, 3, 2, 1, 0],
+        ),
+        (
+            "convT 16→8 k4 s2 p1",
+            [2, 16, 7, 7],
+            true,
+            [16, 8, 4, 2, 1, 0],
+        ),
+        (
+            "convT 32→16 k3 s2 p1 op1",
+            [2, 32, 7, 7],
+            true,
+            [32, 16, 3, 2, 1, 1],
+        ),
+        (
+            "convT 8→1 k4 s2 p1",
+            [2, 8, 14, 14],
+            true,
+            [8, 1, 4, 2, 1, 0],
+        ),
+    ];
+    for (name, dims, transposed, [i, o, k, s, p, op]) in cases {
+        for relu_after in [false, true] {
+            let x = T::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let (fused, reference, params) = if transposed {
+                let l = convt(i, o, k, s, p, op, &device);
+                let f = super::conv_transpose2d(&l, x.clone(), relu_after).expect("fused");
+                let r = l.forward(x.clone());
+                let b = l.bias.clone().expect("bias");
+                (f, r, (l.weight.clone(), b))
+            } else {
+                let l = conv(i, o, k, s, p, &device);
+                let f = super::conv2d(&l, x.clone(), relu_after).expect("fused");
+                let r = l.forward(x.clone());
+                let b = l.bias.clone().expect("bias");
+                (f, r, (l.weight.clone(), b))
+            };
+            let reference = if relu_after {
+                relu(reference)
+            } else {
+                reference
+            };
+            let d = max_diff(fused.clone().inner(), reference.clone().inner());
+            assert!(d < 1e-4, "{name} relu {relu_after}: output differs by {d}");
+            let t = T::<4>::random(fused.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let g1 = (fused * t.clone()).sum().backward();
+            let g2 = (reference * t).sum().backward();
+            let (w, b) = params;
+            let dx = max_diff(x.grad(&g1).expect("dx"), x.grad(&g2).expect("dx"));
+            let dw = max_diff(w.grad(&g1).expect("dw"), w.grad(&g2).expect("dw"));
+            let db = max_diff(b.grad(&g1).expect("db"), b.grad(&g2).expect("db"));
+            assert!(
+                dx < 1e-3 && dw < 1e-3 && db < 1e-3,
+                "{name} relu {relu_after}: gradients differ by {dx} {dw} {db}"
+            );
+        }
+    }
+}

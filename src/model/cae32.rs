@@ -4,7 +4,6 @@
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use super::layers::{conv, convt, linear, note, traced, Tracer};
 
@@ -45,8 +44,8 @@ pub fn init(latent: usize, device: &Device) -> (Encoder, Decoder) {
 impl Encoder {
     /// Encodes images to codes.
     pub fn forward<T: Tracer>(&self, x: Tensor<4>, t: &mut T) -> Tensor<2> {
-        let x = relu(traced!(t, "encoder.conv1", self.conv1, x)); // [b, 16, 14, 14]
-        let x = relu(traced!(t, "encoder.conv2", self.conv2, x)); // [b, 32, 7, 7]
+        let x = traced!(t, "encoder.conv1", self.conv1, x, relu); // [b, 16, 14, 14]
+        let x = traced!(t, "encoder.conv2", self.conv2, x, relu); // [b, 32, 7, 7]
         let x = note!(t, "encoder.flatten", "Flatten", x.flatten::<2>(1, 3)); // [b, 1568]
         traced!(t, "encoder.fc", self.fc, x) // [b, L]
     }
@@ -55,7 +54,7 @@ impl Encoder {
 impl Decoder {
     /// Decodes codes to pre-activation outputs.
     pub fn forward<T: Tracer>(&self, z: Tensor<2>, t: &mut T) -> Tensor<4> {
-        let x = relu(traced!(t, "decoder.fc", self.fc, z)); // [b, 1568]
+        let x = traced!(t, "decoder.fc", self.fc, z, relu); // [b, 1568]
         let [b, _] = x.dims();
         let x = note!(
             t,
@@ -63,7 +62,7 @@ impl Decoder {
             "Unflatten(32, 7, 7)",
             x.reshape([b, 32, 7, 7])
         );
-        let x = relu(traced!(t, "decoder.deconv1", self.deconv1, x)); // [b, 16, 14, 14]
+        let x = traced!(t, "decoder.deconv1", self.deconv1, x, relu); // [b, 16, 14, 14]
         traced!(t, "decoder.deconv2", self.deconv2, x) // [b, 1, 28, 28]
     }
 }

@@ -3,7 +3,6 @@
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use super::layers::{conv, convt, note, traced, Tracer};
 
@@ -42,8 +41,8 @@ pub fn init(latent: usize, device: &Device) -> (Encoder, Decoder) {
 impl Encoder {
     /// Encodes images to codes.
     pub fn forward<T: Tracer>(&self, x: Tensor<4>, t: &mut T) -> Tensor<2> {
-        let x = relu(traced!(t, "encoder.conv1", self.conv1, x)); // [b, 16, 14, 14]
-        let x = relu(traced!(t, "encoder.conv2", self.conv2, x)); // [b, 32, 7, 7]
+        let x = traced!(t, "encoder.conv1", self.conv1, x, relu); // [b, 16, 14, 14]
+        let x = traced!(t, "encoder.conv2", self.conv2, x, relu); // [b, 32, 7, 7]
         let x = traced!(t, "encoder.conv3", self.conv3, x); // [b, L, 1, 1]
         note!(t, "encoder.flatten", "Flatten", x.flatten::<2>(1, 3)) // [b, L]
     }
@@ -54,8 +53,8 @@ impl Decoder {
     pub fn forward<T: Tracer>(&self, z: Tensor<2>, t: &mut T) -> Tensor<4> {
         let [b, l] = z.dims();
         let x = z.reshape([b, l, 1, 1]);
-        let x = relu(traced!(t, "decoder.deconv1", self.deconv1, x)); // [b, 32, 7, 7]
-        let x = relu(traced!(t, "decoder.deconv2", self.deconv2, x)); // [b, 16, 14, 14]
+        let x = traced!(t, "decoder.deconv1", self.deconv1, x, relu); // [b, 32, 7, 7]
+        let x = traced!(t, "decoder.deconv2", self.deconv2, x, relu); // [b, 16, 14, 14]
         traced!(t, "decoder.deconv3", self.deconv3, x) // [b, 1, 28, 28]
     }
 }

@@ -3,7 +3,10 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+
+use crate::kernels;
 
 /// `nn.Conv2d(i, o, k, stride=s, padding=p)`.
 pub fn conv(i: usize, o: usize, k: usize, s: usize, p: usize, device: &Device) -> Conv2d {
@@ -35,7 +38,9 @@ pub fn linear(i: usize, o: usize, device: &Device) -> Linear {
     LinearConfig::new(i, o).init(device)
 }
 
-/// A layer's forward pass as the models call it. Two convolution shapes in our presets are a
+/// A layer's forward pass as the models call it. On the CPU every linear layer and convolution
+/// (with the ReLU after it) is one fused operation from [`crate::kernels`]. Elsewhere (GPU
+/// backends), two convolution shapes in our presets are a
 /// plain matrix product, and burn's CPU convolution (im2col, then a matrix product, plus
 /// layout copies, and the same again in the backward pass) is several times slower for them
 /// than one `matmul` (measured in BENCHMARKS.md):
@@ -53,12 +58,28 @@ pub trait Apply {
     type Out;
     /// The layer's output for `x`.
     fn apply(&self, x: Self::In) -> Self::Out;
+    /// The layer's output for `x`, followed by ReLU (one fused operation on the CPU).
+    fn apply_relu(&self, x: Self::In) -> Self::Out;
 }
 
 impl Apply for Conv2d {
     type In = Tensor<4>;
     type Out = Tensor<4>;
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::conv2d(self, x.clone(), false).unwrap_or_else(|| self.composed(x))
+    }
+    fn apply_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::conv2d(self, x.clone(), true).unwrap_or_else(|| relu(self.composed(x)))
+    }
+}
+
+/// A convolution from burn's operations, with the matrix-product forms above.
+trait Composed {
+    fn composed(&self, x: Tensor<4>) -> Tensor<4>;
+}
+
+impl Composed for Conv2d {
+    fn composed(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let unpadded = matches!(
             self.padding,
@@ -146,6 +167,15 @@ impl Apply for ConvTranspose2d {
     type In = Tensor<4>;
     type Out = Tensor<4>;
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::conv_transpose2d(self, x.clone(), false).unwrap_or_else(|| self.composed(x))
+    }
+    fn apply_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::conv_transpose2d(self, x.clone(), true).unwrap_or_else(|| relu(self.composed(x)))
+    }
+}
+
+impl Composed for ConvTranspose2d {
+    fn composed(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         if !([h, w] == [1, 1]
             && self.padding == [0, 0]
@@ -172,7 +202,10 @@ impl Apply for Linear {
     type In = Tensor<2>;
     type Out = Tensor<2>;
     fn apply(&self, x: Tensor<2>) -> Tensor<2> {
-        self.forward(x)
+        kernels::linear(self, x, false)
+    }
+    fn apply_relu(&self, x: Tensor<2>) -> Tensor<2> {
+        kernels::linear(self, x, true)
     }
 }
 
@@ -270,8 +303,20 @@ impl Describe for Linear {
 
 /// Runs `layer` and records its row when tracing.
 macro_rules! traced {
+    ($t:expr, $name:expr, $layer:expr, $x:expr, relu) => {{
+        let y = $crate::model::layers::Apply::apply_relu(&$layer, $x);
+        $crate::model::layers::trace_row!($t, $name, $layer, y)
+    }};
     ($t:expr, $name:expr, $layer:expr, $x:expr) => {{
         let y = $crate::model::layers::Apply::apply(&$layer, $x);
+        $crate::model::layers::trace_row!($t, $name, $layer, y)
+    }};
+}
+
+/// Records the row of a layer whose output is `y`, and gives `y` back.
+macro_rules! trace_row {
+    ($t:expr, $name:expr, $layer:expr, $y:expr) => {{
+        let y = $y;
         if $t.on() {
             $t.row($crate::model::layers::LayerRow {
                 name: $name.to_string(),
@@ -301,6 +346,7 @@ macro_rules! note {
 }
 
 pub(crate) use note;
+pub(crate) use trace_row;
 pub(crate) use traced;
 
 #[cfg(test)]
@@ -320,13 +366,13 @@ mod tests {
         device.seed(3);
         let x = Tensor::random([5, 32, 7, 7], Distribution::Normal(0.0, 1.0), &device);
         let c = conv(32, 64, 7, 1, 0, &device);
-        let d = max_diff(c.apply(x.clone()), c.forward(x));
+        let d = max_diff(c.composed(x.clone()), c.forward(x));
         assert!(d < 1e-4, "conv k7 on 7x7: {d}");
 
         let z = Tensor::random([5, 64, 1, 1], Distribution::Normal(0.0, 1.0), &device);
         for (k, s) in [(4, 1), (7, 1), (3, 2)] {
             let t = convt(64, 32, k, s, 0, 0, &device);
-            let d = max_diff(t.apply(z.clone()), t.forward(z.clone()));
+            let d = max_diff(t.composed(z.clone()), t.forward(z.clone()));
             assert!(d < 1e-4, "convT k{k} s{s} from 1x1: {d}");
         }
     }
@@ -340,21 +386,22 @@ mod tests {
         let x = Tensor::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
         for (o, k, s, p) in [(16, 3, 2, 1), (32, 3, 2, 1), (8, 4, 1, 0), (4, 5, 3, 2)] {
             let c = conv(1, o, k, s, p, &device);
-            let d = max_diff(c.apply(x.clone()), c.forward(x.clone()));
+            let d = max_diff(c.composed(x.clone()), c.forward(x.clone()));
             assert!(d < 1e-5, "conv(1->{o}, k{k}, s{s}, p{p}): {d}");
         }
     }
 
-    /// Other shapes take the layer's own forward pass.
+    /// Other shapes take the layer's own forward pass (off the CPU; there the fused kernels
+    /// run, tested in `kernels`).
     #[test]
     fn other_shapes_use_forward() {
         let device = Device::flex();
         device.seed(4);
         let x = Tensor::random([2, 16, 14, 14], Distribution::Normal(0.0, 1.0), &device);
         let c = conv(16, 32, 3, 2, 1, &device);
-        assert_eq!(max_diff(c.apply(x.clone()), c.forward(x)), 0.0);
+        assert_eq!(max_diff(c.composed(x.clone()), c.forward(x)), 0.0);
         let y = Tensor::random([2, 32, 4, 4], Distribution::Normal(0.0, 1.0), &device);
         let t = convt(32, 16, 3, 2, 1, 0, &device);
-        assert_eq!(max_diff(t.apply(y.clone()), t.forward(y)), 0.0);
+        assert_eq!(max_diff(t.composed(y.clone()), t.forward(y)), 0.0);
     }
 }

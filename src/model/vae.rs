@@ -5,7 +5,6 @@
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use super::layers::{conv, convt, linear, note, traced, Tracer};
 
@@ -48,8 +47,8 @@ pub fn init(latent: usize, device: &Device) -> (Encoder, Decoder) {
 impl Encoder {
     /// μ and log σ² of q(z|x).
     pub fn stats<T: Tracer>(&self, x: Tensor<4>, t: &mut T) -> (Tensor<2>, Tensor<2>) {
-        let x = relu(traced!(t, "encoder.conv1", self.conv1, x)); // [b, 32, 14, 14]
-        let x = relu(traced!(t, "encoder.conv2", self.conv2, x)); // [b, 64, 7, 7]
+        let x = traced!(t, "encoder.conv1", self.conv1, x, relu); // [b, 32, 14, 14]
+        let x = traced!(t, "encoder.conv2", self.conv2, x, relu); // [b, 64, 7, 7]
         let x = note!(t, "encoder.flatten", "Flatten", x.flatten::<2>(1, 3)); // [b, 3136]
         let mu = traced!(t, "encoder.fc_mu", self.fc_mu, x.clone()); // [b, L]
         let logvar = traced!(t, "encoder.fc_logvar", self.fc_logvar, x); // [b, L]
@@ -65,7 +64,7 @@ impl Encoder {
 impl Decoder {
     /// Decodes codes to logits.
     pub fn forward<T: Tracer>(&self, z: Tensor<2>, t: &mut T) -> Tensor<4> {
-        let x = relu(traced!(t, "decoder.fc", self.fc, z)); // [b, 3136]
+        let x = traced!(t, "decoder.fc", self.fc, z, relu); // [b, 3136]
         let [b, _] = x.dims();
         let x = note!(
             t,
@@ -73,7 +72,7 @@ impl Decoder {
             "Unflatten(64, 7, 7)",
             x.reshape([b, 64, 7, 7])
         );
-        let x = relu(traced!(t, "decoder.deconv1", self.deconv1, x)); // [b, 32, 14, 14]
+        let x = traced!(t, "decoder.deconv1", self.deconv1, x, relu); // [b, 32, 14, 14]
         traced!(t, "decoder.deconv2", self.deconv2, x) // [b, 1, 28, 28]
     }
 }

@@ -1,0 +1,448 @@
+//! Convolutions and transposed convolutions as one matrix product over gathered patches
+//! (im2col / col2im), with the bias and ReLU fused into the pass that reorders the product.
+//!
+//! burn-flex's convolution kernels were 53% of conv64's training profile (BENCHMARKS.md):
+//! per image and per operation they gather, multiply and copy, and their backward passes run
+//! the weight gradient as another convolution. Here every layer is one `gemm` for the whole
+//! batch in each direction: the patches of all images sit side by side (`[c·k·k, b·L]`), so
+//! the products are wide enough to run at full speed even for a shard of 16 images.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Shape;
+use rayon::prelude::*;
+
+use super::flex::{owned, tensor, values};
+use super::matmul::{matmul_into, View};
+
+/// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
+/// input, the transposed convolution's output) and the "grid" of kernel positions on it
+/// (the convolution's output, the transposed convolution's input).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geom {
+    /// Channels of the big image.
+    c: usize,
+    /// Height and width of the big image.
+    big: [usize; 2],
+    /// Kernel height and width.
+    k: [usize; 2],
+    /// Stride (both directions).
+    s: usize,
+    /// Zero padding of the big image (both directions).
+    p: usize,
+    /// Height and width of the grid.
+    grid: [usize; 2],
+}
+
+impl Geom {
+    /// Rows of the patch matrix: `c·kh·kw`.
+    fn rows(&self) -> usize {
+        self.c * self.k[0] * self.k[1]
+    }
+
+    /// Grid positions per image.
+    fn len(&self) -> usize {
+        self.grid[0] * self.grid[1]
+    }
+
+    /// Values per big image.
+    fn big_len(&self) -> usize {
+        self.c * self.big[0] * self.big[1]
+    }
+
+    /// The big-image coordinate under grid coordinate `g` and kernel offset `k`, if inside.
+    #[inline]
+    fn at(&self, g: usize, k: usize, size: usize) -> Option<usize> {
+        (g * self.s + k).checked_sub(self.p).filter(|&v| v < size)
+    }
+
+    /// The grid columns `lo..hi` (of `grid` many) whose column under kernel offset `k` lies
+    /// inside a row of `size` values, and the first such column's coordinate.
+    #[inline]
+    fn span(&self, k: usize, grid: usize, size: usize) -> (usize, usize, usize) {
+        let lo = self.p.saturating_sub(k).div_ceil(self.s);
+        let hi = match (size + self.p).checked_sub(k + 1) {
+            Some(last) => (last / self.s + 1).min(grid),
+            None => 0,
+        };
+        let first = (lo * self.s + k).saturating_sub(self.p);
+        (lo, hi.max(lo), first)
+    }
+}
+
+/// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
+/// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
+fn im2col(x: &[f32], b: usize, g: &Geom) -> Vec<f32> {
+    let (l, bl) = (g.len(), b * g.len());
+    let [kh, kw] = g.k;
+    let [bh, bw] = g.big;
+    let [gh, gw] = g.grid;
+    let mut cols = vec![0f32; g.rows() * bl];
+    cols.par_chunks_mut(bl).enumerate().for_each(|(r, row)| {
+        let (ci, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let (lo, hi, first) = g.span(kx, gw, bw);
+        if lo == hi {
+            return; // this kernel column never lands inside the image: the row stays 0
+        }
+        for i in 0..b {
+            let plane = &x[(i * g.c + ci) * bh * bw..][..bh * bw];
+            let out = &mut row[i * l..(i + 1) * l];
+            for gy in 0..gh {
+                let Some(iy) = g.at(gy, ky, bh) else { continue };
+                let src = &plane[iy * bw + first..(iy + 1) * bw];
+                let dst = &mut out[gy * gw + lo..gy * gw + hi];
+                if g.s == 1 {
+                    dst.copy_from_slice(&src[..hi - lo]);
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(src.iter().step_by(g.s)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// Adds image `i`'s columns of a patch matrix back onto the big image `img` (the adjoint of
+/// [`im2col`]).
+fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, img: &mut [f32]) {
+    let (l, bl) = (g.len(), b * g.len());
+    let [kh, kw] = g.k;
+    let [bh, bw] = g.big;
+    let [gh, gw] = g.grid;
+    for r in 0..g.rows() {
+        let (ci, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let (lo, hi, first) = g.span(kx, gw, bw);
+        if lo == hi {
+            continue;
+        }
+        let row = &cols[r * bl + i * l..][..l];
+        let plane = &mut img[ci * bh * bw..(ci + 1) * bh * bw];
+        for gy in 0..gh {
+            let Some(iy) = g.at(gy, ky, bh) else { continue };
+            let dst = &mut plane[iy * bw + first..(iy + 1) * bw];
+            let src = &row[gy * gw + lo..gy * gw + hi];
+            if g.s == 1 {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().step_by(g.s).zip(src) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+/// The big images `[b, c, H, W]` from a patch matrix (sums where patches overlap).
+fn col2im(cols: &[f32], b: usize, g: &Geom) -> Vec<f32> {
+    let mut x = vec![0f32; b * g.big_len()];
+    x.par_chunks_mut(g.big_len())
+        .enumerate()
+        .for_each(|(i, img)| col2im_one(cols, i, b, g, img));
+    x
+}
+
+/// `[b, c, L]` → `[c, b·L]`.
+fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(b * l).enumerate().for_each(|(ci, row)| {
+        for i in 0..b {
+            row[i * l..(i + 1) * l].copy_from_slice(&x[(i * c + ci) * l..][..l]);
+        }
+    });
+    out
+}
+
+/// `[c, b·L]` → `[b, c, L]`, adding `bias[ci]` and applying ReLU when asked.
+fn to_batch_major(
+    xt: &[f32],
+    b: usize,
+    c: usize,
+    l: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut out = vec![0f32; xt.len()];
+    out.par_chunks_mut(c * l).enumerate().for_each(|(i, img)| {
+        for ci in 0..c {
+            let src = &xt[ci * b * l + i * l..][..l];
+            let add = bias.map_or(0.0, |bias| bias[ci]);
+            for (d, &v) in img[ci * l..(ci + 1) * l].iter_mut().zip(src) {
+                let z = v + add;
+                *d = if relu { z.max(0.0) } else { z };
+            }
+        }
+    });
+    out
+}
+
+/// The incoming gradient `g` (`[b, c, L]`) masked by the ReLU's output `y` when there is one,
+/// laid out channel-major (`[c, b·L]`), and its sums per channel (the bias gradient).
+fn masked_channel_major(
+    g: &[f32],
+    y: Option<&[f32]>,
+    b: usize,
+    c: usize,
+    l: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![0f32; g.len()];
+    let mut db = vec![0f32; c];
+    out.par_chunks_mut(b * l)
+        .zip(db.par_iter_mut())
+        .enumerate()
+        .for_each(|(ci, (row, db))| {
+            let mut sum = 0f32;
+            for i in 0..b {
+                let at = (i * c + ci) * l;
+                let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
+                match y {
+                    Some(y) => {
+                        for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
+                            *d = if y > 0.0 { v } else { 0.0 };
+                            sum += *d;
+                        }
+                    }
+                    None => {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = v;
+                            sum += v;
+                        }
+                    }
+                }
+            }
+            *db = sum;
+        });
+    (out, db)
+}
+
+/// The dims of a 4-D tensor.
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// What a convolution's backward pass needs, besides the incoming gradient.
+#[derive(Debug, Clone)]
+pub(super) struct ConvSaved {
+    geom: Geom,
+    batch: usize,
+    /// Channels on the grid side: the convolution's output, the transposed convolution's input.
+    grid_c: usize,
+    /// The patch matrix (convolution) or the channel-major input (transposed convolution),
+    /// kept when the weight needs a gradient.
+    pub(super) data: Option<FlexTensor>,
+    /// The weight, kept when the input needs a gradient.
+    pub(super) w: Option<FlexTensor>,
+    /// The output, kept when a ReLU followed.
+    pub(super) y: Option<FlexTensor>,
+}
+
+/// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
+/// padding `p`, then ReLU when `relu`. Returns the output and the saved state (patch matrix
+/// kept when `keep_cols`).
+pub(super) fn conv2d_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: &FlexTensor,
+    (s, p, relu): (usize, usize, bool),
+    keep_cols: bool,
+) -> (FlexTensor, ConvSaved) {
+    let [b, c, h, wd] = dims4(x);
+    let [o, c2, kh, kw] = dims4(w);
+    assert_eq!(
+        c, c2,
+        "fused_conv2d: input has {c} channels, the weight {c2}"
+    );
+    let (oh, ow) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1);
+    let geom = Geom {
+        c,
+        big: [h, wd],
+        k: [kh, kw],
+        s,
+        p,
+        grid: [oh, ow],
+    };
+    let (l, bl) = (geom.len(), b * geom.len());
+    let cols = im2col(&values(x), b, &geom);
+    let ws = values(w);
+    let mut yt = vec![0f32; o * bl];
+    matmul_into(
+        &mut yt,
+        View::dense(&ws, o, geom.rows()),
+        View::dense(&cols, geom.rows(), bl),
+        false,
+    );
+    let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
+    let y = tensor(y, Shape::new([b, o, oh, ow]));
+    let saved = ConvSaved {
+        geom,
+        batch: b,
+        grid_c: o,
+        data: keep_cols.then(|| tensor(cols, Shape::new([geom.rows(), bl]))),
+        w: None,
+        y: None,
+    };
+    (y, saved)
+}
+
+/// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
+/// first two when their saved tensors are there.
+pub(super) fn conv2d_backward(
+    g: FlexTensor,
+    st: &ConvSaved,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    let geom = &st.geom;
+    let (b, o, l) = (st.batch, st.grid_c, geom.len());
+    let bl = b * l;
+    let ys = st.y.as_ref().map(values);
+    let (gm, db) = masked_channel_major(&values(&g), ys.as_deref(), b, o, l);
+    let dw = st.data.as_ref().map(|cols| {
+        let cols = values(cols);
+        let mut dw = vec![0f32; o * geom.rows()];
+        matmul_into(
+            &mut dw,
+            View::dense(&gm, o, bl),
+            View::dense(&cols, geom.rows(), bl).t(),
+            false,
+        );
+        tensor(dw, Shape::new([o, geom.c, geom.k[0], geom.k[1]]))
+    });
+    let dx = st.w.as_ref().map(|w| {
+        let ws = values(w);
+        let mut dcols = vec![0f32; geom.rows() * bl];
+        matmul_into(
+            &mut dcols,
+            View::dense(&ws, o, geom.rows()).t(),
+            View::dense(&gm, o, bl),
+            false,
+        );
+        let dx = col2im(&dcols, b, geom);
+        tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
+    });
+    (dx, dw, tensor(db, Shape::new([o])))
+}
+
+/// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
+/// `s`, padding `p`, output padding `op`, then ReLU when `relu`. Returns the output and the
+/// saved state (channel-major input kept when `keep_input`).
+pub(super) fn conv_transpose2d_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: &FlexTensor,
+    (s, p, op, relu): (usize, usize, usize, bool),
+    keep_input: bool,
+) -> (FlexTensor, ConvSaved) {
+    let [b, c, h, wd] = dims4(x);
+    let [c2, o, kh, kw] = dims4(w);
+    assert_eq!(
+        c, c2,
+        "fused_conv_transpose2d: input has {c} channels, the weight {c2}"
+    );
+    let (oh, ow) = (
+        (h - 1) * s + kh + op - 2 * p,
+        (wd - 1) * s + kw + op - 2 * p,
+    );
+    let geom = Geom {
+        c: o,
+        big: [oh, ow],
+        k: [kh, kw],
+        s,
+        p,
+        grid: [h, wd],
+    };
+    let (l, bl) = (geom.len(), b * geom.len());
+    let xt = to_channel_major(&values(x), b, c, l);
+    let ws = values(w);
+    let mut cols = vec![0f32; geom.rows() * bl];
+    matmul_into(
+        &mut cols,
+        View::dense(&ws, c, geom.rows()).t(),
+        View::dense(&xt, c, bl),
+        false,
+    );
+    let bias = values(bias);
+    let mut y = vec![0f32; b * geom.big_len()];
+    let plane = oh * ow;
+    y.par_chunks_mut(geom.big_len())
+        .enumerate()
+        .for_each(|(i, img)| {
+            col2im_one(&cols, i, b, &geom, img);
+            for (oc, ch) in img.chunks_exact_mut(plane).enumerate() {
+                for v in ch {
+                    let z = *v + bias[oc];
+                    *v = if relu { z.max(0.0) } else { z };
+                }
+            }
+        });
+    let y = tensor(y, Shape::new([b, o, oh, ow]));
+    let saved = ConvSaved {
+        geom,
+        batch: b,
+        grid_c: c,
+        data: keep_input.then(|| tensor(xt, Shape::new([c, bl]))),
+        w: None,
+        y: None,
+    };
+    (y, saved)
+}
+
+/// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias).
+pub(super) fn conv_transpose2d_backward(
+    g: FlexTensor,
+    st: &ConvSaved,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    let geom = &st.geom;
+    let (b, c, l) = (st.batch, st.grid_c, geom.len());
+    let (o, plane) = (geom.c, geom.big[0] * geom.big[1]);
+    let bl = b * l;
+    // Mask by the ReLU in place and sum per output channel.
+    let mut g = owned(g);
+    let gs = g.storage_mut::<f32>();
+    if let Some(y) = st.y.as_ref() {
+        let ys = values(y);
+        gs.par_chunks_mut(plane)
+            .zip(ys.par_chunks(plane))
+            .for_each(|(g, y)| {
+                for (g, &y) in g.iter_mut().zip(y) {
+                    if y <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            });
+    }
+    let db: Vec<f32> = (0..o)
+        .into_par_iter()
+        .map(|oc| {
+            (0..b)
+                .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
+                .sum()
+        })
+        .collect();
+    let gcols = im2col(gs, b, geom);
+    let dw = st.data.as_ref().map(|xt| {
+        let xt = values(xt);
+        let mut dw = vec![0f32; c * geom.rows()];
+        matmul_into(
+            &mut dw,
+            View::dense(&xt, c, bl),
+            View::dense(&gcols, geom.rows(), bl).t(),
+            false,
+        );
+        tensor(dw, Shape::new([c, o, geom.k[0], geom.k[1]]))
+    });
+    let dx = st.w.as_ref().map(|w| {
+        let ws = values(w);
+        let mut dxt = vec![0f32; c * bl];
+        matmul_into(
+            &mut dxt,
+            View::dense(&ws, c, geom.rows()),
+            View::dense(&gcols, geom.rows(), bl),
+            false,
+        );
+        let dx = to_batch_major(&dxt, b, c, l, None, false);
+        tensor(dx, Shape::new([b, c, geom.grid[0], geom.grid[1]]))
+    });
+    (dx, dw, tensor(db, Shape::new([o])))
+}
