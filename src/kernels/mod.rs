@@ -2,8 +2,8 @@
 //! burn's backend-extension mechanism (`#[backend_extension]`).
 //!
 //! The profiles in BENCHMARKS.md showed burn-flex's convolution kernels taking half of a conv
-//! preset's training step, and, outside the matrix products, most of a dense
-//! preset's training step went to burn's one-op-at-a-time element-wise kernels: bias add,
+//! preset's training step and, for the dense presets, most of the time outside the matrix
+//! products going to burn's one-op-at-a-time element-wise kernels: bias add,
 //! ReLU and its mask in the backward pass, sigmoid, the loss and its gradient, and the eight
 //! tensor operations of each Adam update, each allocating and writing a full tensor. burn has
 //! no fusion on its CPU backend, so these are written by hand here:
