@@ -5,6 +5,8 @@
 //! - `step/<preset>`: one training step (forward, loss, backward, Adam) on a random batch of
 //!   the preset's default batch size; throughput in images.
 //! - `conv/<layer>`: forward, and forward + backward, of each convolution of `conv64`.
+//! - `fused/<layer>`: the same convolutions through mnist-ae's fused kernels (with the ReLU
+//!   that follows them in the model), forward and forward + backward.
 //! - `batch`: turning 256 MNIST-sized u8 images into a scaled tensor.
 //! - `adam/mlp`: one Adam update of the `mlp` preset (gradients precomputed).
 
@@ -149,6 +151,33 @@ fn convs(c: &mut Criterion) {
     group.finish();
 }
 
+fn fused_convs(c: &mut Criterion) {
+    use mnist_ae::kernels;
+    use mnist_ae::model::layers::{conv, convt};
+    let device = device();
+    let b = 32;
+    let mut group = c.benchmark_group("fused");
+    group.throughput(Throughput::Elements(b as u64));
+    for l in CONV64 {
+        let (cin, cout, k, s, p, side) = (l.cin, l.cout, l.k, l.stride, l.pad, l.side);
+        let x = random([b, cin, side, side], &device).require_grad();
+        let run: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = if l.transposed {
+            let layer = convt(cin, cout, k, s, p, 0, &device);
+            Box::new(move |x| kernels::conv_transpose2d(&layer, x, true).expect("fused"))
+        } else {
+            let layer = conv(cin, cout, k, s, p, &device);
+            Box::new(move |x| kernels::conv2d(&layer, x, true).expect("fused"))
+        };
+        group.bench_function(format!("{}/forward", l.name), |bench| {
+            bench.iter(|| run(x.clone()).into_data())
+        });
+        group.bench_function(format!("{}/forward_backward", l.name), |bench| {
+            bench.iter(|| run(x.clone()).sum().backward())
+        });
+    }
+    group.finish();
+}
+
 fn batching(c: &mut Criterion) {
     let device = Device::flex();
     let n = 1024;
@@ -189,5 +218,5 @@ fn adam(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, steps, convs, batching, adam);
+criterion_group!(benches, steps, convs, fused_convs, batching, adam);
 criterion_main!(benches);
