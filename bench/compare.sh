@@ -4,7 +4,8 @@
 # Presets and batch sizes from the performance issue: conv64 batch 32, mlp N=8 batch 256.
 # Each round trains every preset with mnist-ae, then with PyTorch, and takes their ratio; the
 # machine's speed drifts between minutes, so the ratio is taken round by round, and the median
-# ratio of the rounds is the figure to quote.
+# ratio of the rounds is the figure to quote. Each side's test MSE after the same epochs is
+# printed too (the goal is the same quality: within 2%).
 # PyTorch is installed into bench/.venv on first use; without it only mnist-ae is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 results="$tmp/results.txt"
-printf '%-8s %6s %6s %5s %14s %14s %7s\n' model batch epochs round mnist-ae_img/s pytorch_img/s ratio
+printf '%-8s %6s %6s %5s %14s %14s %7s %12s %12s\n' model batch epochs round mnist-ae_img/s pytorch_img/s ratio mnist-ae_mse pytorch_mse
 for round in $(seq 1 "$rounds"); do
   for spec in "conv64 32 2 64" "mlp 256 3 8"; do
     set -- $spec
@@ -33,13 +34,17 @@ for round in $(seq 1 "$rounds"); do
     # Images over seconds of all epochs (harmonic mean of metrics.jsonl's per-epoch figures),
     # as the PyTorch script counts.
     ours=$(python3 -c "import json,sys; r=[json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]; print(round(len(r)/sum(1/x for x in r)))" "$tmp/$model/metrics.jsonl")
-    theirs="-" ratio="-"
+    RAYON_NUM_THREADS=$threads $bin eval "$tmp/$model" --data-dir "$data" --no-download >/dev/null
+    ours_mse=$(python3 -c "import json,sys; print(f\"{json.load(open(sys.argv[1]))['test']['mse']:.6f}\")" "$tmp/$model/eval.json")
+    theirs="-" ratio="-" theirs_mse="-"
     if [ -n "$py" ]; then
-      theirs=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
-        --epochs "$epochs" --threads "$threads" --data-dir "$data" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
+      ref=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
+        --epochs "$epochs" --threads "$threads" --data-dir "$data")
+      theirs=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
+      theirs_mse=$(echo "$ref" | python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['test_mse']:.6f}\")")
       ratio=$(python3 -c "print(f'{$ours/$theirs:.2f}')")
     fi
-    printf '%-8s %6s %6s %5s %14s %14s %7s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$theirs" "$ratio"
+    printf '%-8s %6s %6s %5s %14s %14s %7s %12s %12s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$theirs" "$ratio" "$ours_mse" "$theirs_mse"
     echo "$model $ours $theirs" >> "$results"
   done
 done

@@ -21,3 +21,11 @@ pub mod report;
 pub mod run;
 pub mod train;
 pub mod viz;
+
+/// Serialises the unit tests that draw from burn's device-wide random generator, so that one
+/// test's seeded draws never interleave with another's (tests run on parallel threads).
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -22,6 +22,7 @@ fn layer(i: usize, o: usize, device: &Device) -> Linear {
 
 #[test]
 fn fused_linear_matches_burn_forward_and_gradients() {
+    let _rng = crate::rng_lock();
     let device = Device::flex().autodiff();
     for relu_after in [false, true] {
         let l = layer(37, 19, &device);
@@ -55,6 +56,7 @@ fn fused_linear_matches_burn_forward_and_gradients() {
 
 #[test]
 fn fused_linear_without_autodiff_and_on_a_narrowed_batch() {
+    let _rng = crate::rng_lock();
     let device = Device::flex();
     let l = layer(11, 5, &device);
     let x = Tensor::<2>::random([9, 11], Distribution::Normal(0.0, 1.0), &device);
@@ -66,6 +68,7 @@ fn fused_linear_without_autodiff_and_on_a_narrowed_batch() {
 
 #[test]
 fn fused_losses_match_their_definitions_and_gradients() {
+    let _rng = crate::rng_lock();
     let device = Device::flex().autodiff();
     let x = Tensor::<2>::random([6, 50], Distribution::Normal(0.0, 3.0), &device).require_grad();
     let t = Tensor::<2>::random([6, 50], Distribution::Uniform(0.0, 1.0), &device);
@@ -95,6 +98,7 @@ fn fused_losses_match_their_definitions_and_gradients() {
 
 #[test]
 fn fused_adam_follows_burns_adam() {
+    let _rng = crate::rng_lock();
     let device = Device::flex().autodiff();
     let start = layer(13, 7, &device);
     let x = Tensor::<2>::random([10, 13], Distribution::Normal(0.0, 1.0), &device);
@@ -122,6 +126,7 @@ fn fused_adam_follows_burns_adam() {
 /// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs).
 #[test]
 fn fused_convolutions_match_burn_forward_and_gradients() {
+    let _rng = crate::rng_lock();
     use crate::model::layers::{conv, convt};
     use burn::tensor::Tensor as T;
     let device = Device::flex().autodiff();

@@ -177,6 +177,7 @@ mod tests {
 
     #[test]
     fn learns_spirals_and_gives_probabilities() {
+        let _rng = crate::rng_lock();
         let (x, y) = spirals(1500);
         let m = fit(&x, 2, &y, 3, 7, &Device::flex()).unwrap();
         let p = m.predict(&x);

@@ -362,6 +362,7 @@ mod tests {
     /// The matmul forms give the convolution's own output, for the shapes that take them.
     #[test]
     fn matmul_forms_equal_the_convolutions() {
+        let _rng = crate::rng_lock();
         let device = Device::flex();
         device.seed(3);
         let x = Tensor::random([5, 32, 7, 7], Distribution::Normal(0.0, 1.0), &device);
@@ -381,6 +382,7 @@ mod tests {
     /// and stride.
     #[test]
     fn first_layer_equals_the_convolution() {
+        let _rng = crate::rng_lock();
         let device = Device::flex();
         device.seed(5);
         let x = Tensor::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
@@ -395,6 +397,7 @@ mod tests {
     /// run, tested in `kernels`).
     #[test]
     fn other_shapes_use_forward() {
+        let _rng = crate::rng_lock();
         let device = Device::flex();
         device.seed(4);
         let x = Tensor::random([2, 16, 14, 14], Distribution::Normal(0.0, 1.0), &device);

@@ -124,20 +124,19 @@ fn shard_ranges(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Sums the shards' gradients of every parameter of the visited model, each weighted by its
-/// shard's share of the batch: the gradient of the whole batch's mean loss.
+/// Sums the shards' gradients of every parameter of the visited model. Each shard's loss was
+/// weighted by its share of the batch before its backward pass, so the sum is the gradient of
+/// the whole batch's mean loss.
 struct CombineGrads {
     parts: Vec<GradientsParams>,
-    weights: Vec<f32>,
     out: GradientsParams,
 }
 
 impl ModuleVisitor for CombineGrads {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let mut acc: Option<Tensor<D>> = None;
-        for (g, &w) in self.parts.iter_mut().zip(&self.weights) {
+        for g in self.parts.iter_mut() {
             if let Some(t) = g.remove::<D>(param.id) {
-                let t = t.mul_scalar(w);
                 acc = Some(match acc {
                     Some(a) => a + t,
                     None => t,
@@ -206,22 +205,22 @@ pub fn step(
             )
         })
         .collect();
+    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n as f64).collect();
     let results: Vec<(f64, GradientsParams)> = jobs
         .into_par_iter()
-        .map(|(m, x, t, e)| {
-            let l = shard_loss(&m, config, x, t, e);
+        .zip(&weights)
+        .map(|((m, x, t, e), &w)| {
+            let l = shard_loss(&m, config, x, t, e).mul_scalar(w);
             let lv = l.clone().into_scalar::<f32>() as f64;
             (lv, GradientsParams::from_grads(l.backward(), &m))
         })
         .collect();
-    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n as f64).collect();
-    let lv: f64 = results.iter().zip(&weights).map(|((l, _), w)| l * w).sum();
+    let lv: f64 = results.iter().map(|(l, _)| l).sum();
     if !lv.is_finite() {
         return (model, lv);
     }
     let mut combine = CombineGrads {
         parts: results.into_iter().map(|(_, g)| g).collect(),
-        weights: weights.iter().map(|&w| w as f32).collect(),
         out: GradientsParams::new(),
     };
     model.visit(&mut combine);
