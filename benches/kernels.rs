@@ -6,7 +6,7 @@
 //!   the preset's default batch size; throughput in images.
 //! - `conv/<layer>`: forward, and forward + backward, of each convolution of `conv64`.
 //! - `fused/<layer>`: the same convolutions through mnist-ae's fused kernels (with the ReLU
-//!   that follows them in the model), forward and forward + backward.
+//!   that follows them in the model): forward without autodiff, and forward + backward.
 //! - `batch`: turning 256 MNIST-sized u8 images into a scaled tensor.
 //! - `adam/mlp`: one Adam update of the `mlp` preset (gradients precomputed).
 
@@ -154,6 +154,7 @@ fn convs(c: &mut Criterion) {
 fn fused_convs(c: &mut Criterion) {
     use mnist_ae::kernels;
     use mnist_ae::model::layers::{conv, convt};
+    type Run = Box<dyn Fn(Tensor<4>) -> Tensor<4>>;
     let device = device();
     let b = 32;
     let mut group = c.benchmark_group("fused");
@@ -161,18 +162,28 @@ fn fused_convs(c: &mut Criterion) {
     for l in CONV64 {
         let (cin, cout, k, s, p, side) = (l.cin, l.cout, l.k, l.stride, l.pad, l.side);
         let x = random([b, cin, side, side], &device).require_grad();
-        let run: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = if l.transposed {
+        // Training (autodiff) and inference (plain) forms of the same layer.
+        let (train, infer): (Run, Run) = if l.transposed {
             let layer = convt(cin, cout, k, s, p, 0, &device);
-            Box::new(move |x| kernels::conv_transpose2d(&layer, x, true).expect("fused"))
+            let plain = layer.valid();
+            (
+                Box::new(move |x| kernels::conv_transpose2d(&layer, x, true).expect("fused")),
+                Box::new(move |x| kernels::conv_transpose2d(&plain, x, true).expect("fused")),
+            )
         } else {
             let layer = conv(cin, cout, k, s, p, &device);
-            Box::new(move |x| kernels::conv2d(&layer, x, true).expect("fused"))
+            let plain = layer.valid();
+            (
+                Box::new(move |x| kernels::conv2d(&layer, x, true).expect("fused")),
+                Box::new(move |x| kernels::conv2d(&plain, x, true).expect("fused")),
+            )
         };
+        let x_plain = x.clone().inner();
         group.bench_function(format!("{}/forward", l.name), |bench| {
-            bench.iter(|| run(x.clone()).into_data())
+            bench.iter(|| infer(x_plain.clone()).into_data())
         });
         group.bench_function(format!("{}/forward_backward", l.name), |bench| {
-            bench.iter(|| run(x.clone()).sum().backward())
+            bench.iter(|| train(x.clone()).sum().backward())
         });
     }
     group.finish();
