@@ -25,6 +25,8 @@ impl FusedAdam {
     /// gradient, as PyTorch and burn's `WeightDecay` do).
     pub fn new(epsilon: f32, weight_decay: f32) -> Self {
         let (beta_1, beta_2) = (0.9, 0.999);
+        // A penalty only when positive, on both paths (burn's `WeightDecay` is built only then).
+        let weight_decay = weight_decay.max(0.0);
         let wd = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay));
         let fallback = AdamConfig::new()
             .with_beta_1(beta_1)

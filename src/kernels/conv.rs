@@ -232,6 +232,10 @@ pub(super) fn conv2d_forward(
         c, c2,
         "fused_conv2d: input has {c} channels, the weight {c2}"
     );
+    assert!(
+        b > 0 && o > 0 && s > 0 && h + 2 * p >= kh && wd + 2 * p >= kw,
+        "fused_conv2d: unsupported geometry (the wrapper `kernels::conv2d` checks it)"
+    );
     let (oh, ow) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1);
     let geom = Geom {
         c,
@@ -316,6 +320,11 @@ pub(super) fn conv_transpose2d_forward(
     assert_eq!(
         c, c2,
         "fused_conv_transpose2d: input has {c} channels, the weight {c2}"
+    );
+    let fits = |n: usize, k: usize| n > 0 && (n - 1) * s + k + op > 2 * p;
+    assert!(
+        b > 0 && o > 0 && s > 0 && fits(h, kh) && fits(wd, kw),
+        "fused_conv_transpose2d: unsupported geometry (the wrapper checks it)"
     );
     let (oh, ow) = (
         (h - 1) * s + kh + op - 2 * p,

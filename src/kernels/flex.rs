@@ -4,7 +4,7 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::Flex;
-use burn::tensor::{Shape, TensorData};
+use burn::tensor::{DType, Shape, TensorData};
 use rayon::prelude::*;
 
 use super::conv;
@@ -16,6 +16,11 @@ const BLOCK: usize = 1 << 14;
 
 /// The `f32` values of `t` in row-major order, borrowed when `t` is contiguous.
 pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "fused kernels: only f32 tensors are supported"
+    );
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => {
@@ -200,9 +205,9 @@ pub(super) fn recon_loss_and_grad(
     let x = values(logits);
     let t = values(target);
     assert_eq!(
-        x.len(),
-        t.len(),
-        "fused_recon_loss: logits and target differ in size"
+        logits.layout().shape(),
+        target.layout().shape(),
+        "fused_recon_loss: logits and target differ in shape"
     );
     let mut grad = if with_grad {
         vec![0f32; x.len()]

@@ -41,8 +41,8 @@ impl<'a> View<'a> {
     /// A row-major `[rows, cols]` matrix held in `data`.
     pub(super) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert_eq!(
-            data.len(),
-            rows * cols,
+            Some(data.len()),
+            rows.checked_mul(cols),
             "matmul: matrix size differs from its data"
         );
         View {
@@ -71,10 +71,13 @@ impl<'a> View<'a> {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
-        let last = self.offset as isize
-            + (self.rows as isize - 1) * self.rs
-            + (self.cols as isize - 1) * self.cs;
-        (last as usize) < self.data.len()
+        // Checked: a layout whose extent overflows is out of bounds, never wrapped around.
+        let extent = |n: usize, stride: isize| (n as isize - 1).checked_mul(stride);
+        let last = extent(self.rows, self.rs)
+            .zip(extent(self.cols, self.cs))
+            .and_then(|(r, c)| r.checked_add(c))
+            .and_then(|rc| rc.checked_add(isize::try_from(self.offset).ok()?));
+        last.is_some_and(|last| (last as usize) < self.data.len())
     }
 
     /// Rows.

@@ -112,8 +112,10 @@ pub fn fused_here(device: &Device) -> bool {
 
 /// `layer`'s output for `x`, followed by ReLU when `relu`: one fused operation on the CPU.
 pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
+    let [n, _] = x.dims();
+    let o = layer.weight.dims()[1];
     match &layer.bias {
-        Some(bias) if fused_here(&x.device()) => {
+        Some(bias) if n > 0 && o > 0 && fused_here(&x.device()) => {
             let y = <burn::backend::Dispatch as FusedOps>::fused_linear(
                 x.into_dispatch(),
                 layer.weight.val().into_dispatch(),
@@ -143,10 +145,12 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
         PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
         _ => return None,
     };
-    let [_, _, h, w] = x.dims();
+    let [b, _, h, w] = x.dims();
     let [kh, kw] = layer.kernel_size;
     let [sh, sw] = layer.stride;
-    let plain = layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0;
+    let o = layer.weight.dims()[0];
+    let plain =
+        layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0 && b > 0 && o > 0;
     if !plain || h + 2 * p < kh || w + 2 * p < kw || !fused_here(&x.device()) {
         return None;
     }
@@ -169,9 +173,10 @@ pub fn conv_transpose2d(
     relu_after: bool,
 ) -> Option<Tensor<4>> {
     let bias = layer.bias.as_ref()?;
-    let [_, _, h, w] = x.dims();
+    let [b, _, h, w] = x.dims();
     let [kh, kw] = layer.kernel_size;
     let [s, s2] = layer.stride;
+    let o = layer.weight.dims()[1];
     let [p, p2] = layer.padding;
     let [op, op2] = layer.padding_out;
     let plain = layer.dilation == [1, 1]
@@ -181,7 +186,9 @@ pub fn conv_transpose2d(
         && p == p2
         && op == op2
         && h > 0
-        && w > 0;
+        && w > 0
+        && b > 0
+        && o > 0;
     let fits = plain && (h - 1) * s + kh + op > 2 * p && (w - 1) * s + kw + op > 2 * p;
     if !fits || !fused_here(&x.device()) {
         return None;

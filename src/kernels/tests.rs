@@ -219,3 +219,17 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
         }
     }
 }
+
+/// Shapes the fused kernels do not take (an empty batch here) go to burn's operations.
+#[test]
+fn empty_batches_are_left_to_burn() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex();
+    let c = crate::model::layers::conv(1, 2, 3, 2, 1, &device);
+    let empty = Tensor::<4>::zeros([0, 1, 28, 28], &device);
+    assert!(super::conv2d(&c, empty.clone(), true).is_none());
+    let t = crate::model::layers::convt(1, 2, 3, 2, 1, 0, &device);
+    assert!(super::conv_transpose2d(&t, empty, true).is_none());
+    let x = Tensor::<4>::zeros([2, 1, 28, 28], &device);
+    assert!(super::conv2d(&c, x, true).is_some());
+}
