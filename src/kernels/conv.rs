@@ -11,7 +11,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use super::flex::{owned, tensor, values};
+use super::flex::{owned, relu_mask, tensor, values};
 use super::matmul::{matmul_into, View};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
@@ -82,9 +82,8 @@ fn offsets(g: &Geom) -> Vec<usize> {
 
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
-fn im2col(x: &[f32], b: usize, g: &Geom) -> Vec<f32> {
+fn im2col(x: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
     let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
-    let t = offsets(g);
     let mut cols = vec![0f32; g.rows() * bl];
     cols.par_chunks_mut(bl).enumerate().for_each(|(r, row)| {
         let tr = &t[r * l..(r + 1) * l];
@@ -112,12 +111,11 @@ fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, t: &[usize], img: &mut
 }
 
 /// The big images `[b, c, H, W]` from a patch matrix (sums where patches overlap).
-fn col2im(cols: &[f32], b: usize, g: &Geom) -> Vec<f32> {
-    let t = offsets(g);
+fn col2im(cols: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
     let mut x = vec![0f32; b * g.big_len()];
     x.par_chunks_mut(g.big_len())
         .enumerate()
-        .for_each(|(i, img)| col2im_one(cols, i, b, g, &t, img));
+        .for_each(|(i, img)| col2im_one(cols, i, b, g, t, img));
     x
 }
 
@@ -207,6 +205,8 @@ pub(super) struct ConvSaved {
     batch: usize,
     /// Channels on the grid side: the convolution's output, the transposed convolution's input.
     grid_c: usize,
+    /// [`offsets`] of `geom`, computed once in the forward pass.
+    offsets: Vec<usize>,
     /// The patch matrix (convolution) or the channel-major input (transposed convolution),
     /// kept when the weight needs a gradient.
     pub(super) data: Option<FlexTensor>,
@@ -246,7 +246,8 @@ pub(super) fn conv2d_forward(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
-    let cols = im2col(&values(x), b, &geom);
+    let t = offsets(&geom);
+    let cols = im2col(&values(x), b, &geom, &t);
     let ws = values(w);
     let mut yt = vec![0f32; o * bl];
     matmul_into(
@@ -261,6 +262,7 @@ pub(super) fn conv2d_forward(
         geom,
         batch: b,
         grid_c: o,
+        offsets: t,
         data: keep_cols.then(|| tensor(cols, Shape::new([geom.rows(), bl]))),
         w: None,
         y: None,
@@ -299,7 +301,7 @@ pub(super) fn conv2d_backward(
             View::dense(&gm, o, bl),
             false,
         );
-        let dx = col2im(&dcols, b, geom);
+        let dx = col2im(&dcols, b, geom, &st.offsets);
         tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
     });
     (dx, dw, tensor(db, Shape::new([o])))
@@ -368,6 +370,7 @@ pub(super) fn conv_transpose2d_forward(
         geom,
         batch: b,
         grid_c: c,
+        offsets: t,
         data: keep_input.then(|| tensor(xt, Shape::new([c, bl]))),
         w: None,
         y: None,
@@ -388,16 +391,7 @@ pub(super) fn conv_transpose2d_backward(
     let mut g = owned(g);
     let gs = g.storage_mut::<f32>();
     if let Some(y) = st.y.as_ref() {
-        let ys = values(y);
-        gs.par_chunks_mut(plane)
-            .zip(ys.par_chunks(plane))
-            .for_each(|(g, y)| {
-                for (g, &y) in g.iter_mut().zip(y) {
-                    if y <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
-            });
+        relu_mask(gs, &values(y));
     }
     let db: Vec<f32> = (0..o)
         .into_par_iter()
@@ -407,7 +401,7 @@ pub(super) fn conv_transpose2d_backward(
                 .sum()
         })
         .collect();
-    let gcols = im2col(gs, b, geom);
+    let gcols = im2col(gs, b, geom, &st.offsets);
     let dw = st.data.as_ref().map(|xt| {
         let xt = values(xt);
         let mut dw = vec![0f32; c * geom.rows()];

@@ -2,7 +2,6 @@
 //! threads in blocks large enough that each costs more than a task switch.
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorData};
 use rayon::prelude::*;
@@ -54,32 +53,42 @@ fn storage(t: &mut FlexTensor) -> &mut [f32] {
     t.storage_mut::<f32>()
 }
 
-/// `y += b` on each row, then ReLU when `relu`.
-fn bias_act(y: &mut [f32], b: &[f32], relu: bool) {
-    let o = b.len();
-    let rows_per_task = (BLOCK / o.max(1)).max(1);
-    y.par_chunks_mut(rows_per_task * o).for_each(|rows| {
-        for row in rows.chunks_exact_mut(o) {
-            for (v, &bias) in row.iter_mut().zip(b) {
-                let s = *v + bias;
-                *v = if relu { s.max(0.0) } else { s };
+/// `g ← g ⊙ [y > 0]`: the ReLU's backward pass, from its output `y`.
+pub(super) fn relu_mask(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(BLOCK)
+        .zip(y.par_chunks(BLOCK))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
             }
-        }
-    });
+        });
+}
+
+/// `t` itself when it can be read as a matrix view (2-D, non-negative strides: every tensor
+/// the models pass), else a contiguous copy.
+fn viewable(t: FlexTensor) -> FlexTensor {
+    if View::of(&t).is_some() {
+        t
+    } else {
+        owned(t)
+    }
+}
+
+/// The matrix view of a tensor from [`viewable`].
+fn view(t: &FlexTensor) -> View<'_> {
+    View::of(t).expect("fused kernels: matrix operands are 2-D")
 }
 
 /// `a·b`, with `a` and/or `b` transposed first (views, no copies).
 pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexTensor {
-    if let (Some(av), Some(bv)) = (View::of(&a), View::of(&b)) {
-        let av = if ta { av.t() } else { av };
-        let bv = if tb { bv.t() } else { bv };
-        let mut out = vec![0f32; av.rows() * bv.cols()];
-        matmul_into(&mut out, av, bv, false);
-        return tensor(out, Shape::new([av.rows(), bv.cols()]));
-    }
-    let a = if ta { Flex::float_transpose(a) } else { a };
-    let b = if tb { Flex::float_transpose(b) } else { b };
-    Flex::float_matmul(a, b)
+    let (a, b) = (viewable(a), viewable(b));
+    let av = if ta { view(&a).t() } else { view(&a) };
+    let bv = if tb { view(&b).t() } else { view(&b) };
+    let mut out = vec![0f32; av.rows() * bv.cols()];
+    matmul_into(&mut out, av, bv, false);
+    tensor(out, Shape::new([av.rows(), bv.cols()]))
 }
 
 /// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
@@ -91,30 +100,27 @@ pub(super) fn linear_forward(
     relu: bool,
 ) -> FlexTensor {
     let bias = values(b);
-    if let (Some(xv), Some(wv)) = (View::of(&x), View::of(&w)) {
-        let (n, o) = (xv.rows(), wv.cols());
-        assert_eq!(
-            bias.len(),
-            o,
-            "fused_linear: bias size differs from the output width"
-        );
-        let mut y = Vec::with_capacity(n * o);
-        for _ in 0..n {
-            y.extend_from_slice(&bias);
-        }
-        matmul_into(&mut y, xv, wv, true);
-        if relu {
-            y.par_chunks_mut(BLOCK).for_each(|c| {
-                for v in c {
-                    *v = v.max(0.0);
-                }
-            });
-        }
-        return tensor(y, Shape::new([n, o]));
+    let (x, w) = (viewable(x), viewable(w));
+    let (xv, wv) = (view(&x), view(&w));
+    let (n, o) = (xv.rows(), wv.cols());
+    assert_eq!(
+        bias.len(),
+        o,
+        "fused_linear: bias size differs from the output width"
+    );
+    let mut y = Vec::with_capacity(n * o);
+    for _ in 0..n {
+        y.extend_from_slice(&bias);
     }
-    let mut y = owned(Flex::float_matmul(x, w));
-    bias_act(storage(&mut y), &bias, relu);
-    y
+    matmul_into(&mut y, xv, wv, true);
+    if relu {
+        y.par_chunks_mut(BLOCK).for_each(|c| {
+            for v in c {
+                *v = v.max(0.0);
+            }
+        });
+    }
+    tensor(y, Shape::new([n, o]))
 }
 
 /// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result
@@ -127,16 +133,7 @@ pub(super) fn relu_mask_and_bias_grad(
     let o = *g.layout().shape().as_slice().last().unwrap_or(&1);
     let gs = storage(&mut g);
     if let Some(y) = y {
-        let ys = values(y);
-        gs.par_chunks_mut(BLOCK)
-            .zip(ys.par_chunks(BLOCK))
-            .for_each(|(g, y)| {
-                for (g, &y) in g.iter_mut().zip(y) {
-                    if y <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
-            });
+        relu_mask(gs, &values(y));
     }
     // Column sums in f32, row by row (the summation order of a plain loop, vectorised along
     // the row); rows are split over two halves summed separately then added.
