@@ -45,11 +45,16 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (mnist-ae's --lr)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--data-dir", default=os.environ.get("MNIST_AE_DATA", "../shared/data/mnist"))
+    p.add_argument("--init", help="start from this state dict (safetensors, e.g. `mnist-ae export --torch` of an\n"
+                   "untrained run) instead of PyTorch's own initialisation")
     p.add_argument("--save", help="write the trained state dict here (safetensors), for `mnist-ae import`")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = PRESETS[a.model](a.latent_dim) if a.latent_dim else PRESETS[a.model]()
+    if a.init:
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(a.init))
     tanh = a.model in TANH
     d = a.data_dir
     xtr = read_idx(f"{d}/train-images-idx3-ubyte.gz")

@@ -7,6 +7,10 @@
 //! - `conv/<layer>`: forward, and forward + backward, of each convolution of `conv64`.
 //! - `fused/<layer>`: the same convolutions through mnist-ae's fused kernels (with the ReLU
 //!   that follows them in the model): forward without autodiff, and forward + backward.
+//! - `linear/<input>_b<n>`: the `mlp` preset's first layer (784→392, ReLU) through the fused
+//!   kernel, forward without autodiff and forward + weight gradient, on `n` real MNIST test
+//!   images (mostly zeros: the sparse product) and on as many uniform random ones (dense: gemm).
+//!   Needs the MNIST files in `$MNIST_AE_DATA` (else the group is skipped with a message).
 //! - `batch`: turning 256 MNIST-sized u8 images into a scaled tensor.
 //! - `adam/mlp`: one Adam update of the `mlp` preset (gradients precomputed).
 
@@ -189,6 +193,44 @@ fn fused_convs(c: &mut Criterion) {
     group.finish();
 }
 
+fn first_layer(c: &mut Criterion) {
+    use mnist_ae::kernels;
+    let Some(dir) = std::env::var_os("MNIST_AE_DATA").map(std::path::PathBuf::from) else {
+        eprintln!("linear/*: skipped, MNIST_AE_DATA is not set");
+        return;
+    };
+    let test = match mnist_ae::data::dataset::load_split(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("linear/*: skipped, {e}");
+            return;
+        }
+    };
+    let device = device();
+    let layer = mnist_ae::model::layers::linear(784, 392, &device);
+    let plain = layer.valid();
+    let mut group = c.benchmark_group("linear");
+    for n in [128, 256] {
+        let idx: Vec<usize> = (0..n).collect();
+        let mnist = test.batch(&idx, Scale::ZeroOne, &device).reshape([n, 784]);
+        let uniform = Tensor::<2>::random([n, 784], Distribution::Uniform(0.0, 1.0), &device);
+        group.throughput(Throughput::Elements(n as u64));
+        for (name, x) in [("mnist", mnist), ("uniform", uniform)] {
+            let x_plain = x.clone().inner();
+            group.bench_function(format!("{name}_b{n}/forward"), |bench| {
+                bench.iter(|| kernels::linear(&plain, x_plain.clone(), true).into_data())
+            });
+            group.bench_function(format!("{name}_b{n}/forward_backward"), |bench| {
+                bench.iter(|| kernels::linear(&layer, x.clone(), true).sum().backward())
+            });
+        }
+    }
+    group.finish();
+}
+
 fn batching(c: &mut Criterion) {
     let device = Device::flex();
     let n = 1024;
@@ -229,5 +271,13 @@ fn adam(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, steps, convs, fused_convs, batching, adam);
+criterion_group!(
+    benches,
+    steps,
+    convs,
+    fused_convs,
+    first_layer,
+    batching,
+    adam
+);
 criterion_main!(benches);

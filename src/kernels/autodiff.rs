@@ -11,8 +11,10 @@ use burn::tensor::Shape;
 
 use super::conv::{self, ConvSaved};
 use super::flex::{
-    linear_forward, product, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by, tensor,
+    linear_forward, product, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by,
+    sparse_t_product, tensor,
 };
+use super::sparse::Csr;
 use super::{FusedOps, LossKind};
 
 /// Backward of `y = act(x·w + b)`: with `g` the incoming gradient masked by the ReLU,
@@ -20,9 +22,17 @@ use super::{FusedOps, LossKind};
 #[derive(Debug)]
 struct LinearBackward;
 
+/// The input as the backward pass needs it for `∂w = xᵀ·g`: the tensor, or its compressed
+/// form when the forward pass found it mostly zeros.
+#[derive(Debug, Clone)]
+enum Input {
+    Dense(FlexTensor),
+    Sparse(Csr),
+}
+
 /// What the backward pass keeps: `x` when `w` needs a gradient, `w` when `x` does, and the
 /// output when a ReLU followed.
-type LinearState = (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>);
+type LinearState = (Option<Input>, Option<FlexTensor>, Option<FlexTensor>);
 
 impl Backward<Flex, 3> for LinearBackward {
     type State = LinearState;
@@ -37,7 +47,10 @@ impl Backward<Flex, 3> for LinearBackward {
             grads.register::<Flex>(node.id, tensor(db, Shape::new([n])));
         }
         if let (Some(node), Some(x)) = (node_w, x) {
-            let dw = product(x, true, g.clone(), false);
+            let dw = match x {
+                Input::Dense(x) => product(x, true, g.clone(), false),
+                Input::Sparse(x) => sparse_t_product(&x, g.clone()),
+            };
             grads.register::<Flex>(node.id, dw);
         }
         if let (Some(node), Some(w)) = (node_x, w) {
@@ -151,19 +164,26 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
         let nodes = [x.node(), w.node(), b.node()];
         let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+        // Only an untracked input (the data) is checked for sparsity: hidden activations are
+        // about half zeros, too dense for the sparse product to win.
+        let sparse_x = !x_tracked;
         match LinearBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let keep_x = w_tracked.then(|| x.clone());
+                let dense_x = w_tracked.then(|| x.clone());
                 let keep_w = x_tracked.then(|| w.clone());
-                let y = linear_forward(x, w, &b, relu);
+                let (y, sparse) = linear_forward(x, w, &b, relu, sparse_x);
+                let keep_x = match sparse {
+                    Some(csr) if w_tracked => Some(Input::Sparse(csr)),
+                    _ => dense_x.map(Input::Dense),
+                };
                 let keep_y = relu.then(|| y.clone());
                 prep.finish((keep_x, keep_w, keep_y), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(linear_forward(x, w, &b, relu)),
+            OpsKind::UnTracked(prep) => prep.finish(linear_forward(x, w, &b, relu, sparse_x).0),
         }
     }
 

@@ -4,10 +4,12 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorData};
+use pulp::Arch;
 use rayon::prelude::*;
 
 use super::conv;
 use super::matmul::{matmul_into, View};
+use super::sparse::{self, Csr};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
 /// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
@@ -91,14 +93,27 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
     tensor(out, Shape::new([av.rows(), bv.cols()]))
 }
 
+/// `xᵀ·g` for a sparse `x` (from the forward pass) and a dense `g`.
+pub(super) fn sparse_t_product(x: &Csr, g: FlexTensor) -> FlexTensor {
+    let g = owned(g);
+    let xt = x.transpose();
+    let gv = view(&g);
+    let mut out = vec![0f32; xt.rows() * gv.cols()];
+    sparse::matmul_acc(&mut out, &xt, gv);
+    tensor(out, Shape::new([xt.rows(), gv.cols()]))
+}
+
 /// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
-/// it, then the ReLU applied in place.
+/// it, then the ReLU applied in place. When `sparse_x` (`x` may be mostly zeros: a model's
+/// input) and `x` is, the product takes the sparse kernel, and `x`'s compressed form is
+/// returned for the backward pass.
 pub(super) fn linear_forward(
     x: FlexTensor,
     w: FlexTensor,
     b: &FlexTensor,
     relu: bool,
-) -> FlexTensor {
+    sparse_x: bool,
+) -> (FlexTensor, Option<Csr>) {
     let bias = values(b);
     let (x, w) = (viewable(x), viewable(w));
     let (xv, wv) = (view(&x), view(&w));
@@ -112,7 +127,13 @@ pub(super) fn linear_forward(
     for _ in 0..n {
         y.extend_from_slice(&bias);
     }
-    matmul_into(&mut y, xv, wv, true);
+    let csr = (sparse_x && wv.row_contiguous())
+        .then(|| Csr::sparse(xv))
+        .flatten();
+    match &csr {
+        Some(x) => sparse::matmul_acc(&mut y, x, wv),
+        None => matmul_into(&mut y, xv, wv, true),
+    }
     if relu {
         y.par_chunks_mut(BLOCK).for_each(|c| {
             for v in c {
@@ -120,7 +141,7 @@ pub(super) fn linear_forward(
             }
         });
     }
-    tensor(y, Shape::new([n, o]))
+    (tensor(y, Shape::new([n, o])), csr)
 }
 
 /// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result
@@ -189,6 +210,111 @@ fn loss_and_grad(kind: LossKind, x: f32, t: f32) -> (f32, f32) {
     }
 }
 
+/// `e^x`, within about 2 ulp for |x| ≤ 87 (clamped there): Cephes' `expf` (round `x/ln 2`
+/// to an integer `n`, a degree-7 polynomial for `e^r` on the remainder, `2^n` from the
+/// exponent bits). Plain arithmetic, so that loops calling it vectorise, which libm's `expf`
+/// calls do not: sigmoid's `exp` was the costliest part of the loss pass.
+#[inline(always)]
+fn exp_fast(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 87.0);
+    // Round to nearest by adding and subtracting 1.5·2²³.
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// Elements per partial sum of the loss inside a block: summed in `f32` lanes, then added
+/// in `f64`.
+const LANE_SUM: usize = 256;
+
+/// The sigmoid + squared-error loss pass (the default loss of every sigmoid preset) in
+/// blocks: per block, the sum of `(σ(x) − t)²` and, when `grad` is not empty,
+/// `grad = scale · 2(σ(x) − t)·σ(x)(1 − σ(x))`. Compiled for the CPU's widest vectors (pulp
+/// picks at run time) with [`exp_fast`]; 16 lanes of `f32` partial sums per 256 elements,
+/// each block's total in `f64`, so the result does not depend on the thread count.
+fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec<f64> {
+    // One element: its loss, and its gradient.
+    #[inline(always)]
+    fn one(x: f32, t: f32, scale: f32) -> (f32, f32) {
+        let a = 1.0 / (1.0 + exp_fast(-x));
+        let d = a - t;
+        (d * d, 2.0 * d * a * (1.0 - a) * scale)
+    }
+    let block = |x: &[f32], t: &[f32], g: Option<&mut [f32]>| {
+        Arch::new().dispatch(|| {
+            let mut total = 0f64;
+            let mut lanes = [0f32; 16];
+            let mut flush = |lanes: &mut [f32; 16]| {
+                total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                *lanes = [0.0; 16];
+            };
+            match g {
+                Some(g) => {
+                    for ((x, t), g) in x
+                        .chunks(LANE_SUM)
+                        .zip(t.chunks(LANE_SUM))
+                        .zip(g.chunks_mut(LANE_SUM))
+                    {
+                        let (x16, t16, g16) = (
+                            x.chunks_exact(16),
+                            t.chunks_exact(16),
+                            g.chunks_exact_mut(16),
+                        );
+                        let (xr, tr) = (x16.remainder(), t16.remainder());
+                        let mut g16 = g16;
+                        for ((x, t), g) in x16.zip(t16).zip(&mut g16) {
+                            for l in 0..16 {
+                                let (v, d) = one(x[l], t[l], scale);
+                                lanes[l] += v;
+                                g[l] = d;
+                            }
+                        }
+                        for ((&x, &t), g) in xr.iter().zip(tr).zip(g16.into_remainder()) {
+                            let (v, d) = one(x, t, scale);
+                            lanes[0] += v;
+                            *g = d;
+                        }
+                        flush(&mut lanes);
+                    }
+                }
+                None => {
+                    for (x, t) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)) {
+                        let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
+                        let (xr, tr) = (x16.remainder(), t16.remainder());
+                        for (x, t) in x16.zip(t16) {
+                            for l in 0..16 {
+                                lanes[l] += one(x[l], t[l], scale).0;
+                            }
+                        }
+                        for (&x, &t) in xr.iter().zip(tr) {
+                            lanes[0] += one(x, t, scale).0;
+                        }
+                        flush(&mut lanes);
+                    }
+                }
+            }
+            total
+        })
+    };
+    if grad.is_empty() {
+        x.par_chunks(BLOCK)
+            .zip(t.par_chunks(BLOCK))
+            .map(|(x, t)| block(x, t, None))
+            .collect()
+    } else {
+        x.par_chunks(BLOCK)
+            .zip(t.par_chunks(BLOCK))
+            .zip(grad.par_chunks_mut(BLOCK))
+            .map(|((x, t), g)| block(x, t, Some(g)))
+            .collect()
+    }
+}
+
 /// `scale · Σ loss` and, when `with_grad`, `scale · ∂loss/∂logit` per element. Partial sums
 /// are taken per block in f64 and added in block order, so the result does not depend on the
 /// thread count.
@@ -211,7 +337,11 @@ pub(super) fn recon_loss_and_grad(
     } else {
         Vec::new()
     };
-    let sums: Vec<f64> = if with_grad {
+    let sums: Vec<f64> = if kind == LossKind::SigmoidMse {
+        let mut empty = Vec::new();
+        let g = if with_grad { &mut grad } else { &mut empty };
+        sigmoid_mse_blocks(&x, &t, g, scale)
+    } else if with_grad {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
             .zip(grad.par_chunks_mut(BLOCK))
@@ -282,7 +412,9 @@ impl FusedOps for Flex {
     }
 
     fn fused_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
-        linear_forward(x, w, &b, relu)
+        // Without autodiff (evaluation) any layer's input may be sparse; the check stops
+        // early on dense ones.
+        linear_forward(x, w, &b, relu, true).0
     }
 
     fn fused_recon_loss(
@@ -326,19 +458,44 @@ impl FusedAdamOps for Flex {
                 .zip(vs.par_chunks_mut(BLOCK))
                 .zip(g.par_chunks(BLOCK))
                 .for_each(|(((p, m), v), g)| {
-                    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                        let g = if weight_decay != 0.0 {
-                            g + weight_decay * *p
-                        } else {
-                            g
-                        };
-                        *m = *m * beta_1 + g * f1;
-                        *v = *v * beta_2 + g * g * f2;
-                        let u = (*m * c) / (v.sqrt() + eps);
-                        *p -= u * lr;
-                    }
+                    // Compiled for the CPU's widest vectors (pulp picks at run time); the
+                    // same operations in the same order, so results match the plain loop.
+                    Arch::new().dispatch(|| {
+                        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                            let g = if weight_decay != 0.0 {
+                                g + weight_decay * *p
+                            } else {
+                                g
+                            };
+                            *m = *m * beta_1 + g * f1;
+                            *v = *v * beta_2 + g * g * f2;
+                            let u = (*m * c) / (v.sqrt() + eps);
+                            *p -= u * lr;
+                        }
+                    })
                 });
         }
         (p, m, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_fast;
+
+    #[test]
+    fn exp_fast_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 87.0 {
+            let (got, want) = (exp_fast(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        // 2⁻²³ ≈ 1.19e-7 is one ulp at the top of a binade.
+        assert!(worst < 3.6e-7, "worst relative error {worst:e}");
+        // Clamped outside ±87: finite, and the sigmoid built on it saturates.
+        assert!(exp_fast(1e4).is_finite() && exp_fast(-1e4) > 0.0);
+        assert_eq!(1.0 / (1.0 + exp_fast(-1e4)), 1.0);
     }
 }

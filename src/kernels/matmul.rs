@@ -89,6 +89,21 @@ impl<'a> View<'a> {
     pub(super) fn cols(&self) -> usize {
         self.cols
     }
+
+    /// Whether each row is contiguous in memory (column stride 1, or a single column).
+    pub(super) fn row_contiguous(&self) -> bool {
+        self.cs == 1 || self.cols <= 1
+    }
+
+    /// Row `r` as a slice; the view must be [`row_contiguous`](Self::row_contiguous).
+    pub(super) fn row(&self, r: usize) -> &'a [f32] {
+        assert!(
+            self.row_contiguous() && r < self.rows,
+            "matmul: row out of view"
+        );
+        let start = self.offset + r * self.rs as usize;
+        &self.data[start..start + self.cols]
+    }
 }
 
 /// `dst ← (accumulate ? dst : 0) + a·b` with `dst` row-major `[a.rows, b.cols]`. Runs on the

@@ -25,6 +25,7 @@ mod autodiff;
 mod conv;
 mod flex;
 mod matmul;
+mod sparse;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, DispatchDevice};

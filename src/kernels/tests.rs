@@ -55,6 +55,49 @@ fn fused_linear_matches_burn_forward_and_gradients() {
 }
 
 #[test]
+fn fused_linear_on_a_sparse_input_matches_burn() {
+    // A model's input (untracked) that is mostly zeros, as MNIST pixels are, takes the sparse
+    // product forward and for the weight gradient; a narrowed batch starts at an offset.
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let l = layer(100, 70, &device);
+    let full = relu(Tensor::<2>::random(
+        [40, 100],
+        Distribution::Normal(-1.0, 1.0),
+        &device,
+    ));
+    let x = full.narrow(0, 3, 33);
+    let nonzero = x
+        .clone()
+        .greater_elem(0.0)
+        .float()
+        .mean()
+        .into_scalar::<f32>();
+    assert!(nonzero > 0.05 && nonzero < 0.3, "density {nonzero}");
+    let t = Tensor::<2>::random([33, 70], Distribution::Normal(0.0, 1.0), &device);
+    let y = linear(&l, x.clone(), true);
+    let reference = relu(l.forward(x));
+    assert!(max_diff(y.clone().inner(), reference.clone().inner()) < 1e-5);
+    let g1 = (y * t.clone()).sum().backward();
+    let g2 = (reference * t).sum().backward();
+    let dw = |g| l.weight.grad(g).expect("w has a gradient");
+    assert!(dw(&g1).abs().sum().into_scalar::<f32>() > 0.0);
+    assert!(max_diff(dw(&g1), dw(&g2)) < 1e-4, "dw");
+    let bias = l.bias.as_ref().expect("bias");
+    let db = |g| bias.grad(g).expect("b has a gradient");
+    assert!(max_diff(db(&g1), db(&g2)) < 1e-4, "db");
+    // Without autodiff too.
+    let plain = Device::flex();
+    let lp = layer(100, 70, &plain);
+    let xp = relu(Tensor::<2>::random(
+        [16, 100],
+        Distribution::Normal(-1.0, 1.0),
+        &plain,
+    ));
+    assert!(max_diff(linear(&lp, xp.clone(), false), lp.forward(xp)) < 1e-5);
+}
+
+#[test]
 fn fused_linear_without_autodiff_and_on_a_narrowed_batch() {
     let _rng = crate::rng_lock();
     let device = Device::flex();

@@ -1,0 +1,362 @@
+//! Matrix products whose left operand is mostly zeros: the first dense layer of a model fed
+//! MNIST pixels, where about 81% of the inputs are exactly 0 (blank background).
+//!
+//! `gemm` multiplies every zero. Here the left operand is compressed to its non-zero entries
+//! (compressed sparse rows) and each output row is the sum of the right operand's rows those
+//! entries select, scaled: `out[r, :] += Σ a[r, c] · b[c, :]`. That is the forward product of
+//! the layer (`x·w`, `x` sparse) and its weight gradient (`xᵀ·g`, `xᵀ` sparse). No crate does
+//! this for dense right operands at gemm-like speed (sparse crates such as sprs multiply
+//! scalar by scalar), hence this file; the SIMD goes through `pulp` (already in the build
+//! through `gemm`), which picks AVX-512, AVX2+FMA or plain code at run time, safely.
+
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+
+use super::matmul::View;
+
+/// The largest fraction of non-zero entries for which the sparse product is used. Measured on
+/// the mlp's first layer (BENCHMARKS.md, session 6): the sparse kernel wins below about half
+/// non-zeros; MNIST inputs have 19%.
+pub(super) const MAX_DENSITY: f64 = 0.35;
+
+/// Output rows per rayon task when the product is split over threads (outside shards).
+const ROWS_PER_TASK: usize = 16;
+
+/// A matrix in compressed sparse row form: row `r`'s entries are `idx[ptr[r]..ptr[r + 1]]`
+/// (column indices, increasing) and the matching `val`.
+#[derive(Debug, Clone)]
+pub(super) struct Csr {
+    rows: usize,
+    cols: usize,
+    ptr: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+}
+
+impl Csr {
+    /// The non-zero entries of `a`, or `None` when more than [`MAX_DENSITY`] of them are
+    /// non-zero, or when `a` is stored neither by rows nor by columns (then the caller uses the
+    /// dense product).
+    pub(super) fn sparse(a: View<'_>) -> Option<Csr> {
+        let (rows, cols) = (a.rows(), a.cols());
+        if rows == 0 || cols == 0 || u32::try_from(cols.max(rows)).is_err() {
+            return None;
+        }
+        let max_nnz = ((rows * cols) as f64 * MAX_DENSITY) as usize;
+        if a.row_contiguous() {
+            Self::from_rows(a, max_nnz)
+        } else if a.t().row_contiguous() {
+            // Stored by columns (a transposed view): compress the columns, then transpose.
+            Self::from_rows(a.t(), max_nnz).map(|c| c.transpose())
+        } else {
+            None
+        }
+    }
+
+    /// Compresses a view whose rows are contiguous; `None` past `max_nnz` non-zeros. Written
+    /// without a branch per entry (each entry is stored, and the count moves on only past a
+    /// non-zero), as a fifth of the inputs are non-zero in no predictable pattern.
+    fn from_rows(a: View<'_>, max_nnz: usize) -> Option<Csr> {
+        let cols = a.cols();
+        // Room for one more row past the limit, checked after each row.
+        let cap = max_nnz + cols;
+        let mut ptr = Vec::with_capacity(a.rows() + 1);
+        let mut idx = vec![0u32; cap];
+        let mut val = vec![0f32; cap];
+        let mut n = 0;
+        ptr.push(0);
+        for r in 0..a.rows() {
+            let (idx_row, val_row) = (&mut idx[n..n + cols], &mut val[n..n + cols]);
+            let mut k = 0;
+            for (c, &v) in a.row(r).iter().enumerate() {
+                idx_row[k] = c as u32;
+                val_row[k] = v;
+                k += usize::from(v != 0.0);
+            }
+            n += k;
+            if n > max_nnz {
+                return None;
+            }
+            ptr.push(n);
+        }
+        idx.truncate(n);
+        val.truncate(n);
+        Some(Csr {
+            rows: a.rows(),
+            cols,
+            ptr,
+            idx,
+            val,
+        })
+    }
+
+    /// The transpose, by a counting sort on the column index (keeps indices increasing).
+    pub(super) fn transpose(&self) -> Csr {
+        let mut ptr = vec![0usize; self.cols + 1];
+        for &c in &self.idx {
+            ptr[c as usize + 1] += 1;
+        }
+        for c in 0..self.cols {
+            ptr[c + 1] += ptr[c];
+        }
+        let mut next = ptr.clone();
+        let mut idx = vec![0u32; self.idx.len()];
+        let mut val = vec![0f32; self.val.len()];
+        for r in 0..self.rows {
+            for k in self.ptr[r]..self.ptr[r + 1] {
+                let c = self.idx[k] as usize;
+                idx[next[c]] = r as u32;
+                val[next[c]] = self.val[k];
+                next[c] += 1;
+            }
+        }
+        Csr {
+            rows: self.cols,
+            cols: self.rows,
+            ptr,
+            idx,
+            val,
+        }
+    }
+
+    /// Rows.
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub(super) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r`'s column indices and values.
+    fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let span = self.ptr[r]..self.ptr[r + 1];
+        (&self.idx[span.clone()], &self.val[span])
+    }
+}
+
+/// `out ← out + a·b` with `a` sparse `[R, C]`, `b` a `[C, o]` view with contiguous rows and
+/// `out` row-major `[R, o]`. Runs on the calling thread inside a rayon worker (a shard), split
+/// over rows of `out` otherwise; sums run in increasing column order of `a` whatever the
+/// thread count.
+///
+/// Each block of an output row's columns is summed in registers over the rows of `b` that
+/// `a`'s row selects; the block loop is outside the row loop so the block's columns of `b` stay
+/// in cache. Blocks are 8 vectors wide when `b` is tall (the forward product: `b` is a
+/// 784-row weight, read from L2 whatever the width, so fewer passes win) and 4 when it is
+/// short (the weight gradient: `b` is the batch's gradient, whose 4-vector column block fits
+/// L1). Measured on one core for 128 MNIST images, 784×392: forward 345 µs at 8 vectors,
+/// 379 at 4; weight gradient 285 µs at 4, 326 at 8 (gemm on the dense operand: about 750).
+pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
+    let o = b.cols();
+    assert_eq!(a.cols(), b.rows(), "sparse matmul: inner dimensions differ");
+    assert_eq!(
+        out.len(),
+        a.rows() * o,
+        "sparse matmul: output has the wrong size"
+    );
+    assert!(
+        b.row_contiguous(),
+        "sparse matmul: right operand rows not contiguous"
+    );
+    if o == 0 || a.rows() == 0 {
+        return;
+    }
+    let arch = Arch::new();
+    let task = |row0: usize, out: &mut [f32]| {
+        if b.rows() > 256 {
+            arch.dispatch(Rows::<8> { out, a, row0, b })
+        } else {
+            arch.dispatch(Rows::<4> { out, a, row0, b })
+        }
+    };
+    if rayon::current_thread_index().is_some() {
+        task(0, out);
+    } else {
+        out.par_chunks_mut(ROWS_PER_TASK * o)
+            .enumerate()
+            .for_each(|(i, out)| task(i * ROWS_PER_TASK, out));
+    }
+}
+
+/// The output rows `row0..` held in `out`, in column blocks of `V` vectors (see
+/// [`matmul_acc`]).
+struct Rows<'a, const V: usize> {
+    out: &'a mut [f32],
+    a: &'a Csr,
+    row0: usize,
+    b: View<'a>,
+}
+
+impl<const V: usize> WithSimd for Rows<'_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Rows { out, a, row0, b } = self;
+        let o = b.cols();
+        let lanes = S::F32_LANES;
+        if o < lanes {
+            // Narrower than one vector: plain code.
+            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
+                let (cols, vals) = a.row(row0 + r);
+                for (&c, &v) in cols.iter().zip(vals) {
+                    for (d, &w) in dst.iter_mut().zip(b.row(c as usize)) {
+                        *d += v * w;
+                    }
+                }
+            }
+            return;
+        }
+        let block = V * lanes;
+        let wide = o / block * block;
+        let whole = o / lanes * lanes;
+        for j in (0..wide).step_by(block) {
+            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
+                let (cols, vals) = a.row(row0 + r);
+                let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + block]);
+                let mut s: [S::f32s; V] = std::array::from_fn(|t| acc[t]);
+                for (&c, &v) in cols.iter().zip(vals) {
+                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
+                    let v = simd.splat_f32s(v);
+                    for (s, &w) in s.iter_mut().zip(src) {
+                        *s = simd.mul_add_e_f32s(v, w, *s);
+                    }
+                }
+                acc.copy_from_slice(&s);
+            }
+        }
+        for j in (wide..whole).step_by(lanes) {
+            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
+                let (cols, vals) = a.row(row0 + r);
+                let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + lanes]);
+                let mut s = acc[0];
+                for (&c, &v) in cols.iter().zip(vals) {
+                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + lanes]);
+                    s = simd.mul_add_e_f32s(simd.splat_f32s(v), src[0], s);
+                }
+                acc[0] = s;
+            }
+        }
+        if whole < o {
+            // The last `o − whole` columns: a whole vector ending at column `o` (overlapping
+            // the previous one) summed from zero, of which only the new lanes are added.
+            // Cheaper than a masked load per entry.
+            let (j, fresh) = (o - lanes, o - whole);
+            let mut lanes_out = vec![0f32; lanes];
+            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
+                let (cols, vals) = a.row(row0 + r);
+                let mut s = simd.splat_f32s(0.0);
+                for (&c, &v) in cols.iter().zip(vals) {
+                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..o]);
+                    s = simd.mul_add_e_f32s(simd.splat_f32s(v), src[0], s);
+                }
+                S::as_mut_simd_f32s(&mut lanes_out).0[0] = s;
+                for (d, &v) in dst[whole..].iter_mut().zip(&lanes_out[lanes - fresh..]) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic matrix with about `density` non-zeros.
+    fn matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..rows * cols)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+                if u < density {
+                    (u / density * 2.0 - 1.0) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// `a·b` in f64, plainly.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    out[i * n + j] += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sparse_product_matches_the_dense_one_for_every_column_tail() {
+        // Widths around the vector and block sizes of AVX-512 (16, 64), AVX2 (8, 32) and
+        // scalar code: full blocks, single vectors and partial vectors all get exercised, in
+        // both loop orders (`b` with more rows than the output, and with fewer).
+        for &(m, k) in &[(37, 50), (60, 20)] {
+            for &n in &[1, 7, 8, 15, 16, 17, 33, 64, 65, 100, 392] {
+                let a = matrix(m, k, 0.2, 1 + n as u64);
+                let b = matrix(k, n, 1.0, 99);
+                let csr = Csr::sparse(View::dense(&a, m, k)).expect("20% non-zeros is sparse");
+                assert_eq!(csr.val.len(), a.iter().filter(|&&v| v != 0.0).count());
+                let mut out: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.001).collect();
+                let start = out.clone();
+                matmul_acc(&mut out, &csr, View::dense(&b, k, n));
+                let want = reference(&a, &b, m, k, n);
+                for i in 0..m * n {
+                    let w = want[i] + start[i] as f64;
+                    assert!(
+                        (out[i] as f64 - w).abs() < 1e-5,
+                        "{m}x{k}x{n} [{i}]: {} vs {w}",
+                        out[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_views_compress_to_the_transpose() {
+        let (m, k, n) = (20, 30, 24);
+        let a = matrix(m, k, 0.25, 7); // stored [m, k]; used as aᵀ: [k, m]
+        let b = matrix(m, n, 1.0, 8);
+        let at = View::dense(&a, m, k).t();
+        let csr = Csr::sparse(at).expect("sparse");
+        assert_eq!((csr.rows(), csr.cols()), (k, m));
+        let mut dense_t = vec![0f32; k * m];
+        for i in 0..m {
+            for j in 0..k {
+                dense_t[j * m + i] = a[i * k + j];
+            }
+        }
+        let mut out = vec![0f32; k * n];
+        matmul_acc(&mut out, &csr, View::dense(&b, m, n));
+        let want = reference(&dense_t, &b, k, m, n);
+        for (o, w) in out.iter().zip(&want) {
+            assert!((*o as f64 - w).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn dense_operands_are_left_to_gemm() {
+        let a = matrix(10, 10, 0.9, 3);
+        assert!(Csr::sparse(View::dense(&a, 10, 10)).is_none());
+        let a = matrix(10, 10, 0.1, 3);
+        assert!(Csr::sparse(View::dense(&a, 10, 10)).is_some());
+        // An all-zero matrix is as sparse as it gets: the product adds nothing.
+        let z = vec![0f32; 12];
+        let csr = Csr::sparse(View::dense(&z, 3, 4)).expect("sparse");
+        let b = matrix(4, 5, 1.0, 4);
+        let mut out = vec![1f32; 15];
+        matmul_acc(&mut out, &csr, View::dense(&b, 4, 5));
+        assert!(out.iter().all(|&v| v == 1.0));
+    }
+}
