@@ -4,7 +4,7 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorData};
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::conv;
@@ -13,6 +13,10 @@ use super::sparse::{self, Csr};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
 /// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
+///
+/// The element-wise loops run inside `pulp`'s `Arch::dispatch`, which compiles them for the
+/// CPU's widest vectors (AVX-512 or AVX2, chosen at run time; the default target only has
+/// SSE2), with the same operations in the same order.
 const BLOCK: usize = 1 << 14;
 
 /// The `f32` values of `t` in row-major order, borrowed when `t` is contiguous.
@@ -60,11 +64,13 @@ pub(super) fn relu_mask(g: &mut [f32], y: &[f32]) {
     g.par_chunks_mut(BLOCK)
         .zip(y.par_chunks(BLOCK))
         .for_each(|(g, y)| {
-            for (g, &y) in g.iter_mut().zip(y) {
-                if y <= 0.0 {
-                    *g = 0.0;
+            Arch::new().dispatch(|| {
+                for (g, &y) in g.iter_mut().zip(y) {
+                    if y <= 0.0 {
+                        *g = 0.0;
+                    }
                 }
-            }
+            })
         });
 }
 
@@ -136,9 +142,11 @@ pub(super) fn linear_forward(
     }
     if relu {
         y.par_chunks_mut(BLOCK).for_each(|c| {
-            for v in c {
-                *v = v.max(0.0);
-            }
+            Arch::new().dispatch(|| {
+                for v in c {
+                    *v = v.max(0.0);
+                }
+            })
         });
     }
     (tensor(y, Shape::new([n, o])), csr)
@@ -164,11 +172,13 @@ pub(super) fn relu_mask_and_bias_grad(
         .par_chunks(half.max(o))
         .map(|part| {
             let mut acc = vec![0f32; o];
-            for row in part.chunks_exact(o) {
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += v;
+            Arch::new().dispatch(|| {
+                for row in part.chunks_exact(o) {
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
                 }
-            }
+            });
             acc
         })
         .collect();
@@ -212,105 +222,133 @@ fn loss_and_grad(kind: LossKind, x: f32, t: f32) -> (f32, f32) {
 
 /// `e^x`, within about 2 ulp for |x| ≤ 87 (clamped there): Cephes' `expf` (round `x/ln 2`
 /// to an integer `n`, a degree-7 polynomial for `e^r` on the remainder, `2^n` from the
-/// exponent bits). Plain arithmetic, so that loops calling it vectorise, which libm's `expf`
-/// calls do not: sigmoid's `exp` was the costliest part of the loss pass.
+/// exponent bits). Plain arithmetic without a float-to-int conversion, so that loops calling
+/// it vectorise, which libm's `expf` calls do not: sigmoid's `exp` was the costliest part of
+/// the loss pass.
 #[inline(always)]
 fn exp_fast(x: f32) -> f32 {
+    // 1.5·2²³: adding it rounds to an integer, held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 87.0);
-    // Round to nearest by adding and subtracting 1.5·2²³.
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 0.166_666_65)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2ⁿ: n + 127 in the exponent field (|n| ≤ 126 after the clamp).
+    let two_n = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(MAGIC.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
+    e * two_n
 }
 
-/// Elements per partial sum of the loss inside a block: summed in `f32` lanes, then added
-/// in `f64`.
+/// Elements per partial sum of the loss: summed in 16 `f32` lanes, then added in `f64`.
 const LANE_SUM: usize = 256;
 
-/// The sigmoid + squared-error loss pass (the default loss of every sigmoid preset) in
-/// blocks: per block, the sum of `(σ(x) − t)²` and, when `grad` is not empty,
-/// `grad = scale · 2(σ(x) − t)·σ(x)(1 − σ(x))`. Compiled for the CPU's widest vectors (pulp
-/// picks at run time) with [`exp_fast`]; 16 lanes of `f32` partial sums per 256 elements,
-/// each block's total in `f64`, so the result does not depend on the thread count.
-fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec<f64> {
-    // One element: its loss, and its gradient.
+/// One block of the sigmoid + squared-error loss pass: the sum of `(σ(x) − t)²` and, when
+/// `g` is given, `g = scale · 2(σ(x) − t)·σ(x)(1 − σ(x))`. A [`WithSimd`] operation so that
+/// pulp compiles it for the CPU's widest vectors (chosen at run time).
+struct SigmoidMse<'a> {
+    x: &'a [f32],
+    t: &'a [f32],
+    g: Option<&'a mut [f32]>,
+    scale: f32,
+}
+
+impl WithSimd for SigmoidMse<'_> {
+    type Output = f64;
+
     #[inline(always)]
-    fn one(x: f32, t: f32, scale: f32) -> (f32, f32) {
-        let a = 1.0 / (1.0 + exp_fast(-x));
-        let d = a - t;
-        (d * d, 2.0 * d * a * (1.0 - a) * scale)
-    }
-    let block = |x: &[f32], t: &[f32], g: Option<&mut [f32]>| {
-        Arch::new().dispatch(|| {
-            let mut total = 0f64;
-            let mut lanes = [0f32; 16];
-            let mut flush = |lanes: &mut [f32; 16]| {
-                total += lanes.iter().map(|&v| v as f64).sum::<f64>();
-                *lanes = [0.0; 16];
-            };
-            match g {
-                Some(g) => {
-                    for ((x, t), g) in x
-                        .chunks(LANE_SUM)
-                        .zip(t.chunks(LANE_SUM))
-                        .zip(g.chunks_mut(LANE_SUM))
-                    {
-                        let (x16, t16, g16) = (
-                            x.chunks_exact(16),
-                            t.chunks_exact(16),
-                            g.chunks_exact_mut(16),
-                        );
-                        let (xr, tr) = (x16.remainder(), t16.remainder());
-                        let mut g16 = g16;
-                        for ((x, t), g) in x16.zip(t16).zip(&mut g16) {
-                            for l in 0..16 {
-                                let (v, d) = one(x[l], t[l], scale);
-                                lanes[l] += v;
-                                g[l] = d;
-                            }
+    fn with_simd<S: Simd>(self, _: S) -> f64 {
+        #[inline(always)]
+        fn one(x: f32, t: f32, scale: f32) -> (f32, f32) {
+            let a = 1.0 / (1.0 + exp_fast(-x));
+            let d = a - t;
+            (d * d, 2.0 * d * a * (1.0 - a) * scale)
+        }
+        let SigmoidMse { x, t, g, scale } = self;
+        let mut total = 0f64;
+        let mut lanes = [0f32; 16];
+        match g {
+            Some(g) => {
+                let parts = x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM));
+                for ((x, t), g) in parts.zip(g.chunks_mut(LANE_SUM)) {
+                    let mut g16 = g.chunks_exact_mut(16);
+                    let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
+                    let (xr, tr) = (x16.remainder(), t16.remainder());
+                    for ((x, t), g) in x16.zip(t16).zip(&mut g16) {
+                        for l in 0..16 {
+                            let (v, d) = one(x[l], t[l], scale);
+                            lanes[l] += v;
+                            g[l] = d;
                         }
-                        for ((&x, &t), g) in xr.iter().zip(tr).zip(g16.into_remainder()) {
-                            let (v, d) = one(x, t, scale);
-                            lanes[0] += v;
-                            *g = d;
-                        }
-                        flush(&mut lanes);
                     }
-                }
-                None => {
-                    for (x, t) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)) {
-                        let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
-                        let (xr, tr) = (x16.remainder(), t16.remainder());
-                        for (x, t) in x16.zip(t16) {
-                            for l in 0..16 {
-                                lanes[l] += one(x[l], t[l], scale).0;
-                            }
-                        }
-                        for (&x, &t) in xr.iter().zip(tr) {
-                            lanes[0] += one(x, t, scale).0;
-                        }
-                        flush(&mut lanes);
+                    for ((&x, &t), g) in xr.iter().zip(tr).zip(g16.into_remainder()) {
+                        let (v, d) = one(x, t, scale);
+                        lanes[0] += v;
+                        *g = d;
                     }
+                    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                    lanes = [0.0; 16];
                 }
             }
-            total
-        })
-    };
+            None => {
+                for (x, t) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)) {
+                    let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
+                    let (xr, tr) = (x16.remainder(), t16.remainder());
+                    for (x, t) in x16.zip(t16) {
+                        for l in 0..16 {
+                            lanes[l] += one(x[l], t[l], scale).0;
+                        }
+                    }
+                    for (&x, &t) in xr.iter().zip(tr) {
+                        lanes[0] += one(x, t, scale).0;
+                    }
+                    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                    lanes = [0.0; 16];
+                }
+            }
+        }
+        total
+    }
+}
+
+/// The sigmoid + squared-error loss (the default loss of every sigmoid preset) over blocks
+/// of [`BLOCK`] elements: each block's sum (see [`SigmoidMse`]), and `grad` written when it is
+/// not empty. The result does not depend on the thread count.
+fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec<f64> {
+    let arch = Arch::new();
     if grad.is_empty() {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
-            .map(|(x, t)| block(x, t, None))
+            .map(|(x, t)| {
+                arch.dispatch(SigmoidMse {
+                    x,
+                    t,
+                    g: None,
+                    scale,
+                })
+            })
             .collect()
     } else {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
             .zip(grad.par_chunks_mut(BLOCK))
-            .map(|((x, t), g)| block(x, t, Some(g)))
+            .map(|((x, t), g)| {
+                arch.dispatch(SigmoidMse {
+                    x,
+                    t,
+                    g: Some(g),
+                    scale,
+                })
+            })
             .collect()
     }
 }

@@ -15,9 +15,10 @@ use rayon::prelude::*;
 use super::matmul::View;
 
 /// The largest fraction of non-zero entries for which the sparse product is used. Measured on
-/// the mlp's first layer (BENCHMARKS.md, session 6): the sparse kernel wins below about half
-/// non-zeros; MNIST inputs have 19%.
-pub(super) const MAX_DENSITY: f64 = 0.35;
+/// one core for 128 images × 784 → 392 (BENCHMARKS.md, session 6): compressing plus the sparse
+/// product beat gemm (735 µs) up to about 30% non-zeros for the forward product and 40% for
+/// the weight gradient; MNIST inputs have 19%.
+pub(super) const MAX_DENSITY: f64 = 0.3;
 
 /// Output rows per rayon task when the product is split over threads (outside shards).
 const ROWS_PER_TASK: usize = 16;
