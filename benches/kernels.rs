@@ -3,7 +3,8 @@
 //!
 //! Groups:
 //! - `step/<preset>`: one training step (forward, loss, backward, Adam) on a random batch of
-//!   the preset's default batch size; throughput in images.
+//!   the preset's default batch size; throughput in images. `step/mlp_b256_mnist`: the same
+//!   on 256 real MNIST images (needs `$MNIST_AE_DATA`).
 //! - `conv/<layer>`: forward, and forward + backward, of each convolution of `conv64`.
 //! - `fused/<layer>`: the same convolutions through mnist-ae's fused kernels (with the ReLU
 //!   that follows them in the model): forward without autodiff, and forward + backward.
@@ -56,6 +57,11 @@ fn steps(c: &mut Criterion) {
             Scale::ZeroOne => x,
             Scale::MinusOneOne => x * 2.0 - 1.0,
         };
+        // mlp also on real MNIST images: mostly zeros, which its first layer exploits.
+        let mnist = (preset == Preset::Mlp)
+            .then(|| mnist_test("step/mlp_b256_mnist"))
+            .flatten()
+            .map(|t| t.batch(&(0..b).collect::<Vec<_>>(), Scale::ZeroOne, &device));
         let mut model = Some(config.model.init(&device));
         let mut optim = optimizer(&config);
         let at = StepAt {
@@ -64,14 +70,18 @@ fn steps(c: &mut Criterion) {
             lr: 1e-4,
         };
         group.throughput(Throughput::Elements(b as u64));
-        group.bench_function(format!("{}_b{b}", preset.name()), |bench| {
-            bench.iter(|| {
-                let m = model.take().expect("model");
-                let (m, loss) = step(m, &mut optim, &config, x.clone(), x.clone(), at, &device);
-                model = Some(m);
-                loss
-            })
-        });
+        let inputs = [(String::new(), Some(x)), ("_mnist".to_string(), mnist)];
+        for (suffix, x) in inputs {
+            let Some(x) = x else { continue };
+            group.bench_function(format!("{}_b{b}{suffix}", preset.name()), |bench| {
+                bench.iter(|| {
+                    let m = model.take().expect("model");
+                    let (m, loss) = step(m, &mut optim, &config, x.clone(), x.clone(), at, &device);
+                    model = Some(m);
+                    loss
+                })
+            });
+        }
     }
     group.finish();
 }
@@ -193,21 +203,29 @@ fn fused_convs(c: &mut Criterion) {
     group.finish();
 }
 
-fn first_layer(c: &mut Criterion) {
-    use mnist_ae::kernels;
+/// The MNIST test images from `$MNIST_AE_DATA`, or `None` (with a message naming `what` is
+/// skipped) when they cannot be read.
+fn mnist_test(what: &str) -> Option<Split> {
     let Some(dir) = std::env::var_os("MNIST_AE_DATA").map(std::path::PathBuf::from) else {
-        eprintln!("linear/*: skipped, MNIST_AE_DATA is not set");
-        return;
+        eprintln!("{what}: skipped, MNIST_AE_DATA is not set");
+        return None;
     };
-    let test = match mnist_ae::data::dataset::load_split(
+    match mnist_ae::data::dataset::load_split(
         &dir.join("t10k-images-idx3-ubyte.gz"),
         &dir.join("t10k-labels-idx1-ubyte.gz"),
     ) {
-        Ok(s) => s,
+        Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("linear/*: skipped, {e}");
-            return;
+            eprintln!("{what}: skipped, {e}");
+            None
         }
+    }
+}
+
+fn first_layer(c: &mut Criterion) {
+    use mnist_ae::kernels;
+    let Some(test) = mnist_test("linear/*") else {
+        return;
     };
     let device = device();
     let layer = mnist_ae::model::layers::linear(784, 392, &device);
