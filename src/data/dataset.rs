@@ -96,14 +96,12 @@ impl Split {
 
     /// Scaled pixels of the images at `indices`, as a flat vector.
     pub fn scaled(&self, indices: &[usize], scale: Scale) -> Vec<f32> {
-        let mut out = vec![0f32; indices.len() * PIXELS];
+        let mut out = Vec::with_capacity(indices.len() * PIXELS);
         // Compiled for the CPU's widest vectors by pulp (chosen at run time): a batch is
         // converted at every training step.
         pulp::Arch::new().dispatch(|| {
-            for (dst, &i) in out.chunks_exact_mut(PIXELS).zip(indices) {
-                for (d, &p) in dst.iter_mut().zip(self.image(i)) {
-                    *d = scale.apply(p);
-                }
+            for &i in indices {
+                out.extend(self.image(i).iter().map(|&p| scale.apply(p)));
             }
         });
         out
