@@ -5,7 +5,8 @@
 # Each round trains every preset with mnist-ae, then with PyTorch, and takes their ratio; the
 # machine's speed drifts between minutes, so the ratio is taken round by round, and the median
 # ratio of the rounds is the figure to quote. Each side's test MSE after the same epochs is
-# printed too (the goal is the same quality: within 2%).
+# printed too (the goal is the same quality: within 2%); that is one seed, whose MSE moves by
+# several percent with the seed: bench/quality.sh compares means over seeds.
 # PyTorch is installed into bench/.venv on first use; without it only mnist-ae is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
