@@ -101,7 +101,13 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
 
 /// `xᵀ·g` for a sparse `x` (from the forward pass) and a dense `g`.
 pub(super) fn sparse_t_product(x: &Csr, g: FlexTensor) -> FlexTensor {
-    let g = owned(g);
+    // Read in place: the caller still holds `g` for `∂x`, so `owned` would copy it.
+    let g = viewable(g);
+    let g = if view(&g).row_contiguous() {
+        g
+    } else {
+        owned(g)
+    };
     let xt = x.transpose();
     let gv = view(&g);
     let mut out = vec![0f32; xt.rows() * gv.cols()];
@@ -273,48 +279,35 @@ impl WithSimd for SigmoidMse<'_> {
             let d = a - t;
             (d * d, 2.0 * d * a * (1.0 - a) * scale)
         }
-        let SigmoidMse { x, t, g, scale } = self;
+        let SigmoidMse { x, t, mut g, scale } = self;
         let mut total = 0f64;
-        let mut lanes = [0f32; 16];
-        match g {
-            Some(g) => {
-                let parts = x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM));
-                for ((x, t), g) in parts.zip(g.chunks_mut(LANE_SUM)) {
-                    let mut g16 = g.chunks_exact_mut(16);
-                    let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
-                    let (xr, tr) = (x16.remainder(), t16.remainder());
-                    for ((x, t), g) in x16.zip(t16).zip(&mut g16) {
-                        for l in 0..16 {
-                            let (v, d) = one(x[l], t[l], scale);
-                            lanes[l] += v;
-                            g[l] = d;
-                        }
-                    }
-                    for ((&x, &t), g) in xr.iter().zip(tr).zip(g16.into_remainder()) {
-                        let (v, d) = one(x, t, scale);
-                        lanes[0] += v;
-                        *g = d;
-                    }
-                    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
-                    lanes = [0.0; 16];
+        for (i, (x, t)) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)).enumerate() {
+            let mut lanes = [0f32; 16];
+            let mut g = g
+                .as_deref_mut()
+                .map(|g| &mut g[i * LANE_SUM..i * LANE_SUM + x.len()]);
+            let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
+            let (xr, tr) = (x16.remainder(), t16.remainder());
+            for (k, (x, t)) in x16.zip(t16).enumerate() {
+                let mut d = [0f32; 16];
+                for l in 0..16 {
+                    let (v, dl) = one(x[l], t[l], scale);
+                    lanes[l] += v;
+                    d[l] = dl;
+                }
+                if let Some(g) = g.as_deref_mut() {
+                    g[k * 16..k * 16 + 16].copy_from_slice(&d);
                 }
             }
-            None => {
-                for (x, t) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)) {
-                    let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
-                    let (xr, tr) = (x16.remainder(), t16.remainder());
-                    for (x, t) in x16.zip(t16) {
-                        for l in 0..16 {
-                            lanes[l] += one(x[l], t[l], scale).0;
-                        }
-                    }
-                    for (&x, &t) in xr.iter().zip(tr) {
-                        lanes[0] += one(x, t, scale).0;
-                    }
-                    total += lanes.iter().map(|&v| v as f64).sum::<f64>();
-                    lanes = [0.0; 16];
+            let rest = x.len() - xr.len();
+            for (k, (&x, &t)) in xr.iter().zip(tr).enumerate() {
+                let (v, d) = one(x, t, scale);
+                lanes[0] += v;
+                if let Some(g) = g.as_deref_mut() {
+                    g[rest + k] = d;
                 }
             }
+            total += lanes.iter().map(|&v| v as f64).sum::<f64>();
         }
         total
     }
