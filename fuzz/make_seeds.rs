@@ -62,6 +62,7 @@ fn main() {
         batch: 0,
         partial_loss_sum: 0.0,
         partial_images: 0,
+        model_sha256: None,
     };
     save_resume(&ckpt.join("resume"), &optimizer(&config), &state).expect("saving resume state");
     println!("seed corpora written under {}", corpus.display());

@@ -1,10 +1,20 @@
 //! The training configuration: plain data, saved as `config.json` in the run folder. It is
 //! the contract between `train` and every later command, which rebuild the model from it.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+use crate::data::{resolve_data_dir, DatasetSource};
 use crate::error::{Error, Result};
 use crate::model::{Activation, ModelConfig, Preset};
+
+/// `p` as an absolute path (symbolic links and `..` resolved where it exists).
+fn absolute(p: &Path) -> PathBuf {
+    p.canonicalize()
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
 
 /// The reconstruction loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +87,12 @@ pub struct TrainConfig {
     /// setting existed used 1.
     #[serde(default = "one_shard")]
     pub shards: usize,
+    /// Where a named dataset's files were found when the run was made (absolute), so later
+    /// commands find them again from anywhere; `--data-dir` overrides it. Absent for a dataset
+    /// given as a folder (`dataset` is then that folder's absolute path) and in runs written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -111,7 +127,78 @@ impl TrainConfig {
             limit_train: None,
             beta: 1.0,
             shards: 2,
+            data_dir: None,
         }
+    }
+
+    /// Records where the data is, as absolute paths: a folder dataset's own path, or the
+    /// folder a named dataset is read from (`flag`, else `$MNIST_AE_DATA` for MNIST, else the
+    /// cache folder).
+    pub fn pin_data(&mut self, flag: Option<&Path>) {
+        match DatasetSource::parse(&self.dataset) {
+            DatasetSource::Folder(p) => {
+                self.dataset = absolute(&p).to_string_lossy().into_owned();
+                self.data_dir = None;
+            }
+            DatasetSource::Named(spec) => {
+                self.data_dir = Some(absolute(&resolve_data_dir(flag, spec)));
+            }
+        }
+    }
+
+    /// The folder to read this run's data from: a folder dataset's own path; for a named
+    /// dataset `flag`, else the recorded folder, else the default (see [`resolve_data_dir`]).
+    pub fn data_dir_for(&self, flag: Option<&Path>) -> PathBuf {
+        match DatasetSource::parse(&self.dataset) {
+            DatasetSource::Folder(p) => p,
+            DatasetSource::Named(spec) => flag
+                .map(Path::to_path_buf)
+                .or_else(|| self.data_dir.clone())
+                .unwrap_or_else(|| resolve_data_dir(None, spec)),
+        }
+    }
+
+    /// The settings in which `other` differs from `self`, as `key: ours → theirs` lines
+    /// (nested keys dotted, e.g. `model.latent_dim`), leaving out the keys in `ignore`. The
+    /// data location never counts: it says where the data is, not what a run is.
+    pub fn differences(&self, other: &TrainConfig, ignore: &[&str]) -> Vec<String> {
+        fn flat(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        flat(&key, v, out);
+                    }
+                }
+                other => out.push((prefix.to_string(), other.to_string())),
+            }
+        }
+        let pairs = |c: &TrainConfig| {
+            let mut out = Vec::new();
+            if let Ok(v) = serde_json::to_value(c) {
+                flat("", &v, &mut out);
+            }
+            out.into_iter()
+                .collect::<std::collections::BTreeMap<String, String>>()
+        };
+        let (a, b) = (pairs(self), pairs(other));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| *k != "data_dir" && !ignore.contains(&k.as_str()))
+            .filter_map(|k| {
+                let (x, y) = (a.get(k), b.get(k));
+                (x != y).then(|| {
+                    let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "-".into());
+                    format!("{k}: {} → {}", show(x), show(y))
+                })
+            })
+            .collect()
     }
 
     /// Checks every value; the error names the flag.

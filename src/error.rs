@@ -43,6 +43,22 @@ pub enum Error {
         /// What does not match.
         msg: String,
     },
+    /// Another process is writing the folder.
+    #[error("{path}: {msg}")]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+        /// Who holds it, and what to do.
+        msg: String,
+    },
+    /// A folder holds files that are not ours, so nothing is written into it.
+    #[error("{path}: {msg}")]
+    NotOurs {
+        /// The folder.
+        path: PathBuf,
+        /// What it holds, and what to do.
+        msg: String,
+    },
     /// The requested compute device is unavailable.
     #[error("{0}")]
     Device(String),

@@ -1,5 +1,10 @@
-//! Atomic file writes: every file the program writes goes to a temporary sibling first and is
-//! renamed over the target, so a crash mid-write never leaves a half-written file behind.
+//! Files in and out, safely.
+//! - Writes are atomic: every file the program writes goes to a temporary sibling first and is
+//!   renamed over the target, so a crash mid-write never leaves a half-written file behind. A
+//!   target that exists but is not a regular file (a device such as `/dev/null`, a FIFO, a
+//!   directory, a symbolic link) is never replaced.
+//! - Reads accept regular files only (symbolic links to them included): a FIFO or a device
+//!   would block forever or never end.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,9 +19,52 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// Refuses to replace `path` when it exists and is not a regular file.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(Error::bad_file(
+            path,
+            format!(
+                "is a {}, not a regular file; refusing to replace it",
+                crate::rundir::kind_of(&meta)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that `path` is a regular file (following symbolic links) before it is read.
+pub fn check_readable(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(Error::bad_file(
+            path,
+            format!(
+                "is a {}, expected a regular file",
+                crate::rundir::kind_of(&meta)
+            ),
+        ))
+    }
+}
+
+/// Reads a whole regular file.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    check_readable(path)?;
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a whole regular file as UTF-8 text.
+pub fn read_to_string(path: &Path) -> Result<String> {
+    check_readable(path)?;
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
 /// Writes `bytes` to a synced temporary sibling of `path` and returns its path; on error
 /// nothing is left behind.
 fn write_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    check_replaceable(path)?;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -71,6 +119,7 @@ pub fn with_atomic_path<F>(path: &Path, draw: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
+    check_replaceable(path)?;
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().into_owned())

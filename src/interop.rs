@@ -99,7 +99,7 @@ fn rename(name: &str, table: &[(String, String)], forward: bool) -> Option<Strin
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn read_tensors(path: &Path) -> Result<(Tensors, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fsutil::read(path)?;
     let bad = |e: &dyn std::fmt::Display| {
         Error::bad_file(path, format!("not a valid safetensors file ({e})"))
     };
@@ -191,6 +191,7 @@ pub fn export_torch(run_dir: &Path, out: &Path) -> Result<usize> {
 /// so it cannot be resumed).
 pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Result<()> {
     model.validate()?;
+    let _held = crate::rundir::DirLock::acquire(run_dir, "import")?;
     if run_dir.join(MODEL_FILE).exists() {
         return Err(Error::config(
             "out",
@@ -220,8 +221,7 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
         };
         ours.push((mine, shape, v));
     }
-    // Rebuild through the regular loader, which checks every name and shape.
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    // Rebuild through the regular loader, which checks every name, shape and value.
     let staged = run_dir.join(".import.safetensors");
     let meta = HashMap::from([
         ("format".to_string(), "mnist-ae".to_string()),
@@ -242,6 +242,7 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
     let (m, _) = loaded?;
     let mut config = TrainConfig::for_preset(model.preset);
     config.model = model;
+    config.pin_data(None);
     save_model(&run_dir.join(MODEL_FILE), &m, &model, 0)?;
     write_json(&run_dir.join(CONFIG_FILE), &config)
 }

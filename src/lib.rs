@@ -12,6 +12,7 @@ pub mod model;
 
 pub use error::{Error, Result};
 pub mod config;
+pub mod console;
 pub mod eval;
 pub mod explore;
 pub mod interop;
@@ -19,6 +20,7 @@ pub mod kernels;
 pub mod latent;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod train;
 pub mod viz;
 

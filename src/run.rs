@@ -9,6 +9,7 @@ use crate::config::TrainConfig;
 use crate::data::{Dataset, Scale};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Autoencoder};
+use crate::rundir::DirLock;
 use crate::train::checkpoint::{load_model, WeightsInfo, MODEL_FILE};
 use crate::train::run::{load_data, read_config};
 
@@ -32,7 +33,7 @@ impl Run {
     pub fn open(dir: &Path, device: &Device) -> Result<Run> {
         let config = read_config(dir)?;
         let weights = dir.join(MODEL_FILE);
-        if !weights.exists() {
+        if std::fs::symlink_metadata(&weights).is_err() {
             return Err(Error::Data(format!(
                 "{}: missing; is {} a finished run? HINT: train it with `mnist-ae train --out {}`",
                 weights.display(),
@@ -60,17 +61,38 @@ impl Run {
         self.activation().scale()
     }
 
-    /// Loads the run's dataset (same split as in training).
-    pub fn data(&self, data_dir: &Path, allow_download: bool) -> Result<Dataset> {
-        load_data(&self.config, data_dir, allow_download)
+    /// Loads the run's dataset (same split as in training), from `data_dir` when given, else
+    /// from where the run found it (see [`TrainConfig::data_dir_for`]).
+    pub fn data(&self, data_dir: Option<&Path>, allow_download: bool) -> Result<Dataset> {
+        load_data(
+            &self.config,
+            &self.config.data_dir_for(data_dir),
+            allow_download,
+        )
     }
 
-    /// Where outputs go: `out` or the run folder.
-    pub fn out_dir(&self, out: Option<&Path>) -> Result<PathBuf> {
-        let d = out
+    /// Where outputs go, `out` or the run folder, locked for writing by this process (see
+    /// [`crate::rundir`]) until the returned value is dropped.
+    pub fn out_dir(&self, out: Option<&Path>, command: &str) -> Result<OutDir> {
+        let path = out
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.clone());
-        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-        Ok(d)
+        let lock = DirLock::acquire(&path, command)?;
+        Ok(OutDir { path, _lock: lock })
+    }
+}
+
+/// A folder outputs are written to, held for writing (see [`Run::out_dir`]).
+#[derive(Debug)]
+pub struct OutDir {
+    /// The folder.
+    pub path: PathBuf,
+    _lock: DirLock,
+}
+
+impl std::ops::Deref for OutDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
     }
 }

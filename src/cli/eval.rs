@@ -34,19 +34,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = super::device(&a.device)?;
     let run =
         Run::open(&a.run, &device).with_context(|| format!("opening run {}", a.run.display()))?;
-    let data = run.data(&a.data.dir_for(&run.config.dataset), !a.data.no_download)?;
+    let data = run.data(a.data.data_dir.as_deref(), !a.data.no_download)?;
     let indices = a.indices.unwrap_or_else(|| (0..a.count).collect());
-    let out = run.out_dir(a.out.as_deref())?;
+    let out = run.out_dir(a.out.as_deref(), "eval")?;
     let (r, files) = evaluate(&run, &data.test, &indices, &out)?;
-    println!(
-        "{} (latent {}, epoch {}) on {} test images: MSE {:.6}  BCE {:.6}  PSNR {:.2} dB  SSIM {:.4}  ({:.1}s)",
-        r.model, r.latent_dim, r.epoch, r.test.images, r.test.mse, r.test.bce, r.test.psnr_db, r.test.ssim, r.seconds
+    mnist_ae::outln!(
+        "{} (latent {}, {}) on {} test images: MSE {:.6}  BCE {:.6}  PSNR {:.2} dB  SSIM {:.4}  ({:.1}s)",
+        r.model, r.latent_dim, r.trained, r.test.images, r.test.mse, r.test.bce, r.test.psnr_db, r.test.ssim, r.seconds
     );
     if let Some(e) = r.elbo {
-        println!("ELBO {e:.2} nats per test image");
+        mnist_ae::outln!("ELBO {e:.2} nats per test image");
     }
     for f in files {
-        println!("wrote {}", f.display());
+        mnist_ae::outln!("wrote {}", f.display());
     }
     Ok(())
 }

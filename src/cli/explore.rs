@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use mnist_ae::explore::{anomaly, denoise, interpolate, sample, sweep};
-use mnist_ae::run::Run;
+use mnist_ae::run::{OutDir, Run};
 
 use super::DataArgs;
 
@@ -25,23 +25,26 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Opens the run, loads its data, and makes the output folder.
-    pub fn open(&self) -> Result<(Run, mnist_ae::data::Dataset, PathBuf)> {
+    /// Opens the run and loads its data.
+    pub fn open_read(&self) -> Result<(Run, mnist_ae::data::Dataset)> {
         let device = super::device(&self.device)?;
         let run = Run::open(&self.run, &device)
             .with_context(|| format!("opening run {}", self.run.display()))?;
-        let data = run.data(
-            &self.data.dir_for(&run.config.dataset),
-            !self.data.no_download,
-        )?;
-        let out = run.out_dir(self.out.as_deref())?;
+        let data = run.data(self.data.data_dir.as_deref(), !self.data.no_download)?;
+        Ok((run, data))
+    }
+
+    /// Opens the run, loads its data, and takes the output folder (locked for `command`).
+    pub fn open(&self, command: &str) -> Result<(Run, mnist_ae::data::Dataset, OutDir)> {
+        let (run, data) = self.open_read()?;
+        let out = run.out_dir(self.out.as_deref(), command)?;
         Ok((run, data, out))
     }
 }
 
 fn wrote(files: &[PathBuf]) {
     for f in files {
-        println!("wrote {}", f.display());
+        mnist_ae::outln!("wrote {}", f.display());
     }
 }
 
@@ -62,9 +65,9 @@ pub struct DenoiseArgs {
 }
 
 pub fn run_denoise(a: DenoiseArgs) -> Result<()> {
-    let (run, data, out) = a.run.open()?;
+    let (run, data, out) = a.run.open("denoise")?;
     let (r, files) = denoise::denoise(&run, &data.test, a.noise_std, a.seed, &a.indices, &out)?;
-    println!(
+    mnist_ae::outln!(
         "noise σ={}: noisy PSNR {:.2} dB SSIM {:.4} → denoised PSNR {:.2} dB SSIM {:.4} (MSE {:.6})",
         r.noise_std, r.noisy.psnr_db, r.noisy.ssim, r.denoised.psnr_db, r.denoised.ssim, r.denoised.mse
     );
@@ -89,9 +92,9 @@ pub struct InterpolateArgs {
 }
 
 pub fn run_interpolate(a: InterpolateArgs) -> Result<()> {
-    let (run, data, out) = a.run.open()?;
+    let (run, data, out) = a.run.open("interpolate")?;
     let (r, files) = interpolate::interpolate(&run, &data.test, a.from, a.to, a.steps, &out)?;
-    println!(
+    mnist_ae::outln!(
         "interpolated #{} ({}) → #{} ({}) in {} steps; code distance {:.3}",
         r.from.0,
         r.from.1,
@@ -126,23 +129,21 @@ pub struct SampleArgs {
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
-    let (run, data, out) = a.run.open()?;
+    sample::check_count(a.count)?;
+    let kind = mnist_ae::latent::classifier::ClassifierKind::parse(&a.judge_classifier)?;
+    let (run, data, out) = a.run.open("sample")?;
     let judge = match &a.judge {
         Some(dir) => {
             let jrun = Run::open(dir, &run.device)
                 .with_context(|| format!("opening judge run {}", dir.display()))?;
-            let jdata = jrun.data(
-                &a.run.data.dir_for(&jrun.config.dataset),
-                !a.run.data.no_download,
-            )?;
-            let kind = mnist_ae::latent::classifier::ClassifierKind::parse(&a.judge_classifier)?;
+            let jdata = jrun.data(a.run.data.data_dir.as_deref(), !a.run.data.no_download)?;
             Some(mnist_ae::explore::judge::Judge::new(jrun, &jdata, kind)?)
         }
         None => None,
     };
     let (r, files) = sample::sample(&run, &data.train, a.count, a.seed, judge.as_ref(), &out)?;
     if let Some(j) = &r.judged {
-        println!(
+        mnist_ae::outln!(
             "judged by {} ({}): mean probability {:.3}, {:.1}% of samples at 0.9 or more \
              (1,000 real test images: mean {:.3}, {:.1}% at 0.9 or more, {:.1}% labelled correctly)",
             j.by.display(),
@@ -155,11 +156,12 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
         );
     }
     if r.prior {
-        println!("drew {} samples from the prior N(0, I)", r.count);
+        mnist_ae::outln!("drew {} samples from the prior N(0, I)", r.count);
     } else {
-        println!(
+        mnist_ae::outln!(
             "drew {} samples from a Gaussian fitted to {} training codes",
-            r.count, r.fitted_on
+            r.count,
+            r.fitted_on
         );
     }
     wrote(&files);
@@ -177,9 +179,9 @@ pub struct AnomalyArgs {
 }
 
 pub fn run_anomaly(a: AnomalyArgs) -> Result<()> {
-    let (run, data, out) = a.run.open()?;
+    let (run, data, out) = a.run.open("anomaly")?;
     let (r, files) = anomaly::anomaly(&run, &data.test, a.top, &out)?;
-    println!(
+    mnist_ae::outln!(
         "reconstruction error over {} test images: mean {:.6}, std {:.6}; {} above mean+3std ({:.6}); worst #{} (label {}) {:.6}",
         r.images, r.mean, r.std, r.flagged, r.threshold, r.worst[0].0, r.worst[0].1, r.worst[0].2
     );
@@ -199,8 +201,9 @@ pub struct SweepArgs {
 }
 
 pub fn run_sweep(a: SweepArgs) -> Result<()> {
-    let base = super::train::config_from_flags(&a.train)?;
-    let data_dir = a.train.data_dir(&base.dataset);
+    let mut base = super::train::config_from_flags(&a.train)?;
+    base.pin_data(a.train.data_dir_flag());
+    let data_dir = base.data_dir_for(a.train.data_dir_flag());
     let out = a
         .train
         .out_dir()
@@ -214,11 +217,15 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
         device: super::device(a.train.device_name())?,
         quiet: a.train.is_quiet(),
     })?;
-    println!("latent_dim  test_mse  psnr_clean  ssim_clean  psnr_denoised(σ0.2)");
+    mnist_ae::outln!("latent_dim  test_mse  psnr_clean  ssim_clean  psnr_denoised(σ0.2)");
     for r in rows {
-        println!(
+        mnist_ae::outln!(
             "{:>10}  {:.6}  {:>10.2}  {:>10.4}  {:>19.2}",
-            r.latent_dim, r.test_mse, r.psnr_clean, r.ssim_clean, r.psnr_denoised
+            r.latent_dim,
+            r.test_mse,
+            r.psnr_clean,
+            r.ssim_clean,
+            r.psnr_denoised
         );
     }
     wrote(&[

@@ -27,16 +27,20 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
+    // Both targets are checked before either is written.
+    for target in std::iter::once(&a.torch).chain(&a.reference) {
+        mnist_ae::fsutil::check_replaceable(target)?;
+    }
     let n = export_torch(&a.run.run, &a.torch)
         .with_context(|| format!("exporting {}", a.run.run.display()))?;
-    println!(
+    mnist_ae::outln!(
         "wrote {} ({n} tensors, PyTorch names and layouts)",
         a.torch.display()
     );
     if let Some(r) = &a.reference {
-        let (run, data, _) = a.run.open()?;
+        let (run, data) = a.run.open_read()?;
         let n = write_reference(&run, &data.test, a.count, r)?;
-        println!(
+        mnist_ae::outln!(
             "wrote {} ({n} test images and their reconstructions)",
             r.display()
         );
@@ -67,6 +71,6 @@ pub fn run_import(a: ImportArgs) -> Result<()> {
     }
     import_torch(m, &a.weights, &a.out)
         .with_context(|| format!("importing {}", a.weights.display()))?;
-    println!("wrote run {} from {}", a.out.display(), a.weights.display());
+    mnist_ae::outln!("wrote run {} from {}", a.out.display(), a.weights.display());
     Ok(())
 }

@@ -30,11 +30,11 @@ pub fn run_classify(a: ClassifyArgs) -> Result<()> {
         .iter()
         .map(|k| ClassifierKind::parse(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let (run, data, out) = a.run.open()?;
+    let (run, data, out) = a.run.open("classify")?;
     for (i, kind) in kinds.into_iter().enumerate() {
         let (r, dir) =
             mnist_ae::latent::classify(&run, &data, kind, a.c, &out, a.export_codes && i == 0)?;
-        println!(
+        mnist_ae::outln!(
             "{}: test accuracy {:.4} (train {:.4}, fitted in {:.1}s on {} codes)",
             kind.name(),
             r.report.accuracy,
@@ -42,8 +42,8 @@ pub fn run_classify(a: ClassifyArgs) -> Result<()> {
             r.fit_seconds,
             r.train_images
         );
-        print!("{}", r.report.to_sklearn_text());
-        println!("wrote {}", dir.display());
+        mnist_ae::outln!("{}", r.report.to_sklearn_text().trim_end());
+        mnist_ae::outln!("wrote {}", dir.display());
     }
     Ok(())
 }
@@ -68,7 +68,6 @@ pub struct TsneArgs {
 }
 
 pub fn run_tsne(a: TsneArgs) -> Result<()> {
-    let (run, data, out) = a.run.open()?;
     let s = TsneSettings {
         count: a.count,
         perplexity: a.perplexity,
@@ -76,8 +75,10 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
         seed: a.seed,
         ..TsneSettings::default()
     };
+    s.validate(usize::MAX)?;
+    let (run, data, out) = a.run.open("tsne")?;
     let (r, files) = tsne(&run, &data.test, s, &out)?;
-    println!(
+    mnist_ae::outln!(
         "t-SNE of {} test codes in {:.1}s; PCA axes explain {:.1}% and {:.1}% of the variance",
         r.settings.count.min(data.test.len()),
         r.seconds,
@@ -85,7 +86,7 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
         100.0 * r.pca_explained[1]
     );
     for f in files {
-        println!("wrote {}", f.display());
+        mnist_ae::outln!("wrote {}", f.display());
     }
     Ok(())
 }

@@ -64,17 +64,22 @@ pub struct DataArgs {
     pub no_download: bool,
 }
 
-impl DataArgs {
-    /// The data folder of `dataset` (a name, or a folder of IDX files).
-    pub fn dir_for(&self, dataset: &str) -> PathBuf {
-        mnist_ae::data::DatasetSource::parse(dataset).dir(self.data_dir.as_deref())
-    }
+/// The ids of the flags of the subcommand in `matches` that were given on the command line
+/// (not filled in from a default).
+pub fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some((_, m)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
 }
 
-/// Runs the parsed command.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs the parsed command; `given` is [`given_flags`] of its matches.
+pub fn run(cli: Cli, given: &[String]) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(*a),
+        Command::Train(a) => train::run(*a, given),
         Command::Eval(a) => eval::run(a),
         Command::Denoise(a) => explore::run_denoise(a),
         Command::Interpolate(a) => explore::run_interpolate(a),

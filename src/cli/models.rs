@@ -44,14 +44,16 @@ pub fn run_models(a: ModelsArgs) -> Result<()> {
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        mnist_ae::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
+        mnist_ae::outln!(
             "{:<8} {:>6} {:>9}  description",
-            "model", "latent", "params"
+            "model",
+            "latent",
+            "params"
         );
         for r in rows {
-            println!(
+            mnist_ae::outln!(
                 "{:<8} {:>6} {:>9}  {}",
                 r["model"].as_str().unwrap_or(""),
                 r["latent_dim"].as_u64().unwrap_or(0),
@@ -73,9 +75,9 @@ pub fn run_summary(a: SummaryArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
     let s = summarize(&cfg, &cfg.init(&device), &device);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        mnist_ae::outln!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        println!("{s}");
+        mnist_ae::outln!("{s}");
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ pub fn analyze_run(
     Ok(analyze(
         &run,
         &AnalyzeOptions {
-            data_dir: data.dir_for(&run.config.dataset),
+            data_dir: data.data_dir.clone(),
             allow_download: !data.no_download,
             tsne_count,
             quiet,
@@ -58,11 +58,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
     if a.analyze {
         analyze_run(&a.run, &a.device, &a.data, a.tsne_count, false)?;
     }
-    if let Some(o) = &a.out {
-        std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
-    }
     let (path, sections) = build_report(&a.run, a.out.as_deref())?;
-    println!(
+    mnist_ae::outln!(
         "wrote {} ({} sections: {})",
         path.display(),
         sections.len(),

@@ -158,9 +158,9 @@ impl TrainArgs {
     pub fn out_dir(&self) -> Option<PathBuf> {
         self.out.clone()
     }
-    /// The data folder of `dataset`.
-    pub fn data_dir(&self, dataset: &str) -> PathBuf {
-        self.data.dir_for(dataset)
+    /// `--data-dir`, if given.
+    pub fn data_dir_flag(&self) -> Option<&std::path::Path> {
+        self.data.data_dir.as_deref()
     }
     /// Whether downloads are allowed.
     pub fn allow_download(&self) -> bool {
@@ -176,18 +176,181 @@ impl TrainArgs {
     }
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
+/// The flags given with `--resume` that ask for something else than the run's config, as
+/// `--flag value (the run has value)`. Only `--epochs` (more epochs) and the flags that do not
+/// change the run (device, output, data location) may go with `--resume`.
+fn resume_conflicts(a: &TrainArgs, given: &[String], run: &TrainConfig) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut differs = |flag: &str, ours: String, theirs: String| {
+        if ours != theirs {
+            out.push(format!("--{flag} {ours} (the run has {theirs})"));
+        }
+    };
+    let is = |id: &str| given.iter().any(|g| g == id);
+    let scheduler_name = |s: &Scheduler| match s {
+        Scheduler::None => "none",
+        Scheduler::Plateau { .. } => "plateau",
+        Scheduler::Cosine { .. } => "cosine",
+    };
+    if is("model") {
+        differs(
+            "model",
+            Preset::parse(&a.model)?.name().into(),
+            run.model.preset.name().into(),
+        );
+    }
+    if let (true, Some(l)) = (is("latent_dim"), a.latent_dim) {
+        differs(
+            "latent-dim",
+            l.to_string(),
+            run.model.latent_dim.to_string(),
+        );
+    }
+    if let (true, Some(b)) = (is("batch_size"), a.batch_size) {
+        differs("batch-size", b.to_string(), run.batch_size.to_string());
+    }
+    if is("dataset") {
+        let mut c = run.clone();
+        c.dataset = a.dataset.clone();
+        c.pin_data(None);
+        differs("dataset", c.dataset, run.dataset.clone());
+    }
+    if is("lr") {
+        differs("lr", a.lr.to_string(), run.lr.to_string());
+    }
+    if let (true, Some(w)) = (is("weight_decay"), a.weight_decay) {
+        differs("weight-decay", w.to_string(), run.weight_decay.to_string());
+    }
+    if let (true, Some(l)) = (is("loss"), a.loss) {
+        let name = match l {
+            LossArg::Mse => "mse",
+            LossArg::Bce => "bce",
+        };
+        let theirs = match run.loss {
+            Loss::Mse => "mse",
+            Loss::Bce => "bce",
+        };
+        differs("loss", name.into(), theirs.into());
+    }
+    if is("beta") {
+        differs("beta", a.beta.to_string(), run.beta.to_string());
+    }
+    if is("scheduler") {
+        let ours = match a.scheduler {
+            SchedulerArg::None => "none",
+            SchedulerArg::Plateau => "plateau",
+            SchedulerArg::Cosine => "cosine",
+        };
+        differs(
+            "scheduler",
+            ours.into(),
+            scheduler_name(&run.scheduler).into(),
+        );
+    }
+    let (factor, patience, min_lr) = match run.scheduler {
+        Scheduler::Plateau {
+            factor,
+            patience,
+            min_lr,
+            ..
+        } => (Some(factor), Some(patience), Some(min_lr)),
+        Scheduler::Cosine { min_lr } => (None, None, Some(min_lr)),
+        Scheduler::None => (None, None, None),
+    };
+    let or_absent = |v: Option<String>| {
+        v.unwrap_or_else(|| {
+            format!(
+                "no such setting: scheduler {}",
+                scheduler_name(&run.scheduler)
+            )
+        })
+    };
+    if is("plateau_factor") {
+        differs(
+            "plateau-factor",
+            a.plateau_factor.to_string(),
+            or_absent(factor.map(|v| v.to_string())),
+        );
+    }
+    if is("plateau_patience") {
+        differs(
+            "plateau-patience",
+            a.plateau_patience.to_string(),
+            or_absent(patience.map(|v| v.to_string())),
+        );
+    }
+    if is("min_lr") {
+        differs(
+            "min-lr",
+            a.min_lr.to_string(),
+            or_absent(min_lr.map(|v| v.to_string())),
+        );
+    }
+    if is("seed") {
+        differs("seed", a.seed.to_string(), run.seed.to_string());
+    }
+    if is("noise_std") {
+        differs(
+            "noise-std",
+            a.noise_std.to_string(),
+            run.noise_std.to_string(),
+        );
+    }
+    if is("valid_fraction") {
+        differs(
+            "valid-fraction",
+            a.valid_fraction.to_string(),
+            run.valid_fraction.to_string(),
+        );
+    }
+    if is("shards") {
+        differs("shards", a.shards.to_string(), run.shards.to_string());
+    }
+    if let (true, Some(l)) = (is("limit_train"), a.limit_train) {
+        let theirs = run
+            .limit_train
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into());
+        differs("limit-train", l.to_string(), theirs);
+    }
+    Ok(out)
+}
+
+/// `train`; `given` holds the ids of the flags given on the command line.
+pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
     let device = super::device(&a.device)?;
     let (config, run_dir, resume) = match &a.resume {
         Some(dir) => {
             let mut c = read_config(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            if let Some(e) = a.epochs {
+            let conflicts = resume_conflicts(&a, given, &c)?;
+            if !conflicts.is_empty() {
+                anyhow::bail!(
+                    "--resume {} continues the run with its own config.json; these flags ask for something else: {}. \
+                     HINT: drop them (only --epochs may raise the total), or start a new run with --out",
+                    dir.display(),
+                    conflicts.join(", ")
+                );
+            }
+            if let Some(e) = a.epochs.filter(|&e| e != c.epochs) {
+                let weights = dir.join(mnist_ae::train::checkpoint::MODEL_FILE);
+                let info = mnist_ae::train::checkpoint::read_info(&weights)?;
+                mnist_ae::train::checkpoint::check_epochs(e, &info)?;
+                if !a.quiet {
+                    mnist_ae::errln!(
+                        "resume: --epochs {e} replaces the run's {} epochs",
+                        c.epochs
+                    );
+                }
                 c.epochs = e;
+            }
+            if a.data.data_dir.is_some() || c.data_dir.is_none() {
+                c.pin_data(a.data.data_dir.as_deref());
             }
             (c, dir.clone(), true)
         }
         None => {
-            let c = config_from_flags(&a)?;
+            let mut c = config_from_flags(&a)?;
+            c.pin_data(a.data.data_dir.as_deref());
             let dir = a
                 .out
                 .clone()
@@ -196,21 +359,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     };
     if !a.quiet {
-        eprintln!("config: {}", serde_json::to_string(&config)?);
-        eprintln!("run folder: {}", run_dir.display());
+        mnist_ae::errln!("config: {}", serde_json::to_string(&config)?);
+        mnist_ae::errln!("run folder: {}", run_dir.display());
     }
-    // Ctrl-C stops after the current step with a checkpoint; a second Ctrl-C kills as usual.
+    // Ctrl-C, and SIGTERM (what docker, SLURM and systemd send) or SIGHUP, stop training after
+    // the current step with a checkpoint; a second signal quits at once.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!(
-            "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)"
+        mnist_ae::errln!(
+            "\ninterrupted: saving a checkpoint after this step (interrupt again to quit at once)"
         );
     });
-    let data_dir = a.data.dir_for(&config.dataset);
+    let data_dir = config.data_dir_for(a.data.data_dir.as_deref());
     let out = train::train(&TrainOptions {
         config,
         run_dir: run_dir.clone(),
@@ -224,7 +388,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     })
     .with_context(|| format!("training into {}", run_dir.display()))?;
     if let Some(batches) = out.interrupted {
-        eprintln!(
+        mnist_ae::errln!(
             "interrupted in epoch {} after {batches} batches; checkpoint saved. HINT: continue with `mnist-ae train --resume {}`",
             out.epochs_done + 1,
             run_dir.display()
@@ -232,7 +396,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         std::process::exit(130);
     }
     if let Some(last) = out.metrics.last() {
-        println!(
+        mnist_ae::outln!(
             "trained {} epochs: train loss {:.6}, validation loss {}; run folder {}",
             out.epochs_done,
             last.train_loss,
@@ -244,7 +408,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if a.report {
         let path = super::report::analyze_run(&run_dir, &a.device, &a.data, 10_000, a.quiet)?;
-        println!("wrote {}", path.display());
+        mnist_ae::outln!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -221,17 +221,36 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Most bytes read from a mirror for one file: every canonical file of the named datasets is
+/// far smaller (MNIST's training images are under 10 MB), so a mirror that sends more is cut off here
+/// instead of being read to its end before the checksum refuses it.
+pub const MAX_DOWNLOAD: u64 = 64 << 20;
+
 fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout_read(Duration::from_secs(60))
         .build();
     let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let too_big = || {
+        format!("sends more than {MAX_DOWNLOAD} bytes, more than any dataset file; stopped reading")
+    };
+    if let Some(len) = resp
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > MAX_DOWNLOAD {
+            return Err(too_big());
+        }
+    }
     let mut body = Vec::new();
     resp.into_reader()
-        .take(1 << 30)
+        .take(MAX_DOWNLOAD + 1)
         .read_to_end(&mut body)
         .map_err(|e| format!("reading body: {e}"))?;
+    if body.len() as u64 > MAX_DOWNLOAD {
+        return Err(too_big());
+    }
     Ok(body)
 }
 
@@ -243,7 +262,7 @@ pub fn download(file: &RemoteFile, dir: &Path, mirrors: &[String]) -> Result<Pat
     let mut tried = Vec::new();
     for base in mirrors {
         let url = format!("{}/{}", base.trim_end_matches('/'), file.name);
-        eprintln!("downloading {url}");
+        crate::errln!("downloading {url}");
         match fetch(&url) {
             Ok(body) => {
                 let got = md5_hex(&body);

@@ -3,7 +3,7 @@
 //! a big-endian u32 magic (0x0803 = 2051 for u8 images of rank 3, 0x0801 = 2049 for u8
 //! labels of rank 1), one big-endian u32 per dimension, then the data.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ pub const IMAGES_MAGIC: u32 = 2051;
 /// Magic number of a u8 tensor of rank 1 (labels).
 pub const LABELS_MAGIC: u32 = 2049;
 /// Largest decompressed file we accept: 60,000 images of 28×28 are 47 MB; 1 GiB leaves room
-/// for bigger datasets while stopping a gzip bomb.
+/// for bigger datasets. Reading also stops where the file's own header says it ends.
 const MAX_DECOMPRESSED: u64 = 1 << 30;
 
 /// Images from an IDX file: `count` images of `rows`×`cols` u8 pixels, row-major.
@@ -37,40 +37,88 @@ impl IdxImages {
     }
 }
 
-/// Reads a whole file, decompressing it when it starts with the gzip magic bytes.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    if path.is_dir() {
-        return Err(Error::bad_file(
-            path,
-            "is a directory, expected an IDX file",
-        ));
-    }
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decompress_if_gz(&raw).map_err(|msg| Error::bad_file(path, msg))
+/// The content of an IDX file (raw, or gzip with any number of members, as `gunzip` reads
+/// it), as a reader: `raw` itself, or a decompressor over it when it starts with the gzip
+/// magic bytes.
+fn decoded<'a, R: BufRead + 'a>(mut raw: R) -> std::io::Result<Box<dyn Read + 'a>> {
+    let head = raw.fill_buf()?;
+    Ok(if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    })
 }
 
-/// Returns `raw` itself, or its decompressed content when it is gzip.
-pub fn decompress_if_gz(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw)
-            .take(MAX_DECOMPRESSED)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("corrupt or truncated gzip data ({e})"))?;
-        // The decoder stops quietly when the input ends early; the gzip trailer's ISIZE
-        // (uncompressed length mod 2^32, RFC 1952) tells a complete stream from a cut one.
-        let n = raw.len();
-        let trailer =
-            (n >= 18).then(|| u32::from_le_bytes([raw[n - 4], raw[n - 3], raw[n - 2], raw[n - 1]]));
-        if trailer != Some(out.len() as u32) {
-            return Err(
-                "corrupt or truncated gzip data (length does not match the gzip trailer)".into(),
-            );
+fn gz_error(e: std::io::Error) -> String {
+    format!("corrupt or truncated gzip data ({e})")
+}
+
+/// Reads one IDX file from `raw` (gzip or not) with a header of `words` big-endian u32s, and
+/// no more than that header allows: a file (or a gzip bomb) longer than its header says is
+/// refused as soon as the excess appears, and a header claiming more than `MAX_DECOMPRESSED`
+/// is refused before the data is read. Returns header and data, checked for length.
+fn read_bounded(
+    raw: impl BufRead,
+    words: usize,
+    magic: u32,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut r = decoded(raw).map_err(gz_error)?;
+    let head_len = 4 * words;
+    let mut bytes = Vec::with_capacity(head_len);
+    r.by_ref()
+        .take(head_len as u64)
+        .read_to_end(&mut bytes)
+        .map_err(gz_error)?;
+    let h = header(&bytes, words, magic)?;
+    let items = h[1..]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|&n| n as u64 + head_len as u64 <= MAX_DECOMPRESSED)
+        .ok_or_else(|| {
+            format!(
+                "header claims {} items, more than the {} bytes this program reads from one IDX file",
+                h[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                MAX_DECOMPRESSED
+            )
+        })?;
+    r.by_ref()
+        .take(items as u64)
+        .read_to_end(&mut bytes)
+        .map_err(gz_error)?;
+    check_len(bytes.len(), head_len, items)?;
+    // One byte more than the header allows means the file is longer; reading on to the end
+    // also checks the gzip trailer (CRC and length of every member).
+    let mut extra = [0u8; 1];
+    loop {
+        match r.read(&mut extra) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(format!(
+                    "file is longer than its header says ({} bytes expected: {head_len} header + {items} data)",
+                    head_len + items
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(gz_error(e)),
         }
-        Ok(out)
-    } else {
-        Ok(raw.to_vec())
     }
+    Ok(bytes)
+}
+
+/// Reads IDX images (gzip or raw) from any reader, within the bounds of its header.
+pub fn read_images_from(raw: impl BufRead) -> std::result::Result<IdxImages, String> {
+    parse_images(&read_bounded(raw, 4, IMAGES_MAGIC)?)
+}
+
+/// Reads IDX labels (gzip or raw) from any reader, within the bounds of its header.
+pub fn read_labels_from(raw: impl BufRead, classes: u8) -> std::result::Result<Vec<u8>, String> {
+    parse_labels(&read_bounded(raw, 2, LABELS_MAGIC)?, classes)
+}
+
+fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+    crate::fsutil::check_readable(path)?;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(std::io::BufReader::new(f))
 }
 
 /// Reads the magic and `words - 1` dimensions; the magic is checked against `magic` before
@@ -156,14 +204,12 @@ pub fn parse_labels(bytes: &[u8], classes: u8) -> std::result::Result<Vec<u8>, S
 
 /// Reads and parses an IDX image file (gzip or raw).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    let bytes = read_maybe_gz(path)?;
-    parse_images(&bytes).map_err(|msg| Error::bad_file(path, msg))
+    read_images_from(open(path)?).map_err(|msg| Error::bad_file(path, msg))
 }
 
 /// Reads and parses an IDX label file (gzip or raw).
 pub fn read_labels(path: &Path, classes: u8) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    parse_labels(&bytes, classes).map_err(|msg| Error::bad_file(path, msg))
+    read_labels_from(open(path)?, classes).map_err(|msg| Error::bad_file(path, msg))
 }
 
 /// Encodes images as IDX bytes (used to make test data and exports).
@@ -227,15 +273,61 @@ mod tests {
         assert!(parse_labels(&extra, 10).is_err());
     }
 
-    #[test]
-    fn gzip_round_trip_and_corrupt_gzip() {
+    fn gz(bytes: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&images()).unwrap();
-        let gz = enc.finish().unwrap();
-        assert_eq!(decompress_if_gz(&gz).unwrap(), images());
-        assert!(decompress_if_gz(&gz[..gz.len() / 2])
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_round_trip_and_corrupt_gzip() {
+        let gz = gz(&images());
+        assert_eq!(
+            read_images_from(&gz[..]).unwrap(),
+            parse_images(&images()).unwrap()
+        );
+        assert_eq!(read_images_from(&images()[..]).unwrap().count, 2);
+        for cut in [gz.len() / 2, gz.len() - 4, gz.len() - 1] {
+            let e = read_images_from(&gz[..cut]).unwrap_err();
+            assert!(
+                e.contains("gzip") || e.contains("does not match"),
+                "cut {cut}: {e}"
+            );
+        }
+        let mut flipped = gz.clone();
+        let n = flipped.len();
+        flipped[n - 6] ^= 0xff; // inside the CRC-32 of the trailer
+        assert!(read_images_from(&flipped[..]).unwrap_err().contains("gzip"));
+    }
+
+    /// `cat a.gz b.gz` is a valid gzip file (RFC 1952 allows several members; gunzip reads
+    /// them all).
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        let all = images();
+        let mut two = gz(&all[..10]);
+        two.extend(gz(&all[10..]));
+        assert_eq!(
+            read_images_from(&two[..]).unwrap(),
+            parse_images(&all).unwrap()
+        );
+    }
+
+    /// A gzip bomb: a valid header for 2 images, then a megabyte of zeros. Reading stops one
+    /// byte past what the header allows.
+    #[test]
+    fn reading_stops_where_the_header_says_the_file_ends() {
+        let mut long = images();
+        long.extend(vec![0u8; 1 << 20]);
+        let e = read_images_from(&gz(&long)[..]).unwrap_err();
+        assert!(e.contains("longer than its header"), "{e}");
+        let mut huge = encode_images(4_000_000, 28, 28, &[]);
+        huge.extend([0u8; 100]);
+        let e = read_images_from(&huge[..]).unwrap_err();
+        assert!(e.contains("more than the"), "{e}");
+        assert!(read_images_from(&gz(&[0u8; 4096])[..])
             .unwrap_err()
-            .contains("gzip"));
+            .contains("wrong magic number 0"));
     }
 }

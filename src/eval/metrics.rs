@@ -38,6 +38,10 @@ pub fn bce(p: &[f32], t: &[f32]) -> f64 {
 /// [`PSNR_CAP_DB`].
 pub fn psnr(a: &[f32], b: &[f32], data_range: f64) -> f64 {
     let m = mse(a, b);
+    if !m.is_finite() {
+        // Not a score: `f64::min` would turn NaN into the cap, a perfect-looking 100 dB.
+        return f64::NAN;
+    }
     if m <= 0.0 {
         return PSNR_CAP_DB;
     }

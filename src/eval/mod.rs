@@ -46,6 +46,12 @@ pub struct EvalReport {
     pub latent_dim: usize,
     /// Epochs the weights were trained for.
     pub epoch: usize,
+    /// Batches trained of the next epoch, for weights saved mid-epoch (an interrupted run).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batch: usize,
+    /// How far training got, in words ("epoch 3", or "epoch 3 + 120 batches of epoch 4
+    /// (interrupted mid-epoch)").
+    pub trained: String,
     /// Data scale the MSE and PSNR are on.
     pub scale: Scale,
     /// Test-set scores.
@@ -58,6 +64,10 @@ pub struct EvalReport {
     pub seconds: f64,
     /// Indices shown in the reconstructions picture.
     pub indices: Vec<usize>,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// Maps a value on `scale` to [0, 1] for display and BCE.
@@ -103,6 +113,24 @@ impl ScoreSum {
         self.ssim += metrics::ssim(reference, estimate, SIDE, SIDE, range);
     }
 
+    /// The means, or an error when any is not a finite number (the model's output was not):
+    /// a NaN would otherwise show as a score.
+    pub fn finish_checked(&self) -> Result<Scores> {
+        let s = self.finish();
+        if [s.mse, s.bce, s.psnr_db, s.ssim]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            Ok(s)
+        } else {
+            Err(Error::Data(format!(
+                "the model's reconstructions are not finite numbers (MSE {}); its weights or \
+                 inputs are broken, so no score is reported",
+                s.mse
+            )))
+        }
+    }
+
     /// The means.
     pub fn finish(&self) -> Scores {
         let n = self.n.max(1) as f64;
@@ -134,8 +162,8 @@ pub fn reconstruct_values(run: &Run, inputs: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Scores the reconstructions of every image of `split`.
-pub fn score_split(run: &Run, split: &Split) -> Scores {
+/// Scores the reconstructions of every image of `split` (an error when they are not finite).
+pub fn score_split(run: &Run, split: &Split) -> Result<Scores> {
     let px = SIDE * SIDE;
     let scale = run.scale();
     let mut sum = ScoreSum::default();
@@ -147,7 +175,7 @@ pub fn score_split(run: &Run, split: &Split) -> Scores {
             sum.add(a, b, scale);
         }
     }
-    sum.finish()
+    sum.finish_checked()
 }
 
 /// The ELBO per image of a variational run on `split` (`None` for other presets).
@@ -177,8 +205,20 @@ pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
     Some(sum / split.len().max(1) as f64)
 }
 
-/// Checks indices against a split's length.
+/// Most images in one picture (32 bands of 32; the scores always cover every image).
+pub const MAX_PICTURED: usize = 1024;
+
+/// Checks indices against a split's length and the size of a picture.
 pub fn check_indices(indices: &[usize], split: &Split, flag: &str) -> Result<()> {
+    if indices.len() > MAX_PICTURED {
+        return Err(Error::config(
+            flag,
+            format!(
+                "{} images asked for in the picture, at most {MAX_PICTURED} fit (the scores always cover the whole test set)",
+                indices.len()
+            ),
+        ));
+    }
     match indices.iter().find(|&&i| i >= split.len()) {
         Some(i) => Err(Error::config(
             flag,
@@ -232,13 +272,20 @@ pub fn evaluate(
 ) -> Result<(EvalReport, [PathBuf; 2])> {
     check_indices(indices, test, "indices")?;
     let t0 = Instant::now();
-    let scores = score_split(run, test);
+    let scores = score_split(run, test)?;
     let seconds = t0.elapsed().as_secs_f64();
     let elbo = elbo(run, test);
+    if let Some(e) = elbo.filter(|e| !e.is_finite()) {
+        return Err(Error::Data(format!(
+            "the model's ELBO is {e}, not a finite number; its weights are broken"
+        )));
+    }
     let report = EvalReport {
         model: run.config.model.preset.name().into(),
         latent_dim: run.config.model.latent_dim,
         epoch: run.info.epoch,
+        batch: run.info.batch,
+        trained: run.info.progress(),
         scale: run.scale(),
         test: scores,
         elbo,

@@ -64,6 +64,16 @@ pub fn anomaly(
         return Err(Error::config("top", format!("{top} is not in 1..=100")));
     }
     let s = scores(run, test);
+    if let Some(i) = s.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Data(format!(
+            "the reconstruction of test image {i} is not finite (MSE {}); the model's weights \
+             are broken, so no score is reported",
+            s[i]
+        )));
+    }
+    if s.is_empty() {
+        return Err(Error::Data("the test set is empty".into()));
+    }
     let n = s.len() as f64;
     let mean = s.iter().sum::<f64>() / n;
     let std = (s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();

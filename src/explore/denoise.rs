@@ -47,7 +47,7 @@ pub fn noisy_images(run: &Run, split: &Split, indices: &[usize], std: f64, seed:
 }
 
 /// Scores noisy and denoised test images over the whole split.
-pub fn denoise_scores(run: &Run, split: &Split, std: f64, seed: u64) -> (Scores, Scores) {
+pub fn denoise_scores(run: &Run, split: &Split, std: f64, seed: u64) -> Result<(Scores, Scores)> {
     let scale = run.scale();
     let px = SIDE * SIDE;
     let (mut noisy_sum, mut den_sum) = (ScoreSum::default(), ScoreSum::default());
@@ -61,7 +61,7 @@ pub fn denoise_scores(run: &Run, split: &Split, std: f64, seed: u64) -> (Scores,
             den_sum.add(c, d, scale);
         }
     }
-    (noisy_sum.finish(), den_sum.finish())
+    Ok((noisy_sum.finish_checked()?, den_sum.finish_checked()?))
 }
 
 /// Runs `denoise`: `denoise.json` and `denoise.png` (clean / noisy / denoised) in `out`.
@@ -80,7 +80,7 @@ pub fn denoise(
         ));
     }
     check_indices(indices, test, "indices")?;
-    let (noisy, denoised) = denoise_scores(run, test, std, seed);
+    let (noisy, denoised) = denoise_scores(run, test, std, seed)?;
     let report = DenoiseReport {
         noise_std: std,
         seed,

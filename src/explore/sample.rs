@@ -128,6 +128,17 @@ fn confidence_summary(verdicts: &[(u8, f64)]) -> (f64, f64) {
     )
 }
 
+/// Checks a sample count: 1 to 1024 (a picture of at most 32×32 digits).
+pub fn check_count(count: usize) -> Result<()> {
+    if count == 0 || count > 1024 {
+        return Err(Error::config(
+            "count",
+            format!("{count} is not in 1..=1024"),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `sample`: `samples.png` (a square-ish grid) and `samples.json` in `out`.
 pub fn sample(
     run: &Run,
@@ -137,12 +148,7 @@ pub fn sample(
     judge: Option<&Judge>,
     out: &Path,
 ) -> Result<(SampleReport, [PathBuf; 2])> {
-    if count == 0 || count > 1024 {
-        return Err(Error::config(
-            "count",
-            format!("{count} is not in 1..=1024"),
-        ));
-    }
+    check_count(count)?;
     // A VAE samples its prior N(0, I); other models a Gaussian fitted to their training codes.
     let prior = run.config.model.preset.is_variational();
     let codes = if prior {

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::eval::score_split;
 use crate::fsutil::{write_atomic, write_json};
 use crate::run::Run;
+use crate::rundir::{is_run, DirLock};
 use crate::train::checkpoint::MODEL_FILE;
+use crate::train::run::read_config;
 use crate::train::{train, TrainOptions};
 use crate::viz::plot::{line_plot, Series};
 
@@ -59,24 +61,51 @@ pub struct SweepOptions {
     pub quiet: bool,
 }
 
-/// Trains (or reuses finished) runs and writes `sweep.csv`, `sweep.md`, `sweep.json` and
-/// `sweep.png` into the sweep folder.
+/// Trains (or reuses) runs and writes `sweep.csv`, `sweep.md`, `sweep.json` and `sweep.png`
+/// into the sweep folder. A run already in the folder is reused (or continued, if it was
+/// interrupted) only when its whole config equals the requested one; any other difference is
+/// refused before anything is trained, naming the run and the settings that differ.
 pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
     if opts.latent_dims.is_empty() {
         return Err(Error::config("latent-dims", "no sizes given"));
     }
-    let mut rows = Vec::new();
+    let _held = DirLock::acquire(&opts.out, "sweep")?;
+    let mut plan = Vec::new();
     for &l in &opts.latent_dims {
         let mut cfg = opts.base.clone();
         cfg.model.latent_dim = l;
-        cfg.validate()?;
+        cfg.validate()
+            .map_err(|e| Error::config("latent-dims", format!("latent_dim {l}: {e}")))?;
         let dir = opts.out.join(format!("latent-{l}"));
-        let done = dir.join(MODEL_FILE).exists();
+        let reuse = is_run(&dir) && {
+            let old = read_config(&dir)?;
+            let diff = old.differences(&cfg, &[]);
+            if !diff.is_empty() {
+                return Err(Error::config(
+                    "out",
+                    format!(
+                        "{} holds a run made with other settings ({}); it is left as it is. \
+                         HINT: give this sweep another --out, or delete that run to train it again",
+                        dir.display(),
+                        diff.join("; ")
+                    ),
+                ));
+            }
+            dir.join(MODEL_FILE).exists()
+        };
+        plan.push((l, cfg, dir, reuse));
+    }
+    let mut rows = Vec::new();
+    for (l, cfg, dir, reuse) in plan {
         if !opts.quiet {
-            eprintln!(
+            crate::errln!(
                 "sweep: latent_dim {l} → {}{}",
                 dir.display(),
-                if done { " (resuming/reusing)" } else { "" }
+                if reuse {
+                    " (same settings: reused, continued if unfinished)"
+                } else {
+                    ""
+                }
             );
         }
         train(&TrainOptions {
@@ -85,15 +114,15 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
             data_dir: opts.data_dir.clone(),
             allow_download: opts.allow_download,
             device: opts.device.clone(),
-            resume: done,
+            resume: reuse,
             max_epochs_this_call: None,
             quiet: opts.quiet,
             stop: None,
         })?;
         let run = Run::open(&dir, &opts.device)?;
-        let data = run.data(&opts.data_dir, opts.allow_download)?;
-        let clean = score_split(&run, &data.test);
-        let (_, den) = denoise_scores(&run, &data.test, SWEEP_NOISE_STD, SWEEP_NOISE_SEED);
+        let data = run.data(Some(&opts.data_dir), opts.allow_download)?;
+        let clean = score_split(&run, &data.test)?;
+        let (_, den) = denoise_scores(&run, &data.test, SWEEP_NOISE_STD, SWEEP_NOISE_SEED)?;
         rows.push(SweepRow {
             latent_dim: l,
             run: dir,

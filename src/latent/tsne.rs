@@ -45,6 +45,34 @@ impl Default for TsneSettings {
     }
 }
 
+impl TsneSettings {
+    /// Checks the settings for a test set of `available` images (the map takes the first
+    /// `count` of them, or all when there are fewer).
+    pub fn validate(&self, available: usize) -> Result<()> {
+        let n = self.count.min(available);
+        if !(self.perplexity.is_finite() && self.perplexity > 0.0) {
+            return Err(Error::config(
+                "perplexity",
+                format!("{} must be a positive number", self.perplexity),
+            ));
+        }
+        if (n as f32 - 1.0) < 3.0 * self.perplexity {
+            return Err(Error::config(
+                "count",
+                format!(
+                    "{n} points are too few for perplexity {} (need at least {})",
+                    self.perplexity,
+                    (3.0 * self.perplexity).ceil() as usize + 1
+                ),
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(Error::config("epochs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// What `tsne` writes to `tsne.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TsneReport {
@@ -98,25 +126,7 @@ pub fn tsne(
     out: &Path,
 ) -> Result<(TsneReport, [PathBuf; 3])> {
     let n = s.count.min(test.len());
-    if !(s.perplexity.is_finite() && s.perplexity > 0.0) {
-        return Err(Error::config(
-            "perplexity",
-            format!("{} must be a positive number", s.perplexity),
-        ));
-    }
-    if (n as f32 - 1.0) < 3.0 * s.perplexity {
-        return Err(Error::config(
-            "count",
-            format!(
-                "{n} points are too few for perplexity {} (need at least {})",
-                s.perplexity,
-                (3.0 * s.perplexity).ceil() as usize + 1
-            ),
-        ));
-    }
-    if s.epochs == 0 {
-        return Err(Error::config("epochs", "must be at least 1"));
-    }
+    s.validate(test.len())?;
     let idx: Vec<usize> = (0..n).collect();
     let codes = encode(run, test, &idx);
     let labels = &test.labels[..n];

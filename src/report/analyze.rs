@@ -13,8 +13,8 @@ use crate::run::Run;
 /// Options of the full analysis.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
-    /// Data folder.
-    pub data_dir: PathBuf,
+    /// Data folder [default: where the run found its data].
+    pub data_dir: Option<PathBuf>,
     /// Whether downloads are allowed.
     pub allow_download: bool,
     /// Test images in the t-SNE map.
@@ -26,11 +26,19 @@ pub struct AnalyzeOptions {
 /// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic, linear SVM, RBF SVM) and
 /// t-SNE on `run`, writing into its folder, then builds the report; returns the report path.
 pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
-    let data = run.data(&opts.data_dir, opts.allow_download)?;
-    let out: &Path = &run.dir;
+    let tsne_settings = TsneSettings {
+        count: opts.tsne_count,
+        ..TsneSettings::default()
+    };
+    // Everything that can be refused is checked before the first analysis writes anything.
+    tsne_settings.validate(usize::MAX)?;
+    let held = run.out_dir(None, "report --analyze")?;
+    let data = run.data(opts.data_dir.as_deref(), opts.allow_download)?;
+    tsne_settings.validate(data.test.len())?;
+    let out: &Path = &held;
     let say = |s: &str| {
         if !opts.quiet {
-            eprintln!("{s}");
+            crate::errln!("{s}");
         }
     };
     let first10: Vec<usize> = (0..10).collect();
@@ -49,16 +57,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
         crate::latent::classify(run, &data, kind, 1.0, out, false)?;
     }
     say("analyze: t-SNE");
-    let count = opts.tsne_count.min(data.test.len());
-    tsne(
-        run,
-        &data.test,
-        TsneSettings {
-            count,
-            ..TsneSettings::default()
-        },
-        out,
-    )?;
+    tsne(run, &data.test, tsne_settings, out)?;
     say("analyze: report");
     Ok(super::build_report(&run.dir, None)?.0)
 }

@@ -21,13 +21,13 @@ use html::{esc, Page};
 pub const REPORT_FILE: &str = "report.html";
 
 fn read_json(path: &Path) -> Option<serde_json::Value> {
-    std::fs::read_to_string(path)
+    crate::fsutil::read_to_string(path)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
 fn img(path: &Path, alt: &str) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::fsutil::read(path).ok()?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
     Some(format!(
         "<img alt=\"{}\" src=\"data:image/png;base64,{b64}\">",
@@ -45,12 +45,21 @@ fn num(v: &serde_json::Value, digits: usize) -> String {
 /// its path and the sections it holds.
 pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
     let config = read_config(dir)?;
+    let _held = crate::rundir::DirLock::acquire(out.unwrap_or(dir), "report")?;
     let mut page = Page::new(&format!("mnist-ae run: {}", dir.display()));
 
     // Configuration.
     let cfg_json = serde_json::to_value(&config)
         .map_err(|e| Error::bad_file(dir.join("config.json"), e.to_string()))?;
     let mut rows = String::new();
+    let weights = dir.join(crate::train::checkpoint::MODEL_FILE);
+    if let Ok(info) = crate::train::checkpoint::read_info(&weights) {
+        rows.push_str(&format!(
+            "<tr><th>weights</th><td>{} of {} epochs</td></tr>",
+            esc(&info.progress()),
+            config.epochs
+        ));
+    }
     if let Some(obj) = cfg_json.as_object() {
         for (k, v) in obj {
             rows.push_str(&format!(
@@ -170,7 +179,7 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
         ("mlp", "MLP classifier on the codes", "scikit-learn's default MLPClassifier (one hidden layer of 100 ReLU units, Adam, early stop on the training loss) on the standardised codes; the judge of generated samples uses the same model."),
     ] {
         let cdir = dir.join(format!("classify-{kind}"));
-        if let Ok(text) = std::fs::read_to_string(cdir.join("classification_report.txt")) {
+        if let Ok(text) = crate::fsutil::read_to_string(&cdir.join("classification_report.txt")) {
             let pic =
                 img(&cdir.join("confusion_matrix.png"), "confusion matrix").unwrap_or_default();
             page.section(

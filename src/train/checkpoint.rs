@@ -1,10 +1,15 @@
 //! Checkpoints in the run folder, each written atomically:
 //! - `model.safetensors`: weights named `encoder.…` / `decoder.…` (either half loads alone),
-//!   with the preset, code size, epoch and parameter ids in the metadata;
+//!   with the preset, code size, epoch (and batch, for a checkpoint taken mid-epoch) and
+//!   parameter ids in the metadata. The same weights always give the same bytes: parameter ids
+//!   come from the parameters' names, and the metadata is written in sorted order.
 //! - `resume.safetensors`: the optimizer state (burn's burnpack bytes as one u8 tensor) and the
-//!   schedule state, with the same epoch, so a resume never mixes files from two epochs.
+//!   schedule state, with the SHA-256 of the `model.safetensors` it was saved with, so a resume
+//!   never pairs Adam's state with other weights (another run's, or another save's).
+//!
+//! Loading refuses weights that are not finite numbers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -14,6 +19,7 @@ use burn::tensor::Bytes;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::schedule::ScheduleState;
 use crate::error::{Error, Result};
@@ -126,6 +132,13 @@ impl ModuleMapper for Loader<'_> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            self.errors.push(format!(
+                "{name} holds {} at index {i}; the weights are broken (a diverged or corrupted model)",
+                values[i]
+            ));
+            return param;
+        }
         let device = param.lazy_device();
         let tensor = Tensor::from_data(TensorData::new(values, want), &device);
         let id = self
@@ -144,20 +157,115 @@ pub struct WeightsInfo {
     pub model: ModelConfig,
     /// Epochs trained.
     pub epoch: usize,
+    /// Batches trained of epoch `epoch + 1` when the checkpoint was taken mid-epoch (an
+    /// interrupted run), else 0.
+    pub batch: usize,
+}
+
+impl WeightsInfo {
+    /// How far training got, in words: "epoch 3", or "epoch 3 + 120 batches of epoch 4".
+    pub fn progress(&self) -> String {
+        if self.batch == 0 {
+            format!("epoch {}", self.epoch)
+        } else {
+            format!(
+                "epoch {} + {} batches of epoch {} (interrupted mid-epoch)",
+                self.epoch,
+                self.batch,
+                self.epoch + 1
+            )
+        }
+    }
+}
+
+/// Checks that a run whose weights stand at `at` may be continued to `epochs` in total: never
+/// fewer epochs than it has trained, which would leave config.json disagreeing with its
+/// weights and metrics.
+pub fn check_epochs(epochs: usize, at: &WeightsInfo) -> Result<()> {
+    if epochs < at.epoch || (epochs == at.epoch && at.batch > 0) {
+        let done = if at.batch > 0 {
+            format!("{} epochs and {} batches", at.epoch, at.batch)
+        } else {
+            format!("{} epochs", at.epoch)
+        };
+        return Err(Error::config(
+            "epochs",
+            format!(
+                "{epochs}: the run has already trained {done}; config.json would disagree with its weights. \
+                 HINT: give --epochs {} or more",
+                at.epoch + usize::from(at.batch > 0)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a checkpoint's weights stand: epochs completed, and batches of the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrainedTo {
+    /// Complete epochs.
+    pub epoch: usize,
+    /// Batches of the next epoch (0 at an epoch's end).
+    pub batch: usize,
+}
+
+/// Gives every parameter an id derived from its name (`encoder.conv1.weight`), so that a
+/// model's ids, which the weights file records and Adam's state is keyed by, are the same in
+/// every run: burn's own ids are random, and would make two identical runs' files differ.
+pub fn with_stable_ids<M: Module>(module: M, prefix: &str) -> M {
+    struct Ids {
+        stack: PathStack,
+    }
+    impl ModuleMapper for Ids {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.stack.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.stack.exit();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let digest = Sha256::digest(self.stack.path().as_bytes());
+            let id = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+            let value = param.val();
+            param.transform_for_load(value, ParamId::from(id))
+        }
+    }
+    let mut ids = Ids {
+        stack: PathStack::default(),
+    };
+    ids.stack.parts.push(prefix.to_string());
+    module.map(&mut ids)
+}
+
+/// A model with stable parameter ids (see [`with_stable_ids`]).
+pub fn stable(model: Autoencoder) -> Autoencoder {
+    Autoencoder {
+        encoder: with_stable_ids(model.encoder, "encoder"),
+        decoder: with_stable_ids(model.decoder, "decoder"),
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Saves `model` to `path` (atomically).
+/// Saves `model`, trained for `epoch` whole epochs, to `path` (atomically).
 pub fn save_model(
     path: &Path,
     model: &Autoencoder,
     config: &ModelConfig,
     epoch: usize,
 ) -> Result<()> {
-    write_atomic(path, &model_bytes(path, model, config, epoch)?)
+    let at = TrainedTo { epoch, batch: 0 };
+    write_atomic(path, &model_bytes(path, model, config, at)?)
 }
 
 /// The bytes of `model.safetensors` for `model`.
@@ -165,22 +273,34 @@ fn model_bytes(
     path: &Path,
     model: &Autoencoder,
     config: &ModelConfig,
-    epoch: usize,
+    at: TrainedTo,
 ) -> Result<Vec<u8>> {
     let mut tensors = collect(&model.encoder, "encoder");
     tensors.extend(collect(&model.decoder, "decoder"));
+    if let Some((name, v)) = tensors
+        .iter()
+        .find_map(|t| t.3.iter().find(|v| !v.is_finite()).map(|v| (&t.0, v)))
+    {
+        return Err(Error::bad_file(
+            path,
+            format!("not written: {name} holds {v}; the weights are broken"),
+        ));
+    }
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| to_bytes(&t.3)).collect();
-    let ids: HashMap<&str, u64> = tensors.iter().map(|t| (t.0.as_str(), t.1.val())).collect();
-    let meta = HashMap::from([
+    let ids: BTreeMap<&str, u64> = tensors.iter().map(|t| (t.0.as_str(), t.1.val())).collect();
+    let mut meta = HashMap::from([
         ("format".to_string(), "mnist-ae".to_string()),
         ("preset".to_string(), config.preset.name().to_string()),
         ("latent_dim".to_string(), config.latent_dim.to_string()),
-        ("epoch".to_string(), epoch.to_string()),
+        ("epoch".to_string(), at.epoch.to_string()),
         (
             "param_ids".to_string(),
             serde_json::to_string(&ids).unwrap_or_default(),
         ),
     ]);
+    if at.batch > 0 {
+        meta.insert("batch".to_string(), at.batch.to_string());
+    }
     let named: Vec<(&str, &[usize], &[u8])> = tensors
         .iter()
         .zip(&bytes)
@@ -204,17 +324,39 @@ pub(crate) fn serialize_f32(
                 .map_err(|e| Error::bad_file(path, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::bad_file(path, e.to_string()))
+    let bytes = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    sort_metadata(path, bytes)
+}
+
+/// Rewrites a safetensors header with its `__metadata__` keys in sorted order. safetensors
+/// 0.4 writes the metadata from a `HashMap`, in an order that changes from process to
+/// process, so the same tensors and metadata would give different bytes. The header is a
+/// length-prefixed JSON object (8 bytes little-endian length, then the JSON, space-padded);
+/// the sorted form has the same length, so the data offsets stay valid.
+fn sort_metadata(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |m: &str| Error::bad_file(path, format!("serialising safetensors: {m}"));
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+        .filter(|&n| n <= bytes.len() - 8)
+        .ok_or_else(|| bad("no header"))?;
+    let text = std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| bad(&e.to_string()))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text.trim_end()).map_err(|e| bad(&e.to_string()))?;
+    let mut sorted = serde_json::to_string(&header)
+        .map_err(|e| bad(&e.to_string()))?
+        .into_bytes();
+    if sorted.len() > n {
+        return Err(bad("sorted header is longer"));
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    if path.is_dir() {
-        return Err(Error::bad_file(
-            path,
-            "is a directory, expected a checkpoint file",
-        ));
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    crate::fsutil::read(path)
 }
 
 fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
@@ -244,6 +386,11 @@ fn info_from(path: &Path, meta: &HashMap<String, String>) -> Result<WeightsInfo>
             latent_dim: num("latent_dim")?,
         },
         epoch: num("epoch")?,
+        batch: if meta.contains_key("batch") {
+            num("batch")?
+        } else {
+            0
+        },
     })
 }
 
@@ -354,6 +501,10 @@ pub struct ResumeState {
     /// Images in those batches.
     #[serde(default)]
     pub partial_images: usize,
+    /// SHA-256 (hex) of the `model.safetensors` saved together with this state; absent in
+    /// runs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
 }
 
 /// Saves the optimizer and schedule state (atomically).
@@ -371,11 +522,18 @@ pub fn save_checkpoint(
     config: &ModelConfig,
     optim: &ModuleOptimizer,
     state: &ResumeState,
-    model_epoch: usize,
 ) -> Result<()> {
     let (mp, rp) = (dir.join(MODEL_FILE), dir.join(RESUME_FILE));
-    let m = model_bytes(&mp, model, config, model_epoch)?;
-    let r = resume_bytes(&rp, optim, state)?;
+    let at = TrainedTo {
+        epoch: state.epoch,
+        batch: state.batch,
+    };
+    let m = model_bytes(&mp, model, config, at)?;
+    let state = ResumeState {
+        model_sha256: Some(sha256_hex(&m)),
+        ..state.clone()
+    };
+    let r = resume_bytes(&rp, optim, &state)?;
     write_atomic_pair([(&mp, &m), (&rp, &r)])
 }
 
@@ -395,7 +553,7 @@ fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Re
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
     let out = safetensors::serialize([("optimizer".to_string(), view)], &Some(meta))
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    Ok(out)
+    sort_metadata(path, out)
 }
 
 /// Loads the optimizer and schedule state into `optim`.

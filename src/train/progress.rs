@@ -45,9 +45,10 @@ impl EpochProgress {
             b.set_position(done as u64);
             b.set_message(format!("loss {loss:.5} {rate:.0} img/s"));
         } else if done >= self.next_line && done < self.total {
-            eprintln!(
+            crate::errln!(
                 "{} {done}/{} loss {loss:.5} {rate:.0} img/s",
-                self.label, self.total
+                self.label,
+                self.total
             );
             self.next_line = done + self.total / 4;
         }

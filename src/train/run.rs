@@ -23,9 +23,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_json;
 use crate::kernels::adam::FusedAdam;
 use crate::model::{Activation, Autoencoder};
+use crate::rundir::DirLock;
 
-/// The config file of a run.
-pub const CONFIG_FILE: &str = "config.json";
+pub use crate::rundir::CONFIG_FILE;
 /// Batch size for validation passes (no gradients, so larger is fine).
 const EVAL_BATCH: usize = 1000;
 /// Noise stream id of validation batches, apart from the training streams.
@@ -270,7 +270,7 @@ pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
             run_dir.display()
         )));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::fsutil::read_to_string(&path)?;
     parse_config(&path, &text)
 }
 
@@ -376,6 +376,60 @@ fn noisy(
     })
 }
 
+/// Loads the weights and the resume state of a run to continue it, checking that the resume
+/// state was saved together with exactly these weights.
+fn load_pair(
+    model_path: &Path,
+    resume_path: &Path,
+    config: &TrainConfig,
+    optim: ModuleOptimizer,
+    device: &Device,
+) -> Result<(Autoencoder, ModuleOptimizer, ResumeState)> {
+    let bytes = crate::fsutil::read(model_path)?;
+    let (model, info) =
+        checkpoint::load_model_from(model_path, &bytes, &config.model, config.model.init(device))?;
+    let (optim, state) = checkpoint::load_resume(resume_path, optim)?;
+    let resume_at = checkpoint::WeightsInfo {
+        model: info.model,
+        epoch: state.epoch,
+        batch: state.batch,
+    };
+    let mismatch = |what: String| {
+        Error::bad_file(
+            resume_path,
+            format!(
+                "does not belong to {}: {what} ({} is at {}, {} at {}). It comes from another run, \
+                 or from another save of this one; nothing was trained. HINT: put back the \
+                 model.safetensors and resume.safetensors of one save together, or train a new run",
+                model_path.display(),
+                RESUME_FILE,
+                resume_at.progress(),
+                MODEL_FILE,
+                info.progress()
+            ),
+        )
+    };
+    match &state.model_sha256 {
+        Some(want) => {
+            let got = checkpoint::sha256_hex(&bytes);
+            if *want != got {
+                return Err(mismatch(format!(
+                    "it was saved with weights of SHA-256 {}…, {MODEL_FILE} has {}…",
+                    &want[..want.len().min(12)],
+                    &got[..12]
+                )));
+            }
+        }
+        // Runs written before the digest was recorded: the epochs must at least agree.
+        None if state.epoch != info.epoch => {
+            return Err(mismatch("they were saved at different epochs".to_string()));
+        }
+        None => {}
+    }
+    checkpoint::check_epochs(config.epochs, &resume_at)?;
+    Ok((model, optim, state))
+}
+
 /// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let config = &opts.config;
@@ -383,6 +437,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let dir = &opts.run_dir;
     let model_path = dir.join(MODEL_FILE);
     let resume_path = dir.join(RESUME_FILE);
+    if opts.resume && !dir.is_dir() {
+        return Err(Error::Data(format!(
+            "{}: run folder not found",
+            dir.display()
+        )));
+    }
+    // Held until training returns: no other process writes this folder meanwhile.
+    let _lock = DirLock::acquire(dir, "train")?;
     if !opts.resume && model_path.exists() {
         return Err(Error::config(
             "out",
@@ -400,12 +462,23 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             "no training images left after the validation split",
         ));
     }
+    if config.batch_size > data.train.len() {
+        return Err(Error::config(
+            "batch-size",
+            format!(
+                "{} is more than the {} training images; HINT: use --batch-size {} or less",
+                config.batch_size,
+                data.train.len(),
+                data.train.len()
+            ),
+        ));
+    }
     let device = opts.device.clone().autodiff();
     device.seed(config.seed);
     let act: Activation = config.model.preset.activation();
     let scale = act.scale();
 
-    let mut model = config.model.init(&device);
+    let mut model = checkpoint::stable(config.model.init(&device));
     let mut optim = optimizer(config);
     let mut sched = ScheduleState::new(config.lr);
     // f64::MAX, not infinity, stands for "none yet": JSON (the resume state) has no infinity.
@@ -416,17 +489,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let mut partial = (0usize, 0.0f64, 0usize);
 
     if opts.resume {
-        let (m, info) = checkpoint::load_model(&model_path, &config.model, &device)?;
-        let (o, state) = checkpoint::load_resume(&resume_path, optim)?;
-        if state.epoch != info.epoch {
-            return Err(Error::bad_file(
-                &resume_path,
-                format!(
-                    "is from epoch {} but {} is from epoch {}; the last save was interrupted",
-                    state.epoch, MODEL_FILE, info.epoch
-                ),
-            ));
-        }
+        let (m, o, state) = load_pair(&model_path, &resume_path, config, optim, &device)?;
         model = m;
         optim = o;
         sched = state.schedule;
@@ -505,8 +568,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                         batch: bi + 1,
                         partial_loss_sum: sum,
                         partial_images: done,
+                        model_sha256: None,
                     },
-                    epoch,
                 )?;
                 return Ok(TrainOutcome {
                     epochs_done: epoch,
@@ -549,7 +612,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             images_per_sec: images_this_call as f64 / seconds.max(1e-9),
         };
         if !opts.quiet {
-            eprintln!(
+            crate::errln!(
                 "epoch {}/{} train {:.6} valid {} lr {:.1e} time {:.1}s ({:.0} img/s)",
                 row.epoch,
                 config.epochs,
@@ -563,7 +626,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             );
         }
         history.push(row);
-        // Both files land together (see save_checkpoint); resume checks they carry one epoch.
+        // Both files land together (see save_checkpoint); resume checks they belong together.
         checkpoint::save_checkpoint(
             dir,
             &model,
@@ -576,8 +639,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                 batch: 0,
                 partial_loss_sum: 0.0,
                 partial_images: 0,
+                model_sha256: None,
             },
-            epoch + 1,
         )?;
         metrics::write(&dir.join(METRICS_FILE), &history)?;
         let loss_name = match config.loss {

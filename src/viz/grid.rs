@@ -42,9 +42,46 @@ impl Default for GridStyle {
     }
 }
 
-/// Draws `rows` into a PNG at `path` (atomically), with an optional title.
+/// Most images side by side: longer rows wrap, all rows together, into bands of this many
+/// columns, so a picture of 10,000 pairs is a tall page rather than 880,000 pixels wide.
+pub const MAX_COLUMNS: usize = 32;
+
+/// `rows` cut into bands of at most `width` columns: band after band, each with every row's
+/// images of that band.
+fn wrap(rows: &[GridRow], width: usize) -> Vec<GridRow> {
+    let cols = rows.iter().map(|r| r.images.len()).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for start in (0..cols).step_by(width) {
+        for r in rows {
+            let end = (start + width).min(r.images.len());
+            if start >= end {
+                continue;
+            }
+            out.push(GridRow {
+                label: r.label.clone(),
+                images: r.images[start..end].to_vec(),
+                captions: r
+                    .captions
+                    .get(start..end.min(r.captions.len()))
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// Draws `rows` into a PNG at `path` (atomically), with an optional title; rows longer than
+/// [`MAX_COLUMNS`] wrap.
 pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) -> Result<()> {
     init_fonts();
+    let wrapped;
+    let rows = if rows.iter().any(|r| r.images.len() > MAX_COLUMNS) {
+        wrapped = wrap(rows, MAX_COLUMNS);
+        &wrapped[..]
+    } else {
+        rows
+    };
     let err = |e: &dyn std::fmt::Display| Error::Plot {
         path: path.to_path_buf(),
         msg: e.to_string(),

@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use mnist_ae::data::idx::{encode_images, encode_labels};
 
 /// The MNIST folder: `$MNIST_AE_DATA`, else `../shared/data/mnist` beside the repository.
 /// Tests that need it fail (not skip) when it is missing: CI always has it.
@@ -85,4 +88,35 @@ pub fn short_run() -> PathBuf {
         dir
     })
     .clone()
+}
+
+/// Writes `bytes` gzip-compressed to `path`.
+pub fn write_gz(path: &Path, bytes: &[u8]) {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    std::fs::write(path, enc.finish().unwrap()).unwrap();
+}
+
+/// A data folder of tiny valid IDX files (gz for images, raw for labels).
+pub fn tiny_dataset(dir: &Path, n_train: usize, n_test: usize) {
+    let px = |n: usize| (0..n * 784).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    let lb = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
+    write_gz(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &encode_images(n_train, 28, 28, &px(n_train)),
+    );
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        encode_labels(&lb(n_train)),
+    )
+    .unwrap();
+    write_gz(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &encode_images(n_test, 28, 28, &px(n_test)),
+    );
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        encode_labels(&lb(n_test)),
+    )
+    .unwrap();
 }

@@ -8,7 +8,7 @@ use mnist_ae::data::download::{download, md5_hex, RemoteFile};
 use mnist_ae::data::idx::{encode_images, encode_labels};
 use mnist_ae::data::{load, LoadOptions, MNIST};
 
-use crate::common::{fails, mnist_dir};
+use crate::common::{fails, mnist_dir, tiny_dataset, write_gz};
 
 #[test]
 fn real_mnist_loads_with_known_facts() {
@@ -36,36 +36,6 @@ fn real_mnist_loads_with_known_facts() {
     )
     .unwrap();
     assert_eq!(full.labels[0], 5);
-}
-
-fn write_gz(path: &Path, bytes: &[u8]) {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    std::fs::write(path, enc.finish().unwrap()).unwrap();
-}
-
-/// A data folder of tiny valid IDX files (gz for images, raw for labels).
-fn tiny_dataset(dir: &Path, n_train: usize, n_test: usize) {
-    let px = |n: usize| (0..n * 784).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
-    let lb = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
-    write_gz(
-        &dir.join("train-images-idx3-ubyte.gz"),
-        &encode_images(n_train, 28, 28, &px(n_train)),
-    );
-    std::fs::write(
-        dir.join("train-labels-idx1-ubyte"),
-        encode_labels(&lb(n_train)),
-    )
-    .unwrap();
-    write_gz(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &encode_images(n_test, 28, 28, &px(n_test)),
-    );
-    std::fs::write(
-        dir.join("t10k-labels-idx1-ubyte"),
-        encode_labels(&lb(n_test)),
-    )
-    .unwrap();
 }
 
 fn train_on(dir: &Path, out: &Path) -> String {

@@ -65,7 +65,7 @@ fn export_uses_pytorch_names_and_import_reproduces_the_run() {
             d,
             "--no-download",
             "--out",
-            tmp.path().to_str().unwrap(),
+            tmp.path().join("evals").to_str().unwrap(),
         ]);
         out.split("MSE ")
             .nth(1)

@@ -8,5 +8,6 @@ mod explore;
 mod interop;
 mod latent;
 mod models;
+mod reliability;
 mod report;
 mod training;

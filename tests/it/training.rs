@@ -236,7 +236,10 @@ fn a_diverging_run_stops_with_a_hint_and_writes_no_weights() {
 }
 
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
+/// SIGTERM (what docker, SLURM and systemd send; Ctrl-C's SIGINT takes the same path) stops
+/// training mid-epoch with a checkpoint labelled with its epoch and batch, and `--resume`
+/// ends with exactly the weights of an uninterrupted run.
+fn sigterm_saves_a_labelled_checkpoint_and_resume_matches_an_uninterrupted_run() {
     let data = mnist_dir();
     let d = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -260,7 +263,8 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the first progress line of epoch 1, then interrupt mid-epoch.
+    // Wait for the first progress line of epoch 1, then stop the process there (SIGSTOP) so
+    // that the termination signal lands mid-epoch whatever the machine's load.
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -274,11 +278,13 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
         }
     }
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    for sig in ["-STOP", "-TERM", "-CONT"] {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let status = child.wait().unwrap();
@@ -288,6 +294,27 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
         "{rest}"
     );
     assert!(cut.join("model.safetensors").exists() && cut.join("resume.safetensors").exists());
+    // The checkpoint says what it holds: epoch 0 complete, some batches of epoch 1.
+    let eval_out = tmp.path().join("eval");
+    let shown = ok(&[
+        "eval",
+        cut.to_str().unwrap(),
+        "--data-dir",
+        d,
+        "--no-download",
+        "--out",
+        eval_out.to_str().unwrap(),
+    ]);
+    assert!(
+        shown.contains("epoch 0 + ")
+            && shown.contains("batches of epoch 1 (interrupted mid-epoch)"),
+        "{shown}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["epoch"], 0);
+    assert!(j["batch"].as_u64().unwrap() > 0, "{j}");
 
     ok(&[
         "train",

@@ -1,0 +1,210 @@
+//! A folder this program writes into (a run folder, a sweep folder, an analysis's `--out`):
+//! who may write it, and when.
+//!
+//! - **One writer at a time.** Every command that writes into a folder first takes an exclusive
+//!   OS lock (`flock`) on `.mnist-ae.lock` inside it, and keeps it until it is done. The OS drops
+//!   the lock when the process ends, however it ends, so a killed run never leaves a stale lock.
+//!   A second process fails at once, naming the folder and the holder's PID. Within one process
+//!   the lock is shared: `train --report` locks the run once for training and analyses.
+//! - **Only our folders.** A folder is written only if it is empty (or new) or already ours: it
+//!   holds the lock file, a `config.json` this program can read, or (a sweep folder written
+//!   before the lock file existed) runs of ours in `latent-*` sub-folders.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::error::{Error, Result};
+
+/// The lock file in every folder this program writes; its content is the holder's PID and
+/// command, for the message the next writer sees.
+pub const LOCK_FILE: &str = ".mnist-ae.lock";
+/// The config file of a run (what makes a folder recognisably a run).
+pub const CONFIG_FILE: &str = "config.json";
+
+/// An exclusive hold on a folder for writing, released when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct DirLock {
+    inner: Arc<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    dir: PathBuf,
+    // Keeps the OS lock: closing the file releases it.
+    _file: File,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if held.get(&self.dir).is_some_and(|w| w.strong_count() == 0) {
+            held.remove(&self.dir);
+        }
+    }
+}
+
+/// The folders this process holds, so that nested commands share one lock: a second `flock`
+/// on the same file from the same process would conflict with the first.
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Held>>> {
+    static HELD: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<Held>>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl DirLock {
+    /// Creates `dir` if needed, checks that it is empty or ours, and locks it for this process;
+    /// `command` (e.g. "train") is recorded for other processes' error messages.
+    pub fn acquire(dir: &Path, command: &str) -> Result<DirLock> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let key = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let mut held = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(inner) = held.get(&key).and_then(Weak::upgrade) {
+            return Ok(DirLock { inner });
+        }
+        let lock_path = key.join(LOCK_FILE);
+        if !is_ours(&key)? {
+            return Err(Error::NotOurs {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "is not empty and is not an mnist-ae folder (it holds {}); nothing was written. \
+                     HINT: choose a new or empty folder",
+                    listing(&key)
+                ),
+            });
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&lock_path) {
+            if !meta.is_file() {
+                return Err(Error::bad_file(
+                    &lock_path,
+                    format!("is a {}, not our lock file", kind_of(&meta)),
+                ));
+            }
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another mnist-ae process".to_string()
+                } else {
+                    format!("another mnist-ae process (PID {holder})")
+                };
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                    msg: format!(
+                        "is in use by {who}; nothing was written. HINT: wait for it to finish, or write to another folder"
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        // Best effort: the PID only makes another process's message more helpful.
+        let _ = file.set_len(0).and_then(|()| {
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}, {command}", std::process::id())
+        });
+        let inner = Arc::new(Held {
+            dir: key.clone(),
+            _file: file,
+        });
+        held.insert(key, Arc::downgrade(&inner));
+        Ok(DirLock { inner })
+    }
+
+    /// The locked folder (canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+/// Whether `dir` may be written: empty, or holding our lock file, a readable `config.json`, or
+/// runs of ours in `latent-*` sub-folders (a sweep).
+pub fn is_ours(dir: &Path) -> Result<bool> {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    if entries.is_empty() || dir.join(LOCK_FILE).exists() || is_run(dir) {
+        return Ok(true);
+    }
+    Ok(entries.iter().any(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("latent-"))
+            && is_run(p)
+    }))
+}
+
+/// Whether `dir` holds a `config.json` that this program reads as a run's config.
+pub fn is_run(dir: &Path) -> bool {
+    let path = dir.join(CONFIG_FILE);
+    crate::fsutil::read_to_string(&path)
+        .ok()
+        .is_some_and(|t| serde_json::from_str::<crate::config::TrainConfig>(&t).is_ok())
+}
+
+/// A short listing of a folder's entries for an error message.
+fn listing(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let n = names.len();
+    names.truncate(4);
+    let mut s = names.join(", ");
+    if n > 4 {
+        s.push_str(&format!(" and {} more", n - 4));
+    }
+    s
+}
+
+/// What a non-regular file is, for messages.
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        special_kind(&t)
+    }
+}
+
+#[cfg(unix)]
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "special file"
+}
