@@ -147,13 +147,20 @@ impl TrainConfig {
     }
 
     /// The folder to read this run's data from: a folder dataset's own path; for a named
-    /// dataset `flag`, else the recorded folder, else the default (see [`resolve_data_dir`]).
+    /// dataset `flag`, else the recorded folder while it still holds the four files (a run
+    /// copied to another machine falls back), else the default (see [`resolve_data_dir`]).
     pub fn data_dir_for(&self, flag: Option<&Path>) -> PathBuf {
         match DatasetSource::parse(&self.dataset) {
             DatasetSource::Folder(p) => p,
             DatasetSource::Named(spec) => flag
                 .map(Path::to_path_buf)
-                .or_else(|| self.data_dir.clone())
+                .or_else(|| {
+                    self.data_dir.clone().filter(|d| {
+                        spec.files
+                            .iter()
+                            .all(|f| crate::data::download::find_local(d, f.name).is_some())
+                    })
+                })
                 .unwrap_or_else(|| resolve_data_dir(None, spec)),
         }
     }

@@ -5,10 +5,15 @@
 //!   OS lock (`flock`) on `.mnist-ae.lock` inside it, and keeps it until it is done. The OS drops
 //!   the lock when the process ends, however it ends, so a killed run never leaves a stale lock.
 //!   A second process fails at once, naming the folder and the holder's PID. Within one process
-//!   the lock is shared: `train --report` locks the run once for training and analyses.
+//!   the lock is shared, so nested commands (`train --report`: training, then every analysis
+//!   and the report) hold the folder throughout.
 //! - **Only our folders.** A folder is written only if it is empty (or new) or already ours: it
-//!   holds the lock file, a `config.json` this program can read, or (a sweep folder written
-//!   before the lock file existed) runs of ours in `latent-*` sub-folders.
+//!   holds the lock file, or a `config.json` this program can read, or (folders written before
+//!   the lock file existed) nothing but the outputs of our analyses, or runs of ours in
+//!   `latent-*` sub-folders (a sweep).
+//!
+//! On a file system without `flock` (some network mounts) the lock cannot be taken: the
+//! command says so and goes on unprotected rather than refusing all work.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -34,12 +39,15 @@ pub struct DirLock {
 struct Held {
     dir: PathBuf,
     // Keeps the OS lock: closing the file releases it.
-    _file: File,
+    file: Option<File>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = registry().lock().unwrap_or_else(|e| e.into_inner());
+        // Closed under the registry's lock, so no thread of this process can find the folder
+        // unregistered while this file still holds the OS lock.
+        self.file.take();
         if held.get(&self.dir).is_some_and(|w| w.strong_count() == 0) {
             held.remove(&self.dir);
         }
@@ -108,7 +116,12 @@ impl DirLock {
                     ),
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                crate::errln!(
+                    "warning: {}: cannot lock ({e}); going on without protection against a second writer",
+                    lock_path.display()
+                );
+            }
         }
         // Best effort: the PID only makes another process's message more helpful.
         let _ = file.set_len(0).and_then(|()| {
@@ -117,7 +130,7 @@ impl DirLock {
         });
         let inner = Arc::new(Held {
             dir: key.clone(),
-            _file: file,
+            file: Some(file),
         });
         held.insert(key, Arc::downgrade(&inner));
         Ok(DirLock { inner })
@@ -129,22 +142,51 @@ impl DirLock {
     }
 }
 
-/// Whether `dir` may be written: empty, or holding our lock file, a readable `config.json`, or
-/// runs of ours in `latent-*` sub-folders (a sweep).
+/// The files our analyses, reports and sweeps write beside a run (not the run's own files:
+/// a stranger's `config.json` or `metrics.jsonl` must not make a folder look like ours).
+const OUTPUTS: &[&str] = &[
+    "anomalies.png",
+    "anomaly.json",
+    "anomaly_hist.png",
+    "anomaly_scores.csv",
+    "denoise.json",
+    "denoise.png",
+    "eval.json",
+    "interpolate.json",
+    "interpolate.png",
+    "reconstructions.png",
+    "report.html",
+    "samples.json",
+    "samples.png",
+    "sweep.csv",
+    "sweep.json",
+    "sweep.md",
+    "sweep.png",
+    "tsne.csv",
+    "tsne.json",
+    "tsne.png",
+];
+
+/// Whether `dir` may be written: empty, or holding our lock file or a readable `config.json`,
+/// or nothing but our analyses' outputs (`classify-*` folders included), or runs of ours in
+/// `latent-*` sub-folders (a sweep).
 pub fn is_ours(dir: &Path) -> Result<bool> {
-    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+    let names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
-    if entries.is_empty() || dir.join(LOCK_FILE).exists() || is_run(dir) {
+    if names.is_empty() || dir.join(LOCK_FILE).exists() || is_run(dir) {
         return Ok(true);
     }
-    Ok(entries.iter().any(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("latent-"))
-            && is_run(p)
-    }))
+    if names
+        .iter()
+        .any(|n| n.starts_with("latent-") && is_run(&dir.join(n)))
+    {
+        return Ok(true);
+    }
+    Ok(names
+        .iter()
+        .all(|n| OUTPUTS.contains(&n.as_str()) || n.starts_with("classify-")))
 }
 
 /// Whether `dir` holds a `config.json` that this program reads as a run's config.

@@ -34,9 +34,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = super::device(&a.device)?;
     let run =
         Run::open(&a.run, &device).with_context(|| format!("opening run {}", a.run.display()))?;
-    let data = run.data(a.data.data_dir.as_deref(), !a.data.no_download)?;
     let indices = a.indices.unwrap_or_else(|| (0..a.count).collect());
+    mnist_ae::eval::check_pictured(indices.len(), "indices")?;
     let out = run.out_dir(a.out.as_deref(), "eval")?;
+    let data = run.data(a.data.data_dir.as_deref(), !a.data.no_download)?;
     let (r, files) = evaluate(&run, &data.test, &indices, &out)?;
     mnist_ae::outln!(
         "{} (latent {}, {}) on {} test images: MSE {:.6}  BCE {:.6}  PSNR {:.2} dB  SSIM {:.4}  ({:.1}s)",

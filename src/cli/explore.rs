@@ -25,19 +25,24 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    fn open_run(&self) -> Result<Run> {
+        let device = super::device(&self.device)?;
+        Run::open(&self.run, &device).with_context(|| format!("opening run {}", self.run.display()))
+    }
+
     /// Opens the run and loads its data.
     pub fn open_read(&self) -> Result<(Run, mnist_ae::data::Dataset)> {
-        let device = super::device(&self.device)?;
-        let run = Run::open(&self.run, &device)
-            .with_context(|| format!("opening run {}", self.run.display()))?;
+        let run = self.open_run()?;
         let data = run.data(self.data.data_dir.as_deref(), !self.data.no_download)?;
         Ok((run, data))
     }
 
-    /// Opens the run, loads its data, and takes the output folder (locked for `command`).
+    /// Opens the run, takes the output folder (locked for `command`, before any slow work,
+    /// so that a second writer is turned away at once), and loads the data.
     pub fn open(&self, command: &str) -> Result<(Run, mnist_ae::data::Dataset, OutDir)> {
-        let (run, data) = self.open_read()?;
+        let run = self.open_run()?;
         let out = run.out_dir(self.out.as_deref(), command)?;
+        let data = run.data(self.data.data_dir.as_deref(), !self.data.no_download)?;
         Ok((run, data, out))
     }
 }

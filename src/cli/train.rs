@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use mnist_ae::config::{Loss, Scheduler, TrainConfig};
 use mnist_ae::model::Preset;
 use mnist_ae::train::{self, run::read_config, TrainOptions};
+use signal_hook::consts::SIGTERM;
 
 use super::DataArgs;
 
@@ -362,9 +363,15 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
         mnist_ae::errln!("config: {}", serde_json::to_string(&config)?);
         mnist_ae::errln!("run folder: {}", run_dir.display());
     }
-    // Ctrl-C, and SIGTERM (what docker, SLURM and systemd send) or SIGHUP, stop training after
-    // the current step with a checkpoint; a second signal quits at once.
+    // Held to the end, report included: no other process writes the folder meanwhile.
+    let _held = mnist_ae::rundir::DirLock::acquire(&run_dir, "train")
+        .with_context(|| format!("training into {}", run_dir.display()))?;
+    // Ctrl-C (SIGINT) and SIGTERM (what docker, SLURM and systemd send) stop training after
+    // the current step with a checkpoint; a second signal, or one after training, quits at
+    // once.
     let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGTERM, 130, stop.clone())?;
+    signal_hook::flag::register(SIGTERM, stop.clone())?;
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
@@ -384,7 +391,7 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
         resume,
         max_epochs_this_call: a.stop_after,
         quiet: a.quiet,
-        stop: Some(stop),
+        stop: Some(stop.clone()),
     })
     .with_context(|| format!("training into {}", run_dir.display()))?;
     if let Some(batches) = out.interrupted {
@@ -405,6 +412,13 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             run_dir.display()
         );
+    }
+    // From here on a signal quits at once: there is no training step to finish.
+    if stop.swap(true, Ordering::SeqCst) && a.report {
+        mnist_ae::errln!(
+            "interrupted after the last epoch: the run is complete; no report was made"
+        );
+        std::process::exit(130);
     }
     if a.report {
         let path = super::report::analyze_run(&run_dir, &a.device, &a.data, 10_000, a.quiet)?;

@@ -208,17 +208,22 @@ pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
 /// Most images in one picture (32 bands of 32; the scores always cover every image).
 pub const MAX_PICTURED: usize = 1024;
 
-/// Checks indices against a split's length and the size of a picture.
-pub fn check_indices(indices: &[usize], split: &Split, flag: &str) -> Result<()> {
-    if indices.len() > MAX_PICTURED {
+/// Checks the number of images asked for in a picture (before any data is read).
+pub fn check_pictured(count: usize, flag: &str) -> Result<()> {
+    if count > MAX_PICTURED {
         return Err(Error::config(
             flag,
             format!(
-                "{} images asked for in the picture, at most {MAX_PICTURED} fit (the scores always cover the whole test set)",
-                indices.len()
+                "{count} images asked for in the picture, at most {MAX_PICTURED} fit (the scores always cover the whole test set)"
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks indices against a split's length and the size of a picture.
+pub fn check_indices(indices: &[usize], split: &Split, flag: &str) -> Result<()> {
+    check_pictured(indices.len(), flag)?;
     match indices.iter().find(|&&i| i >= split.len()) {
         Some(i) => Err(Error::config(
             flag,

@@ -69,16 +69,22 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
     if opts.latent_dims.is_empty() {
         return Err(Error::config("latent-dims", "no sizes given"));
     }
-    let _held = DirLock::acquire(&opts.out, "sweep")?;
-    let mut plan = Vec::new();
+    let mut configs = Vec::new();
     for &l in &opts.latent_dims {
         let mut cfg = opts.base.clone();
         cfg.model.latent_dim = l;
         cfg.validate()
             .map_err(|e| Error::config("latent-dims", format!("latent_dim {l}: {e}")))?;
+        configs.push((l, cfg));
+    }
+    let _held = DirLock::acquire(&opts.out, "sweep")?;
+    let mut plan = Vec::new();
+    for (l, cfg) in configs {
         let dir = opts.out.join(format!("latent-{l}"));
         let reuse = is_run(&dir) && {
-            let old = read_config(&dir)?;
+            let mut old = read_config(&dir)?;
+            // Runs written before data locations were recorded hold a folder dataset as typed.
+            old.pin_data(None);
             let diff = old.differences(&cfg, &[]);
             if !diff.is_empty() {
                 return Err(Error::config(

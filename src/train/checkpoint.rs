@@ -172,7 +172,7 @@ impl WeightsInfo {
                 "epoch {} + {} batches of epoch {} (interrupted mid-epoch)",
                 self.epoch,
                 self.batch,
-                self.epoch + 1
+                self.epoch.saturating_add(1)
             )
         }
     }
@@ -193,7 +193,7 @@ pub fn check_epochs(epochs: usize, at: &WeightsInfo) -> Result<()> {
             format!(
                 "{epochs}: the run has already trained {done}; config.json would disagree with its weights. \
                  HINT: give --epochs {} or more",
-                at.epoch + usize::from(at.batch > 0)
+                at.epoch.saturating_add(usize::from(at.batch > 0))
             ),
         ));
     }

@@ -399,8 +399,10 @@ fn load_pair(
             resume_path,
             format!(
                 "does not belong to {}: {what} ({} is at {}, {} at {}). It comes from another run, \
-                 or from another save of this one; nothing was trained. HINT: put back the \
-                 model.safetensors and resume.safetensors of one save together, or train a new run",
+                 or from another save of this one (a save cut off between its two files); nothing \
+                 was trained. HINT: put back the model.safetensors and resume.safetensors of one \
+                 save together; the weights alone still serve eval and every analysis, and a new \
+                 run (--out) trains from scratch",
                 model_path.display(),
                 RESUME_FILE,
                 resume_at.progress(),
@@ -415,7 +417,7 @@ fn load_pair(
             if *want != got {
                 return Err(mismatch(format!(
                     "it was saved with weights of SHA-256 {}…, {MODEL_FILE} has {}…",
-                    &want[..want.len().min(12)],
+                    want.get(..12).unwrap_or(want),
                     &got[..12]
                 )));
             }

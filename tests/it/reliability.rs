@@ -380,6 +380,19 @@ fn files_and_folders_that_are_not_ours_are_left_alone() {
         std::fs::read_to_string(theirs.join("config.json")).unwrap(),
         "{\"their\": \"settings\"}\n"
     );
+    // A folder holding nothing but our analyses' outputs (as earlier builds left them,
+    // without the lock file) is ours.
+    let earlier = tmp.path().join("earlier");
+    std::fs::create_dir(&earlier).unwrap();
+    std::fs::write(earlier.join("eval.json"), "{}").unwrap();
+    std::fs::write(earlier.join("reconstructions.png"), "").unwrap();
+    ok(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--out",
+        earlier.to_str().unwrap(),
+        "--no-download",
+    ]);
 }
 
 /// Class 6 lives in `training.rs` (SIGTERM mid-epoch, labelled checkpoint, bit-exact resume).
@@ -766,6 +779,27 @@ fn a_run_finds_its_data_from_anywhere() {
         &work,
     );
     succeed(&["classify", r2, "--no-download"], &elsewhere);
+    // Copied to a machine where the recorded folder is gone: the usual places are searched.
+    let cfg_path = run2.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["data_dir"] = serde_json::json!("/nonexistent/mnist");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let out = cmd(&[
+        "eval",
+        r2,
+        "--no-download",
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ])
+    .env("MNIST_AE_DATA", &d)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = isolated(
         &[
             "eval",
