@@ -1,11 +1,16 @@
 //! The model presets and the [`Autoencoder`] that wraps any of them: an encoder to a code,
 //! a decoder from a code to logits (pre-activation), and the output activation.
 
+pub mod arch;
 pub mod cae32;
 pub mod conv64;
 pub mod conv7;
 pub mod dense;
 pub mod layers;
+pub mod shape;
+pub mod spec;
+#[cfg(test)]
+mod spec_tests;
 pub mod summary;
 pub mod vae;
 

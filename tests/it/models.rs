@@ -89,3 +89,50 @@ fn checkpoints_round_trip_and_halves_load_alone() {
     let e = load_model(&path, &cfg, &device).unwrap_err().to_string();
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+/// `models --show` prints a preset as a spec file that `summary --arch` reads back to the
+/// same model; a spec that does not fit fails with the layer, its shape and a hint.
+#[test]
+fn preset_specs_round_trip_through_files_and_bad_specs_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    for p in PRESETS {
+        let file = tmp.path().join(format!("{}.toml", p.name()));
+        std::fs::write(&file, ok(&["models", "--show", p.name()])).unwrap();
+        let from_file: serde_json::Value = serde_json::from_str(&ok(&[
+            "summary",
+            "--arch",
+            file.to_str().unwrap(),
+            "--json",
+        ]))
+        .unwrap();
+        let preset: serde_json::Value =
+            serde_json::from_str(&ok(&["summary", "--model", p.name(), "--json"])).unwrap();
+        for key in [
+            "latent_dim",
+            "encoder_params",
+            "decoder_params",
+            "total_params",
+        ] {
+            assert_eq!(from_file[key], preset[key], "{} {key}", p.name());
+        }
+    }
+    let e = crate::common::fails(&[
+        "summary",
+        "--encoder",
+        "conv(16,3,s2,p1) relu conv(32,3,s2,p1) relu flatten linear(16)",
+        "--decoder",
+        "linear(1568) relu reshape(32,7,7) convt(16,3,s2,p1,op1) relu convt(1,3,s2,p1)",
+    ]);
+    assert!(
+        e.contains("decoder: layer 6 `convt(1,3,s2,p1)`: gives 1×27×27, the model must end at 1×28×28 (try op1)"),
+        "{e}"
+    );
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "encoder = \"flatten linear(8)\"\ndecoder = \"mirror\"\nlayers = 3\n",
+    )
+    .unwrap();
+    let e = crate::common::fails(&["summary", "--arch", bad.to_str().unwrap()]);
+    assert!(e.contains("bad.toml") && e.contains("layers"), "{e}");
+}
