@@ -11,6 +11,7 @@ pub mod shape;
 pub mod spec;
 #[cfg(test)]
 mod spec_tests;
+pub mod stack;
 pub mod summary;
 pub mod vae;
 

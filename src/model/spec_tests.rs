@@ -235,3 +235,102 @@ fn presets_as_specs_match_the_preset_models() {
         }
     }
 }
+
+mod stack {
+    use super::super::arch::{Init, ModelSpec};
+    use super::super::stack::{init, SpecDecoder, SpecEncoder};
+    use super::super::{Activation, ModelConfig, PRESETS};
+    use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+    use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+    fn built(spec: &ModelSpec, device: &Device) -> (SpecEncoder, SpecDecoder) {
+        init(spec, device).unwrap()
+    }
+
+    /// Every float parameter of a module, in visiting order.
+    struct Take(Vec<TensorData>);
+    impl ModuleVisitor for Take {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.push(p.val().into_data());
+        }
+    }
+
+    /// Puts the values taken from another module into this one's parameters, in order.
+    struct Put(std::collections::VecDeque<TensorData>);
+    impl ModuleMapper for Put {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let data = self.0.pop_front().expect("as many parameters");
+            assert_eq!(data.shape().to_vec(), p.lazy_shape().to_vec());
+            let device = p.lazy_device();
+            let id = p.id;
+            p.transform_for_load(Tensor::from_data(data, &device), id)
+        }
+    }
+
+    /// Each preset built from its spec by the generic stack has the preset's parameters in
+    /// the same order and shapes, and with the same values computes the same outputs, bit for
+    /// bit (mean and log-variance too for the vae).
+    #[test]
+    fn presets_built_from_specs_compute_what_the_preset_models_compute() {
+        let _rng = crate::rng_lock();
+        let device = Device::flex();
+        device.seed(11);
+        for p in PRESETS {
+            let latent = p.defaults().latent_dim;
+            let model = ModelConfig {
+                preset: p,
+                latent_dim: latent,
+            }
+            .init(&device);
+            let (enc, dec) = init(&p.spec(latent), &device).unwrap();
+            let mut take = Take(Vec::new());
+            model.encoder.visit(&mut take);
+            let enc = enc.map(&mut Put(take.0.into()));
+            let mut take = Take(Vec::new());
+            model.decoder.visit(&mut take);
+            let dec = dec.map(&mut Put(take.0.into()));
+            let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
+            let (za, zb) = (model.encoder.forward(x.clone()), enc.forward(x.clone()));
+            assert_eq!(za.to_data(), zb.to_data(), "{} code", p.name());
+            let (ya, yb) = (model.decoder.forward(za), dec.forward(zb));
+            assert_eq!(ya.to_data(), yb.to_data(), "{} reconstruction", p.name());
+            if p.is_variational() {
+                let (ma, la) = model.encoder.stats(x.clone()).unwrap();
+                let (mb, lb) = enc.stats(x).unwrap();
+                assert_eq!(ma.to_data(), mb.to_data());
+                assert_eq!(la.to_data(), lb.to_data());
+            }
+        }
+    }
+
+    /// Batch norm and dropout train on an autodiff device and run in inference mode elsewhere:
+    /// there dropout is the identity and batch norm uses its running statistics.
+    #[test]
+    fn batch_norm_and_dropout_switch_to_inference_behaviour() {
+        let _rng = crate::rng_lock();
+        let spec = ModelSpec::parse(
+            "flatten bn dropout(0.5) linear(8)",
+            "linear(784) reshape(1,28,28)",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        )
+        .unwrap();
+        let device = Device::flex();
+        device.seed(3);
+        let (enc, _) = built(&spec, &device);
+        let x = Tensor::<4>::random([16, 1, 28, 28], Distribution::Normal(2.0, 3.0), &device);
+        // Inference: running mean 0 and variance 1, so the first two layers pass x through.
+        let a = enc.forward(x.clone());
+        let b = enc.forward(x.clone());
+        assert_eq!(a.to_data(), b.to_data(), "inference is deterministic");
+        let train_device = device.clone().autodiff();
+        let enc_t = enc.fork(&train_device);
+        let x_t = Tensor::<4>::from_data(x.to_data(), &train_device);
+        let plain = |t: Tensor<2>| -> TensorData { t.into_data() };
+        let c = plain(enc_t.forward(x_t.clone()));
+        let d = plain(enc_t.forward(x_t));
+        assert_ne!(c, d, "training draws a new dropout mask each time");
+        assert_ne!(a.to_data(), c, "training normalises with batch statistics");
+    }
+}
