@@ -34,9 +34,6 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::config::Loss;
-use crate::model::Activation;
-
 /// The custom operations, implemented for [`burn::backend::Flex`] and its autodiff wrapper.
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
@@ -218,15 +215,6 @@ pub enum LossKind {
 }
 
 impl LossKind {
-    /// The kind for a training loss and the model's output activation.
-    pub fn of(loss: Loss, act: Activation) -> Self {
-        match (loss, act) {
-            (Loss::Bce, _) => LossKind::Bce,
-            (Loss::Mse, Activation::Sigmoid) => LossKind::SigmoidMse,
-            (Loss::Mse, Activation::Tanh) => LossKind::TanhMse,
-        }
-    }
-
     fn from_code(code: usize) -> Self {
         match code {
             0 => LossKind::SigmoidMse,

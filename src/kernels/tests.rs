@@ -170,7 +170,6 @@ fn fused_adam_follows_burns_adam() {
 #[test]
 fn fused_convolutions_match_burn_forward_and_gradients() {
     let _rng = crate::rng_lock();
-    use crate::model::layers::{conv, convt};
     use burn::tensor::Tensor as T;
     let device = Device::flex().autodiff();
     type Case = (&'static str, [usize; 4], bool, [usize; 6]);
@@ -268,11 +267,44 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
 fn empty_batches_are_left_to_burn() {
     let _rng = crate::rng_lock();
     let device = Device::flex();
-    let c = crate::model::layers::conv(1, 2, 3, 2, 1, &device);
+    let c = conv(1, 2, 3, 2, 1, &device);
     let empty = Tensor::<4>::zeros([0, 1, 28, 28], &device);
     assert!(super::conv2d(&c, empty.clone(), true).is_none());
-    let t = crate::model::layers::convt(1, 2, 3, 2, 1, 0, &device);
+    let t = convt(1, 2, 3, 2, 1, 0, &device);
     assert!(super::conv_transpose2d(&t, empty, true).is_none());
     let x = Tensor::<4>::zeros([2, 1, 28, 28], &device);
     assert!(super::conv2d(&c, x, true).is_some());
+}
+
+/// `nn.Conv2d(i, o, k, stride=s, padding=p)`, built from burn's config (the kernels' tests
+/// build their layers themselves: `kernels` uses nothing of the model layer above it).
+fn conv(
+    i: usize,
+    o: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    device: &Device,
+) -> burn::nn::conv::Conv2d {
+    burn::nn::conv::Conv2dConfig::new([i, o], [k, k])
+        .with_stride([s, s])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(p, p, p, p))
+        .init(device)
+}
+
+/// `nn.ConvTranspose2d(i, o, k, stride=s, padding=p, output_padding=op)`.
+fn convt(
+    i: usize,
+    o: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    op: usize,
+    device: &Device,
+) -> burn::nn::conv::ConvTranspose2d {
+    burn::nn::conv::ConvTranspose2dConfig::new([i, o], [k, k])
+        .with_stride([s, s])
+        .with_padding([p, p])
+        .with_padding_out([op, op])
+        .init(device)
 }

@@ -7,11 +7,20 @@ use crate::config::Loss;
 use crate::kernels::{self, LossKind};
 use crate::model::Activation;
 
+/// The fused kernel's name for a training loss on a model's output activation.
+fn fused_kind(loss: Loss, act: Activation) -> LossKind {
+    match (loss, act) {
+        (Loss::Bce, _) => LossKind::Bce,
+        (Loss::Mse, Activation::Sigmoid) => LossKind::SigmoidMse,
+        (Loss::Mse, Activation::Tanh) => LossKind::TanhMse,
+    }
+}
+
 /// Mean loss of `logits` against `target`, averaged over every pixel (PyTorch's
 /// `reduction="mean"`).
 pub fn loss(kind: Loss, act: Activation, logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let n = logits.shape().num_elements() as f64;
-    let fused = LossKind::of(kind, act);
+    let fused = fused_kind(kind, act);
     if let Some(l) = kernels::recon_loss(fused, logits.clone(), target.clone(), 1.0 / n) {
         return l;
     }
@@ -39,7 +48,7 @@ pub fn vae_loss(
     beta: f64,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     let b = logits.dims()[0] as f64;
-    let fused = LossKind::of(kind, Activation::Sigmoid);
+    let fused = fused_kind(kind, Activation::Sigmoid);
     let recon = match kernels::recon_loss(fused, logits.clone(), target.clone(), 1.0 / b) {
         Some(l) => l,
         None => match kind {
