@@ -25,7 +25,8 @@ use mnist_ae::config::TrainConfig;
 use mnist_ae::data::dataset::Split;
 use mnist_ae::data::Scale;
 use mnist_ae::model::Preset;
-use mnist_ae::train::run::{optimizer, step, StepAt};
+use mnist_ae::train::run::optimizer;
+use mnist_ae::train::step::{step, StepAt};
 
 fn device() -> Device {
     Device::flex().autodiff()

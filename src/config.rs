@@ -83,7 +83,7 @@ pub struct TrainConfig {
     #[serde(default = "one")]
     pub beta: f64,
     /// Each batch is cut into this many shards trained in parallel, their gradients combined
-    /// (mathematically the same step; see `train::run::step`). Runs written before this
+    /// (mathematically the same step; see `train::step::step`). Runs written before this
     /// setting existed used 1.
     #[serde(default = "one_shard")]
     pub shards: usize,

@@ -14,8 +14,8 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_json};
 use crate::model::{ModelConfig, Preset};
+use crate::rundir::CONFIG_FILE;
 use crate::train::checkpoint::{load_model, save_model, serialize_f32, MODEL_FILE};
-use crate::train::run::CONFIG_FILE;
 
 /// Our layer path → the PyTorch module path, per preset (the part before `.weight`/`.bias`).
 fn layer_table(preset: Preset) -> Vec<(String, String)> {
@@ -154,7 +154,7 @@ fn write_tensors(
 
 /// Writes the weights of the run in `run_dir` as a PyTorch state dict in safetensors.
 pub fn export_torch(run_dir: &Path, out: &Path) -> Result<usize> {
-    let config = crate::train::run::read_config(run_dir)?;
+    let config = crate::rundir::read_config(run_dir)?;
     let (tensors, _) = read_tensors(&run_dir.join(MODEL_FILE))?;
     let table = layer_table(config.model.preset);
     let mut named = Vec::new();

@@ -10,8 +10,8 @@ use crate::data::{Dataset, Scale};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Autoencoder};
 use crate::rundir::DirLock;
+use crate::rundir::{load_data, read_config};
 use crate::train::checkpoint::{load_model, WeightsInfo, MODEL_FILE};
-use crate::train::run::{load_data, read_config};
 
 /// A trained run, ready for inference.
 #[derive(Debug)]

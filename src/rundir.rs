@@ -1,5 +1,5 @@
-//! A folder this program writes into (a run folder, a sweep folder, an analysis's `--out`):
-//! who may write it, and when.
+//! The run folder on disk, and any folder this program writes into (a sweep folder, an
+//! analysis's `--out`): reading a run's config and data, and who may write the folder, when.
 //!
 //! - **One writer at a time.** Every command that writes into a folder first takes an exclusive
 //!   OS lock (`flock`) on `.mnist-ae.lock` inside it, and keeps it until it is done. The OS drops
@@ -21,6 +21,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::config::TrainConfig;
+use crate::data::{self, Dataset, DatasetSource, LoadOptions};
 use crate::error::{Error, Result};
 
 /// The lock file in every folder this program writes; its content is the holder's PID and
@@ -249,4 +251,44 @@ fn special_kind(t: &std::fs::FileType) -> &'static str {
 #[cfg(not(unix))]
 fn special_kind(_: &std::fs::FileType) -> &'static str {
     "special file"
+}
+
+/// Reads a run's `config.json`.
+pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
+    let path = run_dir.join(CONFIG_FILE);
+    if !run_dir.is_dir() {
+        return Err(Error::Data(format!(
+            "{}: run folder not found",
+            run_dir.display()
+        )));
+    }
+    let text = crate::fsutil::read_to_string(&path)?;
+    parse_config(&path, &text)
+}
+
+/// Parses and validates the text of a `config.json`; `path` only names the file in errors.
+pub fn parse_config(path: &Path, text: &str) -> Result<TrainConfig> {
+    let cfg: TrainConfig =
+        serde_json::from_str(text).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| Error::bad_file(path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Loads the dataset a config names.
+pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) -> Result<Dataset> {
+    let source = DatasetSource::parse(&config.dataset);
+    let folder = match &source {
+        DatasetSource::Folder(p) => p.as_path(),
+        DatasetSource::Named(_) => data_dir,
+    };
+    data::load(&LoadOptions {
+        spec: source.spec(),
+        dir: folder,
+        allow_download,
+        valid_fraction: config.valid_fraction,
+        seed: config.seed,
+        limit_train: config.limit_train,
+        limit_test: None,
+    })
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use mnist_ae::config::{Loss, Scheduler, TrainConfig};
 use mnist_ae::model::Preset;
-use mnist_ae::train::{self, run::read_config, TrainOptions};
+use mnist_ae::rundir::read_config;
+use mnist_ae::train::{self, TrainOptions};
 use signal_hook::consts::SIGTERM;
 
 use super::DataArgs;

@@ -182,7 +182,7 @@ pub fn score_split(run: &Run, split: &Split) -> Result<Scores> {
 pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
     use crate::config::Loss;
     use crate::train::loss::vae_loss;
-    use crate::train::run::vae_eps;
+    use crate::train::step::vae_eps;
     if !run.config.model.preset.is_variational() {
         return None;
     }

@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::eval::score_split;
 use crate::fsutil::{write_atomic, write_json};
 use crate::run::Run;
+use crate::rundir::read_config;
 use crate::rundir::{is_run, DirLock};
 use crate::train::checkpoint::MODEL_FILE;
-use crate::train::run::read_config;
 use crate::train::{train, TrainOptions};
 use crate::viz::plot::{line_plot, Series};
 

@@ -13,8 +13,8 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::summary::summarize;
+use crate::rundir::read_config;
 use crate::train::metrics;
-use crate::train::run::read_config;
 use html::{esc, Page};
 
 /// The report file name.

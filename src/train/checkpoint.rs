@@ -3,9 +3,9 @@
 //!   with the preset, code size, epoch (and batch, for a checkpoint taken mid-epoch) and
 //!   parameter ids in the metadata. The same weights always give the same bytes: parameter ids
 //!   come from the parameters' names, and the metadata is written in sorted order.
-//! - `resume.safetensors`: the optimizer state (burn's burnpack bytes as one u8 tensor) and the
-//!   schedule state, with the SHA-256 of the `model.safetensors` it was saved with, so a resume
-//!   never pairs Adam's state with other weights (another run's, or another save's).
+//! - `resume.safetensors` ([`super::resume`]): the optimizer and schedule state, with the
+//!   SHA-256 of the `model.safetensors` it was saved with, so a resume never pairs Adam's state
+//!   with other weights (another run's, or another save's).
 //!
 //! Loading refuses weights that are not finite numbers.
 
@@ -13,21 +13,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
-use burn::tensor::Bytes;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::schedule::ScheduleState;
 use crate::error::{Error, Result};
-use crate::fsutil::{write_atomic, write_atomic_pair};
+use crate::fsutil::write_atomic;
 use crate::model::{Autoencoder, Decoder, Encoder, ModelConfig};
 
 /// The weights file of a run.
 pub const MODEL_FILE: &str = "model.safetensors";
+pub use super::resume::{load_resume, load_resume_from, save_checkpoint, save_resume, ResumeState};
+
 /// The optimizer/schedule state file of a run.
 pub const RESUME_FILE: &str = "resume.safetensors";
 
@@ -269,7 +267,7 @@ pub fn save_model(
 }
 
 /// The bytes of `model.safetensors` for `model`.
-fn model_bytes(
+pub(crate) fn model_bytes(
     path: &Path,
     model: &Autoencoder,
     config: &ModelConfig,
@@ -334,7 +332,7 @@ pub(crate) fn serialize_f32(
 /// process, so the same tensors and metadata would give different bytes. The header is a
 /// length-prefixed JSON object (8 bytes little-endian length, then the JSON, space-padded);
 /// the sorted form has the same length, so the data offsets stay valid.
-fn sort_metadata(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+pub(crate) fn sort_metadata(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
     let bad = |m: &str| Error::bad_file(path, format!("serialising safetensors: {m}"));
     let n = bytes
         .get(..8)
@@ -355,11 +353,11 @@ fn sort_metadata(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     crate::fsutil::read(path)
 }
 
-fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
+pub(crate) fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
     Ok(meta.metadata().clone().unwrap_or_default())
@@ -481,111 +479,4 @@ pub fn load_encoder(path: &Path, config: &ModelConfig, device: &Device) -> Resul
 pub fn load_decoder(path: &Path, config: &ModelConfig, device: &Device) -> Result<Decoder> {
     let bytes = read(path)?;
     Ok(load_into(path, &bytes, config, config.init(device).decoder, "decoder")?.0)
-}
-
-/// What resuming needs besides the weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResumeState {
-    /// Epochs completed.
-    pub epoch: usize,
-    /// Learning-rate schedule state.
-    pub schedule: ScheduleState,
-    /// Best validation loss so far.
-    pub best_valid: f64,
-    /// Batches already done of epoch `epoch + 1` (an interrupted epoch), else 0.
-    #[serde(default)]
-    pub batch: usize,
-    /// Sum of the loss over those batches, weighted by batch size.
-    #[serde(default)]
-    pub partial_loss_sum: f64,
-    /// Images in those batches.
-    #[serde(default)]
-    pub partial_images: usize,
-    /// SHA-256 (hex) of the `model.safetensors` saved together with this state; absent in
-    /// runs written before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_sha256: Option<String>,
-}
-
-/// Saves the optimizer and schedule state (atomically).
-pub fn save_resume(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<()> {
-    write_atomic(path, &resume_bytes(path, optim, state)?)
-}
-
-/// Saves weights and resume state together: both files are written and synced under temporary
-/// names first, then renamed one after the other, so a crash leaves either both old files or
-/// (in the microseconds between the renames) a new model beside an old resume state, which
-/// `--resume` detects.
-pub fn save_checkpoint(
-    dir: &Path,
-    model: &Autoencoder,
-    config: &ModelConfig,
-    optim: &ModuleOptimizer,
-    state: &ResumeState,
-) -> Result<()> {
-    let (mp, rp) = (dir.join(MODEL_FILE), dir.join(RESUME_FILE));
-    let at = TrainedTo {
-        epoch: state.epoch,
-        batch: state.batch,
-    };
-    let m = model_bytes(&mp, model, config, at)?;
-    let state = ResumeState {
-        model_sha256: Some(sha256_hex(&m)),
-        ..state.clone()
-    };
-    let r = resume_bytes(&rp, optim, &state)?;
-    write_atomic_pair([(&mp, &m), (&rp, &r)])
-}
-
-fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<Vec<u8>> {
-    let record = optim
-        .into_bytes()
-        .map_err(|e| Error::bad_file(path, format!("encoding optimizer state: {e}")))?;
-    let raw: &[u8] = &record;
-    let meta = HashMap::from([
-        ("format".to_string(), "mnist-ae-resume".to_string()),
-        (
-            "state".to_string(),
-            serde_json::to_string(state).unwrap_or_default(),
-        ),
-    ]);
-    let view = TensorView::new(Dtype::U8, vec![raw.len()], raw)
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    let out = safetensors::serialize([("optimizer".to_string(), view)], &Some(meta))
-        .map_err(|e| Error::bad_file(path, e.to_string()))?;
-    sort_metadata(path, out)
-}
-
-/// Loads the optimizer and schedule state into `optim`.
-pub fn load_resume(path: &Path, optim: ModuleOptimizer) -> Result<(ModuleOptimizer, ResumeState)> {
-    load_resume_from(path, &read(path)?, optim)
-}
-
-/// Loads the bytes of a resume file into `optim`; `path` only names the file in errors.
-pub fn load_resume_from(
-    path: &Path,
-    bytes: &[u8],
-    optim: ModuleOptimizer,
-) -> Result<(ModuleOptimizer, ResumeState)> {
-    let meta = metadata(path, bytes)?;
-    let state: ResumeState = meta
-        .get("state")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| {
-            Error::bad_file(
-                path,
-                "metadata has no valid 'state'; not an mnist-ae resume file",
-            )
-        })?;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
-    let view = st
-        .tensor("optimizer")
-        .map_err(|_| Error::bad_file(path, "no 'optimizer' tensor"))?;
-    let record = Bytes::from_bytes_vec(view.data().to_vec());
-    // The burnpack decoder rejects truncated or foreign bytes with an error.
-    let optim = optim
-        .from_bytes(record)
-        .map_err(|e| Error::bad_file(path, format!("optimizer state: {e}")))?;
-    Ok((optim, state))
 }

@@ -4,7 +4,9 @@ pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
 pub mod progress;
+pub mod resume;
 pub mod run;
 pub mod schedule;
+pub mod step;
 
-pub use run::{train, TrainOptions, TrainOutcome, CONFIG_FILE};
+pub use run::{train, TrainOptions, TrainOutcome};

@@ -329,7 +329,21 @@ fn files_and_folders_that_are_not_ours_are_left_alone() {
         .success());
     let dir = tmp.path().join("a-dir");
     std::fs::create_dir(&dir).unwrap();
-    for target in [Path::new("/dev/null"), &fifo, &dir] {
+    let link = tmp.path().join("a-link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    // A character device like /dev/null, made here (as root; elsewhere mknod fails and the
+    // case is left out) so that a regression cannot damage the machine's own /dev/null.
+    let null = tmp.path().join("null");
+    let mut targets = vec![fifo.clone(), dir.clone(), link];
+    if Command::new("mknod")
+        .args([null.to_str().unwrap(), "c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        targets.push(null.clone());
+    }
+    for target in &targets {
         let t = target.to_str().unwrap();
         let e = fails(&["export", run.to_str().unwrap(), "--torch", t]);
         assert!(e.contains("refusing to replace it"), "{t}: {e}");
@@ -348,11 +362,17 @@ fn files_and_folders_that_are_not_ours_are_left_alone() {
             "nothing is written when one target is refused"
         );
     }
-    assert!(std::fs::metadata("/dev/null")
+    if targets.contains(&null) {
+        assert!(std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(tmp.path().join("a-link"))
         .unwrap()
         .file_type()
-        .is_char_device());
-    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        .is_symlink());
     // Someone else's project folder.
     let theirs = tmp.path().join("theirs");
     std::fs::create_dir(&theirs).unwrap();

@@ -507,7 +507,7 @@ fn sharded_step_matches_the_whole_batch_step() {
     use mnist_ae::config::TrainConfig;
     use mnist_ae::data::{load, LoadOptions, MNIST};
     use mnist_ae::model::Preset;
-    use mnist_ae::train::run::{step, StepAt};
+    use mnist_ae::train::step::{step, StepAt};
 
     let dir = mnist_dir();
     let data = load(&LoadOptions {
