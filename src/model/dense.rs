@@ -1,11 +1,10 @@
 //! The fully connected presets: `linear3` (784-128-64-12-L) and `mlp` (784-392-L, Xavier
 //! init). Both take flattened images and end in a sigmoid.
 
-use burn::module::Param;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::layers::{linear, note, Describe, LayerRow, Tracer};
+use super::layers::{linear, linear_xavier, note, Describe, LayerRow, Tracer};
 use crate::data::PIXELS;
 use crate::kernels;
 
@@ -22,12 +21,7 @@ impl Stack {
             .windows(2)
             .map(|w| {
                 if xavier {
-                    // nn.init.xavier_uniform_(weight); nn.init.zeros_(bias)
-                    let mut l = LinearConfig::new(w[0], w[1])
-                        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-                        .init(device);
-                    l.bias = Some(Param::from_tensor(Tensor::zeros([w[1]], device)));
-                    l
+                    linear_xavier(w[0], w[1], device)
                 } else {
                     linear(w[0], w[1], device)
                 }

@@ -38,6 +38,15 @@ pub fn linear(i: usize, o: usize, device: &Device) -> Linear {
     LinearConfig::new(i, o).init(device)
 }
 
+/// `nn.Linear(i, o)` then `nn.init.xavier_uniform_(weight)` and `nn.init.zeros_(bias)`.
+pub fn linear_xavier(i: usize, o: usize, device: &Device) -> Linear {
+    let mut l = LinearConfig::new(i, o)
+        .with_initializer(burn::nn::Initializer::XavierUniform { gain: 1.0 })
+        .init(device);
+    l.bias = Some(burn::module::Param::from_tensor(Tensor::zeros([o], device)));
+    l
+}
+
 /// A layer's forward pass as the models call it. On the CPU every linear layer and convolution
 /// (with the ReLU after it) is one fused operation from [`crate::kernels`]. Elsewhere (GPU
 /// backends), two convolution shapes in our presets are a

@@ -5,16 +5,13 @@
 //! [`super::layers::Apply`]); batch norm and dropout use burn's layers, which train on an
 //! autodiff device and run in inference mode everywhere else.
 
-use burn::module::Param;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
 use burn::nn::pool::{
     AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig, MaxPool2d,
     MaxPool2dConfig,
 };
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
-};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, tanh};
 
@@ -85,14 +82,7 @@ impl Flow {
 fn linear(i: usize, o: usize, init: Init, device: &Device) -> Linear {
     match init {
         Init::Pytorch => super::layers::linear(i, o, device),
-        Init::Xavier => {
-            // nn.init.xavier_uniform_(weight); nn.init.zeros_(bias)
-            let mut l = LinearConfig::new(i, o)
-                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-                .init(device);
-            l.bias = Some(Param::from_tensor(Tensor::zeros([o], device)));
-            l
-        }
+        Init::Xavier => super::layers::linear_xavier(i, o, device),
     }
 }
 
