@@ -63,7 +63,7 @@ fn steps(c: &mut Criterion) {
             .then(|| mnist_test("step/mlp_b256_mnist"))
             .flatten()
             .map(|t| t.batch(&(0..b).collect::<Vec<_>>(), Scale::ZeroOne, &device));
-        let mut model = Some(config.model.init(&device));
+        let mut model = Some(config.model.init(&device).unwrap());
         let mut optim = optimizer(&config);
         let at = StepAt {
             epoch: 0,
@@ -270,7 +270,7 @@ fn adam(c: &mut Criterion) {
     let device = device();
     let mut config = TrainConfig::for_preset(Preset::Mlp);
     config.model.latent_dim = 8;
-    let model = std::cell::RefCell::new(Some(config.model.init(&device)));
+    let model = std::cell::RefCell::new(Some(config.model.init(&device).unwrap()));
     let mut optim = optimizer(&config);
     let x = random([64, 1, 28, 28], &device);
     c.bench_function("adam/mlp", |bench| {

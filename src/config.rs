@@ -108,14 +108,25 @@ impl TrainConfig {
     pub fn for_preset(preset: Preset) -> Self {
         let d = preset.defaults();
         TrainConfig {
-            model: ModelConfig::preset(preset),
-            dataset: "mnist".into(),
             epochs: d.epochs,
             batch_size: d.batch_size,
-            lr: 1e-3,
             weight_decay: d.weight_decay,
+            ..Self::for_model(ModelConfig::preset(preset))
+        }
+    }
+
+    /// The defaults for any model: 10 epochs of batch 64, Adam lr 1e-3 without weight decay,
+    /// MSE (BCE for a variational model), no schedule, seed 42, 10% validation. A model with
+    /// batch norm or dropout trains each batch whole (one shard).
+    pub fn for_model(model: ModelConfig) -> Self {
+        TrainConfig {
+            dataset: "mnist".into(),
+            epochs: 10,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 0.0,
             // The VAE's reconstruction term is the Bernoulli likelihood, as in Kingma & Welling.
-            loss: if preset.is_variational() {
+            loss: if model.is_variational() {
                 Loss::Bce
             } else {
                 Loss::Mse
@@ -126,8 +137,9 @@ impl TrainConfig {
             valid_fraction: 0.1,
             limit_train: None,
             beta: 1.0,
-            shards: 2,
+            shards: if model.needs_whole_batches() { 1 } else { 2 },
             data_dir: None,
+            model,
         }
     }
 
@@ -264,12 +276,21 @@ impl TrainConfig {
                 ));
             }
         }
-        if self.loss == Loss::Bce && self.model.preset.activation() == Activation::Tanh {
+        if self.shards > 1 && self.model.needs_whole_batches() {
+            return Err(Error::config(
+                "shards",
+                format!(
+                    "{}: this model has batch norm or dropout, which must see each batch whole; use --shards 1",
+                    self.shards
+                ),
+            ));
+        }
+        if self.loss == Loss::Bce && self.model.activation() == Activation::Tanh {
             return Err(Error::config(
                 "loss",
                 format!(
                     "bce needs targets in [0,1], but {} has a tanh output on [-1,1] data; use mse",
-                    self.model.preset.name()
+                    self.model.name()
                 ),
             ));
         }

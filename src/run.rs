@@ -53,7 +53,7 @@ impl Run {
 
     /// The model's output activation.
     pub fn activation(&self) -> Activation {
-        self.config.model.preset.activation()
+        self.config.model.activation()
     }
 
     /// The data scale of the model.

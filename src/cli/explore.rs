@@ -212,7 +212,7 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     let out = a
         .train
         .out_dir()
-        .unwrap_or_else(|| Path::new("runs").join(format!("sweep-{}", base.model.preset.name())));
+        .unwrap_or_else(|| Path::new("runs").join(format!("sweep-{}", base.model.name())));
     let rows = sweep::sweep(&sweep::SweepOptions {
         base,
         latent_dims: a.latent_dims,

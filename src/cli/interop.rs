@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mnist_ae::interop::{export_torch, import_torch, write_reference};
-use mnist_ae::model::{ModelConfig, Preset};
+use mnist_ae::interop::{code_path, export_torch, import_torch, write_reference};
 
 use super::explore::RunArgs;
+use super::model_args::ModelArgs;
 
 /// Flags of `export`.
 #[derive(Debug, Args)]
@@ -28,14 +28,30 @@ pub struct ExportArgs {
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
     // Both targets are checked before either is written.
-    for target in std::iter::once(&a.torch).chain(&a.reference) {
+    let code = code_path(&a.torch);
+    if code == a.torch {
+        anyhow::bail!(
+            "--torch {}: name the weights file with another extension than .py (e.g. .safetensors);              the module's code goes to a .py file next to it",
+            a.torch.display()
+        );
+    }
+    for target in [&a.torch, &code].into_iter().chain(&a.reference) {
         mnist_ae::fsutil::check_replaceable(target)?;
     }
-    let n = export_torch(&a.run.run, &a.torch)
+    let e = export_torch(&a.run.run, &a.torch)
         .with_context(|| format!("exporting {}", a.run.run.display()))?;
     mnist_ae::outln!(
-        "wrote {} ({n} tensors, PyTorch names and layouts)",
-        a.torch.display()
+        "wrote {} ({} tensors, PyTorch names and layouts)",
+        a.torch.display(),
+        e.tensors
+    );
+    mnist_ae::outln!(
+        "wrote {} (the PyTorch module: `from {} import Autoencoder`)",
+        e.code.display(),
+        e.code
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     );
     if let Some(r) = &a.reference {
         let (run, data) = a.run.open_read()?;
@@ -51,24 +67,18 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
 /// Flags of `import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// PyTorch weights (a state dict saved with safetensors) of the preset's PyTorch module.
+    /// PyTorch weights (a state dict saved with safetensors) of the model's PyTorch module
+    /// (the one `export` writes as code).
     weights: PathBuf,
-    /// The preset the weights belong to.
-    #[arg(long)]
-    model: String,
-    /// Code size [default: the preset's].
-    #[arg(long)]
-    latent_dim: Option<usize>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Run folder to create.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }
 
 pub fn run_import(a: ImportArgs) -> Result<()> {
-    let mut m = ModelConfig::preset(Preset::parse(&a.model)?);
-    if let Some(l) = a.latent_dim {
-        m.latent_dim = l;
-    }
+    let m = a.model.config()?;
     import_torch(m, &a.weights, &a.out)
         .with_context(|| format!("importing {}", a.weights.display()))?;
     mnist_ae::outln!("wrote run {} from {}", a.out.display(), a.weights.display());

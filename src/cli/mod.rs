@@ -4,6 +4,7 @@ mod eval;
 mod explore;
 mod interop;
 mod latent;
+mod model_args;
 mod models;
 mod report;
 mod train;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use mnist_ae::config::{Loss, Scheduler, TrainConfig};
-use mnist_ae::model::Preset;
 use mnist_ae::rundir::read_config;
 use mnist_ae::train::{self, TrainOptions};
 use signal_hook::consts::SIGTERM;
 
+use super::model_args::ModelArgs;
 use super::DataArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -30,16 +30,13 @@ enum SchedulerArg {
 /// Flags of `train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Model preset: conv64, conv7, linear3, mlp, cae32, vae (see `mnist-ae models`).
-    #[arg(long, default_value = "conv64")]
-    model: String,
-    /// Code size [default: the preset's: conv64 64, conv7 64, linear3 3, mlp 32, cae32 32, vae 16].
-    #[arg(long)]
-    latent_dim: Option<usize>,
-    /// Epochs [default: the preset's: 10, cae32 20].
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Epochs [default: the preset's: 10, cae32 20; 10 for your own model].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Batch size [default: the preset's: conv64 32, conv7/linear3/cae32 64, vae 128, mlp 256].
+    /// Batch size [default: the preset's: conv64 32, conv7/linear3/cae32 64, vae 128, mlp 256;
+    /// 64 for your own model].
     #[arg(long)]
     batch_size: Option<usize>,
     /// Dataset: mnist, fashion-mnist, kmnist, or a folder holding the four IDX files
@@ -53,10 +50,11 @@ pub struct TrainArgs {
     /// Adam weight decay (L2) [default: the preset's: 1e-5 for conv7 and linear3, else 0].
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Reconstruction loss: mse, or bce (binary cross-entropy on logits) [default: mse; bce for vae].
+    /// Reconstruction loss: mse, or bce (binary cross-entropy on logits) [default: mse; bce
+    /// for a variational model].
     #[arg(long, value_enum)]
     loss: Option<LossArg>,
-    /// Weight of the KL term (vae only; 1 = the ELBO, other values a β-VAE).
+    /// Weight of the KL term (variational models only; 1 = the ELBO, other values a β-VAE).
     #[arg(long, default_value_t = 1.0)]
     beta: f64,
     /// Learning-rate schedule: none, plateau (ReduceLROnPlateau on validation loss), or cosine
@@ -82,9 +80,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
     /// Cut each batch into N shards trained in parallel on the CPU's cores, gradients combined
-    /// (the same step up to float rounding; 1 = off).
-    #[arg(long, default_value_t = 2)]
-    shards: usize,
+    /// (the same step up to float rounding; 1 = off) [default: 2; 1 for a model with batch
+    /// norm or dropout, which must see each batch whole].
+    #[arg(long)]
+    shards: Option<usize>,
     /// Use only the first N training images (quick runs).
     #[arg(long)]
     limit_train: Option<usize>,
@@ -113,11 +112,12 @@ pub struct TrainArgs {
 
 /// The `TrainConfig` the flags describe.
 pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
-    let preset = Preset::parse(&a.model)?;
-    let mut c = TrainConfig::for_preset(preset);
-    if let Some(l) = a.latent_dim {
-        c.model.latent_dim = l;
-    }
+    let model = a.model.config()?;
+    let mut c = match model.preset {
+        Some(p) => TrainConfig::for_preset(p),
+        None => TrainConfig::for_model(model.clone()),
+    };
+    c.model = model;
     if let Some(e) = a.epochs {
         c.epochs = e;
     }
@@ -136,7 +136,9 @@ pub fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
         };
     }
     c.beta = a.beta;
-    c.shards = a.shards;
+    if let Some(s) = a.shards {
+        c.shards = s;
+    }
     c.scheduler = match a.scheduler {
         SchedulerArg::None => Scheduler::None,
         SchedulerArg::Plateau => Scheduler::Plateau {
@@ -194,14 +196,33 @@ fn resume_conflicts(a: &TrainArgs, given: &[String], run: &TrainConfig) -> Resul
         Scheduler::Plateau { .. } => "plateau",
         Scheduler::Cosine { .. } => "cosine",
     };
-    if is("model") {
-        differs(
-            "model",
-            Preset::parse(&a.model)?.name().into(),
-            run.model.preset.name().into(),
-        );
+    if [
+        "model",
+        "encoder",
+        "decoder",
+        "arch",
+        "output",
+        "variational",
+        "init",
+    ]
+    .iter()
+    .any(|f| is(f))
+    {
+        let ours = a.model.config()?;
+        if ours.spec != run.model.spec {
+            let flag = if a.model.is_custom() {
+                "encoder"
+            } else {
+                "model"
+            };
+            let show = |m: &mnist_ae::model::ModelConfig| match m.preset {
+                Some(p) => p.name().to_string(),
+                None => format!("\"{}\"", m.description()),
+            };
+            differs(flag, show(&ours), show(&run.model));
+        }
     }
-    if let (true, Some(l)) = (is("latent_dim"), a.latent_dim) {
+    if let (true, Some(l)) = (is("latent_dim"), a.model.latent_dim) {
         differs(
             "latent-dim",
             l.to_string(),
@@ -305,8 +326,8 @@ fn resume_conflicts(a: &TrainArgs, given: &[String], run: &TrainConfig) -> Resul
             run.valid_fraction.to_string(),
         );
     }
-    if is("shards") {
-        differs("shards", a.shards.to_string(), run.shards.to_string());
+    if let (true, Some(s)) = (is("shards"), a.shards) {
+        differs("shards", s.to_string(), run.shards.to_string());
     }
     if let (true, Some(l)) = (is("limit_train"), a.limit_train) {
         let theirs = run
@@ -356,7 +377,7 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
             let dir = a
                 .out
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(c.model.preset.name()));
+                .unwrap_or_else(|| PathBuf::from("runs").join(c.model.name()));
             (c, dir, false)
         }
     };

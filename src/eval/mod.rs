@@ -183,7 +183,7 @@ pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
     use crate::config::Loss;
     use crate::train::loss::vae_loss;
     use crate::train::step::vae_eps;
-    if !run.config.model.preset.is_variational() {
+    if !run.config.model.is_variational() {
         return None;
     }
     let idx: Vec<usize> = (0..split.len()).collect();
@@ -262,7 +262,7 @@ pub fn reconstruction_grid(run: &Run, split: &Split, indices: &[usize], path: &P
     ];
     let title = format!(
         "{} (latent {}): test images and reconstructions",
-        run.config.model.preset.name(),
+        run.config.model.name(),
         run.config.model.latent_dim
     );
     image_grid(path, &title, &rows, GridStyle::default())
@@ -286,7 +286,7 @@ pub fn evaluate(
         )));
     }
     let report = EvalReport {
-        model: run.config.model.preset.name().into(),
+        model: run.config.model.name().into(),
         latent_dim: run.config.model.latent_dim,
         epoch: run.info.epoch,
         batch: run.info.batch,

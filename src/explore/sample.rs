@@ -150,7 +150,7 @@ pub fn sample(
 ) -> Result<(SampleReport, [PathBuf; 2])> {
     check_count(count)?;
     // A VAE samples its prior N(0, I); other models a Gaussian fitted to their training codes.
-    let prior = run.config.model.preset.is_variational();
+    let prior = run.config.model.is_variational();
     let codes = if prior {
         Vec::new()
     } else {

@@ -72,9 +72,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
     let mut configs = Vec::new();
     for &l in &opts.latent_dims {
         let mut cfg = opts.base.clone();
-        cfg.model.latent_dim = l;
-        cfg.validate()
-            .map_err(|e| Error::config("latent-dims", format!("latent_dim {l}: {e}")))?;
+        let in_l = |e: Error| Error::config("latent-dims", format!("latent_dim {l}: {e}"));
+        cfg.model = cfg.model.with_latent(l).map_err(in_l)?;
+        cfg.validate().map_err(in_l)?;
         configs.push((l, cfg));
     }
     let _held = DirLock::acquire(&opts.out, "sweep")?;
@@ -151,7 +151,7 @@ fn write_outputs(out: &Path, base: &TrainConfig, rows: &[SweepRow]) -> Result<()
         "Sweep of `{}` over code sizes, {} epochs each; denoising at σ = {SWEEP_NOISE_STD}.\n\n\
          | latent_dim | test MSE | PSNR clean (dB) | SSIM clean | PSNR denoised (dB) | SSIM denoised |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-        base.model.preset.name(),
+        base.model.name(),
         base.epochs
     );
     for r in rows {

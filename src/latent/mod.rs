@@ -124,7 +124,7 @@ pub fn classify(
     let title = format!(
         "{} on {} codes: test accuracy {:.2}%",
         kind.title(),
-        run.config.model.preset.name(),
+        run.config.model.name(),
         100.0 * result.report.accuracy
     );
     confusion_matrix(

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::LayerRow;
 use super::shape::{check_decoder, check_encoder, mirror, Shape, Traced, IMAGE};
 use super::spec::{layers_to_string, parse_layers, Layer};
+use super::summary::LayerRow;
 use super::summary::Summary;
 use super::{Activation, Preset};
 use crate::error::{Error, Result};

@@ -1,19 +1,18 @@
-//! The model presets and the [`Autoencoder`] that wraps any of them: an encoder to a code,
-//! a decoder from a code to logits (pre-activation), and the output activation.
+//! Models as data: a [`ModelConfig`] is an architecture ([`ModelSpec`]: layer lists, output
+//! activation, variational or not) and its code size; the six presets are six such specs
+//! ([`Preset::spec`]). Every model is built by one generic layer stack ([`stack`]) and wrapped
+//! in an [`Autoencoder`]: an encoder to a code, a decoder from a code to logits
+//! (pre-activation), and the output activation.
 
 pub mod arch;
-pub mod cae32;
-pub mod conv64;
-pub mod conv7;
-pub mod dense;
 pub mod layers;
+pub mod legacy;
 pub mod shape;
 pub mod spec;
 #[cfg(test)]
 mod spec_tests;
 pub mod stack;
 pub mod summary;
-pub mod vae;
 
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, tanh};
@@ -21,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Scale;
 use crate::error::{Error, Result};
-use layers::{NoTrace, Tracer};
+use arch::{Init, ModelSpec};
+pub use stack::{Decoder, Encoder};
 
 /// The named architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,26 +165,191 @@ impl Activation {
     }
 }
 
-/// What defines a model: the preset and its code size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What defines a model: its architecture (a [`ModelSpec`]), its code size, and the preset it
+/// came from, if any. In `config.json` it is written with the spec's layer strings, so a run
+/// folder alone rebuilds its model; a config with only `preset` and `latent_dim` (the form of
+/// runs made before specs) stands for that preset's spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ModelFile", into = "ModelFile")]
 pub struct ModelConfig {
-    /// The architecture.
-    pub preset: Preset,
-    /// Size of the code.
+    /// The preset the spec is, or `None` for a model of the user's own.
+    pub preset: Option<Preset>,
+    /// Size of the code (what the spec's encoder gives).
     pub latent_dim: usize,
+    /// The architecture.
+    pub spec: ModelSpec,
+}
+
+/// The stored form of a [`ModelConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preset: Option<Preset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latent_dim: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decoder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<Activation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    variational: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init: Option<Init>,
+}
+
+impl TryFrom<ModelFile> for ModelConfig {
+    type Error = Error;
+    fn try_from(f: ModelFile) -> Result<Self> {
+        match (f.encoder, f.decoder) {
+            (Some(e), Some(d)) => {
+                let spec = ModelSpec::parse(
+                    &e,
+                    &d,
+                    f.output.unwrap_or(Activation::Sigmoid),
+                    f.variational.unwrap_or(false),
+                    f.init.unwrap_or_default(),
+                )?;
+                let mut m = ModelConfig::custom(spec)?;
+                if let Some(l) = f.latent_dim.filter(|&l| l != m.latent_dim) {
+                    return Err(Error::config(
+                        "model",
+                        format!(
+                            "latent_dim {l} disagrees with the encoder, which gives {}",
+                            m.latent_dim
+                        ),
+                    ));
+                }
+                m.preset = f.preset;
+                Ok(m)
+            }
+            (None, None) => {
+                let preset = f.preset.ok_or_else(|| {
+                    Error::config("model", "names neither a preset nor an encoder and decoder")
+                })?;
+                let latent = f.latent_dim.unwrap_or(preset.defaults().latent_dim);
+                let m = ModelConfig::of_preset(preset, latent);
+                m.validate()?;
+                Ok(m)
+            }
+            _ => Err(Error::config(
+                "model",
+                "needs both an encoder and a decoder",
+            )),
+        }
+    }
+}
+
+impl From<ModelConfig> for ModelFile {
+    fn from(m: ModelConfig) -> Self {
+        ModelFile {
+            preset: m.preset,
+            latent_dim: Some(m.latent_dim),
+            encoder: Some(spec::layers_to_string(&m.spec.encoder)),
+            decoder: Some(spec::layers_to_string(&m.spec.decoder)),
+            output: Some(m.spec.output),
+            variational: Some(m.spec.variational),
+            init: Some(m.spec.init),
+        }
+    }
 }
 
 impl ModelConfig {
     /// A preset with its default code size.
     pub fn preset(preset: Preset) -> Self {
+        Self::of_preset(preset, preset.defaults().latent_dim)
+    }
+
+    /// A preset with a code of `latent` values (check it with [`ModelConfig::validate`]).
+    pub fn of_preset(preset: Preset, latent: usize) -> Self {
         ModelConfig {
-            preset,
-            latent_dim: preset.defaults().latent_dim,
+            preset: Some(preset),
+            latent_dim: latent,
+            spec: preset.spec(latent),
         }
     }
 
-    /// Checks the code size.
+    /// A model of the user's own; its code size comes from the checked spec.
+    pub fn custom(spec: ModelSpec) -> Result<Self> {
+        let latent_dim = spec.check()?.latent_dim;
+        Ok(ModelConfig {
+            preset: None,
+            latent_dim,
+            spec,
+        })
+    }
+
+    /// The preset's name, or `custom`.
+    pub fn name(&self) -> &'static str {
+        self.preset.map_or("custom", Preset::name)
+    }
+
+    /// One line on what the model is.
+    pub fn description(&self) -> String {
+        match self.preset {
+            Some(p) => p.description().to_string(),
+            None => format!(
+                "{} | {}",
+                spec::layers_to_string(&self.spec.encoder),
+                spec::layers_to_string(&self.spec.decoder)
+            ),
+        }
+    }
+
+    /// Whether the model is variational (its loss adds a KL term; samples come from the prior).
+    pub fn is_variational(&self) -> bool {
+        self.spec.variational
+    }
+
+    /// Output activation.
+    pub fn activation(&self) -> Activation {
+        self.spec.output
+    }
+
+    /// The same architecture with a code of `latent` values: a preset's spec at that size, or
+    /// a custom spec whose encoder's last linear layer (or last convolution, on a 1×1 output)
+    /// is resized, with a decoder that starts from `reshape(L,1,1)` following it.
+    pub fn with_latent(&self, latent: usize) -> Result<Self> {
+        if let Some(p) = self.preset {
+            let m = Self::of_preset(p, latent);
+            m.validate()?;
+            return Ok(m);
+        }
+        let mut spec = self.spec.clone();
+        let old = self.latent_dim;
+        // The last layer with an output size sets the code's size.
+        if let Some(
+            spec::Layer::Linear { out }
+            | spec::Layer::Conv { out, .. }
+            | spec::Layer::ConvT { out, .. },
+        ) = spec.encoder.iter_mut().rev().find(|l| {
+            matches!(
+                l,
+                spec::Layer::Linear { .. } | spec::Layer::Conv { .. } | spec::Layer::ConvT { .. }
+            )
+        }) {
+            *out = latent;
+        }
+        if let Some(spec::Layer::Reshape { c, h: 1, w: 1 }) = spec.decoder.first_mut() {
+            if *c == old {
+                *c = latent;
+            }
+        }
+        let given = shape::check_encoder(&spec.encoder, spec.variational).map(|(_, l)| l);
+        if given.as_ref().ok() != Some(&latent) {
+            return Err(Error::config(
+                "latent-dim",
+                format!(
+                    "{latent}: this model's code size is fixed by its layers ({old} values); change the encoder's last layer instead"
+                ),
+            ));
+        }
+        Self::custom(spec)
+    }
+
+    /// Checks the code size and the layers.
     pub fn validate(&self) -> Result<()> {
         if self.latent_dim == 0 || self.latent_dim > 4096 {
             return Err(Error::config(
@@ -192,117 +357,34 @@ impl ModelConfig {
                 format!("{} is not in 1..=4096", self.latent_dim),
             ));
         }
+        let checked = self.spec.check()?;
+        if checked.latent_dim != self.latent_dim {
+            return Err(Error::config(
+                "model",
+                format!(
+                    "latent_dim {} disagrees with the encoder, which gives {}",
+                    self.latent_dim, checked.latent_dim
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether training must run the whole batch as one (batch norm's statistics are over the
+    /// batch, and dropout's draws must come in one order for a seed to repeat).
+    pub fn needs_whole_batches(&self) -> bool {
+        self.spec
+            .encoder
+            .iter()
+            .chain(&self.spec.decoder)
+            .any(|l| matches!(l, spec::Layer::BatchNorm | spec::Layer::Dropout { .. }))
     }
 
     /// Builds a freshly initialised model on `device` (seed the device first for
     /// reproducible weights).
-    pub fn init(&self, device: &Device) -> Autoencoder {
-        let l = self.latent_dim;
-        let (encoder, decoder) = match self.preset {
-            Preset::Conv64 => {
-                let (e, d) = conv64::init(l, device);
-                (Encoder::Conv64(e), Decoder::Conv64(d))
-            }
-            Preset::Conv7 => {
-                let (e, d) = conv7::init(l, device);
-                (Encoder::Conv7(e), Decoder::Conv7(d))
-            }
-            Preset::Linear3 => {
-                let (e, d) = dense::init_linear3(l, device);
-                (Encoder::Dense(e), Decoder::Dense(d))
-            }
-            Preset::Mlp => {
-                let (e, d) = dense::init_mlp(l, device);
-                (Encoder::Dense(e), Decoder::Dense(d))
-            }
-            Preset::Cae32 => {
-                let (e, d) = cae32::init(l, device);
-                (Encoder::Cae32(e), Decoder::Cae32(d))
-            }
-            Preset::Vae => {
-                let (e, d) = vae::init(l, device);
-                (Encoder::Vae(e), Decoder::Vae(d))
-            }
-        };
-        Autoencoder { encoder, decoder }
-    }
-}
-
-/// The encoder half of any preset.
-// One model exists per process, so the variants' size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Encoder {
-    /// conv64's encoder.
-    Conv64(conv64::Encoder),
-    /// conv7's encoder.
-    Conv7(conv7::Encoder),
-    /// linear3's and mlp's encoder.
-    Dense(dense::Encoder),
-    /// cae32's encoder.
-    Cae32(cae32::Encoder),
-    /// vae's encoder.
-    Vae(vae::Encoder),
-}
-
-/// The decoder half of any preset.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Decoder {
-    /// conv64's decoder.
-    Conv64(conv64::Decoder),
-    /// conv7's decoder.
-    Conv7(conv7::Decoder),
-    /// linear3's and mlp's decoder.
-    Dense(dense::Decoder),
-    /// cae32's decoder.
-    Cae32(cae32::Decoder),
-    /// vae's decoder.
-    Vae(vae::Decoder),
-}
-
-impl Encoder {
-    /// `[b, 1, 28, 28]` → `[b, latent]`, reporting layers to `t`.
-    pub fn forward_traced<T: Tracer>(&self, x: Tensor<4>, t: &mut T) -> Tensor<2> {
-        match self {
-            Encoder::Conv64(e) => e.forward(x, t),
-            Encoder::Conv7(e) => e.forward(x, t),
-            Encoder::Dense(e) => e.forward(x, t),
-            Encoder::Cae32(e) => e.forward(x, t),
-            Encoder::Vae(e) => e.forward(x, t),
-        }
-    }
-
-    /// `[b, 1, 28, 28]` → `[b, latent]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_traced(x, &mut NoTrace)
-    }
-
-    /// μ and log σ² of a variational encoder; `None` for the others.
-    pub fn stats(&self, x: Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
-        match self {
-            Encoder::Vae(e) => Some(e.stats(x, &mut NoTrace)),
-            _ => None,
-        }
-    }
-}
-
-impl Decoder {
-    /// `[b, latent]` → logits `[b, 1, 28, 28]`, reporting layers to `t`.
-    pub fn forward_traced<T: Tracer>(&self, z: Tensor<2>, t: &mut T) -> Tensor<4> {
-        match self {
-            Decoder::Conv64(d) => d.forward(z, t),
-            Decoder::Conv7(d) => d.forward(z, t),
-            Decoder::Dense(d) => d.forward(z, t),
-            Decoder::Cae32(d) => d.forward(z, t),
-            Decoder::Vae(d) => d.forward(z, t),
-        }
-    }
-
-    /// `[b, latent]` → logits `[b, 1, 28, 28]`.
-    pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
-        self.forward_traced(z, &mut NoTrace)
+    pub fn init(&self, device: &Device) -> Result<Autoencoder> {
+        let (encoder, decoder) = stack::init(&self.spec, device)?;
+        Ok(Autoencoder { encoder, decoder })
     }
 }
 

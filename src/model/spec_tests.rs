@@ -201,9 +201,10 @@ fn the_issue_example_and_mirrors_check_out() {
     );
 }
 
-/// Every preset, as a spec, has the shapes and parameter counts of the preset's own model.
+/// Every preset's spec has its code size, builds a model with the parameters its summary
+/// counts, and survives the trip through its TOML form.
 #[test]
-fn presets_as_specs_match_the_preset_models() {
+fn presets_as_specs_round_trip_and_count_their_parameters() {
     let device = Device::flex();
     for p in PRESETS {
         for latent in [p.defaults().latent_dim, 5] {
@@ -212,23 +213,9 @@ fn presets_as_specs_match_the_preset_models() {
                 .summary(p.name())
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name()));
             assert_eq!(s.latent_dim, latent, "{}", p.name());
-            let model = ModelConfig {
-                preset: p,
-                latent_dim: latent,
-            }
-            .init(&device);
-            assert_eq!(
-                s.encoder_params,
-                model.encoder.num_params(),
-                "{} encoder",
-                p.name()
-            );
-            assert_eq!(
-                s.decoder_params,
-                model.decoder.num_params(),
-                "{} decoder",
-                p.name()
-            );
+            let model = ModelConfig::of_preset(p, latent).init(&device).unwrap();
+            assert_eq!(s.encoder_params, model.encoder.num_params(), "{}", p.name());
+            assert_eq!(s.decoder_params, model.decoder.num_params(), "{}", p.name());
             let back =
                 ModelSpec::from_toml(std::path::Path::new("x.toml"), &spec.to_toml()).unwrap();
             assert_eq!(back, spec, "{}", p.name());
@@ -238,69 +225,13 @@ fn presets_as_specs_match_the_preset_models() {
 
 mod stack {
     use super::super::arch::{Init, ModelSpec};
-    use super::super::stack::{init, SpecDecoder, SpecEncoder};
-    use super::super::{Activation, ModelConfig, PRESETS};
-    use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+    use super::super::stack::{init, Decoder, Encoder};
+    use super::super::Activation;
+    use burn::module::Module;
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-    fn built(spec: &ModelSpec, device: &Device) -> (SpecEncoder, SpecDecoder) {
+    fn built(spec: &ModelSpec, device: &Device) -> (Encoder, Decoder) {
         init(spec, device).unwrap()
-    }
-
-    /// Every float parameter of a module, in visiting order.
-    struct Take(Vec<TensorData>);
-    impl ModuleVisitor for Take {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.push(p.val().into_data());
-        }
-    }
-
-    /// Puts the values taken from another module into this one's parameters, in order.
-    struct Put(std::collections::VecDeque<TensorData>);
-    impl ModuleMapper for Put {
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let data = self.0.pop_front().expect("as many parameters");
-            assert_eq!(data.shape().to_vec(), p.lazy_shape().to_vec());
-            let device = p.lazy_device();
-            let id = p.id;
-            p.transform_for_load(Tensor::from_data(data, &device), id)
-        }
-    }
-
-    /// Each preset built from its spec by the generic stack has the preset's parameters in
-    /// the same order and shapes, and with the same values computes the same outputs, bit for
-    /// bit (mean and log-variance too for the vae).
-    #[test]
-    fn presets_built_from_specs_compute_what_the_preset_models_compute() {
-        let _rng = crate::rng_lock();
-        let device = Device::flex();
-        device.seed(11);
-        for p in PRESETS {
-            let latent = p.defaults().latent_dim;
-            let model = ModelConfig {
-                preset: p,
-                latent_dim: latent,
-            }
-            .init(&device);
-            let (enc, dec) = init(&p.spec(latent), &device).unwrap();
-            let mut take = Take(Vec::new());
-            model.encoder.visit(&mut take);
-            let enc = enc.map(&mut Put(take.0.into()));
-            let mut take = Take(Vec::new());
-            model.decoder.visit(&mut take);
-            let dec = dec.map(&mut Put(take.0.into()));
-            let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
-            let (za, zb) = (model.encoder.forward(x.clone()), enc.forward(x.clone()));
-            assert_eq!(za.to_data(), zb.to_data(), "{} code", p.name());
-            let (ya, yb) = (model.decoder.forward(za), dec.forward(zb));
-            assert_eq!(ya.to_data(), yb.to_data(), "{} reconstruction", p.name());
-            if p.is_variational() {
-                let (ma, la) = model.encoder.stats(x.clone()).unwrap();
-                let (mb, lb) = enc.stats(x).unwrap();
-                assert_eq!(ma.to_data(), mb.to_data());
-                assert_eq!(la.to_data(), lb.to_data());
-            }
-        }
     }
 
     /// Batch norm and dropout train on an autodiff device and run in inference mode elsewhere:
@@ -333,4 +264,50 @@ mod stack {
         assert_ne!(c, d, "training draws a new dropout mask each time");
         assert_ne!(a.to_data(), c, "training normalises with batch statistics");
     }
+}
+
+/// A model's code size can be changed where the layers allow it (sweeps, `--latent-dim`).
+#[test]
+fn code_sizes_change_where_the_layers_allow() {
+    let spec = ModelSpec::parse(
+        "conv(8,3,s2,p1) relu flatten linear(10) relu",
+        "linear(1568) reshape(8,14,14) convt(1,3,s2,p1,op1)",
+        Activation::Sigmoid,
+        false,
+        Init::Pytorch,
+    )
+    .unwrap();
+    let m = ModelConfig::custom(spec).unwrap();
+    assert_eq!(m.latent_dim, 10);
+    let m4 = m.with_latent(4).unwrap();
+    assert_eq!(m4.latent_dim, 4);
+    assert_eq!(m4.spec.encoder[3], Layer::Linear { out: 4 });
+    // conv64's code comes from a convolution and a reshape(L,1,1) starts its decoder.
+    let c = ModelConfig::custom(PRESETS[0].spec(64))
+        .unwrap()
+        .with_latent(20)
+        .unwrap();
+    assert_eq!(c.spec, PRESETS[0].spec(20));
+    // A code that is a whole feature map cannot be resized to any number.
+    let fixed = ModelConfig::custom(
+        ModelSpec::parse(
+            "conv(4,7) flatten",
+            "mirror",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let e = fixed.with_latent(5).unwrap_err().to_string();
+    assert!(e.contains("fixed by its layers"), "{e}");
+    // Presets keep their name through a resize, and JSON keeps everything.
+    let p = ModelConfig::preset(PRESETS[5]).with_latent(3).unwrap();
+    assert_eq!(p.name(), "vae");
+    let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back, p);
+    // The form of runs made before specs: a preset and a code size.
+    let old: ModelConfig = serde_json::from_str(r#"{"preset": "cae32", "latent_dim": 7}"#).unwrap();
+    assert_eq!(old, ModelConfig::of_preset(PRESETS[4], 7));
 }

@@ -204,7 +204,7 @@ fn apply_op(op: &Layer, x: Flow) -> Flow {
 /// The encoder of a spec: its blocks, and for a variational model the second copy of its last
 /// `linear(L)`, giving the log-variance (the last block gives the mean).
 #[derive(Module, Debug)]
-pub struct SpecEncoder {
+pub struct Encoder {
     /// The layers, in the spec's order.
     pub layers: Vec<Block>,
     /// The log-variance head of a variational model.
@@ -213,13 +213,13 @@ pub struct SpecEncoder {
 
 /// The decoder of a spec.
 #[derive(Module, Debug)]
-pub struct SpecDecoder {
+pub struct Decoder {
     /// The layers, in the spec's order.
     pub layers: Vec<Block>,
 }
 
 /// Builds both halves of a (checked) spec.
-pub fn init(spec: &ModelSpec, device: &Device) -> crate::error::Result<(SpecEncoder, SpecDecoder)> {
+pub fn init(spec: &ModelSpec, device: &Device) -> crate::error::Result<(Encoder, Decoder)> {
     let c = spec.check()?;
     // Built in the spec's order, the log-variance head right after the mean head (the last
     // encoder layer), as the vae preset builds fc_mu then fc_logvar: the same seed then draws
@@ -232,13 +232,10 @@ pub fn init(spec: &ModelSpec, device: &Device) -> crate::error::Result<(SpecEnco
         None
     };
     let decoder = build(&c.decoder, spec.init, device);
-    Ok((
-        SpecEncoder { layers, logvar },
-        SpecDecoder { layers: decoder },
-    ))
+    Ok((Encoder { layers, logvar }, Decoder { layers: decoder }))
 }
 
-impl SpecEncoder {
+impl Encoder {
     /// `[b, 1, 28, 28]` → the code `[b, L]` (the mean, for a variational model).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         run(&self.layers, Flow::Image(x)).flat()
@@ -256,7 +253,7 @@ impl SpecEncoder {
     }
 }
 
-impl SpecDecoder {
+impl Decoder {
     /// `[b, L]` → logits `[b, 1, 28, 28]`.
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
         run(&self.layers, Flow::Flat(z)).image()

@@ -1,16 +1,25 @@
-//! The model summary: every layer's output shape and parameter count, from a traced forward
-//! pass of one blank image.
+//! The model summary: every layer's output shape and parameter count.
 
-use burn::prelude::*;
+use super::ModelConfig;
+use crate::error::Result;
 
-use super::layers::{Collect, LayerRow};
-use super::{Autoencoder, ModelConfig};
-use crate::data::SIDE;
+/// One row of a model summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerRow {
+    /// Where the layer sits, e.g. `encoder.0` (its index in the layer list).
+    pub name: String,
+    /// What it is, in PyTorch's words, e.g. `Conv2d(1→16, k3, s2, p1)`.
+    pub layer: String,
+    /// Output shape, batch first.
+    pub output: Vec<usize>,
+    /// Trainable parameters.
+    pub params: usize,
+}
 
 /// A model's layers and totals.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
-    /// Preset name.
+    /// Preset name, or `custom`.
     pub model: String,
     /// Code size.
     pub latent_dim: usize,
@@ -24,35 +33,9 @@ pub struct Summary {
     pub total_params: usize,
 }
 
-/// Traces `model` (built from `config`) on a `[1, 1, 28, 28]` input.
-pub fn summarize(config: &ModelConfig, model: &Autoencoder, device: &Device) -> Summary {
-    let mut t = Collect::default();
-    let x = Tensor::<4>::zeros([1, 1, SIDE, SIDE], device);
-    t.0.push(LayerRow {
-        name: "input".into(),
-        layer: "Input".into(),
-        output: vec![1, 1, SIDE, SIDE],
-        params: 0,
-    });
-    let z = model.encoder.forward_traced(x, &mut t);
-    let y = model.decoder.forward_traced(z, &mut t);
-    let act = config.preset.activation();
-    t.0.push(LayerRow {
-        name: "output".into(),
-        layer: format!("{act:?}"),
-        output: y.dims().to_vec(),
-        params: 0,
-    });
-    let encoder_params = model.encoder.num_params();
-    let decoder_params = model.decoder.num_params();
-    Summary {
-        model: config.preset.name().into(),
-        latent_dim: config.latent_dim,
-        layers: t.0,
-        encoder_params,
-        decoder_params,
-        total_params: encoder_params + decoder_params,
-    }
+/// The summary of `config`'s model, worked out from its spec (no weights are built).
+pub fn summarize(config: &ModelConfig) -> Result<Summary> {
+    config.spec.summary(config.name())
 }
 
 impl std::fmt::Display for Summary {

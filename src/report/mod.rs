@@ -8,7 +8,6 @@ mod html;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -77,8 +76,7 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
     );
 
     // Model summary.
-    let device = Device::flex();
-    let s = summarize(&config.model, &config.model.init(&device), &device);
+    let s = summarize(&config.model)?;
     let mut t =
         String::from("<table><tr><th>layer</th><th>type</th><th>output</th><th>params</th></tr>");
     for r in &s.layers {
@@ -97,11 +95,18 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
     page.section(
         "model",
         "Model",
-        &format!(
-            "The {} preset: {}.",
-            config.model.preset.name(),
-            config.model.preset.description()
-        ),
+        &match config.model.preset {
+            Some(p) => format!("The {} preset: {}.", p.name(), p.description()),
+            None => format!(
+                "A model of its own: encoder <code>{}</code>, decoder <code>{}</code>.",
+                esc(&crate::model::spec::layers_to_string(
+                    &config.model.spec.encoder
+                )),
+                esc(&crate::model::spec::layers_to_string(
+                    &config.model.spec.decoder
+                ))
+            ),
+        },
         &t,
     );
 

@@ -1,6 +1,6 @@
 //! Checkpoints in the run folder, each written atomically:
 //! - `model.safetensors`: weights named `encoder.…` / `decoder.…` (either half loads alone),
-//!   with the preset, code size, epoch (and batch, for a checkpoint taken mid-epoch) and
+//!   with the model (its spec, as in `config.json`), code size, epoch (and batch, for a checkpoint taken mid-epoch) and
 //!   parameter ids in the metadata. The same weights always give the same bytes: parameter ids
 //!   come from the parameters' names, and the metadata is written in sorted order.
 //! - `resume.safetensors` ([`super::resume`]): the optimizer and schedule state, with the
@@ -92,6 +92,8 @@ fn collect<M: Module>(module: &M, prefix: &str) -> Vec<(String, ParamId, Vec<usi
 /// Loaded tensors keyed by name; the mapper takes them out and notes what does not fit.
 struct Loader<'a> {
     stack: PathStack,
+    /// The preset of a pre-spec file, whose tensors have the preset's own names.
+    legacy: Option<crate::model::Preset>,
     st: &'a SafeTensors<'a>,
     ids: &'a HashMap<String, u64>,
     errors: Vec<String>,
@@ -106,7 +108,13 @@ impl ModuleMapper for Loader<'_> {
         self.stack.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let name = self.stack.path();
+        let name = match self.legacy {
+            Some(p) => {
+                let new = self.stack.path();
+                crate::model::legacy::old_name(p, &new).unwrap_or(new)
+            }
+            None => self.stack.path(),
+        };
         let view = match self.st.tensor(&name) {
             Ok(v) => v,
             Err(_) => {
@@ -158,6 +166,9 @@ pub struct WeightsInfo {
     /// Batches trained of epoch `epoch + 1` when the checkpoint was taken mid-epoch (an
     /// interrupted run), else 0.
     pub batch: usize,
+    /// Written before models were specs: tensors carry the preset's own layer names
+    /// ([`crate::model::legacy`]).
+    pub legacy: bool,
 }
 
 impl WeightsInfo {
@@ -207,7 +218,7 @@ pub struct TrainedTo {
     pub batch: usize,
 }
 
-/// Gives every parameter an id derived from its name (`encoder.conv1.weight`), so that a
+/// Gives every parameter an id derived from its name (`encoder.layers.0.weight`), so that a
 /// model's ids, which the weights file records and Adam's state is keyed by, are the same in
 /// every run: burn's own ids are random, and would make two identical runs' files differ.
 pub fn with_stable_ids<M: Module>(module: M, prefix: &str) -> M {
@@ -288,7 +299,7 @@ pub(crate) fn model_bytes(
     let ids: BTreeMap<&str, u64> = tensors.iter().map(|t| (t.0.as_str(), t.1.val())).collect();
     let mut meta = HashMap::from([
         ("format".to_string(), "mnist-ae".to_string()),
-        ("preset".to_string(), config.preset.name().to_string()),
+        ("model".to_string(), model_json(config)),
         ("latent_dim".to_string(), config.latent_dim.to_string()),
         ("epoch".to_string(), at.epoch.to_string()),
         (
@@ -314,10 +325,23 @@ pub(crate) fn serialize_f32(
     tensors: &[(&str, &[usize], &[u8])],
     meta: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
+    let typed: Vec<_> = tensors
+        .iter()
+        .map(|&(n, s, b)| (n, Dtype::F32, s, b))
+        .collect();
+    serialize(path, &typed, meta)
+}
+
+/// Serialises little-endian tensors `(name, dtype, shape, bytes)` with `meta` as safetensors.
+pub(crate) fn serialize(
+    path: &Path,
+    tensors: &[(&str, Dtype, &[usize], &[u8])],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
-        .map(|(name, shape, b)| {
-            TensorView::new(Dtype::F32, shape.to_vec(), b)
+        .map(|(name, dtype, shape, b)| {
+            TensorView::new(*dtype, shape.to_vec(), b)
                 .map(|v| (name.to_string(), v))
                 .map_err(|e| Error::bad_file(path, e.to_string()))
         })
@@ -325,6 +349,15 @@ pub(crate) fn serialize_f32(
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
     sort_metadata(path, bytes)
+}
+
+/// A model's float tensors (weights and batch-norm statistics) as (name, shape, values).
+pub(crate) fn named_tensors(model: &Autoencoder) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    collect(&model.encoder, "encoder")
+        .into_iter()
+        .chain(collect(&model.decoder, "decoder"))
+        .map(|(n, _, s, v)| (n, s, v))
+        .collect()
 }
 
 /// Rewrites a safetensors header with its `__metadata__` keys in sorted order. safetensors
@@ -363,6 +396,11 @@ pub(crate) fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Stri
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
+/// The `model` metadata entry: the model config as JSON (its layer strings).
+pub(crate) fn model_json(config: &ModelConfig) -> String {
+    serde_json::to_string(config).unwrap_or_default()
+}
+
 fn info_from(path: &Path, meta: &HashMap<String, String>) -> Result<WeightsInfo> {
     let get = |k: &str| {
         meta.get(k).ok_or_else(|| {
@@ -372,23 +410,33 @@ fn info_from(path: &Path, meta: &HashMap<String, String>) -> Result<WeightsInfo>
             )
         })
     };
-    let preset = crate::model::Preset::parse(get("preset")?)?;
     let num = |k: &str| -> Result<usize> {
         get(k)?
             .parse()
             .map_err(|_| Error::bad_file(path, format!("metadata '{k}' is not a number")))
     };
+    let (model, legacy) = match meta.get("model") {
+        Some(json) => {
+            let model: ModelConfig = serde_json::from_str(json).map_err(|e| {
+                Error::bad_file(path, format!("metadata 'model' is not a model ({e})"))
+            })?;
+            (model, false)
+        }
+        // Written before models were specs: a preset and its code size.
+        None => {
+            let preset = crate::model::Preset::parse(get("preset")?)?;
+            (ModelConfig::of_preset(preset, num("latent_dim")?), true)
+        }
+    };
     Ok(WeightsInfo {
-        model: ModelConfig {
-            preset,
-            latent_dim: num("latent_dim")?,
-        },
+        model,
         epoch: num("epoch")?,
         batch: if meta.contains_key("batch") {
             num("batch")?
         } else {
             0
         },
+        legacy,
     })
 }
 
@@ -411,16 +459,21 @@ fn load_into<M: Module>(
 ) -> Result<(M, WeightsInfo)> {
     let meta = metadata(path, bytes)?;
     let info = info_from(path, &meta)?;
-    if info.model != *expected {
+    if info.model.spec != expected.spec || info.model.latent_dim != expected.latent_dim {
+        let what = |m: &ModelConfig| format!("{} with latent_dim {}", m.name(), m.latent_dim);
+        let (held, want) = (what(&info.model), what(expected));
+        let msg = if held == want {
+            format!(
+                "it holds another {held} architecture than the config's: {} / {}",
+                crate::model::spec::layers_to_string(&info.model.spec.encoder),
+                crate::model::spec::layers_to_string(&info.model.spec.decoder)
+            )
+        } else {
+            format!("it holds {held}, the config says {want}")
+        };
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            msg: format!(
-                "it holds {} with latent_dim {}, the config says {} with latent_dim {}",
-                info.model.preset.name(),
-                info.model.latent_dim,
-                expected.preset.name(),
-                expected.latent_dim
-            ),
+            msg,
         });
     }
     let ids: HashMap<String, u64> = meta
@@ -431,6 +484,7 @@ fn load_into<M: Module>(
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))?;
     let mut loader = Loader {
         stack: PathStack::default(),
+        legacy: info.legacy.then_some(info.model.preset).flatten(),
         st: &st,
         ids: &ids,
         errors: Vec::new(),
@@ -453,7 +507,7 @@ pub fn load_model(
     config: &ModelConfig,
     device: &Device,
 ) -> Result<(Autoencoder, WeightsInfo)> {
-    load_model_from(path, &read(path)?, config, config.init(device))
+    load_model_from(path, &read(path)?, config, config.init(device)?)
 }
 
 /// Loads the bytes of a weights file into `fresh`, a model built from `config`, which the file
@@ -472,11 +526,25 @@ pub fn load_model_from(
 /// Loads only the encoder half.
 pub fn load_encoder(path: &Path, config: &ModelConfig, device: &Device) -> Result<Encoder> {
     let bytes = read(path)?;
-    Ok(load_into(path, &bytes, config, config.init(device).encoder, "encoder")?.0)
+    Ok(load_into(
+        path,
+        &bytes,
+        config,
+        config.init(device)?.encoder,
+        "encoder",
+    )?
+    .0)
 }
 
 /// Loads only the decoder half.
 pub fn load_decoder(path: &Path, config: &ModelConfig, device: &Device) -> Result<Decoder> {
     let bytes = read(path)?;
-    Ok(load_into(path, &bytes, config, config.init(device).decoder, "decoder")?.0)
+    Ok(load_into(
+        path,
+        &bytes,
+        config,
+        config.init(device)?.decoder,
+        "decoder",
+    )?
+    .0)
 }

@@ -74,13 +74,18 @@ fn load_pair(
     device: &Device,
 ) -> Result<(Autoencoder, ModuleOptimizer, ResumeState)> {
     let bytes = crate::fsutil::read(model_path)?;
-    let (model, info) =
-        checkpoint::load_model_from(model_path, &bytes, &config.model, config.model.init(device))?;
+    let (model, info) = checkpoint::load_model_from(
+        model_path,
+        &bytes,
+        &config.model,
+        config.model.init(device)?,
+    )?;
     let (optim, state) = checkpoint::load_resume(resume_path, optim)?;
     let resume_at = checkpoint::WeightsInfo {
-        model: info.model,
+        model: info.model.clone(),
         epoch: state.epoch,
         batch: state.batch,
+        legacy: info.legacy,
     };
     let mismatch = |what: String| {
         Error::bad_file(
@@ -165,10 +170,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     let device = opts.device.clone().autodiff();
     device.seed(config.seed);
-    let act: Activation = config.model.preset.activation();
+    let act: Activation = config.model.activation();
     let scale = act.scale();
 
-    let mut model = checkpoint::stable(config.model.init(&device));
+    let mut model = checkpoint::stable(config.model.init(&device)?);
     let mut optim = optimizer(config);
     let mut sched = ScheduleState::new(config.lr);
     // f64::MAX, not infinity, stands for "none yet": JSON (the resume state) has no infinity.

@@ -64,7 +64,7 @@ fn batch_eps(
     n: usize,
     device: &Device,
 ) -> Option<Tensor<2>> {
-    config.model.preset.is_variational().then(|| {
+    config.model.is_variational().then(|| {
         vae_eps(
             config.seed,
             epoch,
@@ -91,7 +91,7 @@ fn shard_loss(
     }
     loss(
         config.loss,
-        config.model.preset.activation(),
+        config.model.activation(),
         model.forward(x),
         target,
     )
@@ -223,7 +223,7 @@ pub fn evaluate_loss(
     config: &TrainConfig,
     device: &Device,
 ) -> (f64, f64) {
-    let act = config.model.preset.activation();
+    let act = config.model.activation();
     let scale = act.scale();
     let idx: Vec<usize> = (0..split.len()).collect();
     let (mut loss_sum, mut mse_sum) = (0.0f64, 0.0f64);
@@ -240,7 +240,7 @@ pub fn evaluate_loss(
             .square()
             .mean()
             .into_scalar::<f32>() as f64;
-        let l = if config.model.preset.is_variational() {
+        let l = if config.model.is_variational() {
             batch_loss(
                 model,
                 config,

@@ -86,11 +86,21 @@ fn eval_refuses_bad_runs_and_indices() {
         e.contains("model.safetensors") && e.contains("missing"),
         "{e}"
     );
+    // A code size that disagrees with the layers is refused when the config is read.
     std::fs::write(
         copy.join("config.json"),
         cfg.replace("\"latent_dim\": 16", "\"latent_dim\": 12"),
     )
     .unwrap();
+    let e = fails(&["eval", copy.to_str().unwrap(), "--data-dir", d]);
+    assert!(
+        e.contains("config.json") && e.contains("latent_dim 12 disagrees with the encoder"),
+        "{e}"
+    );
+    // Weights of another size than the config's model are refused, naming both.
+    let mut c: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    c["model"] = serde_json::json!({"preset": c["model"]["preset"], "latent_dim": 12});
+    std::fs::write(copy.join("config.json"), c.to_string()).unwrap();
     std::fs::copy(
         run.join("model.safetensors"),
         copy.join("model.safetensors"),
@@ -98,7 +108,7 @@ fn eval_refuses_bad_runs_and_indices() {
     .unwrap();
     let e = fails(&["eval", copy.to_str().unwrap(), "--data-dir", d]);
     assert!(
-        e.contains("does not match") && e.contains("latent_dim 12"),
+        e.contains("does not match") && e.contains("latent_dim 12") && e.contains("latent_dim 16"),
         "{e}"
     );
 }

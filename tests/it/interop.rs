@@ -100,7 +100,7 @@ fn export_uses_pytorch_names_and_import_reproduces_the_run() {
         "--out",
         tmp.path().join("y").to_str().unwrap(),
     ]);
-    assert!(e.contains("does not belong to the conv64 preset"), "{e}");
+    assert!(e.contains("does not belong to the conv64 model"), "{e}");
     let e = fails(&[
         "import",
         w.to_str().unwrap(),

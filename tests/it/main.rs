@@ -2,6 +2,7 @@
 //! on real MNIST (`../shared/data/mnist`) and on small data the tests make.
 
 mod common;
+mod custom;
 mod data;
 mod eval;
 mod explore;

@@ -443,10 +443,7 @@ fn killing_training_mid_save_never_leaves_a_broken_checkpoint() {
     use mnist_ae::train::checkpoint::{load_model, load_resume};
     let data = mnist_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = ModelConfig {
-        preset: Preset::Mlp,
-        latent_dim: 8,
-    };
+    let cfg = ModelConfig::of_preset(Preset::Mlp, 8);
     let mut checked = 0;
     // mlp on 1,800 images saves a checkpoint about every 0.1 s; SIGKILL lands at varied points.
     for (i, ms) in [700u64, 950, 1200, 1450, 1700].into_iter().enumerate() {
@@ -528,7 +525,7 @@ fn sharded_step_matches_the_whole_batch_step() {
             let mut config = TrainConfig::for_preset(preset);
             config.shards = shards;
             device.seed(7);
-            let model = config.model.init(&device);
+            let model = config.model.init(&device).unwrap();
             let before =
                 model.forward(data.train.batch(&idx, preset.activation().scale(), &device));
             let x = data.train.batch(&idx, preset.activation().scale(), &device);

@@ -1,0 +1,261 @@
+//! PyTorch interop: `export` writes a run's weights as the state dict of the PyTorch module of
+//! its spec, and that module as Python code ([`pytorch`]); `import` makes a run folder from
+//! such a state dict. Conv weights are OIHW and transposed-conv weights (in, out, kH, kW) on
+//! both sides; linear weights are transposed (burn stores in×out, PyTorch out×in).
+
+pub mod pytorch;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::prelude::*;
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::fsutil::{write_atomic, write_json};
+use crate::model::ModelConfig;
+use crate::rundir::CONFIG_FILE;
+use crate::train::checkpoint::{
+    load_model, model_json, named_tensors, save_model, serialize, MODEL_FILE,
+};
+use pytorch::{from_torch, module_code, to_torch};
+
+/// Every F32 tensor of a safetensors file: name → (shape, values).
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads every F32 tensor of a safetensors file, and its metadata. Tensors of other types are
+/// left out only where `skip` accepts their name (PyTorch's integer `num_batches_tracked`).
+fn read_tensors(
+    path: &Path,
+    skip: impl Fn(&str) -> bool,
+) -> Result<(Tensors, HashMap<String, String>)> {
+    let bytes = crate::fsutil::read(path)?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::bad_file(path, format!("not a valid safetensors file ({e})"))
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 && skip(&name) {
+            continue;
+        }
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::bad_file(
+                path,
+                format!("{name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let v = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), v));
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Swaps the two axes of a row-major `[r, c]` matrix.
+fn transpose(shape: &[usize], v: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let (r, c) = (shape[0], shape[1]);
+    let mut out = vec![0.0; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    (vec![c, r], out)
+}
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+type Raw = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn f32_raw(name: String, shape: Vec<usize>, v: &[f32]) -> Raw {
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    (name, Dtype::F32, shape, bytes)
+}
+
+fn write_tensors(path: &Path, tensors: &[Raw], meta: HashMap<String, String>) -> Result<()> {
+    let named: Vec<(&str, Dtype, &[usize], &[u8])> = tensors
+        .iter()
+        .map(|t| (t.0.as_str(), t.1, t.2.as_slice(), t.3.as_slice()))
+        .collect();
+    write_atomic(path, &serialize(path, &named, meta)?)
+}
+
+/// Where `export --torch FILE` writes the module's Python code: next to FILE, named after it
+/// (`weights.safetensors` → `weights.py`).
+pub fn code_path(weights: &Path) -> std::path::PathBuf {
+    weights.with_extension("py")
+}
+
+/// What `export` wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// Tensors in the state dict.
+    pub tensors: usize,
+    /// The Python module's file.
+    pub code: std::path::PathBuf,
+}
+
+/// Writes the weights of the run in `run_dir` as the state dict (safetensors) of its PyTorch
+/// module to `out`, and the module's code to [`code_path`]`(out)`.
+pub fn export_torch(run_dir: &Path, out: &Path) -> Result<Exported> {
+    let config = crate::rundir::read_config(run_dir)?;
+    let model = &config.model;
+    let (m, _) = load_model(&run_dir.join(MODEL_FILE), model, &Device::flex())?;
+    let mut named = Vec::new();
+    for (name, shape, v) in named_tensors(&m) {
+        let t = to_torch(&model.spec, &name).ok_or_else(|| {
+            Error::bad_file(
+                run_dir.join(MODEL_FILE),
+                format!("tensor {name} has no PyTorch counterpart"),
+            )
+        })?;
+        let (shape, v) = if t.transpose {
+            transpose(&shape, &v)
+        } else {
+            (shape, v)
+        };
+        if t.batch_norm && t.name.ends_with(".running_mean") {
+            // PyTorch's count of training batches seen by a batch norm; it reads it only with
+            // momentum=None (a cumulative average), and the module uses momentum 0.1 as
+            // mnist-ae does, so no output depends on it.
+            let module = t.name.trim_end_matches(".running_mean");
+            named.push((
+                format!("{module}.num_batches_tracked"),
+                Dtype::I64,
+                vec![],
+                0i64.to_le_bytes().to_vec(),
+            ));
+        }
+        named.push(f32_raw(t.name, shape, &v));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = HashMap::from([
+        ("model".to_string(), model_json(model)),
+        ("preset".to_string(), model.name().to_string()),
+        ("latent_dim".to_string(), model.latent_dim.to_string()),
+        ("source".to_string(), "mnist-ae export".to_string()),
+    ]);
+    let code = code_path(out);
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let source = module_code(model, &file_name)?;
+    write_tensors(out, &named, meta)?;
+    write_atomic(&code, source.as_bytes())?;
+    Ok(Exported {
+        tensors: named.len(),
+        code,
+    })
+}
+
+/// Makes a run folder from PyTorch weights of `model` (a state dict saved with safetensors,
+/// of the module `export` writes for that model). The run can then be evaluated and explored
+/// like a trained one (it has no optimizer state, so it cannot be resumed).
+pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Result<()> {
+    model.validate()?;
+    let _held = crate::rundir::DirLock::acquire(run_dir, "import")?;
+    if run_dir.join(MODEL_FILE).exists() {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} already holds a model; choose another --out",
+                run_dir.display()
+            ),
+        ));
+    }
+    let (tensors, _) = read_tensors(weights, |n| n.ends_with(".num_batches_tracked"))?;
+    let mut ours = Vec::new();
+    for (name, (shape, v)) in tensors {
+        let Some(t) = from_torch(&model.spec, &name) else {
+            return Err(Error::Checkpoint {
+                path: weights.to_path_buf(),
+                msg: format!(
+                    "tensor {name} does not belong to the {} model",
+                    model.name()
+                ),
+            });
+        };
+        let (shape, v) = if t.transpose {
+            transpose(&shape, &v)
+        } else {
+            (shape, v)
+        };
+        ours.push(f32_raw(t.name, shape, &v));
+    }
+    // Every tensor the model needs, named as PyTorch names it.
+    let have: std::collections::HashSet<&str> = ours.iter().map(|t| t.0.as_str()).collect();
+    let missing: Vec<String> = named_tensors(&model.init(&Device::flex())?)
+        .into_iter()
+        .filter(|t| !have.contains(t.0.as_str()))
+        .map(|t| to_torch(&model.spec, &t.0).map_or(t.0, |n| n.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Checkpoint {
+            path: weights.to_path_buf(),
+            msg: format!(
+                "the {} model also needs {}",
+                model.name(),
+                missing.join(", ")
+            ),
+        });
+    }
+    // Rebuild through the regular loader, which checks every name, shape and value.
+    let staged = run_dir.join(".import.safetensors");
+    let meta = HashMap::from([
+        ("format".to_string(), "mnist-ae".to_string()),
+        ("model".to_string(), model_json(&model)),
+        ("latent_dim".to_string(), model.latent_dim.to_string()),
+        ("epoch".to_string(), "0".to_string()),
+    ]);
+    write_tensors(&staged, &ours, meta)?;
+    let device = Device::flex();
+    let loaded = load_model(&staged, &model, &device).map_err(|e| match e {
+        Error::Checkpoint { msg, .. } => Error::Checkpoint {
+            path: weights.to_path_buf(),
+            msg,
+        },
+        other => other,
+    });
+    let _ = std::fs::remove_file(&staged);
+    let (m, _) = loaded?;
+    let mut config = match model.preset {
+        Some(p) => TrainConfig::for_preset(p),
+        None => TrainConfig::for_model(model.clone()),
+    };
+    config.model = model.clone();
+    config.pin_data(None);
+    save_model(&run_dir.join(MODEL_FILE), &m, &model, 0)?;
+    write_json(&run_dir.join(CONFIG_FILE), &config)
+}
+
+/// Writes the first `count` test images (`input`, on the model's scale) and the run's
+/// reconstructions of them (`output`) to a safetensors file, for checking an export elsewhere.
+pub fn write_reference(
+    run: &crate::run::Run,
+    test: &crate::data::Split,
+    count: usize,
+    out: &Path,
+) -> Result<usize> {
+    let n = count.min(test.len());
+    let idx: Vec<usize> = (0..n).collect();
+    let x = test.scaled(&idx, run.scale());
+    let y = crate::eval::reconstruct_values(run, &x);
+    let shape = vec![n, 1, 28, 28];
+    let meta = HashMap::from([("preset".to_string(), run.config.model.name().to_string())]);
+    write_tensors(
+        out,
+        &[
+            f32_raw("input".into(), shape.clone(), &x),
+            f32_raw("output".into(), shape, &y),
+        ],
+        meta,
+    )?;
+    Ok(n)
+}
