@@ -23,7 +23,7 @@ pub const EVAL_FILE: &str = "eval.json";
 pub const RECON_FILE: &str = "reconstructions.png";
 
 /// Mean metrics over a set of images.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, serde::Deserialize)]
 pub struct Scores {
     /// Images scored.
     pub images: usize,
@@ -38,16 +38,16 @@ pub struct Scores {
 }
 
 /// What `eval` writes to `eval.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EvalReport {
-    /// Preset name.
+    /// Preset name, or `custom`.
     pub model: String,
     /// Code size.
     pub latent_dim: usize,
     /// Epochs the weights were trained for.
     pub epoch: usize,
     /// Batches trained of the next epoch, for weights saved mid-epoch (an interrupted run).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub batch: usize,
     /// How far training got, in words ("epoch 3", or "epoch 3 + 120 batches of epoch 4
     /// (interrupted mid-epoch)").

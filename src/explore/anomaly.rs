@@ -15,7 +15,7 @@ use crate::viz::grid::{image_grid, GridRow, GridStyle};
 use crate::viz::plot::histogram;
 
 /// What `anomaly` writes to `anomaly.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AnomalyReport {
     /// Images scored.
     pub images: usize,

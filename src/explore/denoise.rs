@@ -14,7 +14,7 @@ use crate::run::Run;
 use crate::viz::grid::{image_grid, GridRow, GridStyle};
 
 /// What `denoise` writes to `denoise.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DenoiseReport {
     /// Noise std in [0,1] pixel units.
     pub noise_std: f64,

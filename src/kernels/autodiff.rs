@@ -11,9 +11,9 @@ use burn::tensor::Shape;
 
 use super::conv::{self, ConvSaved};
 use super::flex::{
-    linear_forward, product, recon_loss_and_grad, relu_mask_and_bias_grad, scale_by,
-    sparse_t_product, tensor,
+    linear_forward, product, relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
 };
+use super::flex_loss::recon_loss_and_grad;
 use super::sparse::Csr;
 use super::{FusedOps, LossKind};
 

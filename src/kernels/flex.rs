@@ -4,10 +4,11 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorData};
-use pulp::{Arch, Simd, WithSimd};
+use pulp::Arch;
 use rayon::prelude::*;
 
 use super::conv;
+use super::flex_loss::recon_loss_and_grad;
 use super::matmul::{matmul_into, View};
 use super::sparse::{self, Csr};
 use super::{FusedAdamOps, FusedOps, LossKind};
@@ -17,7 +18,7 @@ use super::{FusedAdamOps, FusedOps, LossKind};
 /// The element-wise loops run inside `pulp`'s `Arch::dispatch`, which compiles them for the
 /// CPU's widest vectors (AVX-512 or AVX2, chosen at run time; the default target only has
 /// SSE2), with the same operations in the same order.
-const BLOCK: usize = 1 << 14;
+pub(super) const BLOCK: usize = 1 << 14;
 
 /// The `f32` values of `t` in row-major order, borrowed when `t` is contiguous.
 pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -197,211 +198,6 @@ pub(super) fn relu_mask_and_bias_grad(
     (g, db)
 }
 
-/// The loss of one element and its derivative with respect to the logit.
-#[inline]
-fn loss_and_grad(kind: LossKind, x: f32, t: f32) -> (f32, f32) {
-    match kind {
-        LossKind::SigmoidMse => {
-            let a = 1.0 / (1.0 + (-x).exp());
-            let d = a - t;
-            (d * d, 2.0 * d * a * (1.0 - a))
-        }
-        LossKind::TanhMse => {
-            let a = x.tanh();
-            let d = a - t;
-            (d * d, 2.0 * d * (1.0 - a * a))
-        }
-        LossKind::Bce => {
-            // max(x, 0) − x·t + log(1 + exp(−|x|)), which never overflows (PyTorch's form);
-            // its derivative is sigmoid(x) − t.
-            let e = (-x.abs()).exp();
-            let l = x.max(0.0) - x * t + e.ln_1p();
-            let s = if x >= 0.0 {
-                1.0 / (1.0 + e)
-            } else {
-                e / (1.0 + e)
-            };
-            (l, s - t)
-        }
-    }
-}
-
-/// `e^x`, within about 2 ulp for |x| ≤ 87 (clamped there): Cephes' `expf` (round `x/ln 2`
-/// to an integer `n`, a degree-7 polynomial for `e^r` on the remainder, `2^n` from the
-/// exponent bits). Plain arithmetic without a float-to-int conversion, so that loops calling
-/// it vectorise, which libm's `expf` calls do not: sigmoid's `exp` was the costliest part of
-/// the loss pass.
-#[inline(always)]
-fn exp_fast(x: f32) -> f32 {
-    // 1.5·2²³: adding it rounds to an integer, held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 87.0);
-    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = shifted - MAGIC;
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    // 2ⁿ: n + 127 in the exponent field (|n| ≤ 126 after the clamp).
-    let two_n = f32::from_bits(
-        shifted
-            .to_bits()
-            .wrapping_sub(MAGIC.to_bits())
-            .wrapping_add(127)
-            << 23,
-    );
-    e * two_n
-}
-
-/// Elements per partial sum of the loss: summed in 16 `f32` lanes, then added in `f64`.
-const LANE_SUM: usize = 256;
-
-/// One block of the sigmoid + squared-error loss pass: the sum of `(σ(x) − t)²` and, when
-/// `g` is given, `g = scale · 2(σ(x) − t)·σ(x)(1 − σ(x))`. A [`WithSimd`] operation so that
-/// pulp compiles it for the CPU's widest vectors (chosen at run time).
-struct SigmoidMse<'a> {
-    x: &'a [f32],
-    t: &'a [f32],
-    g: Option<&'a mut [f32]>,
-    scale: f32,
-}
-
-impl WithSimd for SigmoidMse<'_> {
-    type Output = f64;
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) -> f64 {
-        #[inline(always)]
-        fn one(x: f32, t: f32, scale: f32) -> (f32, f32) {
-            let a = 1.0 / (1.0 + exp_fast(-x));
-            let d = a - t;
-            (d * d, 2.0 * d * a * (1.0 - a) * scale)
-        }
-        let SigmoidMse { x, t, mut g, scale } = self;
-        let mut total = 0f64;
-        for (i, (x, t)) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)).enumerate() {
-            let mut lanes = [0f32; 16];
-            let mut g = g
-                .as_deref_mut()
-                .map(|g| &mut g[i * LANE_SUM..i * LANE_SUM + x.len()]);
-            let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
-            let (xr, tr) = (x16.remainder(), t16.remainder());
-            for (k, (x, t)) in x16.zip(t16).enumerate() {
-                let mut d = [0f32; 16];
-                for l in 0..16 {
-                    let (v, dl) = one(x[l], t[l], scale);
-                    lanes[l] += v;
-                    d[l] = dl;
-                }
-                if let Some(g) = g.as_deref_mut() {
-                    g[k * 16..k * 16 + 16].copy_from_slice(&d);
-                }
-            }
-            let rest = x.len() - xr.len();
-            for (k, (&x, &t)) in xr.iter().zip(tr).enumerate() {
-                let (v, d) = one(x, t, scale);
-                lanes[0] += v;
-                if let Some(g) = g.as_deref_mut() {
-                    g[rest + k] = d;
-                }
-            }
-            total += lanes.iter().map(|&v| v as f64).sum::<f64>();
-        }
-        total
-    }
-}
-
-/// The sigmoid + squared-error loss (the default loss of every sigmoid preset) over blocks
-/// of [`BLOCK`] elements: each block's sum (see [`SigmoidMse`]), and `grad` written when it is
-/// not empty. The result does not depend on the thread count.
-fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec<f64> {
-    let arch = Arch::new();
-    if grad.is_empty() {
-        x.par_chunks(BLOCK)
-            .zip(t.par_chunks(BLOCK))
-            .map(|(x, t)| {
-                arch.dispatch(SigmoidMse {
-                    x,
-                    t,
-                    g: None,
-                    scale,
-                })
-            })
-            .collect()
-    } else {
-        x.par_chunks(BLOCK)
-            .zip(t.par_chunks(BLOCK))
-            .zip(grad.par_chunks_mut(BLOCK))
-            .map(|((x, t), g)| {
-                arch.dispatch(SigmoidMse {
-                    x,
-                    t,
-                    g: Some(g),
-                    scale,
-                })
-            })
-            .collect()
-    }
-}
-
-/// `scale · Σ loss` and, when `with_grad`, `scale · ∂loss/∂logit` per element. Partial sums
-/// are taken per block in f64 and added in block order, so the result does not depend on the
-/// thread count.
-pub(super) fn recon_loss_and_grad(
-    logits: &FlexTensor,
-    target: &FlexTensor,
-    kind: LossKind,
-    scale: f32,
-    with_grad: bool,
-) -> (f32, Option<FlexTensor>) {
-    let x = values(logits);
-    let t = values(target);
-    assert_eq!(
-        logits.layout().shape(),
-        target.layout().shape(),
-        "fused_recon_loss: logits and target differ in shape"
-    );
-    let mut grad = if with_grad {
-        vec![0f32; x.len()]
-    } else {
-        Vec::new()
-    };
-    let sums: Vec<f64> = if kind == LossKind::SigmoidMse {
-        let mut empty = Vec::new();
-        let g = if with_grad { &mut grad } else { &mut empty };
-        sigmoid_mse_blocks(&x, &t, g, scale)
-    } else if with_grad {
-        x.par_chunks(BLOCK)
-            .zip(t.par_chunks(BLOCK))
-            .zip(grad.par_chunks_mut(BLOCK))
-            .map(|((x, t), g)| {
-                let mut s = 0f64;
-                for ((&x, &t), g) in x.iter().zip(t).zip(g.iter_mut()) {
-                    let (l, d) = loss_and_grad(kind, x, t);
-                    s += l as f64;
-                    *g = d * scale;
-                }
-                s
-            })
-            .collect()
-    } else {
-        x.par_chunks(BLOCK)
-            .zip(t.par_chunks(BLOCK))
-            .map(|(x, t)| {
-                x.iter()
-                    .zip(t)
-                    .map(|(&x, &t)| loss_and_grad(kind, x, t).0 as f64)
-                    .sum::<f64>()
-            })
-            .collect()
-    };
-    let loss = (sums.iter().sum::<f64>() * scale as f64) as f32;
-    let grad = with_grad.then(|| tensor(grad, logits.layout().shape().clone()));
-    (loss, grad)
-}
-
 /// `g · s` for a one-element tensor `s` (the incoming gradient of a scalar loss); `g` itself
 /// when `s` is 1.
 pub(super) fn scale_by(g: FlexTensor, s: &FlexTensor) -> FlexTensor {
@@ -507,26 +303,5 @@ impl FusedAdamOps for Flex {
                 });
         }
         (p, m, v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exp_fast;
-
-    #[test]
-    fn exp_fast_is_within_a_few_ulp_of_libm() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x <= 87.0 {
-            let (got, want) = (exp_fast(x) as f64, (x as f64).exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.0137;
-        }
-        // 2⁻²³ ≈ 1.19e-7 is one ulp at the top of a binade.
-        assert!(worst < 3.6e-7, "worst relative error {worst:e}");
-        // Clamped outside ±87: finite, and the sigmoid built on it saturates.
-        assert!(exp_fast(1e4).is_finite() && exp_fast(-1e4) > 0.0);
-        assert_eq!(1.0 / (1.0 + exp_fast(-1e4)), 1.0);
     }
 }

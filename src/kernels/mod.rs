@@ -24,6 +24,7 @@ pub mod adam;
 mod autodiff;
 mod conv;
 mod flex;
+mod flex_loss;
 mod matmul;
 mod sparse;
 

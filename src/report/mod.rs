@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 
 use crate::error::{Error, Result};
+use crate::eval::EvalReport;
+use crate::explore::anomaly::AnomalyReport;
+use crate::explore::denoise::DenoiseReport;
 use crate::fsutil::write_atomic;
 use crate::model::summary::summarize;
 use crate::rundir::read_config;
@@ -19,7 +22,9 @@ use html::{esc, Page};
 /// The report file name.
 pub const REPORT_FILE: &str = "report.html";
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
+/// An analysis' output, read back as the struct it was written from; `None` when the analysis
+/// has not run (or its file is not one of ours), and the report leaves its section out.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     crate::fsutil::read_to_string(path)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -34,10 +39,8 @@ fn img(path: &Path, alt: &str) -> Option<String> {
     ))
 }
 
-fn num(v: &serde_json::Value, digits: usize) -> String {
-    v.as_f64()
-        .map(|f| format!("{f:.digits$}"))
-        .unwrap_or_else(|| "-".into())
+fn num(v: f64, digits: usize) -> String {
+    format!("{v:.digits$}")
 }
 
 /// Builds `report.html` for the run in `dir` (into `out`, default the run folder); returns
@@ -132,13 +135,13 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
     }
 
     // Evaluation.
-    if let Some(j) = read_json(&dir.join("eval.json")) {
-        let t = &j["test"];
+    if let Some(j) = read_json::<EvalReport>(&dir.join("eval.json")) {
+        let t = &j.test;
         let table = format!(
             "<table><tr><th>test images</th><th>MSE</th><th>BCE</th><th>PSNR (dB)</th><th>SSIM</th></tr><tr><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr></table>",
-            t["images"], num(&t["mse"], 6), num(&t["bce"], 5), num(&t["psnr_db"], 2), num(&t["ssim"], 4)
+            t.images, num(t.mse, 6), num(t.bce, 5), num(t.psnr_db, 2), num(t.ssim, 4)
         );
-        let table = match j["elbo"].as_f64() {
+        let table = match j.elbo {
             Some(e) => format!("{table}<p>ELBO: {e:.2} nats per test image (Bernoulli likelihood, one sample of z).</p>"),
             None => table,
         };
@@ -147,14 +150,14 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
     }
 
     // Denoising.
-    if let Some(j) = read_json(&dir.join("denoise.json")) {
+    if let Some(j) = read_json::<DenoiseReport>(&dir.join("denoise.json")) {
         let table = format!(
             "<table><tr><th></th><th>PSNR (dB)</th><th>SSIM</th><th>MSE</th></tr><tr><th>noisy input</th><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr><tr><th>denoised</th><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr></table>",
-            num(&j["noisy"]["psnr_db"], 2), num(&j["noisy"]["ssim"], 4), num(&j["noisy"]["mse"], 6),
-            num(&j["denoised"]["psnr_db"], 2), num(&j["denoised"]["ssim"], 4), num(&j["denoised"]["mse"], 6)
+            num(j.noisy.psnr_db, 2), num(j.noisy.ssim, 4), num(j.noisy.mse, 6),
+            num(j.denoised.psnr_db, 2), num(j.denoised.ssim, 4), num(j.denoised.mse, 6)
         );
         let pic = img(&dir.join("denoise.png"), "denoising").unwrap_or_default();
-        page.section("denoise", "Denoising", &format!("Test images with Gaussian noise of σ = {} (clipped), and the model's reconstruction of the noisy input, both scored against the clean image.", j["noise_std"]), &format!("{table}{pic}"));
+        page.section("denoise", "Denoising", &format!("Test images with Gaussian noise of σ = {} (clipped), and the model's reconstruction of the noisy input, both scored against the clean image.", j.noise_std), &format!("{table}{pic}"));
     }
 
     if let Some(pic) = img(&dir.join("interpolate.png"), "interpolation") {
@@ -163,10 +166,10 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
     if let Some(pic) = img(&dir.join("samples.png"), "samples") {
         page.section("samples", "Samples", "New digits: codes drawn from a Gaussian fitted (mean and covariance) to the training codes, decoded.", &pic);
     }
-    if let Some(j) = read_json(&dir.join("anomaly.json")) {
+    if let Some(j) = read_json::<AnomalyReport>(&dir.join("anomaly.json")) {
         let table = format!(
             "<table><tr><th>mean</th><th>std</th><th>threshold (mean + 3 std)</th><th>images above</th></tr><tr><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr></table>",
-            num(&j["mean"], 6), num(&j["std"], 6), num(&j["threshold"], 6), j["flagged"]
+            num(j.mean, 6), num(j.std, 6), num(j.threshold, 6), j.flagged
         );
         let pics = [
             img(&dir.join("anomalies.png"), "anomalies"),

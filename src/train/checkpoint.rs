@@ -8,11 +8,21 @@
 //!   with other weights (another run's, or another save's).
 //!
 //! Loading refuses weights that are not finite numbers.
+//!
+//! Why this is written here and not with burn's own store (`burn-store`'s `SafetensorsStore`,
+//! which does save atomically, remap keys and adapt PyTorch names): its safetensors files carry
+//! no parameter ids, and loading keeps the fresh module's ids. Resuming bit for bit pairs
+//! Adam's state with parameters by id, and the ids of every run folder written so far are in
+//! our `param_ids` entry (for runs made before specs, derived from the presets' old layer
+//! names), so loading would have to re-apply them from our metadata anyway. It also writes its
+//! metadata from a hash map (header bytes differ per process, where ours must not), does not
+//! refuse non-finite weights, and its save writes one file where ours builds both files'
+//! bytes first to link them by digest. What would remain ours is most of this module.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::Module;
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -29,132 +39,9 @@ pub use super::resume::{load_resume, load_resume_from, save_checkpoint, save_res
 /// The optimizer/schedule state file of a run.
 pub const RESUME_FILE: &str = "resume.safetensors";
 
-/// Dotted parameter paths, skipping the enum variant level so names do not depend on it.
-#[derive(Default)]
-struct PathStack {
-    parts: Vec<String>,
-    pushed: Vec<bool>,
-}
-
-impl PathStack {
-    fn enter(&mut self, name: &str, container: &str) {
-        let push = !container.starts_with("Enum:");
-        if push {
-            self.parts.push(name.to_string());
-        }
-        self.pushed.push(push);
-    }
-    fn exit(&mut self) {
-        if self.pushed.pop() == Some(true) {
-            self.parts.pop();
-        }
-    }
-    fn path(&self) -> String {
-        self.parts.join(".")
-    }
-}
-
-struct Collector {
-    stack: PathStack,
-    tensors: Vec<(String, ParamId, Vec<usize>, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data();
-        let shape = data.shape().to_vec();
-        let values = data
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        self.tensors
-            .push((self.stack.path(), param.id, shape, values));
-    }
-}
-
-/// A module's float parameters as (dotted name, id, shape, values), with `prefix`.
-fn collect<M: Module>(module: &M, prefix: &str) -> Vec<(String, ParamId, Vec<usize>, Vec<f32>)> {
-    let mut c = Collector {
-        stack: PathStack::default(),
-        tensors: Vec::new(),
-    };
-    c.stack.parts.push(prefix.to_string());
-    module.visit(&mut c);
-    c.tensors
-}
-
-/// Loaded tensors keyed by name; the mapper takes them out and notes what does not fit.
-struct Loader<'a> {
-    stack: PathStack,
-    /// The preset of a pre-spec file, whose tensors have the preset's own names.
-    legacy: Option<crate::model::Preset>,
-    st: &'a SafeTensors<'a>,
-    ids: &'a HashMap<String, u64>,
-    errors: Vec<String>,
-    seen: Vec<String>,
-}
-
-impl ModuleMapper for Loader<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let name = match self.legacy {
-            Some(p) => {
-                let new = self.stack.path();
-                crate::model::legacy::old_name(p, &new).unwrap_or(new)
-            }
-            None => self.stack.path(),
-        };
-        let view = match self.st.tensor(&name) {
-            Ok(v) => v,
-            Err(_) => {
-                self.errors.push(format!("missing tensor {name}"));
-                return param;
-            }
-        };
-        self.seen.push(name.clone());
-        let want = param.lazy_shape().to_vec();
-        if view.shape() != want.as_slice() || view.dtype() != Dtype::F32 {
-            self.errors.push(format!(
-                "{name} is {:?} {:?}, the model needs F32 {:?}",
-                view.dtype(),
-                view.shape(),
-                want
-            ));
-            return param;
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            self.errors.push(format!(
-                "{name} holds {} at index {i}; the weights are broken (a diverged or corrupted model)",
-                values[i]
-            ));
-            return param;
-        }
-        let device = param.lazy_device();
-        let tensor = Tensor::from_data(TensorData::new(values, want), &device);
-        let id = self
-            .ids
-            .get(&name)
-            .map(|&i| ParamId::from(i))
-            .unwrap_or(param.id);
-        param.transform_for_load(tensor, id)
-    }
-}
+pub(crate) use super::params::named_tensors;
+use super::params::{collect, Loader, PathStack};
+pub use super::params::{stable, with_stable_ids};
 
 /// What `model.safetensors` says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,42 +103,6 @@ pub struct TrainedTo {
     pub epoch: usize,
     /// Batches of the next epoch (0 at an epoch's end).
     pub batch: usize,
-}
-
-/// Gives every parameter an id derived from its name (`encoder.layers.0.weight`), so that a
-/// model's ids, which the weights file records and Adam's state is keyed by, are the same in
-/// every run: burn's own ids are random, and would make two identical runs' files differ.
-pub fn with_stable_ids<M: Module>(module: M, prefix: &str) -> M {
-    struct Ids {
-        stack: PathStack,
-    }
-    impl ModuleMapper for Ids {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.stack.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.stack.exit();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let digest = Sha256::digest(self.stack.path().as_bytes());
-            let id = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
-            let value = param.val();
-            param.transform_for_load(value, ParamId::from(id))
-        }
-    }
-    let mut ids = Ids {
-        stack: PathStack::default(),
-    };
-    ids.stack.parts.push(prefix.to_string());
-    module.map(&mut ids)
-}
-
-/// A model with stable parameter ids (see [`with_stable_ids`]).
-pub fn stable(model: Autoencoder) -> Autoencoder {
-    Autoencoder {
-        encoder: with_stable_ids(model.encoder, "encoder"),
-        decoder: with_stable_ids(model.decoder, "decoder"),
-    }
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -349,15 +200,6 @@ pub(crate) fn serialize(
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| Error::bad_file(path, e.to_string()))?;
     sort_metadata(path, bytes)
-}
-
-/// A model's float tensors (weights and batch-norm statistics) as (name, shape, values).
-pub(crate) fn named_tensors(model: &Autoencoder) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    collect(&model.encoder, "encoder")
-        .into_iter()
-        .chain(collect(&model.decoder, "decoder"))
-        .map(|(n, _, s, v)| (n, s, v))
-        .collect()
 }
 
 /// Rewrites a safetensors header with its `__metadata__` keys in sorted order. safetensors
@@ -488,7 +330,6 @@ fn load_into<M: Module>(
         st: &st,
         ids: &ids,
         errors: Vec::new(),
-        seen: Vec::new(),
     };
     loader.stack.parts.push(prefix.to_string());
     let module = module.map(&mut loader);

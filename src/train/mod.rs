@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
+mod params;
 pub mod progress;
 pub mod resume;
 pub mod run;
