@@ -9,7 +9,7 @@ use super::shape::{check_decoder, check_encoder, mirror, Shape, Traced, IMAGE};
 use super::spec::{layers_to_string, parse_layers, Layer};
 use super::summary::LayerRow;
 use super::summary::Summary;
-use super::{Activation, Preset};
+use super::Activation;
 use crate::error::{Error, Result};
 
 /// How linear layers' weights start.
@@ -225,50 +225,5 @@ fn row(name: &str, l: &Layer, x: Shape, y: Shape) -> LayerRow {
         layer,
         output: y.batched(1),
         params: l.params(x),
-    }
-}
-
-impl Preset {
-    /// The preset as a spec, with a code of `latent` values.
-    pub fn spec(self, latent: usize) -> ModelSpec {
-        let l = latent;
-        let (encoder, decoder) = match self {
-            Preset::Conv64 => (
-                format!("conv(16,3,s2,p1) relu conv(32,3,s2,p1) relu conv({l},3,s2,p1) relu adaptive_avgpool(1,1) flatten"),
-                format!("reshape({l},1,1) convt(32,4) relu convt(16,3,s2,p1) relu convt(8,4,s2,p1) relu convt(1,4,s2,p1)"),
-            ),
-            Preset::Conv7 => (
-                format!("conv(16,3,s2,p1) relu conv(32,3,s2,p1) relu conv({l},7) flatten"),
-                format!("reshape({l},1,1) convt(32,7) relu convt(16,3,s2,p1,op1) relu convt(1,3,s2,p1,op1)"),
-            ),
-            Preset::Linear3 => (
-                format!("flatten linear(128) relu linear(64) relu linear(12) relu linear({l})"),
-                "linear(12) relu linear(64) relu linear(128) relu linear(784) reshape(1,28,28)".into(),
-            ),
-            Preset::Mlp => (
-                format!("flatten linear(392) relu linear({l}) relu"),
-                "linear(392) relu linear(784) reshape(1,28,28)".into(),
-            ),
-            Preset::Cae32 => (
-                format!("conv(16,3,s2,p1) relu conv(32,3,s2,p1) relu flatten linear({l})"),
-                "linear(1568) relu reshape(32,7,7) convt(16,3,s2,p1,op1) relu convt(1,3,s2,p1,op1)".into(),
-            ),
-            Preset::Vae => (
-                format!("conv(32,4,s2,p1) relu conv(64,4,s2,p1) relu flatten linear({l})"),
-                "linear(3136) relu reshape(64,7,7) convt(32,4,s2,p1) relu convt(1,4,s2,p1)".into(),
-            ),
-        };
-        let parse = |half, text: &str| parse_layers(half, text).unwrap_or_default();
-        ModelSpec {
-            encoder: parse("encoder", &encoder),
-            decoder: parse("decoder", &decoder),
-            output: self.activation(),
-            variational: self.is_variational(),
-            init: if self == Preset::Mlp {
-                Init::Xavier
-            } else {
-                Init::Pytorch
-            },
-        }
     }
 }

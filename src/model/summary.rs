@@ -43,14 +43,14 @@ impl std::fmt::Display for Summary {
         writeln!(f, "model {} (latent_dim {})", self.model, self.latent_dim)?;
         writeln!(
             f,
-            "{:<20} {:<36} {:<18} {:>10}",
+            "{:<16} {:<40} {:<18} {:>10}",
             "name", "layer", "output", "params"
         )?;
         for r in &self.layers {
             let shape = format!("{:?}", r.output);
             writeln!(
                 f,
-                "{:<20} {:<36} {:<18} {:>10}",
+                "{:<16} {:<40} {:<18} {:>10}",
                 r.name, r.layer, shape, r.params
             )?;
         }
