@@ -21,6 +21,7 @@ pub mod latent;
 pub mod report;
 pub mod run;
 pub mod rundir;
+pub mod serve;
 pub mod train;
 pub mod viz;
 

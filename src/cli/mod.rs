@@ -7,6 +7,7 @@ mod latent;
 mod model_args;
 mod models;
 mod report;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ enum Command {
     Export(interop::ExportArgs),
     /// Make a run folder from PyTorch weights (safetensors).
     Import(interop::ImportArgs),
+    /// The explorer: a local web app to draw digits, wander the code space and compare runs.
+    Serve(serve::ServeArgs),
+    /// Your own pictures of digits through a run: reconstruction, code, class, anomaly score.
+    Reconstruct(serve::ReconstructArgs),
     /// List the model presets with their parameter counts.
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
@@ -92,6 +97,8 @@ pub fn run(cli: Cli, given: &[String]) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Export(a) => interop::run_export(a),
         Command::Import(a) => interop::run_import(a),
+        Command::Serve(a) => serve::run_serve(a),
+        Command::Reconstruct(a) => serve::run_reconstruct(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
     }

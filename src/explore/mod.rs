@@ -4,7 +4,9 @@
 pub mod anomaly;
 pub mod codes;
 pub mod denoise;
+pub mod digit;
 pub mod interpolate;
 pub mod judge;
+pub mod reconstruct;
 pub mod sample;
 pub mod sweep;

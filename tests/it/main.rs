@@ -6,6 +6,7 @@ mod custom;
 mod data;
 mod eval;
 mod explore;
+mod explorer;
 mod interop;
 mod latent;
 mod models;
