@@ -154,8 +154,10 @@ const OUTPUTS: &[&str] = &[
     "denoise.json",
     "denoise.png",
     "eval.json",
+    "explorer-classifier.json",
     "interpolate.json",
     "interpolate.png",
+    "reconstruct.json",
     "reconstructions.png",
     "report.html",
     "samples.json",
@@ -170,7 +172,8 @@ const OUTPUTS: &[&str] = &[
 ];
 
 /// Whether `dir` may be written: empty, or holding our lock file or a readable `config.json`,
-/// or nothing but our analyses' outputs (`classify-*` folders included), or runs of ours in
+/// or nothing but our analyses' outputs (`classify-*` folders and `reconstruct-*.png`
+/// pictures included), or runs of ours in
 /// `latent-*` sub-folders (a sweep).
 pub fn is_ours(dir: &Path) -> Result<bool> {
     let names: Vec<String> = std::fs::read_dir(dir)
@@ -186,9 +189,11 @@ pub fn is_ours(dir: &Path) -> Result<bool> {
     {
         return Ok(true);
     }
-    Ok(names
-        .iter()
-        .all(|n| OUTPUTS.contains(&n.as_str()) || n.starts_with("classify-")))
+    Ok(names.iter().all(|n| {
+        OUTPUTS.contains(&n.as_str())
+            || n.starts_with("classify-")
+            || (n.starts_with("reconstruct-") && n.ends_with(".png"))
+    }))
 }
 
 /// Whether `dir` holds a `config.json` that this program reads as a run's config.

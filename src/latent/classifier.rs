@@ -79,7 +79,7 @@ impl ClassifierKind {
 
 /// Per-feature standardisation (scikit-learn's `StandardScaler`: population std, 1 for
 /// constant features).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scaler {
     /// Feature means.
     pub mean: Vec<f64>,
@@ -243,6 +243,76 @@ impl LinearClassifier {
     /// Predicted classes of codes `x` (argmax of the scores).
     pub fn predict(&self, x: &[Vec<f32>]) -> Vec<u8> {
         self.decision(x).iter().map(|r| argmax(r).0 as u8).collect()
+    }
+}
+
+/// A fitted linear classifier as plain numbers, to save and load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedLinear {
+    /// Which objective it was fitted with.
+    pub kind: ClassifierKind,
+    /// The feature scaler.
+    pub scaler: Scaler,
+    /// Weights `[d, classes]`, row-major.
+    pub weight: Vec<f32>,
+    /// Biases, one per class.
+    pub bias: Vec<f32>,
+    /// The final objective value.
+    pub objective: f64,
+}
+
+impl LinearClassifier {
+    /// The classifier as plain numbers.
+    pub fn to_saved(&self) -> SavedLinear {
+        let v = |t: Tensor<1>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default()
+        };
+        SavedLinear {
+            kind: self.kind,
+            scaler: self.scaler.clone(),
+            weight: v(self.linear.weight.val().flatten::<1>(0, 1)),
+            bias: self
+                .linear
+                .bias
+                .as_ref()
+                .map(|b| v(b.val()))
+                .unwrap_or_default(),
+            objective: self.objective,
+        }
+    }
+
+    /// Rebuilds a saved classifier for codes of `d` values and `classes` classes; an error
+    /// when the numbers do not fit or are not finite.
+    pub fn from_saved(s: SavedLinear, d: usize, classes: usize, device: &Device) -> Result<Self> {
+        let fits = s.scaler.mean.len() == d
+            && s.scaler.std.len() == d
+            && s.weight.len() == d * classes
+            && s.bias.len() == classes;
+        let finite = s.weight.iter().chain(&s.bias).all(|v| v.is_finite())
+            && s.scaler.mean.iter().all(|v| v.is_finite())
+            && s.scaler.std.iter().all(|v| v.is_finite() && *v > 0.0);
+        if !fits || !finite {
+            return Err(Error::Data(format!(
+                "a saved classifier for another model (or broken): {} weights for codes of {d} and {classes} classes",
+                s.weight.len()
+            )));
+        }
+        let mut linear = LinearConfig::new(d, classes).init(device);
+        linear.weight = Param::from_tensor(tensor2(s.weight, d, classes, device));
+        linear.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(s.bias, [classes]),
+            device,
+        )));
+        Ok(LinearClassifier {
+            kind: s.kind,
+            scaler: s.scaler,
+            linear,
+            device: device.clone(),
+            objective: s.objective,
+        })
     }
 }
 

@@ -11,8 +11,10 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{reconstruct_values, to_unit};
 use crate::explore::{anomaly, codes};
-use crate::latent::classifier::{fit_any, ClassifierKind, Fitted};
+use crate::latent::classifier::{fit, ClassifierKind, Fitted, LinearClassifier, SavedLinear};
 use crate::run::Run;
+use crate::rundir::DirLock;
+use crate::train::checkpoint::{sha256_hex, MODEL_FILE};
 
 /// Principal axes of the codes: the mean code, up to 8 unit axes (largest variance first) and
 /// the standard deviation of the codes along each.
@@ -166,9 +168,68 @@ fn read_tsne(dir: &Path, test_len: usize) -> Option<Vec<MapPoint>> {
     (!points.is_empty()).then_some(points)
 }
 
+/// The explorer's classifier of a run, cached in the run folder.
+pub const CLASSIFIER_FILE: &str = "explorer-classifier.json";
+
+/// What the cache holds: the classifier, and what it was fitted to.
+#[derive(Serialize, serde::Deserialize)]
+struct CachedClassifier {
+    /// SHA-256 of the `model.safetensors` whose codes it was fitted to.
+    weights_sha256: String,
+    /// Training images it was fitted to.
+    train_images: usize,
+    classifier: SavedLinear,
+}
+
+/// The run's logistic regression on its training codes: read from [`CLASSIFIER_FILE`] when
+/// that was fitted to these weights and images, else fitted (L-BFGS, C = 1, as `classify`)
+/// and saved there, unless another process holds the folder (a run still training).
+fn classifier(
+    run: &Run,
+    codes: &[Vec<f32>],
+    labels: &[u8],
+    classes: usize,
+) -> Result<LinearClassifier> {
+    let device = Device::flex();
+    let d = run.config.model.latent_dim;
+    let digest = crate::fsutil::read(&run.dir.join(MODEL_FILE))
+        .map(|b| sha256_hex(&b))
+        .unwrap_or_default();
+    let path = run.dir.join(CLASSIFIER_FILE);
+    if let Ok(text) = crate::fsutil::read_to_string(&path) {
+        if let Ok(c) = serde_json::from_str::<CachedClassifier>(&text) {
+            if c.weights_sha256 == digest && c.train_images == codes.len() {
+                if let Ok(m) = LinearClassifier::from_saved(c.classifier, d, classes, &device) {
+                    return Ok(m);
+                }
+            }
+        }
+    }
+    let m = fit(
+        ClassifierKind::Logistic,
+        codes,
+        labels,
+        classes,
+        1.0,
+        500,
+        &device,
+    )?;
+    if let Ok(_held) = DirLock::acquire(&run.dir, "serve") {
+        let cached = CachedClassifier {
+            weights_sha256: digest,
+            train_images: codes.len(),
+            classifier: m.to_saved(),
+        };
+        // A cache: the explorer works the same without it.
+        let _ = crate::fsutil::write_json(&path, &cached);
+    }
+    Ok(m)
+}
+
 impl RunState {
     /// Prepares `run` with its `data`: encodes every test and training image, fits the
-    /// principal axes and a logistic regression on the codes, and scores the test images.
+    /// principal axes, fits (or reads) a logistic regression on the training codes, and scores
+    /// the test images.
     pub fn new(name: String, run: Run, data: Dataset) -> Result<RunState> {
         if data.test.is_empty() || data.train.is_empty() {
             return Err(Error::Data(format!(
@@ -202,15 +263,12 @@ impl RunState {
                     .collect(),
             },
         };
-        let classifier = fit_any(
-            ClassifierKind::Logistic,
+        let classifier = Fitted::Linear(classifier(
+            &run,
             &train_codes,
             &data.train.labels,
             classes.len(),
-            1.0,
-            run.config.seed,
-            &Device::flex(),
-        )?;
+        )?);
         let mut scores = anomaly::scores(&run, &data.test);
         scores.sort_by(f64::total_cmp);
         Ok(RunState {

@@ -22,6 +22,17 @@ impl Drop for Server {
     }
 }
 
+/// A copy of the shared short run, named `run`, so that what the explorer writes into a run
+/// folder (its classifier cache) stays out of the run other tests read.
+fn copy_run(into: &Path) -> PathBuf {
+    let run = into.join("run");
+    std::fs::create_dir(&run).unwrap();
+    for f in ["config.json", "model.safetensors", "metrics.jsonl"] {
+        std::fs::copy(short_run().join(f), run.join(f)).unwrap();
+    }
+    run
+}
+
 /// Starts `serve` on a free port and waits for the line that gives its address.
 fn serve(runs: &[&Path]) -> Server {
     let data = mnist_dir();
@@ -79,7 +90,8 @@ fn post(url: &str, body: &str) -> (u16, Value) {
 /// line of JSON.
 #[test]
 fn the_api_reconstructs_decodes_maps_and_refuses_bad_requests() {
-    let run = short_run();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = copy_run(tmp.path());
     let s = serve(&[&run]);
     let u = &s.url;
     let (st, runs) = get(&format!("{u}api/runs"));
@@ -197,6 +209,23 @@ fn the_api_reconstructs_decodes_maps_and_refuses_bad_requests() {
     one_line(get(&format!("{u}../../etc/passwd")), 404, "no such page");
     // Still serving after all that.
     assert_eq!(get(&format!("{u}api/runs")).0, 200);
+    drop(s);
+
+    // The classifier was saved in the run folder and serves the next start, to the bit.
+    let cache = run.join("explorer-classifier.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(text.contains("weights_sha256"), "{text}");
+    let s2 = serve(&[&run]);
+    let (_, r2) = post(
+        &format!("{}api/run/reconstruct", s2.url),
+        &json!({ "pixels": pixels }).to_string(),
+    );
+    assert_eq!(r2["probabilities"], r["probabilities"]);
+    assert_eq!(
+        std::fs::read_to_string(&cache).unwrap(),
+        text,
+        "read, not refitted"
+    );
 }
 
 /// A WebDriver session on chromedriver (the W3C protocol over HTTP).
@@ -313,9 +342,9 @@ impl Browser {
 /// over the map decodes what is under the pointer; a slider changes the decoded image.
 #[test]
 fn the_page_draws_maps_and_slides_in_chromium() {
-    let run = short_run();
-    let s = serve(&[&run]);
     let tmp = tempfile::tempdir().unwrap();
+    let run = copy_run(tmp.path());
+    let s = serve(&[&run]);
     let b = Browser::start(&tmp.path().join("profile"));
     b.cmd("url", json!({"url": s.url}));
     b.until(
@@ -382,8 +411,8 @@ fn the_page_draws_maps_and_slides_in_chromium() {
 /// `reconstruct` reads a picture of one's own (dark ink on white, any size) and reports it.
 #[test]
 fn reconstruct_reads_a_picture_of_ones_own() {
-    let run = short_run();
     let tmp = tempfile::tempdir().unwrap();
+    let run = copy_run(tmp.path());
     // A test image of MNIST (a 7), turned into dark ink on white and enlarged 4×.
     let (_, data) = {
         let r = mnist_ae::run::Run::open(&run, &burn::tensor::Device::flex()).unwrap();
