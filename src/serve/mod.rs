@@ -116,7 +116,29 @@ impl Explorer {
             .route("/api/{run}/metrics", get(api::metrics))
             .fallback(api::not_found)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn(refuse_declared_oversize))
             .with_state(self)
+    }
+}
+
+/// Answers a request whose declared length is over [`BODY_LIMIT`] at once, without reading
+/// its body (a body sent without a length is cut off at the limit while it is read).
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > BODY_LIMIT as u64 => api::ApiError(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {n} bytes, over the limit of {BODY_LIMIT}"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
     }
 }
 
