@@ -14,7 +14,8 @@ use super::model_args::ModelArgs;
 pub struct ExportArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Write the weights as a PyTorch state dict (safetensors) to this file.
+    /// Write the weights as a PyTorch state dict (safetensors) to this file, and the PyTorch
+    /// module as Python code beside it (same name, .py).
     #[arg(long, value_name = "FILE")]
     torch: PathBuf,
     /// Also write test images and this run's reconstructions of them, to check the export

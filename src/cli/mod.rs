@@ -45,7 +45,7 @@ enum Command {
     Tsne(latent::TsneArgs),
     /// Build report.html: every metric, plot and picture of a run on one page.
     Report(report::ReportArgs),
-    /// Write a run's weights as a PyTorch state dict (safetensors).
+    /// Write a run's weights as a PyTorch state dict (safetensors) and its PyTorch module as code.
     Export(interop::ExportArgs),
     /// Make a run folder from PyTorch weights (safetensors).
     Import(interop::ImportArgs),
