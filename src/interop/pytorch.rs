@@ -114,10 +114,7 @@ pub fn from_torch(spec: &ModelSpec, theirs: &str) -> Option<TorchName> {
 
 /// One layer as a PyTorch module constructor, for input shape `x`.
 fn module(l: &Layer, x: Shape) -> String {
-    let channels = match x {
-        Shape::Image { c, .. } => c,
-        Shape::Flat(n) => n,
-    };
+    let channels = x.channels();
     match *l {
         Layer::Linear { out } => format!("nn.Linear({}, {out})", x.numel()),
         Layer::Conv { out, k, s, p } => {

@@ -188,10 +188,7 @@ impl ModelSpec {
 
 /// A summary row in PyTorch's words.
 fn row(name: &str, l: &Layer, x: Shape, y: Shape) -> LayerRow {
-    let channels = match x {
-        Shape::Image { c, .. } => c,
-        Shape::Flat(n) => n,
-    };
+    let channels = x.channels();
     let layer = match *l {
         Layer::Linear { out } => format!("Linear({}→{out})", x.numel()),
         Layer::Conv { out, k, s, p } => format!("Conv2d({channels}→{out}, k{k}, s{s}, p{p})"),

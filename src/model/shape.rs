@@ -41,6 +41,14 @@ impl Shape {
         }
     }
 
+    /// Channels: an image's, or a flat vector's length (what batch norm normalises over).
+    pub fn channels(self) -> usize {
+        match self {
+            Shape::Image { c, .. } => c,
+            Shape::Flat(n) => n,
+        }
+    }
+
     /// The shape with the batch size in front, as burn reports it.
     pub fn batched(self, b: usize) -> Vec<usize> {
         match self {
@@ -161,10 +169,7 @@ impl Layer {
     /// Trainable parameters for an input of shape `x` (PyTorch's count: batch norm's running
     /// statistics are buffers, not parameters).
     pub fn params(&self, x: Shape) -> usize {
-        let channels = match x {
-            Shape::Image { c, .. } => c,
-            Shape::Flat(n) => n,
-        };
+        let channels = x.channels();
         match *self {
             Layer::Linear { out } => x.numel().saturating_mul(out).saturating_add(out),
             Layer::Conv { out, k, .. } | Layer::ConvT { out, k, .. } => [out, k, k]

@@ -91,10 +91,7 @@ fn build(traced: &Traced, init: Init, device: &Device) -> Vec<Block> {
     traced
         .iter()
         .map(|&(layer, x, y)| {
-            let channels = match x {
-                Shape::Image { c, .. } => c,
-                Shape::Flat(n) => n,
-            };
+            let channels = x.channels();
             match layer {
                 Layer::Linear { out } => Block::Linear(linear(x.numel(), out, init, device)),
                 Layer::Conv { out, k, s, p } => Block::Conv(conv(channels, out, k, s, p, device)),

@@ -57,33 +57,28 @@ fn serve(runs: &[&Path]) -> Server {
     Server { child, url }
 }
 
-fn get(url: &str) -> (u16, Value) {
-    match ureq::get(url).call() {
-        Ok(r) => (
-            r.status(),
-            serde_json::from_str(&r.into_string().unwrap()).unwrap(),
-        ),
-        Err(ureq::Error::Status(s, r)) => {
-            (s, serde_json::from_str(&r.into_string().unwrap()).unwrap())
-        }
+/// Status and JSON body of an answer, error statuses included.
+fn answer(url: &str, r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let r = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{url}: {e}"),
-    }
+    };
+    (
+        r.status(),
+        serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+    )
+}
+
+fn get(url: &str) -> (u16, Value) {
+    answer(url, ureq::get(url).call())
 }
 
 fn post(url: &str, body: &str) -> (u16, Value) {
-    match ureq::post(url)
+    let r = ureq::post(url)
         .set("Content-Type", "application/json")
-        .send_string(body)
-    {
-        Ok(r) => (
-            r.status(),
-            serde_json::from_str(&r.into_string().unwrap()).unwrap(),
-        ),
-        Err(ureq::Error::Status(s, r)) => {
-            (s, serde_json::from_str(&r.into_string().unwrap()).unwrap())
-        }
-        Err(e) => panic!("{url}: {e}"),
-    }
+        .send_string(body);
+    answer(url, r)
 }
 
 /// A POST that declares a body over the explorer's limit; the answer is read before any body
