@@ -157,9 +157,8 @@ pub struct Anomaly {
 
 /// Everything the explorer says about one image (pixels in [0, 1]).
 pub fn reconstruction(r: &RunState, pixels: &[f32]) -> Reconstruction {
-    // One encoder pass: the reconstruction is the decoding of the code.
+    let reconstruction = r.reconstruct(pixels);
     let code = r.encode(pixels);
-    let reconstruction = r.decode(&code);
     let mse = pixels
         .iter()
         .zip(&reconstruction)

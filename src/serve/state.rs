@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::to_unit;
+use crate::eval::{reconstruct_values, to_unit};
 use crate::explore::{anomaly, codes};
 use crate::latent::classifier::{fit, ClassifierKind, Fitted, LinearClassifier, SavedLinear};
 use crate::run::Run;
@@ -297,6 +297,11 @@ impl RunState {
             .iter()
             .map(|&v| to_unit(v, self.run.scale()))
             .collect()
+    }
+
+    /// The reconstruction of `pixels` (in [0, 1]), in [0, 1].
+    pub fn reconstruct(&self, pixels: &[f32]) -> Vec<f32> {
+        self.to_unit(&reconstruct_values(&self.run, &self.to_model(pixels)))
     }
 
     /// The code of `pixels`.
