@@ -93,6 +93,43 @@ pub struct TrainConfig {
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Stop training when the validation loss has not improved for this many epochs in a row
+    /// (`None`: train every epoch).
+    #[serde(default)]
+    pub early_stop: Option<usize>,
+    /// Which weights the commands after `train` use: the last epoch's (`model.safetensors`)
+    /// or the best validation epoch's (`best.safetensors`).
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// Which of a run's weights its analyses use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The weights after the last epoch trained.
+    #[default]
+    Last,
+    /// The weights of the epoch with the lowest validation loss.
+    Best,
+}
+
+impl Keep {
+    /// The weights file in the run folder.
+    pub fn file(self) -> &'static str {
+        match self {
+            Keep::Last => crate::train::checkpoint::MODEL_FILE,
+            Keep::Best => crate::train::checkpoint::BEST_FILE,
+        }
+    }
+
+    /// `best` or `last`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keep::Last => "last",
+            Keep::Best => "best",
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -139,6 +176,8 @@ impl TrainConfig {
             beta: 1.0,
             shards: if model.needs_whole_batches() { 1 } else { 2 },
             data_dir: None,
+            early_stop: None,
+            keep: Keep::Last,
             model,
         }
     }
@@ -247,6 +286,22 @@ impl TrainConfig {
                 "valid-fraction",
                 format!("{} is not in [0, 1)", self.valid_fraction),
             ));
+        }
+        if self.early_stop == Some(0) {
+            return Err(Error::config("early-stop", "must be at least 1 epoch"));
+        }
+        if self.valid_fraction == 0.0 {
+            let needs = match (self.early_stop, self.keep) {
+                (Some(_), _) => Some("--early-stop"),
+                (None, Keep::Best) => Some("--keep best"),
+                (None, Keep::Last) => None,
+            };
+            if let Some(flag) = needs {
+                return Err(Error::config(
+                    "valid-fraction",
+                    format!("0 leaves no validation set, which {flag} watches; HINT: give --valid-fraction 0.1"),
+                ));
+            }
         }
         if self.limit_train == Some(0) {
             return Err(Error::config("limit-train", "must be at least 1"));

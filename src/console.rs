@@ -28,3 +28,24 @@ macro_rules! outln {
 macro_rules! errln {
     ($($t:tt)*) => { $crate::console::err(format_args!($($t)*)) };
 }
+
+/// `n` and a noun in proper English: "1 epoch", "3 epochs", "2 batches".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else if ["tch", "sh", "s", "x"].iter().any(|e| noun.ends_with(e)) {
+        format!("{n} {noun}es")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plurals_are_english() {
+        assert_eq!(super::plural(1, "epoch"), "1 epoch");
+        assert_eq!(super::plural(0, "epoch"), "0 epochs");
+        assert_eq!(super::plural(2, "batch"), "2 batches");
+    }
+}

@@ -66,3 +66,17 @@ fn cuda_device() -> Result<Device> {
         "this mnist-ae was built without the CUDA backend. HINT: rebuild with `cargo install --features cuda` (or `cargo build --release --features cuda`)".into(),
     ))
 }
+
+/// Sets the number of worker threads of every parallel computation of this process (burn's
+/// CPU backend, the kernels, the shards of a batch and the analyses all use rayon's global
+/// pool). Call it once, before any computation; results do not depend on it.
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 || n > 1024 {
+        return Err(Error::config("threads", format!("{n} is not in 1..=1024")));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mnist-ae-worker-{i}"))
+        .build_global()
+        .map_err(|e| Error::config("threads", e.to_string()))
+}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsutil;
 pub mod model;
 
+pub use device::set_threads;
 pub use error::{Error, Result};
 pub mod config;
 pub mod console;

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use crate::config::TrainConfig;
-use crate::data::{Dataset, Scale};
+use crate::config::{Keep, TrainConfig};
+use crate::data::{Dataset, Scale, Split};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Autoencoder};
 use crate::rundir::DirLock;
-use crate::rundir::{load_data, read_config};
+use crate::rundir::{load_data, load_test_data, read_config};
 use crate::train::checkpoint::{load_model, WeightsInfo, MODEL_FILE};
 
 /// A trained run, ready for inference.
@@ -22,6 +22,9 @@ pub struct Run {
     pub config: TrainConfig,
     /// The model with the run's weights, on `device`, in inference mode.
     pub model: Autoencoder,
+    /// The weights file loaded: `model.safetensors`, or `best.safetensors` for a run that
+    /// keeps its best epoch.
+    pub weights: PathBuf,
     /// What the weights file says about itself.
     pub info: WeightsInfo,
     /// The device the model lives on.
@@ -29,10 +32,17 @@ pub struct Run {
 }
 
 impl Run {
-    /// Opens `dir`: reads `config.json` and loads `model.safetensors` (checked against it).
+    /// Opens `dir`: reads `config.json` and loads the weights it keeps (`model.safetensors`,
+    /// or `best.safetensors` with `keep: best`), checked against it.
     pub fn open(dir: &Path, device: &Device) -> Result<Run> {
         let config = read_config(dir)?;
-        let weights = dir.join(MODEL_FILE);
+        let weights = dir.join(config.keep.file());
+        if config.keep == Keep::Best && dir.join(MODEL_FILE).exists() && !weights.exists() {
+            return Err(Error::Data(format!(
+                "{}: missing, though the run keeps its best epoch's weights (config.json: \"keep\": \"best\"); no epoch was validated",
+                weights.display()
+            )));
+        }
         if std::fs::symlink_metadata(&weights).is_err() {
             return Err(Error::Data(format!(
                 "{}: missing; is {} a finished run? HINT: train it with `mnist-ae train --out {}`",
@@ -46,9 +56,18 @@ impl Run {
             dir: dir.to_path_buf(),
             config,
             model: model.valid(),
+            weights,
             info,
             device: device.clone(),
         })
+    }
+
+    /// Which weights these are, in words: "epoch 10", or "epoch 7 (best validation loss)".
+    pub fn trained(&self) -> String {
+        match self.config.keep {
+            Keep::Last => self.info.progress(),
+            Keep::Best => format!("{} (best validation loss)", self.info.progress()),
+        }
     }
 
     /// The model's output activation.
@@ -65,6 +84,15 @@ impl Run {
     /// from where the run found it (see [`TrainConfig::data_dir_for`]).
     pub fn data(&self, data_dir: Option<&Path>, allow_download: bool) -> Result<Dataset> {
         load_data(
+            &self.config,
+            &self.config.data_dir_for(data_dir),
+            allow_download,
+        )
+    }
+
+    /// Loads only the run's test images (see [`crate::rundir::load_test_data`]).
+    pub fn test_data(&self, data_dir: Option<&Path>, allow_download: bool) -> Result<Split> {
+        load_test_data(
             &self.config,
             &self.config.data_dir_for(data_dir),
             allow_download,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::config::TrainConfig;
-use crate::data::{self, Dataset, DatasetSource, LoadOptions};
+use crate::data::{self, Dataset, DatasetSource, LoadOptions, Split};
 use crate::error::{Error, Result};
 
 /// The lock file in every folder this program writes; its content is the holder's PID and
@@ -283,11 +283,30 @@ pub fn parse_config(path: &Path, text: &str) -> Result<TrainConfig> {
 /// Loads the dataset a config names.
 pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) -> Result<Dataset> {
     let source = DatasetSource::parse(&config.dataset);
-    let folder = match &source {
+    data::load(&load_options(config, &source, data_dir, allow_download))
+}
+
+/// Loads only a run's test images (the other files are neither read nor downloaded).
+pub fn load_test_data(
+    config: &TrainConfig,
+    data_dir: &Path,
+    allow_download: bool,
+) -> Result<Split> {
+    let source = DatasetSource::parse(&config.dataset);
+    data::load_test(&load_options(config, &source, data_dir, allow_download))
+}
+
+fn load_options<'a>(
+    config: &TrainConfig,
+    source: &'a DatasetSource,
+    data_dir: &'a Path,
+    allow_download: bool,
+) -> LoadOptions<'a> {
+    let folder = match source {
         DatasetSource::Folder(p) => p.as_path(),
         DatasetSource::Named(_) => data_dir,
     };
-    data::load(&LoadOptions {
+    LoadOptions {
         spec: source.spec(),
         dir: folder,
         allow_download,
@@ -295,5 +314,5 @@ pub fn load_data(config: &TrainConfig, data_dir: &Path, allow_download: bool) ->
         seed: config.seed,
         limit_train: config.limit_train,
         limit_test: None,
-    })
+    }
 }

@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mnist_ae::data::Split;
 use mnist_ae::explore::{anomaly, denoise, interpolate, sample, sweep};
 use mnist_ae::run::{OutDir, Run};
 
+use super::choices::{ClassifierArg, DeviceArg};
 use super::DataArgs;
 
 /// What every command on a run takes.
@@ -14,36 +16,58 @@ use super::DataArgs;
 pub struct RunArgs {
     /// The run folder (written by `mnist-ae train`).
     pub run: PathBuf,
-    /// Where to write outputs [default: the run folder].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Compute device: cpu, wgpu, cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
     #[command(flatten)]
     pub data: DataArgs,
 }
 
-impl RunArgs {
-    fn open_run(&self) -> Result<Run> {
-        let device = super::device(&self.device)?;
-        Run::open(&self.run, &device).with_context(|| format!("opening run {}", self.run.display()))
-    }
+/// What every command that writes pictures and results of a run takes.
+#[derive(Debug, Args)]
+pub struct RunOutArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Where to write outputs [default: the run folder].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
 
-    /// Opens the run and loads its data.
-    pub fn open_read(&self) -> Result<(Run, mnist_ae::data::Dataset)> {
-        let run = self.open_run()?;
-        let data = run.data(self.data.data_dir.as_deref(), !self.data.no_download)?;
-        Ok((run, data))
-    }
-
+impl RunOutArgs {
     /// Opens the run, takes the output folder (locked for `command`, before any slow work,
     /// so that a second writer is turned away at once), and loads the data.
     pub fn open(&self, command: &str) -> Result<(Run, mnist_ae::data::Dataset, OutDir)> {
-        let run = self.open_run()?;
+        let run = self.run.open_run()?;
         let out = run.out_dir(self.out.as_deref(), command)?;
-        let data = run.data(self.data.data_dir.as_deref(), !self.data.no_download)?;
+        let data = run.data(
+            self.run.data.data_dir.as_deref(),
+            !self.run.data.no_download,
+        )?;
         Ok((run, data, out))
+    }
+
+    /// Like [`RunOutArgs::open`] for a command that reads only the test images (only their
+    /// files are read, or downloaded).
+    pub fn open_test(&self, command: &str) -> Result<(Run, Split, OutDir)> {
+        let run = self.run.open_run()?;
+        let out = run.out_dir(self.out.as_deref(), command)?;
+        let d = &self.run.data;
+        let test = run.test_data(d.data_dir.as_deref(), !d.no_download)?;
+        Ok((run, test, out))
+    }
+}
+
+impl RunArgs {
+    fn open_run(&self) -> Result<Run> {
+        let device = self.device.device()?;
+        Run::open(&self.run, &device).with_context(|| format!("opening run {}", self.run.display()))
+    }
+
+    /// Opens the run and loads its test images.
+    pub fn open_test(&self) -> Result<(Run, Split)> {
+        let run = self.open_run()?;
+        let test = run.test_data(self.data.data_dir.as_deref(), !self.data.no_download)?;
+        Ok((run, test))
     }
 }
 
@@ -57,7 +81,7 @@ fn wrote(files: &[PathBuf]) {
 #[derive(Debug, Args)]
 pub struct DenoiseArgs {
     #[command(flatten)]
-    run: RunArgs,
+    run: RunOutArgs,
     /// Std of the Gaussian noise, in [0,1] pixel units.
     #[arg(long, default_value_t = 0.2)]
     noise_std: f64,
@@ -70,8 +94,8 @@ pub struct DenoiseArgs {
 }
 
 pub fn run_denoise(a: DenoiseArgs) -> Result<()> {
-    let (run, data, out) = a.run.open("denoise")?;
-    let (r, files) = denoise::denoise(&run, &data.test, a.noise_std, a.seed, &a.indices, &out)?;
+    let (run, test, out) = a.run.open_test("denoise")?;
+    let (r, files) = denoise::denoise(&run, &test, a.noise_std, a.seed, &a.indices, &out)?;
     mnist_ae::outln!(
         "noise σ={}: noisy PSNR {:.2} dB SSIM {:.4} → denoised PSNR {:.2} dB SSIM {:.4} (MSE {:.6})",
         r.noise_std, r.noisy.psnr_db, r.noisy.ssim, r.denoised.psnr_db, r.denoised.ssim, r.denoised.mse
@@ -84,21 +108,21 @@ pub fn run_denoise(a: DenoiseArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct InterpolateArgs {
     #[command(flatten)]
-    run: RunArgs,
+    run: RunOutArgs,
     /// Test image to start from.
     #[arg(long, default_value_t = 0)]
     from: usize,
     /// Test image to end at.
     #[arg(long, default_value_t = 1)]
     to: usize,
-    /// Decoded steps, endpoints included.
+    /// Decoded steps, endpoints included: 2 to 64.
     #[arg(long, default_value_t = 8)]
     steps: usize,
 }
 
 pub fn run_interpolate(a: InterpolateArgs) -> Result<()> {
-    let (run, data, out) = a.run.open("interpolate")?;
-    let (r, files) = interpolate::interpolate(&run, &data.test, a.from, a.to, a.steps, &out)?;
+    let (run, test, out) = a.run.open_test("interpolate")?;
+    let (r, files) = interpolate::interpolate(&run, &test, a.from, a.to, a.steps, &out)?;
     mnist_ae::outln!(
         "interpolated #{} ({}) → #{} ({}) in {} steps; code distance {:.3}",
         r.from.0,
@@ -116,8 +140,8 @@ pub fn run_interpolate(a: InterpolateArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     #[command(flatten)]
-    run: RunArgs,
-    /// How many digits to draw.
+    run: RunOutArgs,
+    /// How many digits to draw: 1 to 1024.
     #[arg(long, default_value_t = 64)]
     count: usize,
     /// Seed of the draws.
@@ -127,21 +151,21 @@ pub struct SampleArgs {
     /// training codes, with the probability (how digit-like the samples are).
     #[arg(long, value_name = "RUN")]
     judge: Option<PathBuf>,
-    /// The judge's classifier: mlp (a one-hidden-layer network, 98% accurate on conv64
-    /// codes) or logistic (logistic regression, 94%).
-    #[arg(long, default_value = "mlp")]
-    judge_classifier: String,
+    /// The judge's classifier (on conv64 codes: mlp 98% accurate, logistic 94%).
+    #[arg(long, value_enum, default_value = "mlp")]
+    judge_classifier: ClassifierArg,
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
     sample::check_count(a.count)?;
-    let kind = mnist_ae::latent::classifier::ClassifierKind::parse(&a.judge_classifier)?;
+    let kind = a.judge_classifier.kind();
     let (run, data, out) = a.run.open("sample")?;
     let judge = match &a.judge {
         Some(dir) => {
             let jrun = Run::open(dir, &run.device)
                 .with_context(|| format!("opening judge run {}", dir.display()))?;
-            let jdata = jrun.data(a.run.data.data_dir.as_deref(), !a.run.data.no_download)?;
+            let d = &a.run.run.data;
+            let jdata = jrun.data(d.data_dir.as_deref(), !d.no_download)?;
             Some(mnist_ae::explore::judge::Judge::new(jrun, &jdata, kind)?)
         }
         None => None,
@@ -177,15 +201,15 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct AnomalyArgs {
     #[command(flatten)]
-    run: RunArgs,
-    /// How many of the worst images to show.
+    run: RunOutArgs,
+    /// How many of the worst images to show: 1 to 100.
     #[arg(long, default_value_t = 16)]
     top: usize,
 }
 
 pub fn run_anomaly(a: AnomalyArgs) -> Result<()> {
-    let (run, data, out) = a.run.open("anomaly")?;
-    let (r, files) = anomaly::anomaly(&run, &data.test, a.top, &out)?;
+    let (run, test, out) = a.run.open_test("anomaly")?;
+    let (r, files) = anomaly::anomaly(&run, &test, a.top, &out)?;
     mnist_ae::outln!(
         "reconstruction error over {} test images: mean {:.6}, std {:.6}; {} above mean+3std ({:.6}); worst #{} (label {}) {:.6}",
         r.images, r.mean, r.std, r.flagged, r.threshold, r.worst[0].0, r.worst[0].1, r.worst[0].2
@@ -197,21 +221,25 @@ pub fn run_anomaly(a: AnomalyArgs) -> Result<()> {
 /// Flags of `sweep`.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// Training flags shared by every run (--latent-dim is ignored).
     #[command(flatten)]
-    train: super::train::TrainArgs,
-    /// Code sizes, comma-separated.
+    model: super::model_args::ModelArgs,
+    /// Code sizes, comma-separated, each 1 to 4096.
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32,64")]
     latent_dims: Vec<usize>,
+    /// Training settings of every run.
+    #[command(flatten)]
+    train: super::train::TrainFlags,
+    /// The sweep's folder, with one run per code size in it [default: runs/sweep-<model>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 pub fn run_sweep(a: SweepArgs) -> Result<()> {
-    let mut base = super::train::config_from_flags(&a.train)?;
+    let mut base = super::train::config_from_flags(a.model.config(None)?, &a.train)?;
     base.pin_data(a.train.data_dir_flag());
     let data_dir = base.data_dir_for(a.train.data_dir_flag());
     let out = a
-        .train
-        .out_dir()
+        .out
         .unwrap_or_else(|| Path::new("runs").join(format!("sweep-{}", base.model.name())));
     let rows = sweep::sweep(&sweep::SweepOptions {
         base,
@@ -219,7 +247,7 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
         out: out.clone(),
         data_dir,
         allow_download: a.train.allow_download(),
-        device: super::device(a.train.device_name())?,
+        device: a.train.device().device()?,
         quiet: a.train.is_quiet(),
     })?;
     mnist_ae::outln!("latent_dim  test_mse  psnr_clean  ssim_clean  psnr_denoised(σ0.2)");

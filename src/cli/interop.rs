@@ -7,7 +7,7 @@ use clap::Args;
 use mnist_ae::interop::{code_path, export_torch, import_torch, write_reference};
 
 use super::explore::RunArgs;
-use super::model_args::ModelArgs;
+use super::model_args::{LatentArg, ModelArgs};
 
 /// Flags of `export`.
 #[derive(Debug, Args)]
@@ -55,8 +55,8 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
             .unwrap_or_default()
     );
     if let Some(r) = &a.reference {
-        let (run, data) = a.run.open_read()?;
-        let n = write_reference(&run, &data.test, a.count, r)?;
+        let (run, test) = a.run.open_test()?;
+        let n = write_reference(&run, &test, a.count, r)?;
         mnist_ae::outln!(
             "wrote {} ({n} test images and their reconstructions)",
             r.display()
@@ -73,13 +73,15 @@ pub struct ImportArgs {
     weights: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    latent: LatentArg,
     /// Run folder to create.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }
 
 pub fn run_import(a: ImportArgs) -> Result<()> {
-    let m = a.model.config()?;
+    let m = a.model.config(a.latent.latent_dim)?;
     import_torch(m, &a.weights, &a.out)
         .with_context(|| format!("importing {}", a.weights.display()))?;
     mnist_ae::outln!("wrote run {} from {}", a.out.display(), a.weights.display());

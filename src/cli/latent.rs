@@ -5,17 +5,17 @@ use clap::Args;
 use mnist_ae::latent::classifier::ClassifierKind;
 use mnist_ae::latent::tsne::{tsne, TsneSettings};
 
-use super::explore::RunArgs;
+use super::choices::ClassifierArg;
+use super::explore::RunOutArgs;
 
 /// Flags of `classify`.
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
-    run: RunArgs,
-    /// Classifier: logistic (multinomial logistic regression), svm (linear SVM, one-vs-rest) or
-    /// rbf (RBF-kernel SVM, one-vs-one, as scikit-learn's SVC()); comma-separate for several.
-    #[arg(long, value_delimiter = ',', default_value = "logistic")]
-    classifier: Vec<String>,
+    run: RunOutArgs,
+    /// Classifiers fitted on the training codes; comma-separate for several.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "logistic")]
+    classifier: Vec<ClassifierArg>,
     /// Inverse regularisation strength (scikit-learn's C).
     #[arg(long, default_value_t = 1.0)]
     c: f64,
@@ -25,11 +25,7 @@ pub struct ClassifyArgs {
 }
 
 pub fn run_classify(a: ClassifyArgs) -> Result<()> {
-    let kinds = a
-        .classifier
-        .iter()
-        .map(|k| ClassifierKind::parse(k))
-        .collect::<Result<Vec<_>, _>>()?;
+    let kinds: Vec<ClassifierKind> = a.classifier.iter().map(|k| k.kind()).collect();
     let (run, data, out) = a.run.open("classify")?;
     for (i, kind) in kinds.into_iter().enumerate() {
         let (r, dir) =
@@ -52,8 +48,8 @@ pub fn run_classify(a: ClassifyArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct TsneArgs {
     #[command(flatten)]
-    run: RunArgs,
-    /// Map the first N test images.
+    run: RunOutArgs,
+    /// Map the first N test images: at least 3 × perplexity + 1 (91 for perplexity 30).
     #[arg(long, default_value_t = 10_000)]
     count: usize,
     /// t-SNE perplexity.
@@ -76,11 +72,11 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
         ..TsneSettings::default()
     };
     s.validate(usize::MAX)?;
-    let (run, data, out) = a.run.open("tsne")?;
-    let (r, files) = tsne(&run, &data.test, s, &out)?;
+    let (run, test, out) = a.run.open_test("tsne")?;
+    let (r, files) = tsne(&run, &test, s, &out)?;
     mnist_ae::outln!(
         "t-SNE of {} test codes in {:.1}s; PCA axes explain {:.1}% and {:.1}% of the variance",
-        r.settings.count.min(data.test.len()),
+        r.settings.count.min(test.len()),
         r.seconds,
         100.0 * r.pca_explained[0],
         100.0 * r.pca_explained[1]

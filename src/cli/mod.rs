@@ -1,5 +1,7 @@
 //! Command-line types (clap) and the dispatch to one file per subcommand.
 
+mod choices;
+mod download;
 mod eval;
 mod explore;
 mod interop;
@@ -21,6 +23,24 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads for training and analyses (results do not depend on it) [default: one
+    /// per core]
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// The command-line parser: [`Cli`] with the settings derive cannot express. Numbers may be
+/// negative (`--seed -1`), and the `--threads` help states this machine's default.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Cli::command()
+        .mut_subcommands(|s| s.allow_negative_numbers(true))
+        .mut_arg("threads", |a| {
+            a.display_order(1000).help(format!(
+                "Worker threads for training and analyses (results do not depend on it) [default: one per core: {cores} here]"
+            ))
+        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +77,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(models::SummaryArgs),
+    /// Fetch a dataset's four IDX files into the data folder (checked against their MD5).
+    Download(download::DownloadArgs),
 }
 
 /// Where the data is: shared by every command that reads a dataset.
@@ -84,6 +106,9 @@ pub fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
 
 /// Runs the parsed command; `given` is [`given_flags`] of its matches.
 pub fn run(cli: Cli, given: &[String]) -> Result<()> {
+    if let Some(n) = cli.threads {
+        mnist_ae::set_threads(n)?;
+    }
     match cli.command {
         Command::Train(a) => train::run(*a, given),
         Command::Eval(a) => eval::run(a),
@@ -101,10 +126,6 @@ pub fn run(cli: Cli, given: &[String]) -> Result<()> {
         Command::Reconstruct(a) => serve::run_reconstruct(a),
         Command::Models(a) => models::run_models(a),
         Command::Summary(a) => models::run_summary(a),
+        Command::Download(a) => download::run(a),
     }
-}
-
-/// Parses `cpu|wgpu|cuda` into a burn device.
-pub fn device(name: &str) -> Result<burn::tensor::Device> {
-    Ok(mnist_ae::device::DeviceChoice::parse(name)?.device()?)
 }

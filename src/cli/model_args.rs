@@ -1,5 +1,5 @@
-//! The flags that choose a model, shared by `train`, `summary` and `import`: a preset, or your
-//! own layers (`--encoder`/`--decoder`, or an `--arch` file).
+//! The flags that choose a model, shared by `train`, `sweep`, `summary` and `import`: a
+//! preset, or your own layers (`--encoder`/`--decoder`, or an `--arch` file).
 
 use std::path::PathBuf;
 
@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use mnist_ae::model::arch::{Init, ModelSpec};
 use mnist_ae::model::{Activation, ModelConfig, Preset};
+
+use super::choices::preset_parser;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OutputArg {
@@ -20,16 +22,21 @@ enum InitArg {
     Xavier,
 }
 
+/// `--latent-dim`: the code size, for the commands that build one model.
+#[derive(Debug, Args)]
+pub struct LatentArg {
+    /// Code size, 1 to 4096 [default: the preset's: conv64 64, conv7 64, linear3 3, mlp 32,
+    /// cae32 32, vae 16]. With your own layers, resizes the encoder's last layer.
+    #[arg(long)]
+    pub latent_dim: Option<usize>,
+}
+
 /// Which model: a preset, or layer lists.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model preset: conv64, conv7, linear3, mlp, cae32, vae (see `mnist-ae models`).
-    #[arg(long, default_value = "conv64", conflicts_with_all = ["encoder", "arch"])]
-    pub model: String,
-    /// Code size [default: the preset's: conv64 64, conv7 64, linear3 3, mlp 32, cae32 32,
-    /// vae 16]. With your own layers, resizes the encoder's last layer.
-    #[arg(long)]
-    pub latent_dim: Option<usize>,
+    /// Model preset (see `mnist-ae models`).
+    #[arg(long, default_value = "conv64", value_parser = preset_parser(), conflicts_with_all = ["encoder", "arch"])]
+    pub model: Preset,
     /// Your own encoder: a layer list from 1×28×28 images to a flat code, such as
     /// "conv(16,3,s2,p1) relu flatten linear(16)" (grammar: README, "Your own model").
     #[arg(long, requires = "decoder", conflicts_with = "arch")]
@@ -58,8 +65,8 @@ impl ModelArgs {
         self.encoder.is_some() || self.arch.is_some()
     }
 
-    /// The model the flags describe, checked.
-    pub fn config(&self) -> Result<ModelConfig> {
+    /// The model the flags describe, with code size `latent_dim` when given, checked.
+    pub fn config(&self, latent_dim: Option<usize>) -> Result<ModelConfig> {
         let custom = match (&self.arch, &self.encoder, &self.decoder) {
             (Some(path), _, _) => Some(ModelSpec::read(path)?),
             (None, Some(e), Some(d)) => {
@@ -77,9 +84,9 @@ impl ModelArgs {
         };
         let m = match custom {
             Some(spec) => ModelConfig::custom(spec)?,
-            None => ModelConfig::preset(Preset::parse(&self.model)?),
+            None => ModelConfig::preset(self.model),
         };
-        let m = match self.latent_dim {
+        let m = match latent_dim {
             Some(l) if l != m.latent_dim => m.with_latent(l)?,
             _ => m,
         };

@@ -5,7 +5,8 @@ use clap::Args;
 use mnist_ae::model::summary::summarize;
 use mnist_ae::model::{ModelConfig, Preset, PRESETS};
 
-use super::model_args::ModelArgs;
+use super::choices::preset_parser;
+use super::model_args::{LatentArg, ModelArgs};
 
 /// Flags of `models`.
 #[derive(Debug, Args)]
@@ -14,8 +15,8 @@ pub struct ModelsArgs {
     #[arg(long)]
     json: bool,
     /// Print this preset as a spec file (TOML) to copy and edit, for `--arch`.
-    #[arg(long, value_name = "PRESET")]
-    show: Option<String>,
+    #[arg(long, value_name = "PRESET", value_parser = preset_parser())]
+    show: Option<Preset>,
     /// With --show: the code size [default: the preset's].
     #[arg(long, requires = "show")]
     latent_dim: Option<usize>,
@@ -26,14 +27,15 @@ pub struct ModelsArgs {
 pub struct SummaryArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    latent: LatentArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run_models(a: ModelsArgs) -> Result<()> {
-    if let Some(name) = &a.show {
-        let preset = Preset::parse(name)?;
+    if let Some(preset) = a.show {
         let cfg =
             ModelConfig::of_preset(preset, a.latent_dim.unwrap_or(preset.defaults().latent_dim));
         cfg.validate()?;
@@ -82,7 +84,7 @@ pub fn run_models(a: ModelsArgs) -> Result<()> {
 }
 
 pub fn run_summary(a: SummaryArgs) -> Result<()> {
-    let cfg = a.model.config()?;
+    let cfg = a.model.config(a.latent.latent_dim)?;
     let mut s = summarize(&cfg)?;
     if let Some(path) = &a.model.arch {
         s.model = path.display().to_string();

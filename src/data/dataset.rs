@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::download::{ensure_files, DatasetSpec};
+use super::download::{ensure_files, ensure_test_files, DatasetSpec};
 use super::idx::{read_images, read_labels};
 use crate::error::{Error, Result};
 
@@ -203,6 +203,22 @@ pub fn load(opts: &LoadOptions) -> Result<Dataset> {
     }
     let (train, valid) = split_valid(&full, opts.valid_fraction, opts.seed);
     Ok(Dataset { train, valid, test })
+}
+
+/// Loads only the test files (downloading only those when missing and allowed).
+pub fn load_test(opts: &LoadOptions) -> Result<Split> {
+    if !opts.dir.is_dir() && opts.spec.mirrors.is_empty() {
+        return Err(Error::Data(format!(
+            "dataset folder {} not found",
+            opts.dir.display()
+        )));
+    }
+    let [images, labels] = ensure_test_files(opts.spec, opts.dir, opts.allow_download)?;
+    let test = load_split(&images, &labels)?;
+    Ok(match opts.limit_test {
+        Some(n) => test.head(n),
+        None => test,
+    })
 }
 
 /// Splits `full` into (train, valid) with a seeded shuffle; valid gets `fraction` of it.

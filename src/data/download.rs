@@ -288,31 +288,41 @@ pub fn download(file: &RemoteFile, dir: &Path, mirrors: &[String]) -> Result<Pat
 
 /// Paths of the dataset's four files in `dir`, downloading the missing ones when allowed.
 pub fn ensure_files(spec: &DatasetSpec, dir: &Path, allow_download: bool) -> Result<[PathBuf; 4]> {
-    let mut out: Vec<PathBuf> = Vec::with_capacity(4);
-    for f in &spec.files {
-        match find_local(dir, f.name) {
-            Some(p) => out.push(p),
-            None if allow_download => out.push(download(f, dir, &mirrors(spec))?),
-            None if spec.mirrors.is_empty() => {
-                return Err(Error::Data(format!(
-                    "{}: missing from the dataset folder {} (it needs train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each raw or .gz)",
-                    f.name,
-                    dir.display()
-                )))
-            }
-            None => {
-                return Err(Error::Data(format!(
-                    "dataset not found: {} is missing from {}. HINT: drop --no-download to fetch it, or point --data-dir / {DATA_ENV} at a folder with the IDX files",
-                    f.name,
-                    dir.display()
-                )))
-            }
-        }
-    }
     Ok([
-        out[0].clone(),
-        out[1].clone(),
-        out[2].clone(),
-        out[3].clone(),
+        ensure_file(spec, 0, dir, allow_download)?,
+        ensure_file(spec, 1, dir, allow_download)?,
+        ensure_file(spec, 2, dir, allow_download)?,
+        ensure_file(spec, 3, dir, allow_download)?,
     ])
+}
+
+/// Like [`ensure_files`] for the test images and labels only (files 3 and 4).
+pub fn ensure_test_files(
+    spec: &DatasetSpec,
+    dir: &Path,
+    allow_download: bool,
+) -> Result<[PathBuf; 2]> {
+    Ok([
+        ensure_file(spec, 2, dir, allow_download)?,
+        ensure_file(spec, 3, dir, allow_download)?,
+    ])
+}
+
+/// The path of file `i` of the dataset in `dir`, downloaded first when missing and allowed.
+fn ensure_file(spec: &DatasetSpec, i: usize, dir: &Path, allow_download: bool) -> Result<PathBuf> {
+    let f = &spec.files[i];
+    match find_local(dir, f.name) {
+        Some(p) => Ok(p),
+        None if allow_download => download(f, dir, &mirrors(spec)),
+        None if spec.mirrors.is_empty() => Err(Error::Data(format!(
+            "{}: missing from the dataset folder {} (it needs train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each raw or .gz)",
+            f.name,
+            dir.display()
+        ))),
+        None => Err(Error::Data(format!(
+            "dataset not found: {} is missing from {}. HINT: drop --no-download to fetch it, or point --data-dir / {DATA_ENV} at a folder with the IDX files",
+            f.name,
+            dir.display()
+        ))),
+    }
 }

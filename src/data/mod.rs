@@ -5,5 +5,7 @@ pub mod dataset;
 pub mod download;
 pub mod idx;
 
-pub use dataset::{load, Dataset, LoadOptions, Scale, Split, PIXELS, SIDE};
-pub use download::{resolve_data_dir, DatasetSource, DatasetSpec, FASHION_MNIST, KMNIST, MNIST};
+pub use dataset::{load, load_test, Dataset, LoadOptions, Scale, Split, PIXELS, SIDE};
+pub use download::{
+    resolve_data_dir, DatasetSource, DatasetSpec, DATASETS, FASHION_MNIST, KMNIST, MNIST,
+};

@@ -290,7 +290,7 @@ pub fn evaluate(
         latent_dim: run.config.model.latent_dim,
         epoch: run.info.epoch,
         batch: run.info.batch,
-        trained: run.info.progress(),
+        trained: run.trained(),
         scale: run.scale(),
         test: scores,
         elbo,

@@ -106,12 +106,13 @@ pub struct Exported {
 pub fn export_torch(run_dir: &Path, out: &Path) -> Result<Exported> {
     let config = crate::rundir::read_config(run_dir)?;
     let model = &config.model;
-    let (m, _) = load_model(&run_dir.join(MODEL_FILE), model, &Device::flex())?;
+    let weights = run_dir.join(config.keep.file());
+    let (m, _) = load_model(&weights, model, &Device::flex())?;
     let mut named = Vec::new();
     for (name, shape, v) in named_tensors(&m) {
         let t = to_torch(&model.spec, &name).ok_or_else(|| {
             Error::bad_file(
-                run_dir.join(MODEL_FILE),
+                &weights,
                 format!("tensor {name} has no PyTorch counterpart"),
             )
         })?;

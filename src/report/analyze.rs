@@ -2,6 +2,7 @@
 //! after training so one command shows everything.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::eval::evaluate;
@@ -19,13 +20,17 @@ pub struct AnalyzeOptions {
     pub allow_download: bool,
     /// Test images in the t-SNE map.
     pub tsne_count: usize,
-    /// No progress lines.
-    pub quiet: bool,
 }
 
-/// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic, linear SVM, RBF SVM) and
-/// t-SNE on `run`, writing into its folder, then builds the report; returns the report path.
-pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
+/// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic, linear SVM,
+/// RBF SVM, MLP) and t-SNE on `run`, writing into its folder, then builds the report; returns
+/// the report path. `done(analysis, headline)` is called as each analysis finishes, with its
+/// headline numbers in words.
+pub fn analyze(
+    run: &Run,
+    opts: &AnalyzeOptions,
+    mut done: impl FnMut(&str, String),
+) -> Result<PathBuf> {
     let tsne_settings = TsneSettings {
         count: opts.tsne_count,
         ..TsneSettings::default()
@@ -36,28 +41,94 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<PathBuf> {
     let data = run.data(opts.data_dir.as_deref(), opts.allow_download)?;
     tsne_settings.validate(data.test.len())?;
     let out: &Path = &held;
-    let say = |s: &str| {
-        if !opts.quiet {
-            crate::errln!("{s}");
-        }
-    };
     let first10: Vec<usize> = (0..10).collect();
-    say("analyze: eval");
-    evaluate(run, &data.test, &first10, out)?;
-    say("analyze: denoise");
-    denoise::denoise(run, &data.test, 0.2, 0, &first10, out)?;
-    say("analyze: interpolate");
-    interpolate::interpolate(run, &data.test, 0, 1, 8, out)?;
-    say("analyze: sample");
-    sample::sample(run, &data.train, 64, 0, None, out)?;
-    say("analyze: anomaly");
-    anomaly::anomaly(run, &data.test, 16, out)?;
+    let clock = Instant::now;
+    let took = |t: Instant| format!("({:.1}s)", t.elapsed().as_secs_f64());
+
+    let t = clock();
+    let (e, _) = evaluate(run, &data.test, &first10, out)?;
+    done(
+        "eval",
+        format!(
+            "test MSE {:.6}, PSNR {:.2} dB, SSIM {:.4} {}",
+            e.test.mse,
+            e.test.psnr_db,
+            e.test.ssim,
+            took(t)
+        ),
+    );
+    let t = clock();
+    let (d, _) = denoise::denoise(run, &data.test, 0.2, 0, &first10, out)?;
+    done(
+        "denoise",
+        format!(
+            "σ 0.2: PSNR {:.2} → {:.2} dB, SSIM {:.4} → {:.4} {}",
+            d.noisy.psnr_db,
+            d.denoised.psnr_db,
+            d.noisy.ssim,
+            d.denoised.ssim,
+            took(t)
+        ),
+    );
+    let t = clock();
+    let (i, _) = interpolate::interpolate(run, &data.test, 0, 1, 8, out)?;
+    done(
+        "interpolate",
+        format!(
+            "#0 ({}) → #1 ({}), code distance {:.3} {}",
+            i.from.1,
+            i.to.1,
+            i.code_distance,
+            took(t)
+        ),
+    );
+    let t = clock();
+    let (s, _) = sample::sample(run, &data.train, 64, 0, None, out)?;
+    done(
+        "sample",
+        format!(
+            "{} digits from {} {}",
+            s.count,
+            if s.prior {
+                "the prior N(0, I)".to_string()
+            } else {
+                format!("a Gaussian fitted to {} training codes", s.fitted_on)
+            },
+            took(t)
+        ),
+    );
+    let t = clock();
+    let (a, _) = anomaly::anomaly(run, &data.test, 16, out)?;
+    done(
+        "anomaly",
+        format!(
+            "mean error {:.6}; {} test images above mean+3std {}",
+            a.mean,
+            a.flagged,
+            took(t)
+        ),
+    );
     for kind in ClassifierKind::ALL {
-        say(&format!("analyze: classify {}", kind.name()));
-        crate::latent::classify(run, &data, kind, 1.0, out, false)?;
+        let t = clock();
+        let (c, _) = crate::latent::classify(run, &data, kind, 1.0, out, false)?;
+        done(
+            &format!("classify {}", kind.name()),
+            format!(
+                "test accuracy {:.2}% {}",
+                100.0 * c.report.accuracy,
+                took(t)
+            ),
+        );
     }
-    say("analyze: t-SNE");
-    tsne(run, &data.test, tsne_settings, out)?;
-    say("analyze: report");
-    Ok(super::build_report(&run.dir, None)?.0)
+    let t = clock();
+    let (m, _) = tsne(run, &data.test, tsne_settings, out)?;
+    done(
+        "t-SNE",
+        format!(
+            "{} test codes mapped, {}",
+            m.settings.count.min(data.test.len()),
+            took(t)
+        ),
+    );
+    Ok(super::build_report(&run.dir)?.0)
 }

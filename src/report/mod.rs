@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
+use crate::config::Keep;
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
 use crate::explore::anomaly::AnomalyReport;
@@ -16,6 +17,7 @@ use crate::explore::denoise::DenoiseReport;
 use crate::fsutil::write_atomic;
 use crate::model::summary::summarize;
 use crate::rundir::read_config;
+use crate::train::checkpoint::MODEL_FILE;
 use crate::train::metrics;
 use html::{esc, Page};
 
@@ -43,22 +45,38 @@ fn num(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
 
-/// Builds `report.html` for the run in `dir` (into `out`, default the run folder); returns
-/// its path and the sections it holds.
-pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
+/// Builds `report.html` in the run folder `dir` from the analyses' files there; returns its
+/// path and the sections it holds. The page is self-contained (pictures embedded).
+pub fn build_report(dir: &Path) -> Result<(PathBuf, Vec<String>)> {
     let config = read_config(dir)?;
-    let _held = crate::rundir::DirLock::acquire(out.unwrap_or(dir), "report")?;
+    let _held = crate::rundir::DirLock::acquire(dir, "report")?;
     let mut page = Page::new(&format!("mnist-ae run: {}", dir.display()));
 
     // Configuration.
     let cfg_json = serde_json::to_value(&config)
         .map_err(|e| Error::bad_file(dir.join("config.json"), e.to_string()))?;
     let mut rows = String::new();
-    let weights = dir.join(crate::train::checkpoint::MODEL_FILE);
-    if let Ok(info) = crate::train::checkpoint::read_info(&weights) {
+    let last = crate::train::checkpoint::read_info(&dir.join(config.keep.file()));
+    let trained = crate::train::checkpoint::read_info(&dir.join(MODEL_FILE));
+    if let (Ok(info), Ok(all)) = (last, trained) {
+        let which = match config.keep {
+            Keep::Last => format!("{}, the last epoch", config.keep.file()),
+            Keep::Best => format!(
+                "{}, the epoch with the lowest validation loss",
+                config.keep.file()
+            ),
+        };
+        let stopped = if all.epoch < config.epochs && all.batch == 0 && config.early_stop.is_some()
+        {
+            " (stopped early)"
+        } else {
+            ""
+        };
         rows.push_str(&format!(
-            "<tr><th>weights</th><td>{} of {} epochs</td></tr>",
+            "<tr><th>weights analysed</th><td>{} ({}); {} of {} epochs trained{stopped}</td></tr>",
             esc(&info.progress()),
+            esc(&which),
+            all.epoch,
             config.epochs
         ));
     }
@@ -202,10 +220,7 @@ pub fn build_report(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, Vec<Stri
         page.section("tsne", "Map of the codes", "Test codes in two dimensions, coloured by digit: t-SNE (left, neighbourhoods) and PCA (right, the two directions of largest variance).", &pic);
     }
 
-    let out_dir = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.to_path_buf());
-    let path = out_dir.join(REPORT_FILE);
+    let path = dir.join(REPORT_FILE);
     let sections = page.ids();
     write_atomic(&path, page.finish().as_bytes())?;
     Ok((path, sections))

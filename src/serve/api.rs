@@ -109,7 +109,7 @@ pub async fn runs(State(ex): State<Arc<Explorer>>) -> Json<Vec<RunInfo>> {
                 latent_dim: r.run.config.model.latent_dim,
                 variational: r.run.config.model.is_variational(),
                 classes: r.classes.clone(),
-                trained: r.run.info.progress(),
+                trained: r.run.trained(),
                 dataset: r.run.config.dataset.clone(),
             })
             .collect(),

@@ -96,10 +96,10 @@ impl Explorer {
             let dataset = run.data(data.data_dir.as_deref(), data.allow_download)?;
             runs.push(Arc::new(RunState::new(name, run, dataset)?));
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One model computation per worker thread (`--threads`, default one per core).
         Ok(Explorer {
             runs,
-            permits: Semaphore::new(cores),
+            permits: Semaphore::new(rayon::current_num_threads()),
         })
     }
 

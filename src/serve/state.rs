@@ -14,7 +14,7 @@ use crate::explore::{anomaly, codes};
 use crate::latent::classifier::{fit, ClassifierKind, Fitted, LinearClassifier, SavedLinear};
 use crate::run::Run;
 use crate::rundir::DirLock;
-use crate::train::checkpoint::{sha256_hex, MODEL_FILE};
+use crate::train::checkpoint::sha256_hex;
 
 /// Principal axes of the codes: the mean code, up to 8 unit axes (largest variance first) and
 /// the standard deviation of the codes along each.
@@ -192,7 +192,7 @@ fn classifier(
 ) -> Result<LinearClassifier> {
     let device = Device::flex();
     let d = run.config.model.latent_dim;
-    let digest = crate::fsutil::read(&run.dir.join(MODEL_FILE))
+    let digest = crate::fsutil::read(&run.weights)
         .map(|b| sha256_hex(&b))
         .unwrap_or_default();
     let path = run.dir.join(CLASSIFIER_FILE);

@@ -36,6 +36,9 @@ use crate::model::{Autoencoder, Decoder, Encoder, ModelConfig};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub use super::resume::{load_resume, load_resume_from, save_checkpoint, save_resume, ResumeState};
 
+/// The weights of the epoch with the lowest validation loss (same format as [`MODEL_FILE`]).
+pub const BEST_FILE: &str = "best.safetensors";
+
 /// The optimizer/schedule state file of a run.
 pub const RESUME_FILE: &str = "resume.safetensors";
 
@@ -80,9 +83,13 @@ impl WeightsInfo {
 pub fn check_epochs(epochs: usize, at: &WeightsInfo) -> Result<()> {
     if epochs < at.epoch || (epochs == at.epoch && at.batch > 0) {
         let done = if at.batch > 0 {
-            format!("{} epochs and {} batches", at.epoch, at.batch)
+            format!(
+                "{} and {}",
+                crate::console::plural(at.epoch, "epoch"),
+                crate::console::plural(at.batch, "batch")
+            )
         } else {
-            format!("{} epochs", at.epoch)
+            crate::console::plural(at.epoch, "epoch")
         };
         return Err(Error::config(
             "epochs",

@@ -1,5 +1,6 @@
 //! Training: the loop, the learning-rate schedule, losses, checkpoints and progress.
 
+pub mod announce;
 pub mod checkpoint;
 pub mod loss;
 pub mod metrics;

@@ -41,6 +41,10 @@ pub struct ResumeState {
     /// runs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// The epoch (from 1) whose validation loss is `best_valid`, whose weights are in
+    /// `best.safetensors`; 0 when none yet, and in runs written before it was recorded.
+    #[serde(default)]
+    pub best_epoch: usize,
 }
 
 /// Saves the optimizer and schedule state (atomically).

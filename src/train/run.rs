@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
-use super::checkpoint::{self, ResumeState, MODEL_FILE, RESUME_FILE};
+use super::checkpoint::{self, ResumeState, BEST_FILE, MODEL_FILE, RESUME_FILE};
 use super::metrics::{self, EpochMetrics, LOSS_PLOT, METRICS_FILE};
 use super::progress::EpochProgress;
 use super::schedule::{self, ScheduleState};
@@ -56,6 +56,11 @@ pub struct TrainOutcome {
     pub interrupted: Option<usize>,
     /// Every epoch's metrics.
     pub metrics: Vec<EpochMetrics>,
+    /// The epoch (from 1) with the lowest validation loss so far, whose weights are in
+    /// `best.safetensors` (0: no validation set, or none recorded).
+    pub best_epoch: usize,
+    /// Whether `--early-stop` ended training before `config.epochs`.
+    pub stopped_early: bool,
 }
 
 /// The Adam optimizer a config asks for: burn's Adam with PyTorch's defaults (burn's epsilon
@@ -178,6 +183,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let mut sched = ScheduleState::new(config.lr);
     // f64::MAX, not infinity, stands for "none yet": JSON (the resume state) has no infinity.
     let mut best_valid = f64::MAX;
+    let mut best_epoch = 0;
     let mut start_epoch = 0;
     let mut history = Vec::new();
     // Where an interrupted epoch left off: (batches, loss sum, images).
@@ -189,6 +195,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         optim = o;
         sched = state.schedule;
         best_valid = state.best_valid;
+        best_epoch = state.best_epoch;
         start_epoch = state.epoch;
         partial = (state.batch, state.partial_loss_sum, state.partial_images);
         history = metrics::read(&dir.join(METRICS_FILE))?;
@@ -197,15 +204,38 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     write_json(&dir.join(CONFIG_FILE), config)?;
+    if !opts.quiet {
+        crate::errln!(
+            "{}",
+            super::announce::describe(config, dir, start_epoch, &data)?
+        );
+    }
 
     let n_train = data.train.len();
     let end_epoch = match opts.max_epochs_this_call {
         Some(k) => (start_epoch + k).min(config.epochs),
         None => config.epochs,
     };
+    let patience_over = |epoch_done: usize, best_epoch: usize| {
+        config
+            .early_stop
+            .is_some_and(|p| best_epoch > 0 && epoch_done >= best_epoch + p)
+    };
+    let mut stopped_early = patience_over(start_epoch, best_epoch);
+    if stopped_early && !opts.quiet {
+        crate::errln!(
+            "early stop: this run stopped at epoch {start_epoch}, {} after its best (epoch {best_epoch}); nothing to train",
+            crate::console::plural(start_epoch - best_epoch, "epoch")
+        );
+    }
+    let mut epochs_done = start_epoch;
+    let mut eta = super::progress::RunClock::new(n_train, start_epoch, config.epochs);
     for epoch in start_epoch..end_epoch {
+        if stopped_early {
+            break;
+        }
         let order = epoch_order(n_train, config.seed, epoch);
-        let mut bar = EpochProgress::new(epoch + 1, config.epochs, n_train, opts.quiet);
+        let mut bar = EpochProgress::new(epoch + 1, &eta, opts.quiet);
         let t0 = Instant::now();
         // Resuming an interrupted epoch: skip its finished batches, keep its running loss.
         let (skip, mut sum, mut done) = if epoch == start_epoch {
@@ -264,12 +294,15 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                         partial_loss_sum: sum,
                         partial_images: done,
                         model_sha256: None,
+                        best_epoch,
                     },
                 )?;
                 return Ok(TrainOutcome {
                     epochs_done: epoch,
                     interrupted: Some(bi + 1),
                     metrics: history,
+                    best_epoch,
+                    stopped_early: false,
                 });
             }
         }
@@ -296,7 +329,16 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                 epochs: config.epochs,
             },
         );
+        let improved = valid_loss.is_some_and(|v| v < best_valid);
         best_valid = best_valid.min(monitor);
+        if improved {
+            best_epoch = epoch + 1;
+            // Written before the checkpoint: a crash between the two leaves a best file one
+            // epoch ahead of the resume state, and resuming re-trains that epoch bit for bit.
+            checkpoint::save_model(&dir.join(BEST_FILE), &model, &config.model, epoch + 1)?;
+        }
+        eta.epoch_done(seconds, images_this_call);
+        epochs_done = epoch + 1;
         let row = EpochMetrics {
             epoch: epoch + 1,
             train_loss,
@@ -308,16 +350,21 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         };
         if !opts.quiet {
             crate::errln!(
-                "epoch {}/{} train {:.6} valid {} lr {:.1e} time {:.1}s ({:.0} img/s)",
+                "epoch {}/{} train {:.6} valid {}{} lr {:.1e} time {:.1}s ({:.0} img/s){}",
                 row.epoch,
                 config.epochs,
                 train_loss,
                 valid_loss
                     .map(|v| format!("{v:.6}"))
                     .unwrap_or_else(|| "-".into()),
+                if improved { " (best)" } else { "" },
                 lr_used,
                 seconds,
-                row.images_per_sec
+                row.images_per_sec,
+                eta.remaining()
+                    .filter(|_| epoch + 1 < end_epoch)
+                    .map(|s| format!(", ETA {}", super::progress::duration(s)))
+                    .unwrap_or_default()
             );
         }
         history.push(row);
@@ -335,6 +382,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
                 partial_loss_sum: 0.0,
                 partial_images: 0,
                 model_sha256: None,
+                best_epoch,
             },
         )?;
         metrics::write(&dir.join(METRICS_FILE), &history)?;
@@ -343,10 +391,21 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             Loss::Bce => "BCE",
         };
         metrics::plot_losses(&dir.join(LOSS_PLOT), &history, loss_name)?;
+        if patience_over(epoch + 1, best_epoch) && epoch + 1 < config.epochs {
+            stopped_early = true;
+            if !opts.quiet {
+                crate::errln!(
+                    "early stop: the validation loss has not improved for {} since epoch {best_epoch}",
+                    crate::console::plural(epoch + 1 - best_epoch, "epoch")
+                );
+            }
+        }
     }
     Ok(TrainOutcome {
-        epochs_done: end_epoch.max(start_epoch),
+        epochs_done,
         interrupted: None,
         metrics: history,
+        best_epoch,
+        stopped_early,
     })
 }

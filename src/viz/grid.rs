@@ -43,8 +43,12 @@ impl Default for GridStyle {
 }
 
 /// Most images side by side: longer rows wrap, all rows together, into bands of this many
-/// columns, so a picture of 10,000 pairs is a tall page rather than 880,000 pixels wide.
-pub const MAX_COLUMNS: usize = 32;
+/// columns, so a picture of many images is a page about a screen wide (some 1,500 pixels)
+/// and as tall as it needs.
+pub const MAX_COLUMNS: usize = 16;
+
+/// Extra space between the bands of a wrapped picture.
+const BAND_GAP: u32 = 14;
 
 /// `rows` cut into bands of at most `width` columns: band after band, each with every row's
 /// images of that band.
@@ -76,11 +80,13 @@ fn wrap(rows: &[GridRow], width: usize) -> Vec<GridRow> {
 pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) -> Result<()> {
     init_fonts();
     let wrapped;
-    let rows = if rows.iter().any(|r| r.images.len() > MAX_COLUMNS) {
+    // Rows per band: a band holds one slice of every row.
+    let band = rows.len().max(1);
+    let (rows, band_gap) = if rows.iter().any(|r| r.images.len() > MAX_COLUMNS) {
         wrapped = wrap(rows, MAX_COLUMNS);
-        &wrapped[..]
+        (&wrapped[..], BAND_GAP)
     } else {
-        rows
+        (rows, 0)
     };
     let err = |e: &dyn std::fmt::Display| Error::Plot {
         path: path.to_path_buf(),
@@ -98,7 +104,8 @@ pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) 
     let title_h = if title.is_empty() { 0 } else { 34 };
     let row_h = cell + style.gap + caption_h;
     let width = style.label_width + cols * (cell + style.gap) + style.gap;
-    let height = title_h + rows.len() as u32 * row_h + style.gap;
+    let bands = rows.len().div_ceil(band) as u32;
+    let height = title_h + rows.len() as u32 * row_h + (bands - 1) * band_gap + style.gap;
     with_atomic_path(path, |tmp| {
         let root = BitMapBackend::new(tmp, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -111,7 +118,7 @@ pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) 
             .map_err(|e| err(&e))?;
         }
         for (ri, row) in rows.iter().enumerate() {
-            let y0 = title_h + ri as u32 * row_h + style.gap;
+            let y0 = title_h + ri as u32 * row_h + (ri / band) as u32 * band_gap + style.gap;
             root.draw(&Text::new(
                 row.label.clone(),
                 (8, (y0 + cell / 2) as i32 - 8),
@@ -147,4 +154,32 @@ pub fn image_grid(path: &Path, title: &str, rows: &[GridRow], style: GridStyle) 
         root.present().map_err(|e| err(&e))?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_rows_wrap_into_bands_about_a_screen_wide() {
+        let row = |label: &str, v: f32| GridRow {
+            label: label.into(),
+            images: vec![vec![v; SIDE * SIDE]; 100],
+            captions: (0..100).map(|i| format!("#{i}")).collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        let style = GridStyle::default();
+        image_grid(&path, "t", &[row("a", 0.0), row("b", 1.0)], style).unwrap();
+        let (w, h) = image::image_dimensions(&path).unwrap();
+        let cell = SIDE as u32 * style.scale;
+        assert_eq!(
+            w,
+            style.label_width + 16 * (cell + style.gap) + style.gap,
+            "16 columns"
+        );
+        // 100 images in bands of 16: 7 bands of both rows.
+        let row_h = cell + style.gap + 18;
+        assert_eq!(h, 34 + 14 * row_h + 6 * BAND_GAP + style.gap);
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use mnist_ae::data::download::{download, md5_hex, RemoteFile};
 use mnist_ae::data::idx::{encode_images, encode_labels};
-use mnist_ae::data::{load, LoadOptions, MNIST};
+use mnist_ae::data::{load, load_test, DatasetSpec, LoadOptions, MNIST};
 
 use crate::common::{fails, mnist_dir, tiny_dataset, write_gz};
 
@@ -298,7 +298,7 @@ fn any_folder_of_idx_files_is_a_dataset() {
         tmp.path().join("x").to_str().unwrap(),
     ]);
     assert!(
-        e.contains("dataset folder /nonexistent/bars not found"),
+        e.contains("'/nonexistent/bars' is neither a dataset name (mnist, fashion-mnist, kmnist) nor a folder"),
         "{e}"
     );
 }
@@ -322,4 +322,78 @@ fn named_datasets_carry_their_class_names_and_checksums() {
         DatasetSource::parse("./some/folder"),
         DatasetSource::Folder(_)
     ));
+}
+
+#[test]
+fn test_only_loading_downloads_only_the_test_files() {
+    let real = mnist_dir();
+    let bytes = |n: &str| std::fs::read(real.join(n)).unwrap();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    // MNIST's file names, with the checksums of the files served here.
+    let mut files = MNIST.files;
+    for f in files.iter_mut() {
+        f.md5 = leak(md5_hex(&bytes(f.name)));
+    }
+    let routes = files[2..]
+        .iter()
+        .map(|f| (format!("/m/{}", f.name), bytes(f.name)))
+        .collect();
+    // Two requests, then the server is gone: asking for a training file would fail.
+    let (base, h) = serve(routes, 2);
+    let spec = DatasetSpec {
+        name: "served",
+        files,
+        mirrors: Box::leak(vec![leak(format!("{base}/m/"))].into_boxed_slice()),
+        classes: MNIST.classes,
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let test = load_test(&LoadOptions {
+        spec: &spec,
+        dir: cache.path(),
+        allow_download: true,
+        valid_fraction: 0.1,
+        seed: 0,
+        limit_train: None,
+        limit_test: None,
+    })
+    .unwrap();
+    h.join().unwrap();
+    assert_eq!(test.len(), 10_000);
+    let mut got: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    );
+}
+
+#[test]
+fn eval_reads_only_the_test_files() {
+    let run = crate::common::short_run();
+    let only_test = tempfile::tempdir().unwrap();
+    for n in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::os::unix::fs::symlink(mnist_dir().join(n), only_test.path().join(n)).unwrap();
+    }
+    let d = only_test.path().to_str().unwrap();
+    let r = run.to_str().unwrap();
+    // Outputs elsewhere: the shared run stays as trained.
+    let o = only_test.path().join("out");
+    let out = crate::common::ok(&[
+        "eval",
+        r,
+        "--count",
+        "2",
+        "--data-dir",
+        d,
+        "--no-download",
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(out.contains("on 10000 test images"), "{out}");
+    // A command that needs the training images says which file is missing.
+    let e = fails(&["classify", r, "--data-dir", d, "--no-download"]);
+    assert!(e.contains("train-images-idx3-ubyte.gz is missing"), "{e}");
 }

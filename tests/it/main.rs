@@ -1,6 +1,7 @@
 //! The integration test binary: the library's public API and the real `mnist-ae` executable,
 //! on real MNIST (`../shared/data/mnist`) and on small data the tests make.
 
+mod cli;
 mod common;
 mod custom;
 mod data;

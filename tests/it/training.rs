@@ -184,12 +184,26 @@ fn bad_flags_are_refused_before_any_work() {
         (vec!["--lr", "NaN"], "lr"),
         (vec!["--lr", "inf"], "lr"),
         (vec!["--lr=-1"], "lr"),
+        (vec!["--lr", "-1"], "invalid lr: -1"),
+        (vec!["--seed", "1.5"], "not a whole number"),
+        (
+            vec!["--valid-fraction", "0", "--early-stop", "2"],
+            "no validation set",
+        ),
+        (vec!["--early-stop", "0"], "early-stop"),
+        (vec!["--threads", "0"], "threads"),
         (vec!["--noise-std=-0.1"], "noise-std"),
-        (vec!["--model", "resnet"], "unknown preset"),
+        (
+            vec!["--model", "resnet"],
+            "[possible values: conv64, conv7, linear3, mlp, cae32, vae]",
+        ),
         (vec!["--model", "cae32", "--loss", "bce"], "bce"),
         (vec!["--latent-dim", "0"], "latent-dim"),
         (vec!["--scheduler", "cosine", "--min-lr", "0.01"], "min-lr"),
-        (vec!["--device", "tpu"], "device"),
+        (
+            vec!["--device", "tpu"],
+            "[possible values: cpu, wgpu, cuda]",
+        ),
         (vec!["--device", "cuda"], "built without"),
     ] {
         let mut a = vec![

@@ -2,9 +2,9 @@
 //! config.
 
 use anyhow::Result;
-use mnist_ae::config::{Loss, Scheduler, TrainConfig};
+use mnist_ae::config::{Keep, Loss, Scheduler, TrainConfig};
 
-use super::{LossArg, SchedulerArg, TrainArgs};
+use super::{KeepArg, LossArg, SchedulerArg, TrainArgs};
 
 /// The flags given with `--resume` that ask for something else than the run's config, as
 /// `--flag value (the run has value)`. Only `--epochs` (more epochs) and the flags that do not
@@ -38,7 +38,7 @@ pub(super) fn resume_conflicts(
     .iter()
     .any(|f| is(f))
     {
-        let ours = a.model.config()?;
+        let ours = a.model.config(a.latent.latent_dim)?;
         if ours.spec != run.model.spec {
             let flag = if a.model.is_custom() {
                 "encoder"
@@ -52,29 +52,29 @@ pub(super) fn resume_conflicts(
             differs(flag, show(&ours), show(&run.model));
         }
     }
-    if let (true, Some(l)) = (is("latent_dim"), a.model.latent_dim) {
+    if let (true, Some(l)) = (is("latent_dim"), a.latent.latent_dim) {
         differs(
             "latent-dim",
             l.to_string(),
             run.model.latent_dim.to_string(),
         );
     }
-    if let (true, Some(b)) = (is("batch_size"), a.batch_size) {
+    if let (true, Some(b)) = (is("batch_size"), a.flags.batch_size) {
         differs("batch-size", b.to_string(), run.batch_size.to_string());
     }
     if is("dataset") {
         let mut c = run.clone();
-        c.dataset = a.dataset.clone();
+        c.dataset = a.flags.dataset.clone();
         c.pin_data(None);
         differs("dataset", c.dataset, run.dataset.clone());
     }
     if is("lr") {
-        differs("lr", a.lr.to_string(), run.lr.to_string());
+        differs("lr", a.flags.lr.to_string(), run.lr.to_string());
     }
-    if let (true, Some(w)) = (is("weight_decay"), a.weight_decay) {
+    if let (true, Some(w)) = (is("weight_decay"), a.flags.weight_decay) {
         differs("weight-decay", w.to_string(), run.weight_decay.to_string());
     }
-    if let (true, Some(l)) = (is("loss"), a.loss) {
+    if let (true, Some(l)) = (is("loss"), a.flags.loss) {
         let name = match l {
             LossArg::Mse => "mse",
             LossArg::Bce => "bce",
@@ -86,10 +86,10 @@ pub(super) fn resume_conflicts(
         differs("loss", name.into(), theirs.into());
     }
     if is("beta") {
-        differs("beta", a.beta.to_string(), run.beta.to_string());
+        differs("beta", a.flags.beta.to_string(), run.beta.to_string());
     }
     if is("scheduler") {
-        let ours = match a.scheduler {
+        let ours = match a.flags.scheduler {
             SchedulerArg::None => "none",
             SchedulerArg::Plateau => "plateau",
             SchedulerArg::Cosine => "cosine",
@@ -121,50 +121,61 @@ pub(super) fn resume_conflicts(
     if is("plateau_factor") {
         differs(
             "plateau-factor",
-            a.plateau_factor.to_string(),
+            a.flags.plateau_factor.to_string(),
             or_absent(factor.map(|v| v.to_string())),
         );
     }
     if is("plateau_patience") {
         differs(
             "plateau-patience",
-            a.plateau_patience.to_string(),
+            a.flags.plateau_patience.to_string(),
             or_absent(patience.map(|v| v.to_string())),
         );
     }
     if is("min_lr") {
         differs(
             "min-lr",
-            a.min_lr.to_string(),
+            a.flags.min_lr.to_string(),
             or_absent(min_lr.map(|v| v.to_string())),
         );
     }
     if is("seed") {
-        differs("seed", a.seed.to_string(), run.seed.to_string());
+        differs("seed", a.flags.seed.to_string(), run.seed.to_string());
     }
     if is("noise_std") {
         differs(
             "noise-std",
-            a.noise_std.to_string(),
+            a.flags.noise_std.to_string(),
             run.noise_std.to_string(),
         );
     }
     if is("valid_fraction") {
         differs(
             "valid-fraction",
-            a.valid_fraction.to_string(),
+            a.flags.valid_fraction.to_string(),
             run.valid_fraction.to_string(),
         );
     }
-    if let (true, Some(s)) = (is("shards"), a.shards) {
+    if let (true, Some(s)) = (is("shards"), a.flags.shards) {
         differs("shards", s.to_string(), run.shards.to_string());
     }
-    if let (true, Some(l)) = (is("limit_train"), a.limit_train) {
+    if let (true, Some(l)) = (is("limit_train"), a.flags.limit_train) {
         let theirs = run
             .limit_train
             .map(|v| v.to_string())
             .unwrap_or_else(|| "none".into());
         differs("limit-train", l.to_string(), theirs);
+    }
+    if is("early_stop") {
+        let show = |v: Option<usize>| v.map_or("none".to_string(), |p| p.to_string());
+        differs("early-stop", show(a.flags.early_stop), show(run.early_stop));
+    }
+    if is("keep") {
+        let ours = match a.flags.keep {
+            KeepArg::Last => Keep::Last,
+            KeepArg::Best => Keep::Best,
+        };
+        differs("keep", ours.name().into(), run.keep.name().into());
     }
     Ok(out)
 }

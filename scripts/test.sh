@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The test command: makes sure what the tests need is there, then runs `cargo test --release`
+# (extra arguments go to cargo test).
+#
+# - Chromium and its WebDriver (the report and explorer tests drive them headless): installed
+#   from the system's packages when missing (apt-get as root, or through passwordless sudo).
+#   Only where that is impossible are those browser checks skipped, and this script says so
+#   loudly at the start and at the end.
+# - Real MNIST: $MNIST_AE_DATA, else ../shared/data/mnist, else the cache folder, where
+#   `mnist-ae download` fetches and checks the four files when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1; }
+chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
+skip_reason=""
+if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
+  packages="chromium chromium-driver"
+  if have apt-get && [ "$(id -u)" = 0 ]; then
+    echo "== installing $packages for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+  elif have apt-get && have sudo && sudo -n true 2>/dev/null; then
+    echo "== installing $packages for the browser tests (sudo)"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+  fi
+  chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+  driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
+  if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
+    skip_reason="Chromium and chromedriver are not installed and cannot be installed here \
+(needs apt-get as root or passwordless sudo; or set MNIST_AE_CHROMIUM and MNIST_AE_CHROMEDRIVER)"
+  fi
+fi
+[ -n "$chromium_bin" ] && export MNIST_AE_CHROMIUM="$chromium_bin"
+[ -n "$driver_bin" ] && export MNIST_AE_CHROMEDRIVER="$driver_bin"
+
+warn_skip() {
+  if [ -n "$skip_reason" ]; then
+    echo "!!"
+    echo "!! SKIPPING THE BROWSER TESTS: $skip_reason"
+    echo "!!"
+  fi
+}
+if [ -n "$skip_reason" ]; then
+  export MNIST_AE_SKIP_BROWSER=1
+  warn_skip
+fi
+
+if [ -z "${MNIST_AE_DATA:-}" ]; then
+  if [ -f ../shared/data/mnist/train-images-idx3-ubyte.gz ]; then
+    MNIST_AE_DATA="$(cd ../shared/data/mnist && pwd)"
+  else
+    MNIST_AE_DATA="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-ae/mnist"
+    echo "== MNIST: $MNIST_AE_DATA (downloaded when missing)"
+    cargo run --release --quiet -- download --data-dir "$MNIST_AE_DATA"
+  fi
+fi
+export MNIST_AE_DATA
+
+status=0
+cargo test --release "$@" || status=$?
+warn_skip
+exit "$status"

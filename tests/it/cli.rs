@@ -1,0 +1,306 @@
+//! The command line itself: help that lists values and limits, negative numbers, `--threads`,
+//! early stopping with the best weights kept, and what `train` prints.
+
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+use crate::common::{fails, mnist_ae, mnist_dir, ok};
+
+fn help(command: &str) -> String {
+    ok(&[command, "--help"])
+}
+
+/// The flag names a help text lists, as `--name` (the first word of a line, or the second
+/// after a short form such as `-q,`).
+fn flags(help: &str) -> Vec<String> {
+    help.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match words.next()? {
+                w if w.starts_with("--") => Some(w.to_string()),
+                w if w.starts_with('-') && w.ends_with(',') => words.next().map(str::to_string),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn help_lists_every_choice_and_limit() {
+    let train = help("train");
+    for needle in [
+        "- conv64:",
+        "- vae:",
+        "- cpu:",
+        "- wgpu:",
+        "- cuda:",
+        "- plateau:",
+        "- best:",
+        "1 to 4096",
+        "in [0, 1)",
+        "one per core",
+        "--early-stop <PATIENCE>",
+        "--threads <N>",
+    ] {
+        assert!(train.contains(needle), "train --help lacks {needle:?}");
+    }
+    let classify = help("classify");
+    for k in ["- logistic:", "- svm:", "- rbf:", "- mlp:"] {
+        assert!(classify.contains(k), "classify --help lacks {k}");
+    }
+    assert!(help("sample").contains("1 to 1024"));
+    assert!(help("sample").contains("--judge-classifier"));
+    assert!(help("sample").contains("- mlp:"));
+    assert!(help("interpolate").contains("2 to 64"));
+    assert!(help("anomaly").contains("1 to 100"));
+    assert!(help("tsne").contains("3 × perplexity + 1"));
+    assert!(help("eval").contains("1 to 1024"));
+    assert!(help("summary").contains("- linear3:"));
+    assert!(help("models").contains("- mlp:"));
+
+    // No listed flag that does nothing.
+    let sweep = flags(&help("sweep"));
+    for gone in ["--latent-dim", "--resume", "--report"] {
+        assert!(!sweep.contains(&gone.to_string()), "sweep lists {gone}");
+    }
+    assert!(sweep.contains(&"--latent-dims".to_string()));
+    assert!(help("sweep").contains("[default: runs/sweep-<model>]"));
+    assert!(!flags(&help("export")).contains(&"--out".to_string()));
+    assert!(!flags(&help("report")).contains(&"--out".to_string()));
+
+    // A bad choice fails while parsing, listing the values.
+    let e = fails(&["classify", "runs/x", "--classifier", "knn"]);
+    assert!(
+        e.contains("[possible values: logistic, svm, rbf, mlp]"),
+        "{e}"
+    );
+    let e = fails(&["sample", "runs/x", "--judge-classifier", "knn"]);
+    assert!(
+        e.contains("[possible values: logistic, svm, rbf, mlp]"),
+        "{e}"
+    );
+    let e = fails(&["train", "--dataset", "mnist2"]);
+    assert!(e.contains("(mnist, fashion-mnist, kmnist)"), "{e}");
+    let e = fails(&["eval", "runs/x", "--device", "gpu"]);
+    assert!(e.contains("[possible values: cpu, wgpu, cuda]"), "{e}");
+}
+
+#[test]
+fn messages_say_what_is_wrong_once() {
+    let e = fails(&["summary", "--arch", "/nonexistent/model.toml"]);
+    assert_eq!(
+        e.matches("No such file or directory").count(),
+        1,
+        "said once: {e}"
+    );
+    let run = crate::common::short_run();
+    let r = run.to_str().unwrap();
+    let e = fails(&["eval", r, "--count", "1000000"]);
+    assert!(e.contains("invalid count: 1000000"), "{e}");
+    assert!(!e.contains("index"), "{e}");
+    let e = fails(&["eval", r, "--count", "0"]);
+    assert!(e.contains("invalid count"), "{e}");
+}
+
+#[test]
+fn download_fetches_or_checks_a_dataset() {
+    let d = mnist_dir();
+    let out = ok(&[
+        "download",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--no-download",
+    ]);
+    assert_eq!(
+        out.trim(),
+        format!(
+            "mnist: 60,000 training and 10,000 test images in {}",
+            d.display()
+        )
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let e = fails(&[
+        "download",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    // The tests' mirror (127.0.0.1:9) refuses: the error names the file and leaves nothing.
+    assert!(
+        e.contains("train-images-idx3-ubyte.gz from every mirror failed"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+fn losses(run: &Path) -> Vec<(f64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["train_loss"].as_f64().unwrap(),
+                v["valid_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `train` on 300 MNIST images with `extra` flags, into `out`; returns stderr.
+fn small_train(out: &Path, extra: &[&str]) -> String {
+    let data = mnist_dir();
+    let mut args = vec![
+        "train",
+        "--model",
+        "mlp",
+        "--latent-dim",
+        "8",
+        "--limit-train",
+        "300",
+        "--batch-size",
+        "16",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-download",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = mnist_ae(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn negative_seeds_count_from_two_to_the_64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    small_train(&a, &["--epochs", "1", "--seed", "-1", "-q"]);
+    small_train(
+        &b,
+        &["--epochs", "1", "--seed", "18446744073709551615", "-q"],
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["seed"].as_u64(), Some(u64::MAX));
+    assert_eq!(losses(&a), losses(&b));
+}
+
+#[test]
+fn threads_change_the_pool_but_not_the_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, all) = (tmp.path().join("one"), tmp.path().join("all"));
+    let err = small_train(&one, &["--epochs", "2", "--threads", "1"]);
+    assert!(err.contains("\nthreads     1 ("), "{err}");
+    small_train(&all, &["--epochs", "2", "--threads", "2"]);
+    assert_eq!(
+        losses(&one),
+        losses(&all),
+        "the thread count changed the result"
+    );
+    // The block is printed once the folder exists, and in words, not JSON.
+    let block: Vec<&str> = err.lines().take(6).collect();
+    assert!(block[0].starts_with("run folder  "), "{err}");
+    assert!(block[0].ends_with("(new run)"), "{err}");
+    assert!(block[3].contains("2 epochs of batch 16"), "{err}");
+    assert!(!err.contains("{\""), "JSON in the output: {err}");
+    // The progress lines end with the time left.
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("epoch 1/2 ") && l.contains(" ETA ")),
+        "{err}"
+    );
+}
+
+fn epoch_of(weights: &Path) -> u64 {
+    let bytes = std::fs::read(weights).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    meta.metadata().as_ref().unwrap()["epoch"].parse().unwrap()
+}
+
+#[test]
+fn early_stopping_stops_at_patience_and_keeps_the_best_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, stopped, three) = (
+        tmp.path().join("full"),
+        tmp.path().join("stopped"),
+        tmp.path().join("three"),
+    );
+    // lr 0.03 on 270 images: the validation loss stalls after a few epochs.
+    let common = ["--lr", "0.03", "-q"];
+    small_train(&full, &[&common[..], &["--epochs", "12"]].concat());
+    let all = losses(&full);
+    // Where patience 2 must stop: the first epoch two epochs after the best so far.
+    let patience = 2;
+    let mut best = 0;
+    let mut stop = all.len();
+    for (i, &(_, v)) in all.iter().enumerate() {
+        if v < all[best].1 || i == 0 {
+            best = i;
+        }
+        if i + 1 >= best + 1 + patience {
+            stop = i + 1;
+            break;
+        }
+    }
+    assert!(stop < all.len(), "the full run never stalled: {all:?}");
+    let out = ok(&[
+        "train",
+        "--model",
+        "mlp",
+        "--latent-dim",
+        "8",
+        "--limit-train",
+        "300",
+        "--batch-size",
+        "16",
+        "--data-dir",
+        mnist_dir().to_str().unwrap(),
+        "--no-download",
+        "--out",
+        stopped.to_str().unwrap(),
+        "--epochs",
+        "12",
+        "--lr",
+        "0.03",
+        "--early-stop",
+        "2",
+        "--keep",
+        "best",
+        "-q",
+    ]);
+    assert!(
+        out.contains(&format!("trained {stop} epochs (stopped early)")),
+        "{out}"
+    );
+    assert_eq!(losses(&stopped), all[..stop].to_vec());
+    assert_eq!(epoch_of(&stopped.join("best.safetensors")), best as u64 + 1);
+    assert_eq!(epoch_of(&stopped.join("model.safetensors")), stop as u64);
+
+    // best.safetensors holds the best epoch's weights: those of a run trained that long.
+    small_train(
+        &three,
+        &[&common[..], &["--epochs", &(best + 1).to_string()]].concat(),
+    );
+    let eval = |r: &Path| {
+        let o = ok(&["eval", r.to_str().unwrap(), "--count", "4"]);
+        let json = std::fs::read_to_string(r.join("eval.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (o, v["test"].clone())
+    };
+    let (kept, ours) = eval(&stopped);
+    assert!(kept.contains("(best validation loss)"), "{kept}");
+    assert_eq!(ours, eval(&three).1);
+    // The report says which weights it shows.
+    ok(&["report", stopped.to_str().unwrap()]);
+    let html = std::fs::read_to_string(stopped.join("report.html")).unwrap();
+    assert!(
+        html.contains("best.safetensors, the epoch with the lowest validation loss")
+            && html.contains("(stopped early)"),
+        "the report does not say which weights it shows"
+    );
+}
