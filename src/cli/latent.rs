@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use mnist_ae::explore::codes::DataCodes;
 use mnist_ae::latent::classifier::ClassifierKind;
 use mnist_ae::latent::tsne::{tsne, TsneSettings};
 
@@ -27,9 +28,11 @@ pub struct ClassifyArgs {
 pub fn run_classify(a: ClassifyArgs) -> Result<()> {
     let kinds: Vec<ClassifierKind> = a.classifier.iter().map(|k| k.kind()).collect();
     let (run, data, out) = a.run.open("classify")?;
+    let codes = DataCodes::encode(&run, &data);
     for (i, kind) in kinds.into_iter().enumerate() {
+        let export = a.export_codes && i == 0;
         let (r, dir) =
-            mnist_ae::latent::classify(&run, &data, kind, a.c, &out, a.export_codes && i == 0)?;
+            mnist_ae::latent::classify_codes(&run, &data, &codes, kind, a.c, &out, export)?;
         mnist_ae::outln!(
             "{}: test accuracy {:.4} (train {:.4}, fitted in {:.1}s on {} codes)",
             kind.name(),

@@ -30,6 +30,25 @@ pub fn encode_all(run: &Run, split: &Split) -> Vec<Vec<f32>> {
     encode(run, split, &idx)
 }
 
+/// The codes of a dataset's training and test images, encoded once for several analyses.
+#[derive(Debug, Clone)]
+pub struct DataCodes {
+    /// One code per training image.
+    pub train: Vec<Vec<f32>>,
+    /// One code per test image.
+    pub test: Vec<Vec<f32>>,
+}
+
+impl DataCodes {
+    /// Encodes every training and test image of `data`.
+    pub fn encode(run: &Run, data: &crate::data::Dataset) -> DataCodes {
+        DataCodes {
+            train: encode_all(run, &data.train),
+            test: encode_all(run, &data.test),
+        }
+    }
+}
+
 /// Decoded images (on the model's scale, 784 values each) of `codes`.
 pub fn decode(run: &Run, codes: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let l = run.config.model.latent_dim;

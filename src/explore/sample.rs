@@ -149,13 +149,33 @@ pub fn sample(
     out: &Path,
 ) -> Result<(SampleReport, [PathBuf; 2])> {
     check_count(count)?;
-    // A VAE samples its prior N(0, I); other models a Gaussian fitted to their training codes.
-    let prior = run.config.model.is_variational();
-    let codes = if prior {
+    let codes = training_codes(run, train);
+    sample_codes(run, &codes, count, seed, judge, out)
+}
+
+/// The codes [`sample`] fits its Gaussian to: every training code (none for a VAE, which
+/// samples its prior).
+pub fn training_codes(run: &Run, train: &Split) -> Vec<Vec<f32>> {
+    if run.config.model.is_variational() {
         Vec::new()
     } else {
         encode_all(run, train)
-    };
+    }
+}
+
+/// [`sample`] with the training codes already computed ([`training_codes`], or every
+/// training code).
+pub fn sample_codes(
+    run: &Run,
+    codes: &[Vec<f32>],
+    count: usize,
+    seed: u64,
+    judge: Option<&Judge>,
+    out: &Path,
+) -> Result<(SampleReport, [PathBuf; 2])> {
+    check_count(count)?;
+    // A VAE samples its prior N(0, I); other models a Gaussian fitted to their training codes.
+    let prior = run.config.model.is_variational();
     let g = if prior {
         let d = run.config.model.latent_dim;
         CodeGaussian {
@@ -163,7 +183,7 @@ pub fn sample(
             chol: DMatrix::identity(d, d),
         }
     } else {
-        fit(&codes)?
+        fit(codes)?
     };
     let images = decode(run, &g.sample(count, seed));
     let scale = run.scale();

@@ -43,7 +43,7 @@ fn loss_and_grad(kind: LossKind, x: f32, t: f32) -> (f32, f32) {
 /// it vectorise, which libm's `expf` calls do not: sigmoid's `exp` was the costliest part of
 /// the loss pass.
 #[inline(always)]
-fn exp_fast(x: f32) -> f32 {
+pub(crate) fn exp_fast(x: f32) -> f32 {
     // 1.5·2²³: adding it rounds to an integer, held in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 87.0);

@@ -25,6 +25,26 @@ mod autodiff;
 mod conv;
 mod flex;
 mod flex_loss;
+pub(crate) use flex_loss::exp_fast;
+
+/// `dst ← a·b`, row-major: `a` `[m, k]`, `b` `[k, n]` (`[n, k]`, used transposed, with
+/// `b_transposed`), `dst` `[m, n]`; on the calling thread inside a rayon worker, else on all.
+pub(crate) fn matmul_rows(
+    dst: &mut [f32],
+    a: &[f32],
+    (m, k): (usize, usize),
+    b: &[f32],
+    n: usize,
+    b_transposed: bool,
+) {
+    let a = matmul::View::dense(a, m, k);
+    let b = if b_transposed {
+        matmul::View::dense(b, n, k).t()
+    } else {
+        matmul::View::dense(b, k, n)
+    };
+    matmul::matmul_into(dst, a, b, false);
+}
 mod matmul;
 mod sparse;
 

@@ -345,7 +345,7 @@ pub enum Fitted {
     /// Logistic regression or linear SVM.
     Linear(LinearClassifier),
     /// RBF-kernel SVM with its feature scaler.
-    Kernel(Scaler, KernelSvm, Device),
+    Kernel(Scaler, KernelSvm),
     /// MLP classifier with its feature scaler.
     Mlp(Scaler, MlpClassifier),
 }
@@ -384,7 +384,7 @@ pub fn fit_any(
         ClassifierKind::Rbf => {
             let scaler = Scaler::fit(x);
             let svm = kernel_svm::fit(&scaler.transform(x), d, y, classes, c)?;
-            Ok(Fitted::Kernel(scaler, svm, device.clone()))
+            Ok(Fitted::Kernel(scaler, svm))
         }
         _ => Ok(Fitted::Linear(fit(kind, x, y, classes, c, 500, device)?)),
     }
@@ -395,7 +395,7 @@ impl Fitted {
     pub fn predict(&self, x: &[Vec<f32>]) -> Vec<u8> {
         match self {
             Fitted::Linear(m) => m.predict(x),
-            Fitted::Kernel(scaler, svm, device) => svm.predict(&scaler.transform(x), device),
+            Fitted::Kernel(scaler, svm) => svm.predict(&scaler.transform(x)),
             Fitted::Mlp(scaler, m) => m.predict(&scaler.transform(x)),
         }
     }

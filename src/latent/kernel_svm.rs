@@ -11,15 +11,16 @@
 //! matrix up front, one entry at a time on one thread (54,000² entries for these codes, 23 GB
 //! in f64; even one one-vs-one pair of digits is 10,800² entries), and its multi-class helper is
 //! one-vs-rest over every sample; its sparse mode replaces the kernel by a k-nearest-neighbour
-//! approximation. Prediction here is two matrix products on burn's backend.
+//! approximation. Prediction here is two matrix products around the kernel, by blocks of rows.
 
 use std::collections::HashMap;
 
-use burn::prelude::*;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::classifier::argmax;
 use crate::error::{Error, Result};
+use crate::kernels::{exp_fast, matmul_rows};
 
 /// libsvm's default stopping tolerance (scikit-learn's `tol=1e-3`).
 const TOL: f64 = 1e-3;
@@ -76,10 +77,6 @@ pub fn fit(x: &[f32], dim: usize, y: &[u8], classes: usize, c: f64) -> Result<Ke
         ));
     }
     let gamma = gamma_scale(x, dim);
-    let norms: Vec<f32> = x
-        .chunks(dim)
-        .map(|r| r.iter().map(|v| v * v).sum())
-        .collect();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in y.iter().enumerate() {
         if let Some(v) = by_class.get_mut(l as usize) {
@@ -90,12 +87,6 @@ pub fn fit(x: &[f32], dim: usize, y: &[u8], classes: usize, c: f64) -> Result<Ke
         .flat_map(|a| (a + 1..classes).map(move |b| (a, b)))
         .filter(|&(a, b)| !by_class[a].is_empty() && !by_class[b].is_empty())
         .collect();
-    let data = Rows {
-        x,
-        norms: &norms,
-        dim,
-        gamma: gamma as f32,
-    };
     // Each pair is independent and deterministic, so the result does not depend on threads.
     let solved: Vec<Binary> = pairs
         .par_iter()
@@ -106,7 +97,13 @@ pub fn fit(x: &[f32], dim: usize, y: &[u8], classes: usize, c: f64) -> Result<Ke
                 .map(|_| 1.0)
                 .chain(by_class[b].iter().map(|_| -1.0))
                 .collect();
-            solve(&data, &idx, &sign, c)
+            let rows = Rows::gather(x, dim, gamma as f32, &idx);
+            let solved = solve(&rows, &sign, c);
+            // Local indices back to training indices.
+            Binary {
+                sv: solved.sv.into_iter().map(|(t, a)| (idx[t], a)).collect(),
+                ..solved
+            }
         })
         .collect();
     // Gather the union of support vectors and their coefficients per pair.
@@ -140,31 +137,118 @@ pub fn fit(x: &[f32], dim: usize, y: &[u8], classes: usize, c: f64) -> Result<Ke
     })
 }
 
-/// The training rows and what the kernel needs of them.
-struct Rows<'a> {
-    x: &'a [f32],
-    norms: &'a [f32],
+/// The rows of one binary problem, copied together (read in order, not gathered from the
+/// whole training matrix), and what the kernel needs of them.
+struct Rows {
+    x: Vec<f32>,
+    len: usize,
     dim: usize,
     gamma: f32,
 }
 
-impl Rows<'_> {
+impl Rows {
+    /// Rows `idx` of `x` (`[n, dim]`).
+    fn gather(x: &[f32], dim: usize, gamma: f32, idx: &[usize]) -> Rows {
+        Rows {
+            x: idx
+                .iter()
+                .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
+                .collect(),
+            len: idx.len(),
+            dim,
+            gamma,
+        }
+    }
+
+    #[inline(always)]
     fn row(&self, i: usize) -> &[f32] {
         &self.x[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// K(x_i, x_t) for every t in `idx`.
-    fn kernel_row(&self, i: usize, idx: &[usize]) -> Vec<f32> {
-        let a = self.row(i);
-        let na = self.norms[i];
-        idx.iter()
-            .map(|&t| {
-                let dot: f32 = a.iter().zip(self.row(t)).map(|(p, q)| p * q).sum();
-                let d2 = (na + self.norms[t] - 2.0 * dot).max(0.0);
-                (-self.gamma * d2).exp()
-            })
-            .collect()
+    /// K(x_i, x_t) for every row t.
+    fn kernel_row(&self, i: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.len];
+        Arch::new().dispatch(KernelRow {
+            rows: self,
+            i,
+            out: &mut out,
+        });
+        out
     }
+}
+
+/// One kernel row: the dot products in 16 lanes and a polynomial `exp`, a [`WithSimd`]
+/// operation so that pulp compiles it for the CPU's widest vectors (chosen at run time); this
+/// is where fitting spends most of its time.
+struct KernelRow<'a> {
+    rows: &'a Rows,
+    i: usize,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for KernelRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let KernelRow { rows, i, out } = self;
+        let a = rows.row(i);
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = -rows.gamma * dist16(a, rows.row(t));
+        }
+        for o in out.iter_mut() {
+            *o = exp_fast(*o);
+        }
+    }
+}
+
+/// Rows of test points per block of [`KernelSvm::decision`] (its kernel block is this many
+/// rows of every support vector).
+const DECISION_ROWS: usize = 64;
+
+/// The kernel from dot products, in place: `k[r, s] ← exp(−γ·max(‖x_r‖² + ‖sv_s‖² − 2k[r, s], 0))`,
+/// compiled for the CPU's widest vectors.
+struct RbfFromDots<'a> {
+    k: &'a mut [f32],
+    x: &'a [f32],
+    sv_norm: &'a [f32],
+    dim: usize,
+    gamma: f32,
+}
+
+impl WithSimd for RbfFromDots<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let nsv = self.sv_norm.len();
+        for (row, xr) in self.k.chunks_mut(nsv).zip(self.x.chunks(self.dim)) {
+            let xn: f32 = xr.iter().map(|v| v * v).sum();
+            for (v, &sn) in row.iter_mut().zip(self.sv_norm) {
+                *v = exp_fast(-self.gamma * (xn + sn - 2.0 * *v).max(0.0));
+            }
+        }
+    }
+}
+
+/// `‖a − b‖²` summed in 16 lanes, then across them (directly, not as ‖a‖² + ‖b‖² − 2a·b,
+/// which loses digits to cancellation between nearby codes in `f32`).
+#[inline(always)]
+fn dist16(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (a16.remainder(), b16.remainder());
+    for (p, q) in a16.zip(b16) {
+        for l in 0..16 {
+            let d = p[l] - q[l];
+            lanes[l] += d * d;
+        }
+    }
+    for (l, (p, q)) in ar.iter().zip(br).enumerate() {
+        let d = p - q;
+        lanes[l] += d * d;
+    }
+    lanes.iter().sum()
 }
 
 /// A solved binary problem: support vectors (training index, y·α) and ρ.
@@ -219,16 +303,17 @@ impl RowCache {
     }
 }
 
-/// SMO on one binary problem: samples `idx` (training indices) with labels `y` (±1).
-fn solve(data: &Rows, idx: &[usize], y: &[f64], c: f64) -> Binary {
-    let l = idx.len();
+/// SMO on one binary problem: the samples `data` with labels `y` (±1); support vectors by
+/// their index in `data`.
+fn solve(data: &Rows, y: &[f64], c: f64) -> Binary {
+    let l = y.len();
     let mut alpha = vec![0.0f64; l];
     // G = Qα − e; with α = 0 it is −1 everywhere.
     let mut grad = vec![-1.0f64; l];
     // K(x, x) = 1 for the RBF kernel.
     let diag = 1.0f64;
     let mut cache = RowCache::new(l);
-    let row_of = |t: usize| data.kernel_row(idx[t], idx);
+    let row_of = |t: usize| data.kernel_row(t);
     // libsvm's cap: max(10,000,000, 100·l) iterations.
     let max_iter = (100 * l).max(10_000_000);
     let mut iterations = 0;
@@ -294,7 +379,7 @@ fn solve(data: &Rows, idx: &[usize], y: &[f64], c: f64) -> Binary {
     Binary {
         sv: (0..l)
             .filter(|&t| alpha[t] > 0.0)
-            .map(|t| (idx[t], y[t] * alpha[t]))
+            .map(|t| (t, y[t] * alpha[t]))
             .collect(),
         rho: offset(&alpha, &grad, y, c),
         iterations,
@@ -344,50 +429,51 @@ impl KernelSvm {
         self.support.len() / self.dim.max(1)
     }
 
-    /// One-vs-one decision values `[n, pairs]` of rows `x` (`[n, dim]`, scaled), computed as
-    /// K(x, SV) · coef − ρ in blocks, on `device`.
-    fn decision(&self, x: &[f32], device: &Device) -> Vec<f32> {
-        let n = x.len() / self.dim;
+    /// One-vs-one decision values `[n, pairs]` of rows `x` (`[n, dim]`, scaled): K(x, SV) ·
+    /// coef − ρ, by blocks of rows in parallel, each block two matrix products around one
+    /// vectorised pass of the kernel. Deterministic: each block is computed on one thread.
+    fn decision(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.dim.max(1);
+        let n = x.len() / d;
         let nsv = self.support_vectors();
         let np = self.pairs.len();
         if nsv == 0 || np == 0 {
             return vec![0.0; n * np];
         }
-        let sv = Tensor::<2>::from_data(
-            TensorData::new(self.support.clone(), [nsv, self.dim]),
-            device,
-        );
-        let sv_norm = sv.clone().square().sum_dim(1).reshape([1, nsv]);
-        let sv_t = sv.transpose();
-        let coef = Tensor::<2>::from_data(TensorData::new(self.coef.clone(), [nsv, np]), device);
+        let sv_norm: Vec<f32> = self
+            .support
+            .chunks(d)
+            .map(|r| r.iter().map(|v| v * v).sum())
+            .collect();
         let rho: Vec<f32> = self.rho.iter().map(|&r| r as f32).collect();
-        let rho = Tensor::<2>::from_data(TensorData::new(rho, [1, np]), device);
-        // Blocks keep the [rows, nsv] kernel block under about 64 MB.
-        let block = (16 << 20) / nsv.max(1);
-        let block = block.clamp(1, 4096);
-        let mut out = Vec::with_capacity(n * np);
-        for chunk in x.chunks(block * self.dim) {
-            let m = chunk.len() / self.dim;
-            let xb = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, self.dim]), device);
-            let xn = xb.clone().square().sum_dim(1); // [m, 1]
-            let d2 =
-                (xn + sv_norm.clone() - xb.matmul(sv_t.clone()).mul_scalar(2.0)).clamp_min(0.0);
-            let k = d2.mul_scalar(-self.gamma).exp(); // [m, nsv]
-            let dec = k.matmul(coef.clone()) - rho.clone(); // [m, np]
-            out.extend(
-                dec.into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .unwrap_or_default(),
-            );
-        }
+        let mut out = vec![0f32; n * np];
+        out.par_chunks_mut(DECISION_ROWS * np)
+            .zip(x.par_chunks(DECISION_ROWS * d))
+            .for_each_init(Vec::new, |k: &mut Vec<f32>, (o, xb)| {
+                let m = xb.len() / d;
+                k.resize(m * nsv, 0.0);
+                matmul_rows(k, xb, (m, d), &self.support, nsv, true);
+                Arch::new().dispatch(RbfFromDots {
+                    k,
+                    x: xb,
+                    sv_norm: &sv_norm,
+                    dim: d,
+                    gamma: self.gamma as f32,
+                });
+                matmul_rows(o, k, (m, nsv), &self.coef, np, false);
+                for row in o.chunks_mut(np) {
+                    for (v, r) in row.iter_mut().zip(&rho) {
+                        *v -= r;
+                    }
+                }
+            });
         out
     }
 
     /// Predicted classes of rows `x` (`[n, dim]`, scaled) by one-vs-one voting.
-    pub fn predict(&self, x: &[f32], device: &Device) -> Vec<u8> {
+    pub fn predict(&self, x: &[f32]) -> Vec<u8> {
         let np = self.pairs.len();
-        let dec = self.decision(x, device);
+        let dec = self.decision(x);
         let n = x.len() / self.dim.max(1);
         (0..n)
             .map(|r| {

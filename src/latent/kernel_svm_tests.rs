@@ -36,7 +36,7 @@ fn matches_scikit_learn_svc_on_rings() {
     const SKLEARN_GAMMA: f64 = 0.5654661785481254;
     let (x, y) = rings(900);
     let m = fit(&x[..1200], 2, &y[..600], 3, 1.0).unwrap();
-    let p = m.predict(&x[1200..], &Device::flex());
+    let p = m.predict(&x[1200..]);
     let acc = p.iter().zip(&y[600..]).filter(|(a, b)| a == b).count() as f64 / 300.0;
     assert!(
         (acc - SKLEARN_ACC).abs() <= 0.005,
@@ -68,7 +68,7 @@ fn kkt_conditions_hold_at_the_solution() {
     let ys: Vec<u8> = keep.iter().map(|&t| y[t]).collect();
     let m = fit(&xs, 2, &ys, 2, 1.0).unwrap();
     assert_eq!(m.pairs, [(0, 1)]);
-    let dec = m.decision(&xs, &Device::flex());
+    let dec = m.decision(&xs);
     let mut alpha = vec![0.0f64; ys.len()];
     for (s, &t) in m.support_index.iter().enumerate() {
         alpha[t] = (m.coef[s] as f64).abs();

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::explore::codes::encode_all;
+use crate::explore::codes::DataCodes;
 use crate::fsutil::{write_atomic, write_json};
 use crate::run::Run;
 use crate::viz::confusion::confusion_matrix;
@@ -76,22 +76,43 @@ pub fn classify(
     out: &Path,
     export_codes: bool,
 ) -> Result<(ClassifyResult, PathBuf)> {
-    let train_codes = encode_all(run, &data.train);
-    let test_codes = encode_all(run, &data.test);
+    classify_codes(
+        run,
+        data,
+        &DataCodes::encode(run, data),
+        kind,
+        c,
+        out,
+        export_codes,
+    )
+}
+
+/// [`classify`] on codes already computed (`codes` of `data`).
+pub fn classify_codes(
+    run: &Run,
+    data: &Dataset,
+    codes: &DataCodes,
+    kind: ClassifierKind,
+    c: f64,
+    out: &Path,
+    export_codes: bool,
+) -> Result<(ClassifyResult, PathBuf)> {
+    let (train_codes, test_codes) = (&codes.train, &codes.test);
+
     let dir = classify_dir(out, kind);
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     if export_codes {
         write_codes_csv(
             &out.join("codes_train.csv"),
-            &train_codes,
+            train_codes,
             &data.train.labels,
         )?;
-        write_codes_csv(&out.join("codes_test.csv"), &test_codes, &data.test.labels)?;
+        write_codes_csv(&out.join("codes_test.csv"), test_codes, &data.test.labels)?;
     }
     let t0 = Instant::now();
     let model = fit_any(
         kind,
-        &train_codes,
+        train_codes,
         &data.train.labels,
         10,
         c,
@@ -99,7 +120,7 @@ pub fn classify(
         &run.device,
     )?;
     let fit_seconds = t0.elapsed().as_secs_f64();
-    let train_pred = model.predict(&train_codes);
+    let train_pred = model.predict(train_codes);
     let train_accuracy = train_pred
         .iter()
         .zip(&data.train.labels)
@@ -107,7 +128,7 @@ pub fn classify(
         .count() as f64
         / train_pred.len().max(1) as f64;
     let names = class_names(run);
-    let report = classification_report(&data.test.labels, &model.predict(&test_codes), &names);
+    let report = classification_report(&data.test.labels, &model.predict(test_codes), &names);
     write_atomic(
         &dir.join("classification_report.txt"),
         report.to_sklearn_text().as_bytes(),

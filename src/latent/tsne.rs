@@ -128,9 +128,23 @@ pub fn tsne(
     let n = s.count.min(test.len());
     s.validate(test.len())?;
     let idx: Vec<usize> = (0..n).collect();
-    let codes = encode(run, test, &idx);
-    let labels = &test.labels[..n];
-    let (pca, pca_explained) = pca2(&codes);
+    tsne_codes(run, &encode(run, test, &idx), &test.labels, s, out)
+}
+
+/// [`tsne`] on test codes already computed (`codes[i]` is test image `i`'s; the map takes the
+/// first `s.count`).
+pub fn tsne_codes(
+    run: &Run,
+    codes: &[Vec<f32>],
+    labels: &[u8],
+    s: TsneSettings,
+    out: &Path,
+) -> Result<(TsneReport, [PathBuf; 3])> {
+    let n = s.count.min(codes.len()).min(labels.len());
+    s.validate(n)?;
+    let codes = &codes[..n];
+    let labels = &labels[..n];
+    let (pca, pca_explained) = pca2(codes);
 
     // A seeded N(0, 1e-4) start, as in van der Maaten's reference implementation.
     let mut r = rng(s.seed, 11);

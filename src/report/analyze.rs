@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::eval::evaluate;
+use crate::explore::codes::DataCodes;
 use crate::explore::{anomaly, denoise, interpolate, sample};
 use crate::latent::classifier::ClassifierKind;
-use crate::latent::tsne::{tsne, TsneSettings};
+use crate::latent::tsne::{tsne_codes, TsneSettings};
 use crate::run::Run;
+use crate::train::announce::thousands;
 
 /// Options of the full analysis.
 #[derive(Debug, Clone)]
@@ -82,8 +84,20 @@ pub fn analyze(
             took(t)
         ),
     );
+    // Every code is computed once, here, for the analyses of the codes below.
     let t = clock();
-    let (s, _) = sample::sample(run, &data.train, 64, 0, None, out)?;
+    let codes = DataCodes::encode(run, &data);
+    done(
+        "encode",
+        format!(
+            "{} training and {} test codes {}",
+            thousands(codes.train.len()),
+            thousands(codes.test.len()),
+            took(t)
+        ),
+    );
+    let t = clock();
+    let (s, _) = sample::sample_codes(run, &codes.train, 64, 0, None, out)?;
     done(
         "sample",
         format!(
@@ -92,7 +106,10 @@ pub fn analyze(
             if s.prior {
                 "the prior N(0, I)".to_string()
             } else {
-                format!("a Gaussian fitted to {} training codes", s.fitted_on)
+                format!(
+                    "a Gaussian fitted to {} training codes",
+                    thousands(s.fitted_on)
+                )
             },
             took(t)
         ),
@@ -110,7 +127,7 @@ pub fn analyze(
     );
     for kind in ClassifierKind::ALL {
         let t = clock();
-        let (c, _) = crate::latent::classify(run, &data, kind, 1.0, out, false)?;
+        let (c, _) = crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false)?;
         done(
             &format!("classify {}", kind.name()),
             format!(
@@ -121,12 +138,12 @@ pub fn analyze(
         );
     }
     let t = clock();
-    let (m, _) = tsne(run, &data.test, tsne_settings, out)?;
+    let (m, _) = tsne_codes(run, &codes.test, &data.test.labels, tsne_settings, out)?;
     done(
         "t-SNE",
         format!(
-            "{} test codes mapped, {}",
-            m.settings.count.min(data.test.len()),
+            "{} test codes mapped {}",
+            thousands(m.settings.count.min(data.test.len())),
             took(t)
         ),
     );
