@@ -45,6 +45,14 @@ pub(crate) fn matmul_rows(
     };
     matmul::matmul_into(dst, a, b, false);
 }
+
+/// `dst ← aᵀ·b` on the calling thread: `a` `[k, m]`, `b` `[k, n]`, `dst` `[m, n]`, all
+/// row-major (the weight gradient of a layer: activations' gradient transposed times inputs).
+pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b: &[f32], n: usize) {
+    let a = matmul::View::dense(a, k, m).t();
+    let b = matmul::View::dense(b, k, n);
+    matmul::matmul_into(dst, a, b, false);
+}
 mod matmul;
 mod sparse;
 

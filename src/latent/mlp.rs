@@ -6,53 +6,109 @@
 //! needs: a 98%-accurate classifier whose confidence means something, where logistic regression
 //! on the same codes is 94% accurate.
 
-use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::prelude::Device;
 use rand::seq::SliceRandom;
+use rand::Rng;
 
-use super::classifier::{argmax, tensor_rows};
+use super::classifier::argmax;
 use crate::data::batch::rng;
 use crate::error::{Error, Result};
+use crate::kernels::{matmul_at_b, matmul_rows};
 
 /// scikit-learn's `hidden_layer_sizes=(100,)`.
 const HIDDEN: usize = 100;
 /// scikit-learn's `alpha`.
-const ALPHA: f64 = 1e-4;
+const ALPHA: f32 = 1e-4;
 /// scikit-learn's `batch_size="auto"`: min(200, n).
 const BATCH: usize = 200;
 /// scikit-learn's `max_iter`, `tol` and `n_iter_no_change`.
 const MAX_EPOCHS: usize = 200;
 const TOL: f64 = 1e-4;
 const NO_CHANGE: usize = 10;
-/// Random stream for the shuffles (apart from training's streams).
+/// scikit-learn's Adam: `learning_rate_init`, `beta_1`, `beta_2`, `epsilon`.
+const LR: f32 = 1e-3;
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-8;
+/// Random streams for the initial weights and the shuffles (apart from training's streams).
+const INIT_STREAM: u64 = 0x6d6c_7069;
 const SHUFFLE_STREAM: u64 = 0x6d6c_7063;
 
-/// The network: `[n, d]` → logits `[n, classes]`.
-#[derive(Module, Debug)]
-pub struct Net {
-    hidden: Linear,
-    out: Linear,
+/// The network's parameters, row-major as PyTorch lays out linear layers: `w1` `[HIDDEN,
+/// dim]`, `b1` `[HIDDEN]`, `w2` `[classes, HIDDEN]`, `b2` `[classes]`, one after the other.
+#[derive(Debug, Clone)]
+struct Params {
+    v: Vec<f32>,
+    dim: usize,
+    classes: usize,
 }
 
-impl Net {
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.out.forward(relu(self.hidden.forward(x)))
+impl Params {
+    fn len(dim: usize, classes: usize) -> usize {
+        HIDDEN * dim + HIDDEN + classes * HIDDEN + classes
     }
 
-    fn l2(&self) -> Tensor<1> {
-        self.hidden.weight.val().square().sum() + self.out.weight.val().square().sum()
+    /// scikit-learn's initialisation: weights and biases uniform in ±√(6 / (fan_in +
+    /// fan_out)) per layer.
+    fn init(dim: usize, classes: usize, seed: u64) -> Params {
+        let mut r = rng(seed, INIT_STREAM);
+        let mut v = Vec::with_capacity(Params::len(dim, classes));
+        for (fan_in, fan_out) in [(dim, HIDDEN), (HIDDEN, classes)] {
+            let bound = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+            for _ in 0..fan_out * (fan_in + 1) {
+                v.push(r.gen_range(-bound..bound));
+            }
+        }
+        Params { v, dim, classes }
+    }
+
+    /// `(w1, b1, w2, b2)`.
+    fn split(&self) -> (&[f32], &[f32], &[f32], &[f32]) {
+        let (w1, rest) = self.v.split_at(HIDDEN * self.dim);
+        let (b1, rest) = rest.split_at(HIDDEN);
+        let (w2, b2) = rest.split_at(self.classes * HIDDEN);
+        (w1, b1, w2, b2)
+    }
+
+    /// Hidden activations `[m, HIDDEN]` and class probabilities `[m, classes]` of rows `x`.
+    fn forward(&self, x: &[f32], m: usize) -> (Vec<f32>, Vec<f32>) {
+        let (w1, b1, w2, b2) = self.split();
+        let mut h = vec![0f32; m * HIDDEN];
+        matmul_rows(&mut h, x, (m, self.dim), w1, HIDDEN, true);
+        for row in h.chunks_mut(HIDDEN) {
+            for (v, b) in row.iter_mut().zip(b1) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+        let mut p = vec![0f32; m * self.classes];
+        matmul_rows(&mut p, &h, (m, HIDDEN), w2, self.classes, true);
+        for row in p.chunks_mut(self.classes) {
+            for (v, b) in row.iter_mut().zip(b2) {
+                *v += b;
+            }
+            softmax(row);
+        }
+        (h, p)
+    }
+}
+
+/// Softmax of one row, in place.
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
     }
 }
 
 /// A fitted MLP classifier (inputs already scaled by the caller).
 #[derive(Debug)]
 pub struct MlpClassifier {
-    net: Net,
-    device: Device,
-    dim: usize,
+    params: Params,
     /// Epochs trained.
     pub epochs: usize,
     /// Training loss of the last epoch.
@@ -60,48 +116,65 @@ pub struct MlpClassifier {
 }
 
 /// Fits to rows `x` (`[n, dim]` row-major, scaled) with labels in `0..classes`; `seed` drives
-/// the initial weights and the shuffles.
+/// the initial weights and the shuffles. Forward and backward passes are written out (two
+/// layers): at these sizes (batches of 200 × 64 codes) a general autodiff graph per step costs
+/// several times the arithmetic. The CPU only; `_device` is accepted for symmetry with the
+/// other classifiers.
 pub fn fit(
     x: &[f32],
     dim: usize,
     y: &[u8],
     classes: usize,
     seed: u64,
-    device: &Device,
+    _device: &Device,
 ) -> Result<MlpClassifier> {
+    // On one worker thread: the matrix products of a batch are too small to split (handing
+    // them to other threads cost more than they did), and one thread keeps the result the
+    // same on every machine.
+    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(|| fit_here(x, dim, y, classes, seed)),
+        Err(_) => fit_here(x, dim, y, classes, seed),
+    }
+}
+
+fn fit_here(x: &[f32], dim: usize, y: &[u8], classes: usize, seed: u64) -> Result<MlpClassifier> {
     let n = y.len();
     if n == 0 || dim == 0 || x.len() != n * dim {
         return Err(Error::Data("no codes to fit a classifier to".into()));
     }
-    let ad = device.clone().autodiff();
-    ad.seed(seed);
-    let mut net = Net {
-        hidden: LinearConfig::new(dim, HIDDEN).init(&ad),
-        out: LinearConfig::new(HIDDEN, classes).init(&ad),
-    };
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut params = Params::init(dim, classes, seed);
+    let len = params.v.len();
+    let (mut m1, mut m2) = (vec![0f32; len], vec![0f32; len]);
+    let mut grad = vec![0f32; len];
     let batch = BATCH.min(n);
     let mut order: Vec<usize> = (0..n).collect();
     let mut shuffler = rng(seed, SHUFFLE_STREAM);
     let (mut best, mut stalled, mut epochs, mut last) = (f64::INFINITY, 0, 0, f64::NAN);
+    let mut step = 0i32;
+    let mut xb = Vec::with_capacity(batch * dim);
     while epochs < MAX_EPOCHS {
         order.shuffle(&mut shuffler);
         let mut sum = 0.0;
         for chunk in order.chunks(batch) {
             let m = chunk.len();
-            let rows: Vec<f32> = chunk
-                .iter()
-                .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
-                .collect();
-            let mut onehot = vec![0f32; m * classes];
-            for (r, &i) in chunk.iter().enumerate() {
-                onehot[r * classes + y[i] as usize] = 1.0;
+            xb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(&x[i * dim..(i + 1) * dim]);
             }
-            let xb = Tensor::<2>::from_data(TensorData::new(rows, [m, dim]), &ad);
-            let tb = Tensor::<2>::from_data(TensorData::new(onehot, [m, classes]), &ad);
-            let ce = -(log_softmax(net.forward(xb), 1) * tb).sum_dim(1).mean();
-            let loss = ce + net.l2().mul_scalar(0.5 * ALPHA / m as f64);
-            let lv = loss.clone().into_scalar::<f32>() as f64;
+            let (h, mut g) = params.forward(&xb, m);
+            // Cross-entropy of the batch, and its gradient (P − Y) / m on the logits.
+            let mut ce = 0.0f64;
+            for (row, &i) in g.chunks_mut(classes).zip(chunk) {
+                let c = y[i] as usize;
+                ce -= (row[c].max(f32::MIN_POSITIVE) as f64).ln();
+                row[c] -= 1.0;
+                for v in row.iter_mut() {
+                    *v /= m as f32;
+                }
+            }
+            let (w1, _, w2, _) = params.split();
+            let l2: f64 = w1.iter().chain(w2).map(|&w| (w * w) as f64).sum();
+            let lv = ce / m as f64 + 0.5 * ALPHA as f64 * l2 / m as f64;
             if !lv.is_finite() {
                 return Err(Error::Data(format!(
                     "MLP classifier: training loss became {lv} in epoch {}",
@@ -109,8 +182,9 @@ pub fn fit(
                 )));
             }
             sum += lv * m as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(1e-3, net, grads);
+            backward(&params, &xb, &h, &g, m, &mut grad);
+            step += 1;
+            adam(&mut params.v, &grad, &mut m1, &mut m2, step);
         }
         epochs += 1;
         last = sum / n as f64;
@@ -126,25 +200,71 @@ pub fn fit(
         }
     }
     Ok(MlpClassifier {
-        net: net.valid(),
-        device: device.clone(),
-        dim,
+        params,
         epochs,
         loss: last,
     })
 }
 
+/// The gradient of the batch loss into `grad` (laid out as [`Params`]): `g` is the loss's
+/// gradient on the logits `[m, classes]`, `h` the hidden activations; the L2 term adds
+/// α·W / m to the weights' gradients (not the biases'), as scikit-learn.
+fn backward(p: &Params, x: &[f32], h: &[f32], g: &[f32], m: usize, grad: &mut [f32]) {
+    let (dim, classes) = (p.dim, p.classes);
+    let (w1, _, w2, _) = p.split();
+    let (gw1, rest) = grad.split_at_mut(HIDDEN * dim);
+    let (gb1, rest) = rest.split_at_mut(HIDDEN);
+    let (gw2, gb2) = rest.split_at_mut(classes * HIDDEN);
+    // Output layer: dW2 = gᵀ·h, db2 = Σ g.
+    matmul_at_b(gw2, g, (m, classes), h, HIDDEN);
+    gb2.fill(0.0);
+    for row in g.chunks(classes) {
+        for (b, v) in gb2.iter_mut().zip(row) {
+            *b += v;
+        }
+    }
+    // Hidden layer: dh = g·W2 masked by the ReLU, dW1 = dhᵀ·x, db1 = Σ dh.
+    let mut dh = vec![0f32; m * HIDDEN];
+    matmul_rows(&mut dh, g, (m, classes), w2, HIDDEN, false);
+    for (d, &a) in dh.iter_mut().zip(h) {
+        *d = if a > 0.0 { *d } else { 0.0 };
+    }
+    matmul_at_b(gw1, &dh, (m, HIDDEN), x, dim);
+    gb1.fill(0.0);
+    for row in dh.chunks(HIDDEN) {
+        for (b, v) in gb1.iter_mut().zip(row) {
+            *b += v;
+        }
+    }
+    let decay = ALPHA / m as f32;
+    for (gw, w) in gw1.iter_mut().zip(w1).chain(gw2.iter_mut().zip(w2)) {
+        *gw += decay * w;
+    }
+}
+
+/// scikit-learn's Adam step `t` (from 1): the bias corrections folded into the learning rate,
+/// ε added to √v.
+fn adam(v: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32], t: i32) {
+    let lr = LR * (1.0 - BETA2.powi(t)).sqrt() / (1.0 - BETA1.powi(t));
+    let n = v.len();
+    let (g, m1, m2) = (&g[..n], &mut m1[..n], &mut m2[..n]);
+    for i in 0..n {
+        m1[i] = BETA1 * m1[i] + (1.0 - BETA1) * g[i];
+        m2[i] = BETA2 * m2[i] + (1.0 - BETA2) * g[i] * g[i];
+        v[i] -= lr * m1[i] / (m2[i].sqrt() + EPS);
+    }
+}
+
 impl MlpClassifier {
     /// Class probabilities of rows `x` (`[n, dim]`, scaled), one `Vec` per row.
     pub fn probabilities(&self, x: &[f32]) -> Vec<Vec<f64>> {
-        let n = x.len() / self.dim.max(1);
+        let n = x.len() / self.params.dim.max(1);
         if n == 0 {
             return Vec::new();
         }
-        let xs = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [n, self.dim]), &self.device);
-        tensor_rows(softmax(self.net.forward(xs), 1))
-            .into_iter()
-            .map(|r| r.into_iter().map(f64::from).collect())
+        let (_, p) = self.params.forward(x, n);
+        p.chunks(self.params.classes)
+            .map(|r| r.iter().map(|&v| v as f64).collect())
             .collect()
     }
 
