@@ -4,6 +4,7 @@
 pub mod classifier;
 pub mod kernel_svm;
 pub mod mlp;
+mod rbf;
 pub mod report;
 pub mod tsne;
 

@@ -149,8 +149,13 @@ fn losses(run: &Path) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// `train` on 300 MNIST images with `extra` flags, into `out`; returns stderr.
+/// `train` on 300 MNIST images with `extra` flags, into `out`; returns stderr (and stdout,
+/// through [`small_train_out`]).
 fn small_train(out: &Path, extra: &[&str]) -> String {
+    small_train_out(out, extra).1
+}
+
+fn small_train_out(out: &Path, extra: &[&str]) -> (String, String) {
     let data = mnist_dir();
     let mut args = vec![
         "train",
@@ -172,14 +177,15 @@ fn small_train(out: &Path, extra: &[&str]) -> String {
     let o = mnist_ae(&args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{args:?}: {err}");
-    err
+    (String::from_utf8_lossy(&o.stdout).into_owned(), err)
 }
 
 #[test]
 fn negative_seeds_count_from_two_to_the_64() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    small_train(&a, &["--epochs", "1", "--seed", "-1", "-q"]);
+    let (said, _) = small_train_out(&a, &["--epochs", "1", "--seed", "-1", "-q"]);
+    assert!(said.starts_with("trained 1 epoch: "), "{said}");
     small_train(
         &b,
         &["--epochs", "1", "--seed", "18446744073709551615", "-q"],

@@ -64,6 +64,37 @@ fn report_renders_every_section_in_chromium() {
         "--no-download",
     ]);
     assert!(out.contains("13 sections"), "{out}");
+    // Each analysis's headline numbers as it finishes, the same as its JSON says, and the
+    // report's path last.
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let mse = format!("test MSE {:.6}", eval["test"]["mse"].as_f64().unwrap());
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line: {out}"))
+            .to_string()
+    };
+    assert!(line("eval ").contains(&mse), "{out}");
+    for kind in ["logistic", "svm", "rbf", "mlp"] {
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                run.join(format!("classify-{kind}/classification_report.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let acc = format!(
+            "test accuracy {:.2}%",
+            100.0 * report["report"]["accuracy"].as_f64().unwrap()
+        );
+        assert!(line(&format!("classify {kind}")).contains(&acc), "{out}");
+    }
+    assert!(line("t-SNE").contains("500 test codes mapped"), "{out}");
+    assert!(
+        out.trim_end().lines().last().unwrap().starts_with("wrote "),
+        "{out}"
+    );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     for s in SECTIONS {
         assert!(
