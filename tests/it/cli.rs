@@ -254,31 +254,14 @@ fn early_stopping_stops_at_patience_and_keeps_the_best_weights() {
         }
     }
     assert!(stop < all.len(), "the full run never stalled: {all:?}");
-    let out = ok(&[
-        "train",
-        "--model",
-        "mlp",
-        "--latent-dim",
-        "8",
-        "--limit-train",
-        "300",
-        "--batch-size",
-        "16",
-        "--data-dir",
-        mnist_dir().to_str().unwrap(),
-        "--no-download",
-        "--out",
-        stopped.to_str().unwrap(),
-        "--epochs",
-        "12",
-        "--lr",
-        "0.03",
-        "--early-stop",
-        "2",
-        "--keep",
-        "best",
-        "-q",
-    ]);
+    let (out, _) = small_train_out(
+        &stopped,
+        &[
+            &common[..],
+            &["--epochs", "12", "--early-stop", "2", "--keep", "best"],
+        ]
+        .concat(),
+    );
     assert!(
         out.contains(&format!("trained {stop} epochs (stopped early)")),
         "{out}"
