@@ -259,6 +259,14 @@ impl TrainConfig {
             .collect()
     }
 
+    /// Whether `--early-stop` ends a run that has trained `done` epochs, the best (lowest
+    /// validation loss) at epoch `best` (from 1; 0 when none yet): `patience` epochs have
+    /// passed since the best.
+    pub fn patience_over(&self, done: usize, best: usize) -> bool {
+        self.early_stop
+            .is_some_and(|p| best > 0 && done >= best + p)
+    }
+
     /// Checks every value; the error names the flag.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;

@@ -17,7 +17,7 @@ use crate::explore::denoise::DenoiseReport;
 use crate::fsutil::write_atomic;
 use crate::model::summary::summarize;
 use crate::rundir::read_config;
-use crate::train::checkpoint::MODEL_FILE;
+use crate::train::checkpoint::{BEST_FILE, MODEL_FILE};
 use crate::train::metrics;
 use html::{esc, Page};
 
@@ -66,12 +66,15 @@ pub fn build_report(dir: &Path) -> Result<(PathBuf, Vec<String>)> {
                 config.keep.file()
             ),
         };
-        let stopped = if all.epoch < config.epochs && all.batch == 0 && config.early_stop.is_some()
-        {
-            " (stopped early)"
-        } else {
-            ""
-        };
+        // The rule training stopped by, with the best epoch it saved.
+        let best = crate::train::checkpoint::read_info(&dir.join(BEST_FILE)).map_or(0, |b| b.epoch);
+        let stopped =
+            if all.epoch < config.epochs && all.batch == 0 && config.patience_over(all.epoch, best)
+            {
+                " (stopped early)"
+            } else {
+                ""
+            };
         rows.push_str(&format!(
             "<tr><th>weights analysed</th><td>{} ({}); {} of {} epochs trained{stopped}</td></tr>",
             esc(&info.progress()),

@@ -216,12 +216,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         Some(k) => (start_epoch + k).min(config.epochs),
         None => config.epochs,
     };
-    let patience_over = |epoch_done: usize, best_epoch: usize| {
-        config
-            .early_stop
-            .is_some_and(|p| best_epoch > 0 && epoch_done >= best_epoch + p)
-    };
-    let mut stopped_early = patience_over(start_epoch, best_epoch);
+    let mut stopped_early = config.patience_over(start_epoch, best_epoch);
     if stopped_early && !opts.quiet {
         crate::errln!(
             "early stop: this run stopped at epoch {start_epoch}, {} after its best (epoch {best_epoch}); nothing to train",
@@ -391,7 +386,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
             Loss::Bce => "BCE",
         };
         metrics::plot_losses(&dir.join(LOSS_PLOT), &history, loss_name)?;
-        if patience_over(epoch + 1, best_epoch) && epoch + 1 < config.epochs {
+        if config.patience_over(epoch + 1, best_epoch) && epoch + 1 < config.epochs {
             stopped_early = true;
             if !opts.quiet {
                 crate::errln!(
