@@ -2,7 +2,8 @@
 # Training throughput of mnist-ae against PyTorch on the same CPU, one after the other.
 #   bench/compare.sh [THREADS] [ROUNDS]     (defaults: all cores, 3 rounds)
 # Presets and batch sizes from the performance issue: conv64 batch 32, mlp N=8 batch 256.
-# Each round trains every preset with mnist-ae, then with PyTorch, and takes their ratio; the
+# Each round trains every preset with mnist-ae, then with PyTorch eager, then with the same
+# PyTorch step under `torch.compile` (compiling excluded), and takes the ratios; the
 # machine's speed drifts between minutes, so the ratio is taken round by round, and the median
 # ratio of the rounds is the figure to quote. Each side's test MSE after the same epochs is
 # printed too (the goal is the same quality: within 2%); that is one seed, whose MSE moves by
@@ -10,6 +11,7 @@
 # PyTorch is installed into bench/.venv on first use; without it only mnist-ae is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 threads="${1:-$(nproc)}"
 rounds="${2:-3}"
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
@@ -21,10 +23,11 @@ if [ -x bench/.venv/bin/python ] || { python3 -m venv bench/.venv && bench/.venv
 else
   echo "PyTorch could not be installed (no pip or no network): timing mnist-ae only"
 fi
+[ -n "$py" ] && echo "PyTorch $($py -c 'import torch; print(torch.__version__)'); $($bin --version)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 results="$tmp/results.txt"
-printf '%-8s %6s %6s %5s %14s %14s %7s %12s %12s\n' model batch epochs round mnist-ae_img/s pytorch_img/s ratio mnist-ae_mse pytorch_mse
+printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s\n' model batch epochs round mnist-ae eager compiled r_eager r_comp mse_ours mse_eager mse_comp
 for round in $(seq 1 "$rounds"); do
   for spec in "conv64 32 2 64" "mlp 256 3 8"; do
     set -- $spec
@@ -37,31 +40,37 @@ for round in $(seq 1 "$rounds"); do
     ours=$(python3 -c "import json,sys; r=[json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]; print(round(len(r)/sum(1/x for x in r)))" "$tmp/$model/metrics.jsonl")
     RAYON_NUM_THREADS=$threads $bin eval "$tmp/$model" --data-dir "$data" --no-download >/dev/null
     ours_mse=$(python3 -c "import json,sys; print(f\"{json.load(open(sys.argv[1]))['test']['mse']:.6f}\")" "$tmp/$model/eval.json")
-    theirs="-" ratio="-" theirs_mse="-"
+    eager="-" compiled="-" r_eager="-" r_comp="-" mse_eager="-" mse_comp="-"
     if [ -n "$py" ]; then
-      ref=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
-        --epochs "$epochs" --threads "$threads" --data-dir "$data")
-      theirs=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
-      theirs_mse=$(echo "$ref" | python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['test_mse']:.6f}\")")
-      ratio=$(python3 -c "print(f'{$ours/$theirs:.2f}')")
+      for mode in eager compiled; do
+        flag=""
+        [ "$mode" = compiled ] && flag="--compile"
+        ref=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
+          --epochs "$epochs" --threads "$threads" --data-dir "$data" $flag)
+        ips=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
+        mse=$(echo "$ref" | python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['test_mse']:.6f}\")")
+        ratio=$(python3 -c "print(f'{$ours/$ips:.2f}')")
+        if [ "$mode" = eager ]; then eager=$ips mse_eager=$mse r_eager=$ratio; else compiled=$ips mse_comp=$mse r_comp=$ratio; fi
+      done
     fi
-    printf '%-8s %6s %6s %5s %14s %14s %7s %12s %12s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$theirs" "$ratio" "$ours_mse" "$theirs_mse"
-    echo "$model $ours $theirs" >> "$results"
+    printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$eager" "$compiled" "$r_eager" "$r_comp" "$ours_mse" "$mse_eager" "$mse_comp"
+    echo "$model $ours $eager $compiled" >> "$results"
   done
 done
-echo "median over $rounds rounds (ratio: median of the rounds' ratios):"
+echo "median over $rounds rounds (ratios: median of the rounds' ratios):"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m, a, b = line.split()
-    rows.setdefault(m, []).append((int(a), None if b == "-" else int(b)))
+    m, *v = line.split()
+    rows.setdefault(m, []).append([None if x == "-" else int(x) for x in v])
 for m, v in rows.items():
-    ours = statistics.median(a for a, _ in v)
-    if all(b is not None for _, b in v):
-        theirs = statistics.median(b for _, b in v)
-        ratio = statistics.median(a / b for a, b in v)
-        print(f"{m:<8} mnist-ae {ours:>8.0f}  pytorch {theirs:>8.0f}  ratio {ratio:.2f}")
-    else:
-        print(f"{m:<8} mnist-ae {ours:>8.0f}")
+    ours = statistics.median(r[0] for r in v)
+    line = f"{m:<8} mnist-ae {ours:>8.0f}"
+    for i, name in [(1, "eager"), (2, "torch.compile")]:
+        if all(r[i] for r in v):
+            theirs = statistics.median(r[i] for r in v)
+            ratio = statistics.median(r[0] / r[i] for r in v)
+            line += f"  {name} {theirs:>8.0f} (×{ratio:.2f})"
+    print(line)
 PY

@@ -43,9 +43,45 @@ impl DeviceChoice {
     }
 }
 
+/// The wgpu device, acquired once per process: wgpu picks its best adapter (a discrete GPU
+/// first; `CUBECL_WGPU_DEFAULT_DEVICE` overrides it). Acquiring it up front, rather than at the
+/// first tensor operation, turns a machine without a usable adapter into an error here instead
+/// of a panic inside the runtime.
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::default()))
+    use std::sync::OnceLock;
+    static DEVICE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::wgpu_options().init().map_err(|e| {
+                format!(
+                    "no usable GPU for --device wgpu (wgpu tried {}): {}. HINT: install the GPU's \
+                     Vulkan driver (on Debian, mesa-vulkan-drivers gives a CPU one, lavapipe), or use --device cpu",
+                    WGPU_APIS,
+                    one_line(&e.to_string())
+                )
+            })
+        })
+        .clone()
+        .map_err(Error::Device)
+}
+
+/// The graphics APIs wgpu's automatic choice tries on this platform, in its order.
+#[cfg(all(feature = "wgpu", target_os = "macos"))]
+const WGPU_APIS: &str = "Metal";
+#[cfg(all(feature = "wgpu", target_os = "windows"))]
+const WGPU_APIS: &str = "Vulkan, DX12, OpenGL";
+#[cfg(all(feature = "wgpu", not(any(target_os = "macos", target_os = "windows"))))]
+const WGPU_APIS: &str = "Vulkan, OpenGL";
+
+/// `s` on one line: its lines joined with "; ", surrounding blanks dropped.
+#[cfg(feature = "wgpu")]
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -65,6 +101,19 @@ fn cuda_device() -> Result<Device> {
     Err(Error::Device(
         "this mnist-ae was built without the CUDA backend. HINT: rebuild with `cargo install --features cuda` (or `cargo build --release --features cuda`)".into(),
     ))
+}
+
+/// What `device` is, for people: `cpu`, or `gpu` and the adapter's own name
+/// (`gpu: NVIDIA H100 PCIe`). Opens the device.
+pub fn describe(device: &Device) -> String {
+    if crate::kernels::fused_here(device) {
+        return "cpu".to_string();
+    }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(identity) = device.identity() {
+        return format!("gpu: {}", identity.name);
+    }
+    "gpu".to_string()
 }
 
 /// Sets the number of worker threads of every parallel computation of this process (burn's

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mnist_ae::serve::{DataOptions, Explorer};
 
+use super::choices::DeviceArg;
 use super::DataArgs;
 
 /// Flags of `serve`.
@@ -22,6 +23,9 @@ pub struct ServeArgs {
     /// Address to listen on; the default takes connections from this machine only.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -31,7 +35,8 @@ pub fn run_serve(a: ServeArgs) -> Result<()> {
         data_dir: a.data.data_dir.clone(),
         allow_download: !a.data.no_download,
     };
-    let explorer = Explorer::open(&a.runs, &data, |name| {
+    let device = a.device.device()?;
+    let explorer = Explorer::open(&a.runs, &data, &device, |name| {
         mnist_ae::errln!("preparing {name}: encoding its images, fitting its classifier");
     })
     .context("opening the runs")?;
@@ -66,6 +71,9 @@ pub struct ReconstructArgs {
     /// Where to write the pictures and reconstruct.json [default: the run folder].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -78,11 +86,12 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         data_dir: a.data.data_dir.clone(),
         allow_download: !a.data.no_download,
     };
-    let run = mnist_ae::run::Run::open(&a.run, &burn::tensor::Device::flex())
+    let device = a.device.device()?;
+    let run = mnist_ae::run::Run::open(&a.run, &device)
         .with_context(|| format!("opening run {}", a.run.display()))?;
     let out = run.out_dir(a.out.as_deref(), "reconstruct")?;
     drop(run);
-    let explorer = Explorer::open(std::slice::from_ref(&a.run), &data, |_| {})?;
+    let explorer = Explorer::open(std::slice::from_ref(&a.run), &data, &device, |_| {})?;
     let state = &explorer.runs[0];
     let results = mnist_ae::explore::reconstruct::reconstruct(state, &a.images, &out)?;
     for r in &results {

@@ -73,11 +73,12 @@ fn url_name(dir: &Path) -> String {
 }
 
 impl Explorer {
-    /// Opens the runs in `dirs` and prepares each (see [`RunState::new`]); `progress` hears
-    /// which run is being prepared.
+    /// Opens the runs in `dirs` on `device` and prepares each (see [`RunState::new`]);
+    /// `progress` hears which run is being prepared.
     pub fn open(
         dirs: &[PathBuf],
         data: &DataOptions,
+        device: &Device,
         mut progress: impl FnMut(&str),
     ) -> Result<Explorer> {
         if dirs.is_empty() {
@@ -92,7 +93,7 @@ impl Explorer {
                 n += 1;
             }
             progress(&name);
-            let run = Run::open(dir, &Device::flex())?;
+            let run = Run::open(dir, device)?;
             let dataset = run.data(data.data_dir.as_deref(), data.allow_download)?;
             runs.push(Arc::new(RunState::new(name, run, dataset)?));
         }

@@ -1,7 +1,9 @@
 //! The short block `train` prints once the run folder exists: what is trained, on what, how,
-//! and on how many threads, one line each.
+//! and on which device and how many threads, one line each.
 
 use std::path::Path;
+
+use burn::tensor::Device;
 
 use crate::config::{Keep, Loss, Scheduler, TrainConfig};
 use crate::data::Dataset;
@@ -22,7 +24,13 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// The block, without a trailing newline.
-pub fn describe(config: &TrainConfig, dir: &Path, done: usize, data: &Dataset) -> Result<String> {
+pub fn describe(
+    config: &TrainConfig,
+    dir: &Path,
+    done: usize,
+    data: &Dataset,
+    device: &Device,
+) -> Result<String> {
     let m = &config.model;
     let params = summarize(m)?.total_params;
     let model = match m.preset {
@@ -97,6 +105,7 @@ pub fn describe(config: &TrainConfig, dir: &Path, done: usize, data: &Dataset) -
             extras.iter().map(|e| format!(", {e}")).collect::<String>()
         ),
         format!("early stop  {stop}; analyses use {keep}"),
+        format!("device      {}", crate::device::describe(device)),
         format!(
             "threads     {} ({cores} cores), {}",
             rayon::current_num_threads(),

@@ -9,7 +9,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
-use crate::model::{Autoencoder, Preset};
+use crate::model::{Autoencoder, ModelConfig, Preset};
 
 /// Dotted parameter paths, skipping the enum variant level so names do not depend on it.
 #[derive(Default)]
@@ -172,6 +172,24 @@ pub fn stable(model: Autoencoder) -> Autoencoder {
         encoder: with_stable_ids(model.encoder, "encoder"),
         decoder: with_stable_ids(model.decoder, "decoder"),
     }
+}
+
+/// A freshly initialised model with stable ids on the training `device` (autodiff, seeded with
+/// `seed`), its weights drawn from `seed`. The draws are made on the CPU whatever the device (a
+/// GPU backend has a random generator of its own), so one seed starts every device from the
+/// same weights.
+pub fn initial(
+    config: &ModelConfig,
+    seed: u64,
+    device: &Device,
+) -> crate::error::Result<Autoencoder> {
+    if crate::kernels::fused_here(device) {
+        return Ok(stable(config.init(device)?));
+    }
+    let cpu = Device::flex().autodiff();
+    cpu.seed(seed);
+    // `stable` reads every parameter, so they are drawn here, on the CPU, before the move.
+    Ok(stable(config.init(&cpu)?).fork(device))
 }
 
 /// A model's float tensors (weights and batch-norm statistics) as (name, shape, values).

@@ -178,7 +178,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let act: Activation = config.model.activation();
     let scale = act.scale();
 
-    let mut model = checkpoint::stable(config.model.init(&device)?);
+    let mut model = super::params::initial(&config.model, config.seed, &device)?;
     let mut optim = optimizer(config);
     let mut sched = ScheduleState::new(config.lr);
     // f64::MAX, not infinity, stands for "none yet": JSON (the resume state) has no infinity.
@@ -207,7 +207,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     if !opts.quiet {
         crate::errln!(
             "{}",
-            super::announce::describe(config, dir, start_epoch, &data)?
+            super::announce::describe(config, dir, start_epoch, &data, &device)?
         );
     }
 

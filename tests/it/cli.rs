@@ -201,7 +201,7 @@ fn threads_change_the_pool_but_not_the_result() {
     let tmp = tempfile::tempdir().unwrap();
     let (one, all) = (tmp.path().join("one"), tmp.path().join("all"));
     let err = small_train(&one, &["--epochs", "2", "--threads", "1"]);
-    assert!(err.contains("\nthreads     1 ("), "{err}");
+    assert!(err.contains("\ndevice      cpu\nthreads     1 ("), "{err}");
     small_train(&all, &["--epochs", "2", "--threads", "2"]);
     assert_eq!(
         losses(&one),

@@ -8,6 +8,8 @@ mod data;
 mod eval;
 mod explore;
 mod explorer;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod interop;
 mod latent;
 mod models;

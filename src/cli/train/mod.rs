@@ -102,8 +102,9 @@ pub struct TrainFlags {
     #[arg(long, value_enum, default_value = "last")]
     keep: KeepArg,
     /// Cut each batch into N shards trained in parallel, gradients combined (the same step up
-    /// to float rounding, and the same result whatever --threads is; 1 = off) [default: 2; 1
-    /// for a model with batch norm or dropout, which must see each batch whole].
+    /// to float rounding, and the same result whatever --threads is; 1 = off) [default: 2 on
+    /// the CPU; 1 on a GPU, and for a model with batch norm or dropout, which must see each
+    /// batch whole].
     #[arg(long)]
     shards: Option<usize>,
     /// Use only the first N training images (quick runs).
@@ -168,8 +169,11 @@ pub fn config_from_flags(model: ModelConfig, a: &TrainFlags) -> Result<TrainConf
         };
     }
     c.beta = a.beta;
-    if let Some(s) = a.shards {
-        c.shards = s;
+    match a.shards {
+        Some(s) => c.shards = s,
+        // A GPU runs a whole batch at once: shards would only queue its kernels twice.
+        None if a.device != DeviceArg::Cpu => c.shards = 1,
+        None => {}
     }
     c.scheduler = match a.scheduler {
         SchedulerArg::None => Scheduler::None,
