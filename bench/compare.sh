@@ -45,8 +45,10 @@ for round in $(seq 1 "$rounds"); do
       for mode in eager compiled; do
         flag=""
         [ "$mode" = compiled ] && flag="--compile"
+        # torch.compile's warnings go to a file, shown only if the run fails.
         ref=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
-          --epochs "$epochs" --threads "$threads" --data-dir "$data" $flag)
+          --epochs "$epochs" --threads "$threads" --data-dir "$data" $flag 2>"$tmp/pytorch.err") \
+          || { cat "$tmp/pytorch.err" >&2; exit 1; }
         ips=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
         mse=$(echo "$ref" | python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['test_mse']:.6f}\")")
         ratio=$(python3 -c "print(f'{$ours/$ips:.2f}')")
