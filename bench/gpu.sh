@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU throughput, for a machine with a GPU:
-#   bench/gpu.sh [EPOCHS]          (default 3)
+#   bench/gpu.sh [EPOCHS] [LIMIT_TRAIN]     (defaults: 3 epochs, all 54,000 training images)
+#   GPU_FEATURES=wgpu bench/gpu.sh          (only the wgpu build; default: "wgpu cuda")
 # Builds mnist-ae with `--features wgpu`, and with `--features cuda` where that builds (it needs
 # the LLVM bundle that cubecl-cuda's build downloads; see the README), then trains conv64
 # (batch 32 and 256) and mlp (batch 256) for EPOCHS epochs on every GPU device it built, and on
@@ -9,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs="${1:-3}"
+limit=()
+[ -n "${2:-}" ] && limit=(--limit-train "$2")
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -19,7 +22,7 @@ echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'),
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/GPU: /'
 
 devices="cpu"
-for feature in wgpu cuda; do
+for feature in ${GPU_FEATURES:-wgpu cuda}; do
   echo "== cargo build --release --features $feature"
   if cargo build --release --features "$feature" -q 2>"$tmp/build-$feature.log"; then
     cp target/release/mnist-ae "$tmp/mnist-ae-$feature"
@@ -39,7 +42,7 @@ for spec in "conv64 32" "conv64 256" "mlp 256"; do
     out="$tmp/$model-$batch-$device"
     log="$out.log"
     if ! "$(bin_for "$device")" train --model "$model" --batch-size "$batch" --epochs "$epochs" \
-        --device "$device" --data-dir "$data" --no-download --out "$out" >"$log" 2>&1; then
+        --device "$device" "${limit[@]}" --data-dir "$data" --no-download --out "$out" >"$log" 2>&1; then
       printf '%-7s %5s %-6s failed: %s\n' "$model" "$batch" "$device" "$(grep -m1 '^error' "$log" || tail -1 "$log")"
       continue
     fi
