@@ -9,18 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null 2>&1; }
+source scripts/install.sh
 # An installed Vulkan driver leaves its manifest here (lavapipe: lvp_icd.x86_64.json).
 icds() { ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null || true; }
 if [ -z "$(icds)" ]; then
-  packages="mesa-vulkan-drivers libvulkan1"
-  if have apt-get && [ "$(id -u)" = 0 ]; then
-    echo "== installing $packages (a CPU Vulkan driver for the GPU tests)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
-  elif have apt-get && have sudo && sudo -n true 2>/dev/null; then
-    echo "== installing $packages (a CPU Vulkan driver for the GPU tests, sudo)"
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
-  fi
+  install_packages "a CPU Vulkan driver for the GPU tests" mesa-vulkan-drivers libvulkan1
 fi
 if [ -z "$(icds)" ]; then
   echo "error: no Vulkan driver is installed and none can be installed here (needs apt-get as root or passwordless sudo); install your GPU's Vulkan driver, or mesa-vulkan-drivers" >&2

@@ -11,19 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null 2>&1; }
+source scripts/install.sh
 chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
 driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
 skip_reason=""
 if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
-  packages="chromium chromium-driver"
-  if have apt-get && [ "$(id -u)" = 0 ]; then
-    echo "== installing $packages for the browser tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
-  elif have apt-get && have sudo && sudo -n true 2>/dev/null; then
-    echo "== installing $packages for the browser tests (sudo)"
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
-  fi
+  install_packages "for the browser tests" chromium chromium-driver
   chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
   driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
   if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
