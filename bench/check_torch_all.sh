@@ -4,6 +4,7 @@
 # that the module `export` writes as code, loaded with the exported weights, gives the same
 # reconstructions of 2,000 test images (max abs difference <= 1e-5). PyTorch is installed into
 # bench/.venv on first use; where that is impossible the check is skipped with a message.
+# Arguments go to `cargo build --release` (`--features wgpu`: reuse a build made with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
@@ -15,7 +16,7 @@ if ! { [ -x bench/.venv/bin/python ] && bench/.venv/bin/python -c "import torch,
     exit 0
   fi
 fi
-cargo build --release -q
+cargo build --release -q "$@"
 bin=target/release/mnist-ae
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

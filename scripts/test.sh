@@ -2,6 +2,11 @@
 # The test command: makes sure what the tests need is there, then runs `cargo test --release`
 # (extra arguments go to cargo test).
 #
+# `scripts/test.sh --gpu` builds with `--features wgpu` instead and so also runs the GPU tier
+# (tests/it/gpu.rs: every preset and command on --device wgpu, against the CPU). It needs a
+# Vulkan driver: where none is installed, Debian's mesa-vulkan-drivers (lavapipe, which runs
+# on the CPU) is installed the same way as Chromium below, or the script stops, saying why.
+#
 # - Chromium and its WebDriver (the report and explorer tests drive them headless): installed
 #   from the system's packages when missing (apt-get as root, or through passwordless sudo).
 #   Only where that is impossible are those browser checks skipped, and this script says so
@@ -12,6 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/install.sh
+features=()
+if [ "${1:-}" = "--gpu" ]; then
+  shift
+  ensure_vulkan
+  features=(--features wgpu)
+fi
 chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
 driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
 skip_reason=""
@@ -45,12 +56,19 @@ if [ -z "${MNIST_AE_DATA:-}" ]; then
   else
     MNIST_AE_DATA="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-ae/mnist"
     echo "== MNIST: $MNIST_AE_DATA (downloaded when missing)"
-    cargo run --release --quiet -- download --data-dir "$MNIST_AE_DATA"
+    cargo run --release "${features[@]}" --quiet -- download --data-dir "$MNIST_AE_DATA"
   fi
 fi
 export MNIST_AE_DATA
 
 status=0
-cargo test --release "$@" || status=$?
+if [ ${#features[@]} -gt 0 ] && [ $# -eq 0 ]; then
+  # The GPU tier after the rest, not beside it: lavapipe's threads and the other tests' would
+  # share two cores and slow both.
+  cargo test --release "${features[@]}" -- --skip gpu:: || status=$?
+  cargo test --release "${features[@]}" --test it -- gpu:: || status=$?
+else
+  cargo test --release "${features[@]}" "$@" || status=$?
+fi
 warn_skip
 exit "$status"
