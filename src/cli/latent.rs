@@ -72,7 +72,6 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
         perplexity: a.perplexity,
         epochs: a.epochs,
         seed: a.seed,
-        ..TsneSettings::default()
     };
     s.validate(usize::MAX)?;
     let (run, test, out) = a.run.open_test("tsne")?;

@@ -1,5 +1,12 @@
-//! 2-D maps of the test codes: Barnes-Hut t-SNE (the `bhtsne` crate; perplexity 30,
-//! θ = 0.5, seeded through our own random initial embedding) and PCA, side by side.
+//! 2-D maps of the test codes: t-SNE and PCA, side by side.
+//!
+//! t-SNE is FIt-SNE (Linderman et al., 2019: the repulsive forces interpolated on a grid and
+//! summed by FFT; openTSNE's method for large maps) from the `bhtsne` crate, perplexity 30,
+//! seeded through our own random initial embedding. Its step size is `max(n / 12, 200)`
+//! (Belkina et al., 2019; openTSNE's default) for a gradient without scikit-learn's factor 4,
+//! the same step as scikit-learn's `learning_rate="auto"`: the crate's own default is 4×
+//! smaller and leaves a 10,000-point map unconverged after 1000 iterations (BENCHMARKS.md,
+//! "t-SNE").
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,8 +31,6 @@ pub struct TsneSettings {
     pub count: usize,
     /// Perplexity.
     pub perplexity: f32,
-    /// Barnes-Hut θ.
-    pub theta: f32,
     /// Gradient-descent epochs.
     pub epochs: usize,
     /// Seed of the initial embedding.
@@ -34,11 +39,10 @@ pub struct TsneSettings {
 
 impl Default for TsneSettings {
     fn default() -> Self {
-        // Perplexity 30, θ 0.5 and 1000 iterations: scikit-learn's and van der Maaten's defaults.
+        // Perplexity 30 and 1000 iterations: scikit-learn's and openTSNE's defaults.
         TsneSettings {
             count: 10_000,
             perplexity: 30.0,
-            theta: 0.5,
             epochs: 1000,
             seed: 0,
         }
@@ -78,10 +82,20 @@ impl TsneSettings {
 pub struct TsneReport {
     /// The settings used.
     pub settings: TsneSettings,
+    /// The method: "FIt-SNE".
+    pub method: &'static str,
+    /// The gradient-descent step size, [`learning_rate`] of the map's size.
+    pub learning_rate: f32,
     /// Seconds for t-SNE.
     pub seconds: f64,
     /// Share of the code variance along the two principal axes.
     pub pca_explained: [f64; 2],
+}
+
+/// The t-SNE step size for `n` points: `max(n / 12, 200)`, for a gradient without the factor
+/// 4 (see the module's documentation).
+pub fn learning_rate(n: usize) -> f32 {
+    (n as f32 / 12.0).max(200.0)
 }
 
 /// The first two principal components of `x` (rows), and their explained-variance shares.
@@ -152,11 +166,13 @@ pub fn tsne_codes(
     let init: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut r)).collect();
     let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
     let t0 = Instant::now();
+    let learning_rate = learning_rate(n);
     let embedding = bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
         .perplexity(s.perplexity)
         .epochs(s.epochs)
+        .learning_rate(learning_rate)
         .initial_embedding(init)
-        .barnes_hut(s.theta, |a, b| {
+        .fit_sne(|a, b| {
             a.iter()
                 .zip(b.iter())
                 .map(|(x, y)| (x - y) * (x - y))
@@ -203,6 +219,8 @@ pub fn tsne_codes(
     )?;
     let report = TsneReport {
         settings: s,
+        method: "FIt-SNE",
+        learning_rate,
         seconds,
         pca_explained,
     };
