@@ -1,7 +1,8 @@
 """Reference for `mnist-ae tsne`: scikit-learn's Barnes-Hut t-SNE (perplexity 30, angle 0.5,
-1000 iterations, random start; the same settings as ours) on the same test codes, with its
-fit time, and the trustworthiness (k = 10, scikit-learn's measure of how well each point's
-nearest neighbours are kept) of both maps.
+1000 iterations, random start, the automatic step size; ours has the same perplexity,
+iterations and start, with FIt-SNE) on the same test codes, with its fit time, and the
+trustworthiness (k = 10, scikit-learn's measure of how well each point's nearest neighbours
+are kept) of both maps.
 
     mnist-ae classify RUN --export-codes   # writes RUN/codes_test.csv
     mnist-ae tsne RUN                      # writes RUN/tsne.csv and RUN/tsne.json
