@@ -3,10 +3,10 @@
 //! t-SNE is FIt-SNE (Linderman et al., 2019: the repulsive forces interpolated on a grid and
 //! summed by FFT; openTSNE's method for large maps) from the `bhtsne` crate, perplexity 30,
 //! seeded through our own random initial embedding. Its step size is `max(n / 12, 200)`
-//! (Belkina et al., 2019; openTSNE's default) for a gradient without scikit-learn's factor 4,
-//! the same step as scikit-learn's `learning_rate="auto"`: the crate's own default is 4×
-//! smaller and leaves a 10,000-point map unconverged after 1000 iterations (BENCHMARKS.md,
-//! "t-SNE").
+//! (Belkina et al., 2019): the step of scikit-learn's `learning_rate="auto"`, whose gradient
+//! carries a factor 4 that the crate's lacks. The crate's own default copies scikit-learn's
+//! number without that factor, so its steps are 4× shorter and leave a 10,000-point map
+//! unconverged after 1000 iterations (BENCHMARKS.md, "t-SNE against scikit-learn").
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
