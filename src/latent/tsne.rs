@@ -39,7 +39,7 @@ pub struct TsneSettings {
 
 impl Default for TsneSettings {
     fn default() -> Self {
-        // Perplexity 30 and 1000 iterations: scikit-learn's and openTSNE's defaults.
+        // Perplexity 30 and 1000 iterations: scikit-learn's defaults.
         TsneSettings {
             count: 10_000,
             perplexity: 30.0,
@@ -167,19 +167,28 @@ pub fn tsne_codes(
     let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
     let t0 = Instant::now();
     let learning_rate = learning_rate(n);
-    let embedding = bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
-        .perplexity(s.perplexity)
-        .epochs(s.epochs)
-        .learning_rate(learning_rate)
-        .initial_embedding(init)
-        .fit_sne(|a, b| {
-            a.iter()
-                .zip(b.iter())
-                .map(|(x, y)| (x - y) * (x - y))
-                .sum::<f32>()
-                .sqrt()
-        })
-        .embedding();
+    let fit = || {
+        bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
+            .perplexity(s.perplexity)
+            .epochs(s.epochs)
+            .learning_rate(learning_rate)
+            .initial_embedding(init)
+            .fit_sne(|a, b| {
+                a.iter()
+                    .zip(b.iter())
+                    .map(|(x, y)| (x - y) * (x - y))
+                    .sum::<f32>()
+                    .sqrt()
+            })
+            .embedding()
+    };
+    // On one worker thread: the crate sums over points with rayon's parallel reductions, whose
+    // grouping, and so rounding, follows the threads' scheduling (two runs on 2 threads gave
+    // different maps). One thread makes the map a function of the codes and the seed alone.
+    let embedding = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(fit),
+        Err(_) => fit(),
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let tsne_pts: Vec<(f64, f64)> = embedding
         .chunks(2)

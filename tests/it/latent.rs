@@ -133,6 +133,29 @@ fn tsne_maps_codes_and_groups_digits() {
     assert!(std::fs::read(tmp.path().join("tsne.png"))
         .unwrap()
         .starts_with(b"\x89PNG"));
+    // The same map, byte for byte, again and whatever the thread count.
+    for (i, threads) in ["2", "1"].iter().enumerate() {
+        let again = tmp.path().join(format!("again{i}"));
+        ok(&[
+            "tsne",
+            r,
+            "--data-dir",
+            d,
+            "--no-download",
+            "--out",
+            again.to_str().unwrap(),
+            "--count",
+            "600",
+            "--epochs",
+            "1000",
+            "--threads",
+            threads,
+        ]);
+        assert!(
+            std::fs::read_to_string(again.join("tsne.csv")).unwrap() == csv,
+            "t-SNE with --threads {threads} gave another map"
+        );
+    }
     let e = fails(&["tsne", r, "--data-dir", d, "--count", "50"]);
     assert!(e.contains("too few"), "{e}");
 }
