@@ -2,7 +2,7 @@
 # The test command: makes sure what the tests need is there, then runs `cargo test --release`
 # (extra arguments go to cargo test).
 #
-# `scripts/test.sh --gpu` builds with `--features wgpu` instead and so also runs the GPU tier
+# `scripts/test.sh --gpu` (first) builds with `--features wgpu` instead and so also runs the GPU tier
 # (tests/it/gpu.rs: every preset and command on --device wgpu, against the CPU). It needs a
 # Vulkan driver: where none is installed, Debian's mesa-vulkan-drivers (lavapipe, which runs
 # on the CPU) is installed the same way as Chromium below, or the script stops, saying why.
@@ -27,7 +27,7 @@ chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-
 driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
 skip_reason=""
 if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
-  install_packages "for the browser tests" chromium chromium-driver
+  install_packages "for the browser tests" chromium chromium-driver || true
   chromium_bin="${MNIST_AE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
   driver_bin="${MNIST_AE_CHROMEDRIVER:-$(command -v chromedriver || true)}"
   if [ -z "$chromium_bin" ] || [ -z "$driver_bin" ]; then
@@ -56,7 +56,7 @@ if [ -z "${MNIST_AE_DATA:-}" ]; then
   else
     MNIST_AE_DATA="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-ae/mnist"
     echo "== MNIST: $MNIST_AE_DATA (downloaded when missing)"
-    cargo run --release "${features[@]}" --quiet -- download --data-dir "$MNIST_AE_DATA"
+    cargo run --release ${features[@]+"${features[@]}"} --quiet -- download --data-dir "$MNIST_AE_DATA"
   fi
 fi
 export MNIST_AE_DATA
@@ -65,10 +65,10 @@ status=0
 if [ ${#features[@]} -gt 0 ] && [ $# -eq 0 ]; then
   # The GPU tier after the rest, not beside it: lavapipe's threads and the other tests' would
   # share two cores and slow both.
-  cargo test --release "${features[@]}" -- --skip gpu:: || status=$?
-  cargo test --release "${features[@]}" --test it -- gpu:: || status=$?
+  cargo test --release ${features[@]+"${features[@]}"} -- --skip gpu:: || status=$?
+  cargo test --release ${features[@]+"${features[@]}"} --test it -- gpu:: || status=$?
 else
-  cargo test --release "${features[@]}" "$@" || status=$?
+  cargo test --release ${features[@]+"${features[@]}"} "$@" || status=$?
 fi
 warn_skip
 exit "$status"
