@@ -129,3 +129,13 @@ pub fn set_threads(n: usize) -> Result<()> {
         .build_global()
         .map_err(|e| Error::config("threads", e.to_string()))
 }
+
+/// Runs `f` with a one-thread rayon pool as its pool (or, where that pool cannot be made, in
+/// the current one): for computations whose parallel sums would otherwise round differently
+/// from run to run, or whose pieces are too small to be worth handing to other threads.
+pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}

@@ -131,10 +131,7 @@ pub fn fit(
     // On one worker thread: the matrix products of a batch are too small to split (handing
     // them to other threads cost more than they did), and one thread keeps the result the
     // same on every machine.
-    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
-        Ok(pool) => pool.install(|| fit_here(x, dim, y, classes, seed)),
-        Err(_) => fit_here(x, dim, y, classes, seed),
-    }
+    crate::device::on_one_thread(|| fit_here(x, dim, y, classes, seed))
 }
 
 fn fit_here(x: &[f32], dim: usize, y: &[u8], classes: usize, seed: u64) -> Result<MlpClassifier> {

@@ -167,7 +167,10 @@ pub fn tsne_codes(
     let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
     let t0 = Instant::now();
     let learning_rate = learning_rate(n);
-    let fit = || {
+    // On one worker thread: the crate sums over points with rayon's parallel reductions, whose
+    // grouping, and so rounding, follows the threads' scheduling (two runs on 2 threads gave
+    // different maps). One thread makes the map a function of the codes and the seed alone.
+    let embedding = crate::device::on_one_thread(|| {
         bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
             .perplexity(s.perplexity)
             .epochs(s.epochs)
@@ -181,14 +184,7 @@ pub fn tsne_codes(
                     .sqrt()
             })
             .embedding()
-    };
-    // On one worker thread: the crate sums over points with rayon's parallel reductions, whose
-    // grouping, and so rounding, follows the threads' scheduling (two runs on 2 threads gave
-    // different maps). One thread makes the map a function of the codes and the seed alone.
-    let embedding = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
-        Ok(pool) => pool.install(fit),
-        Err(_) => fit(),
-    };
+    });
     let seconds = t0.elapsed().as_secs_f64();
     let tsne_pts: Vec<(f64, f64)> = embedding
         .chunks(2)

@@ -79,25 +79,17 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
 #[test]
 fn tsne_maps_codes_and_groups_digits() {
     let (run, data, tmp) = (short_run(), mnist_dir(), tempfile::tempdir().unwrap());
-    let (r, d, o) = (
-        run.to_str().unwrap(),
-        data.to_str().unwrap(),
-        tmp.path().to_str().unwrap(),
-    );
-    ok(&[
-        "tsne",
-        r,
-        "--data-dir",
-        d,
-        "--no-download",
-        "--out",
-        o,
-        "--count",
-        "600",
-        "--epochs",
-        "1000",
-    ]);
-    let csv = std::fs::read_to_string(tmp.path().join("tsne.csv")).unwrap();
+    let (r, d) = (run.to_str().unwrap(), data.to_str().unwrap());
+    // A 600-point map of the run's test codes into `out`, with extra arguments; its tsne.csv.
+    let map = |out: &std::path::Path, extra: &[&str]| {
+        let o = out.to_str().unwrap();
+        let mut args = vec!["tsne", r, "--data-dir", d, "--no-download", "--out", o];
+        args.extend(["--count", "600", "--epochs", "1000"]);
+        args.extend(extra);
+        ok(&args);
+        std::fs::read_to_string(out.join("tsne.csv")).unwrap()
+    };
+    let csv = map(tmp.path(), &[]);
     let rows: Vec<(u8, f64, f64)> = csv
         .lines()
         .skip(1)
@@ -135,24 +127,12 @@ fn tsne_maps_codes_and_groups_digits() {
         .starts_with(b"\x89PNG"));
     // The same map, byte for byte, again and whatever the thread count.
     for (i, threads) in ["2", "1"].iter().enumerate() {
-        let again = tmp.path().join(format!("again{i}"));
-        ok(&[
-            "tsne",
-            r,
-            "--data-dir",
-            d,
-            "--no-download",
-            "--out",
-            again.to_str().unwrap(),
-            "--count",
-            "600",
-            "--epochs",
-            "1000",
-            "--threads",
-            threads,
-        ]);
+        let again = map(
+            &tmp.path().join(format!("again{i}")),
+            &["--threads", threads],
+        );
         assert!(
-            std::fs::read_to_string(again.join("tsne.csv")).unwrap() == csv,
+            again == csv,
             "t-SNE with --threads {threads} gave another map"
         );
     }
