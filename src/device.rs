@@ -116,16 +116,19 @@ pub fn describe(device: &Device) -> String {
     "gpu".to_string()
 }
 
-/// Sets the number of worker threads of every parallel computation of this process (burn's
-/// CPU backend, the kernels, the shards of a batch and the analyses all use rayon's global
-/// pool). Call it once, before any computation; results do not depend on it.
-pub fn set_threads(n: usize) -> Result<()> {
-    if n == 0 || n > 1024 {
+/// Starts the worker threads of every parallel computation of this process (burn's CPU
+/// backend, the kernels, the shards of a batch and the analyses all use rayon's global pool):
+/// `n` of them, or with `None` rayon's default (`RAYON_NUM_THREADS`, else one per core). Each
+/// runs with denormal floats flushed to zero, like the thread that calls [`without_denormals`].
+/// Call it once, before any computation; results do not depend on `n`.
+pub fn set_threads(n: Option<usize>) -> Result<()> {
+    if let Some(n) = n.filter(|n| *n == 0 || *n > 1024) {
         return Err(Error::config("threads", format!("{n} is not in 1..=1024")));
     }
     rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
+        .num_threads(n.unwrap_or(0))
         .thread_name(|i| format!("mnist-ae-worker-{i}"))
+        .spawn_handler(spawn_worker)
         .build_global()
         .map_err(|e| Error::config("threads", e.to_string()))
 }
@@ -134,8 +137,72 @@ pub fn set_threads(n: usize) -> Result<()> {
 /// the current one): for computations whose parallel sums would otherwise round differently
 /// from run to run, or whose pieces are too small to be worth handing to other threads.
 pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .spawn_handler(spawn_worker)
+        .build()
+    {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
+    }
+}
+
+/// Starts one rayon worker, which runs with denormals flushed to zero.
+fn spawn_worker(worker: rayon::ThreadBuilder) -> std::io::Result<()> {
+    let mut thread = std::thread::Builder::new();
+    if let Some(name) = worker.name() {
+        thread = thread.name(name.to_owned());
+    }
+    if let Some(size) = worker.stack_size() {
+        thread = thread.stack_size(size);
+    }
+    thread.spawn(move || without_denormals(|| worker.run()))?;
+    Ok(())
+}
+
+/// Runs `f` on this thread with denormal floats (magnitudes below 1.2e-38) flushed to zero,
+/// as inputs and as results. Training makes such numbers after a while, and the CPU computes
+/// with them many times slower than with normal ones: conv64's epochs after the first ran
+/// about 1.4× slower without this, to bit-identical weights (BENCHMARKS.md). Numbers that
+/// small are far below anything a loss or a metric resolves. Where the CPU has no such mode, `f` just runs.
+pub fn without_denormals<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
+    // SAFETY: the CPU's flush-to-zero and denormals-are-zero flags are set for this thread
+    // only, and restored when `f` returns or unwinds. Rust assumes them off, so a denormal
+    // result computed at run time can differ from the same expression folded by the compiler;
+    // nothing here depends on a float's value for memory safety, and only numbers below
+    // 1.2e-38 in magnitude change (to zero).
+    return unsafe { no_denormals::no_denormals(f) };
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hint::black_box;
+
+    /// 1e-30 × 1e-10 = 1e-40, a denormal `f32`.
+    fn tiny_product() -> f32 {
+        black_box(1e-30f32) * black_box(1e-10f32)
+    }
+
+    #[test]
+    fn denormals_are_flushed_inside_and_restored_after() {
+        assert!(tiny_product() > 0.0, "denormals are kept by default");
+        assert_eq!(without_denormals(tiny_product), 0.0);
+        assert!(tiny_product() > 0.0, "the flags are restored afterwards");
+    }
+
+    #[test]
+    fn workers_flush_denormals() {
+        assert_eq!(on_one_thread(tiny_product), 0.0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .spawn_handler(spawn_worker)
+            .build()
+            .unwrap();
+        let products: Vec<f32> = pool.broadcast(|_| tiny_product());
+        assert_eq!(products, vec![0.0, 0.0]);
     }
 }

@@ -106,10 +106,14 @@ pub fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
 
 /// Runs the parsed command; `given` is [`given_flags`] of its matches.
 pub fn run(cli: Cli, given: &[String]) -> Result<()> {
-    if let Some(n) = cli.threads {
-        mnist_ae::set_threads(n)?;
-    }
-    match cli.command {
+    mnist_ae::device::without_denormals(|| {
+        mnist_ae::set_threads(cli.threads)?;
+        dispatch(cli.command, given)
+    })
+}
+
+fn dispatch(command: Command, given: &[String]) -> Result<()> {
+    match command {
         Command::Train(a) => train::run(*a, given),
         Command::Eval(a) => eval::run(a),
         Command::Denoise(a) => explore::run_denoise(a),
