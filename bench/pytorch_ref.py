@@ -52,9 +52,13 @@ def main():
                    "untrained run) instead of PyTorch's own initialisation")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the whole training step; two warm-up steps (compiling) are not timed")
+    p.add_argument("--flush-denormal", action="store_true",
+                   help="torch.set_flush_denormal(True): denormal floats computed as zero (mnist-ae does this)")
     p.add_argument("--save", help="write the trained state dict here (safetensors), for `mnist-ae import`")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.flush_denormal and not torch.set_flush_denormal(True):
+        sys.exit("this CPU cannot flush denormals")
     torch.manual_seed(a.seed)
     model = PRESETS[a.model](a.latent_dim) if a.latent_dim else PRESETS[a.model]()
     if a.init:
@@ -83,14 +87,16 @@ def main():
         # shorter one.
         for n in {a.batch_size, len(xtr) % a.batch_size or a.batch_size}:
             step(xtr[:n])
-    seen, seconds = 0, 0.0
+    seen, seconds, per_epoch = 0, 0.0, []
     for _ in range(a.epochs):
         perm = torch.randperm(len(xtr))
         t0 = time.perf_counter()
         for i in range(0, len(xtr), a.batch_size):
             step(xtr[perm[i:i + a.batch_size]])
-        seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        seconds += dt
         seen += len(xtr)
+        per_epoch.append(round(len(xtr) / dt))
     with torch.no_grad():
         mse = sum(((model.reconstruct(xte[i:i + 1000]) - xte[i:i + 1000]) ** 2).sum().item()
                   for i in range(0, len(xte), 1000)) / xte.numel()
@@ -98,7 +104,8 @@ def main():
         from safetensors.torch import save_file
         save_file(model.state_dict(), a.save)
     print(json.dumps({"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "threads": a.threads,
-                      "torch": torch.__version__, "compiled": a.compile, "images_per_sec": seen / seconds, "test_mse": mse}))
+                      "torch": torch.__version__, "compiled": a.compile, "images_per_sec": seen / seconds,
+                      "epoch_images_per_sec": per_epoch, "flush_denormal": a.flush_denormal, "test_mse": mse}))
 
 
 if __name__ == "__main__":
