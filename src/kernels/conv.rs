@@ -80,12 +80,58 @@ fn offsets(g: &Geom) -> Vec<usize> {
     t
 }
 
+/// Whether this thread is one of rayon's workers: a shard of a batch, which has a core of its
+/// own. There the passes below run their pieces on this thread: handing them to the other
+/// workers, busy with their own shards, would only wake them for tasks of a few microseconds.
+fn in_worker() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// Calls `f(index, chunk)` on each `size`-long chunk of `data`, on rayon's pool from outside it.
+fn each_chunk<T: Send>(data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if in_worker() {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// [`each_chunk`], collecting what `f` returns for each chunk, in order.
+fn map_chunks<T: Send, R: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) -> R + Sync + Send,
+) -> Vec<R> {
+    if in_worker() {
+        data.chunks_mut(size)
+            .enumerate()
+            .map(|(i, c)| f(i, c))
+            .collect()
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .map(|(i, c)| f(i, c))
+            .collect()
+    }
+}
+
+/// `[f(0), …, f(n − 1)]`, on rayon's pool from outside it.
+fn map_range<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    if in_worker() {
+        (0..n).map(f).collect()
+    } else {
+        (0..n).into_par_iter().map(f).collect()
+    }
+}
+
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
 fn im2col(x: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
     let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
     let mut cols = vec![0f32; g.rows() * bl];
-    cols.par_chunks_mut(bl).enumerate().for_each(|(r, row)| {
+    each_chunk(&mut cols, bl, |r, row| {
         let tr = &t[r * l..(r + 1) * l];
         for (img, out) in x.chunks_exact(n).zip(row.chunks_exact_mut(l)) {
             for (d, &o) in out.iter_mut().zip(tr) {
@@ -113,16 +159,16 @@ fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, t: &[usize], img: &mut
 /// The big images `[b, c, H, W]` from a patch matrix (sums where patches overlap).
 fn col2im(cols: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
     let mut x = vec![0f32; b * g.big_len()];
-    x.par_chunks_mut(g.big_len())
-        .enumerate()
-        .for_each(|(i, img)| col2im_one(cols, i, b, g, t, img));
+    each_chunk(&mut x, g.big_len(), |i, img| {
+        col2im_one(cols, i, b, g, t, img)
+    });
     x
 }
 
 /// `[b, c, L]` → `[c, b·L]`.
 fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(b * l).enumerate().for_each(|(ci, row)| {
+    each_chunk(&mut out, b * l, |ci, row| {
         for i in 0..b {
             row[i * l..(i + 1) * l].copy_from_slice(&x[(i * c + ci) * l..][..l]);
         }
@@ -140,7 +186,7 @@ fn to_batch_major(
     relu: bool,
 ) -> Vec<f32> {
     let mut out = vec![0f32; xt.len()];
-    out.par_chunks_mut(c * l).enumerate().for_each(|(i, img)| {
+    each_chunk(&mut out, c * l, |i, img| {
         for ci in 0..c {
             let src = &xt[ci * b * l + i * l..][..l];
             let add = bias.map_or(0.0, |bias| bias[ci]);
@@ -163,32 +209,28 @@ fn masked_channel_major(
     l: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0f32; g.len()];
-    let mut db = vec![0f32; c];
-    out.par_chunks_mut(b * l)
-        .zip(db.par_iter_mut())
-        .enumerate()
-        .for_each(|(ci, (row, db))| {
-            let mut sum = 0f32;
-            for i in 0..b {
-                let at = (i * c + ci) * l;
-                let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
-                match y {
-                    Some(y) => {
-                        for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
-                            *d = if y > 0.0 { v } else { 0.0 };
-                            sum += *d;
-                        }
+    let db = map_chunks(&mut out, b * l, |ci, row| {
+        let mut sum = 0f32;
+        for i in 0..b {
+            let at = (i * c + ci) * l;
+            let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
+            match y {
+                Some(y) => {
+                    for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
+                        *d = if y > 0.0 { v } else { 0.0 };
+                        sum += *d;
                     }
-                    None => {
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            *d = v;
-                            sum += v;
-                        }
+                }
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v;
+                        sum += v;
                     }
                 }
             }
-            *db = sum;
-        });
+        }
+        sum
+    });
     (out, db)
 }
 
@@ -354,17 +396,15 @@ pub(super) fn conv_transpose2d_forward(
     let mut y = vec![0f32; b * geom.big_len()];
     let plane = oh * ow;
     let t = offsets(&geom);
-    y.par_chunks_mut(geom.big_len())
-        .enumerate()
-        .for_each(|(i, img)| {
-            col2im_one(&cols, i, b, &geom, &t, img);
-            for (oc, ch) in img.chunks_exact_mut(plane).enumerate() {
-                for v in ch {
-                    let z = *v + bias[oc];
-                    *v = if relu { z.max(0.0) } else { z };
-                }
+    each_chunk(&mut y, geom.big_len(), |i, img| {
+        col2im_one(&cols, i, b, &geom, &t, img);
+        for (oc, ch) in img.chunks_exact_mut(plane).enumerate() {
+            for v in ch {
+                let z = *v + bias[oc];
+                *v = if relu { z.max(0.0) } else { z };
             }
-        });
+        }
+    });
     let y = tensor(y, Shape::new([b, o, oh, ow]));
     let saved = ConvSaved {
         geom,
@@ -393,14 +433,11 @@ pub(super) fn conv_transpose2d_backward(
     if let Some(y) = st.y.as_ref() {
         relu_mask(gs, &values(y));
     }
-    let db: Vec<f32> = (0..o)
-        .into_par_iter()
-        .map(|oc| {
-            (0..b)
-                .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
-                .sum()
-        })
-        .collect();
+    let db: Vec<f32> = map_range(o, |oc| {
+        (0..b)
+            .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
+            .sum()
+    });
     let gcols = im2col(gs, b, geom, &st.offsets);
     let dw = st.data.as_ref().map(|xt| {
         let xt = values(xt);

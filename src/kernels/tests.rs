@@ -224,40 +224,47 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
             [8, 1, 4, 2, 1, 0],
         ),
     ];
+    // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
+    // worker (as in a shard of a batch, where they run on that thread).
     for (name, dims, transposed, [i, o, k, s, p, op]) in cases {
         for relu_after in [false, true] {
-            let x = T::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
-            let (fused, reference, params) = if transposed {
-                let l = convt(i, o, k, s, p, op, &device);
-                let f = super::conv_transpose2d(&l, x.clone(), relu_after).expect("fused");
-                let r = l.forward(x.clone());
-                let b = l.bias.clone().expect("bias");
-                (f, r, (l.weight.clone(), b))
-            } else {
-                let l = conv(i, o, k, s, p, &device);
-                let f = super::conv2d(&l, x.clone(), relu_after).expect("fused");
-                let r = l.forward(x.clone());
-                let b = l.bias.clone().expect("bias");
-                (f, r, (l.weight.clone(), b))
+            let check = || {
+                let x =
+                    T::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
+                let (fused, reference, params) = if transposed {
+                    let l = convt(i, o, k, s, p, op, &device);
+                    let f = super::conv_transpose2d(&l, x.clone(), relu_after).expect("fused");
+                    let r = l.forward(x.clone());
+                    let b = l.bias.clone().expect("bias");
+                    (f, r, (l.weight.clone(), b))
+                } else {
+                    let l = conv(i, o, k, s, p, &device);
+                    let f = super::conv2d(&l, x.clone(), relu_after).expect("fused");
+                    let r = l.forward(x.clone());
+                    let b = l.bias.clone().expect("bias");
+                    (f, r, (l.weight.clone(), b))
+                };
+                let reference = if relu_after {
+                    relu(reference)
+                } else {
+                    reference
+                };
+                let d = max_diff(fused.clone().inner(), reference.clone().inner());
+                assert!(d < 1e-4, "{name} relu {relu_after}: output differs by {d}");
+                let t = T::<4>::random(fused.dims(), Distribution::Normal(0.0, 1.0), &device);
+                let g1 = (fused * t.clone()).sum().backward();
+                let g2 = (reference * t).sum().backward();
+                let (w, b) = params;
+                let dx = max_diff(x.grad(&g1).expect("dx"), x.grad(&g2).expect("dx"));
+                let dw = max_diff(w.grad(&g1).expect("dw"), w.grad(&g2).expect("dw"));
+                let db = max_diff(b.grad(&g1).expect("db"), b.grad(&g2).expect("db"));
+                assert!(
+                    dx < 1e-3 && dw < 1e-3 && db < 1e-3,
+                    "{name} relu {relu_after}: gradients differ by {dx} {dw} {db}"
+                );
             };
-            let reference = if relu_after {
-                relu(reference)
-            } else {
-                reference
-            };
-            let d = max_diff(fused.clone().inner(), reference.clone().inner());
-            assert!(d < 1e-4, "{name} relu {relu_after}: output differs by {d}");
-            let t = T::<4>::random(fused.dims(), Distribution::Normal(0.0, 1.0), &device);
-            let g1 = (fused * t.clone()).sum().backward();
-            let g2 = (reference * t).sum().backward();
-            let (w, b) = params;
-            let dx = max_diff(x.grad(&g1).expect("dx"), x.grad(&g2).expect("dx"));
-            let dw = max_diff(w.grad(&g1).expect("dw"), w.grad(&g2).expect("dw"));
-            let db = max_diff(b.grad(&g1).expect("db"), b.grad(&g2).expect("db"));
-            assert!(
-                dx < 1e-3 && dw < 1e-3 && db < 1e-3,
-                "{name} relu {relu_after}: gradients differ by {dx} {dw} {db}"
-            );
+            check();
+            crate::device::on_one_thread(check);
         }
     }
 }
