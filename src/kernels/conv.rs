@@ -9,10 +9,10 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
-use rayon::prelude::*;
 
 use super::flex::{owned, relu_mask, tensor, values};
 use super::matmul::{matmul_into, View};
+use super::pieces::{each_chunk, map_chunks, map_range};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
@@ -78,52 +78,6 @@ fn offsets(g: &Geom) -> Vec<usize> {
         }
     }
     t
-}
-
-/// Whether this thread is one of rayon's workers: a shard of a batch, which has a core of its
-/// own. There the passes below run their pieces on this thread: handing them to the other
-/// workers, busy with their own shards, would only wake them for tasks of a few microseconds.
-fn in_worker() -> bool {
-    rayon::current_thread_index().is_some()
-}
-
-/// Calls `f(index, chunk)` on each `size`-long chunk of `data`, on rayon's pool from outside it.
-fn each_chunk<T: Send>(data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if in_worker() {
-        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
-}
-
-/// [`each_chunk`], collecting what `f` returns for each chunk, in order.
-fn map_chunks<T: Send, R: Send>(
-    data: &mut [T],
-    size: usize,
-    f: impl Fn(usize, &mut [T]) -> R + Sync + Send,
-) -> Vec<R> {
-    if in_worker() {
-        data.chunks_mut(size)
-            .enumerate()
-            .map(|(i, c)| f(i, c))
-            .collect()
-    } else {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .map(|(i, c)| f(i, c))
-            .collect()
-    }
-}
-
-/// `[f(0), …, f(n − 1)]`, on rayon's pool from outside it.
-fn map_range<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
-    if in_worker() {
-        (0..n).map(f).collect()
-    } else {
-        (0..n).into_par_iter().map(f).collect()
-    }
 }
 
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s

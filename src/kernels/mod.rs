@@ -54,6 +54,7 @@ pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b:
     matmul::matmul_into(dst, a, b, false);
 }
 mod matmul;
+mod pieces;
 mod sparse;
 
 use burn::backend::tensor::FloatTensor;
