@@ -164,7 +164,8 @@ fn spawn_worker(worker: rayon::ThreadBuilder) -> std::io::Result<()> {
 /// as inputs and as results. Training makes such numbers after a while, and the CPU computes
 /// with them many times slower than with normal ones: conv64's epochs after the first ran
 /// about 1.4× slower without this, to bit-identical weights (BENCHMARKS.md). Numbers that
-/// small are far below anything a loss or a metric resolves. Where the CPU has no such mode, `f` just runs.
+/// small are far below anything a loss or a metric resolves. Where the CPU has no such mode,
+/// `f` just runs.
 pub fn without_denormals<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: the CPU's flush-to-zero and denormals-are-zero flags are set for this thread
