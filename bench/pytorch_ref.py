@@ -7,7 +7,8 @@ settings and epochs, timed the same way (training images per second, validation 
 With --compile the whole step (forward, backward, Adam) goes through `torch.compile`; its two
 warm-up steps (one per batch shape, where compiling happens) train too but are not timed.
 
-Prints one JSON line: model, epochs, batch_size, threads, compiled, images_per_sec, test_mse.
+Prints one JSON line: model, epochs, batch_size, threads, torch, compiled, images_per_sec
+(over all epochs), epoch_images_per_sec, flush_denormal, test_mse.
 """
 import argparse
 import gzip

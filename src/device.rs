@@ -119,8 +119,10 @@ pub fn describe(device: &Device) -> String {
 /// Starts the worker threads of every parallel computation of this process (burn's CPU
 /// backend, the kernels, the shards of a batch and the analyses all use rayon's global pool):
 /// `n` of them, or with `None` rayon's default (`RAYON_NUM_THREADS`, else one per core). Each
-/// runs with denormal floats flushed to zero, like the thread that calls [`without_denormals`].
-/// Call it once, before any computation; results do not depend on `n`.
+/// runs with denormal floats flushed to zero (see [`without_denormals`]). Call it once, before
+/// any computation, from inside [`without_denormals`], as the `mnist-ae` binary does:
+/// `without_denormals(|| { set_threads(None)?; … })`, so that the calling thread computes
+/// like the workers; results do not depend on `n`.
 pub fn set_threads(n: Option<usize>) -> Result<()> {
     if let Some(n) = n.filter(|n| *n == 0 || *n > 1024) {
         return Err(Error::config("threads", format!("{n} is not in 1..=1024")));
@@ -160,8 +162,8 @@ fn spawn_worker(worker: rayon::ThreadBuilder) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `f` on this thread with denormal floats (magnitudes below 1.2e-38) flushed to zero,
-/// as inputs and as results. Training makes such numbers after a while, and the CPU computes
+/// Runs `f` on this thread with denormal floats (`f32` magnitudes below 1.2e-38, `f64` below
+/// 2.2e-308) flushed to zero, as inputs and as results. Training makes such numbers after a while, and the CPU computes
 /// with them many times slower than with normal ones: conv64's epochs after the first ran
 /// about 1.4× slower without this, to bit-identical weights (BENCHMARKS.md). Numbers that
 /// small are far below anything a loss or a metric resolves. Where the CPU has no such mode,
@@ -169,16 +171,22 @@ fn spawn_worker(worker: rayon::ThreadBuilder) -> std::io::Result<()> {
 pub fn without_denormals<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: the CPU's flush-to-zero and denormals-are-zero flags are set for this thread
-    // only, and restored when `f` returns or unwinds. Rust assumes them off, so a denormal
-    // result computed at run time can differ from the same expression folded by the compiler;
-    // nothing here depends on a float's value for memory safety, and only numbers below
-    // 1.2e-38 in magnitude change (to zero).
+    // and restored when `f` returns or unwinds (threads started inside `f` may inherit them,
+    // as rayon's workers and the explorer's blocking threads get them explicitly). Rust
+    // assumes them off, so a denormal result computed at run time can differ from the same
+    // expression folded by the compiler. Neither this crate nor the code it runs under the
+    // flags (burn, gemm, bhtsne, plotters, image) depends on a float's value for memory
+    // safety; denormals read as zero, so what is computed from them changes accordingly
+    // (this crate's divisions and logarithms are guarded by floors of normal size).
     return unsafe { no_denormals::no_denormals(f) };
     #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
     f()
 }
 
-#[cfg(test)]
+#[cfg(all(
+    test,
+    any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod tests {
     use super::*;
     use std::hint::black_box;

@@ -1,22 +1,25 @@
-//! The element-wise and reordering passes of the kernels, split into pieces: on rayon's pool
-//! when called from outside it, on the calling thread inside a worker.
+//! The convolutions' gathers, scatters and reorderings, split into pieces: on rayon's pool
+//! when called from outside it, on the calling thread inside a worker of a small pool.
 
 use rayon::prelude::*;
 
-/// Whether this thread is one of rayon's workers: a shard of a batch, which has a core of its
-/// own. There the kernels' passes run their pieces on this thread: handing them to the other
-/// workers, busy with their own shards, would only wake them for tasks of a few microseconds.
-pub(super) fn in_worker() -> bool {
-    rayon::current_thread_index().is_some()
+/// Whether to run a pass's pieces on this thread: it is a rayon worker (in training, a shard
+/// of a batch) in a pool of at most two, the batch's default number of shards, so the other
+/// worker is busy with a shard of its own, and handing it pieces would only wake it for
+/// tasks of a few microseconds. Larger pools may have idle workers: there the pieces go to
+/// the pool.
+pub(super) fn stay_on_this_thread() -> bool {
+    rayon::current_thread_index().is_some() && rayon::current_num_threads() <= 2
 }
 
-/// Calls `f(index, chunk)` on each `size`-long chunk of `data`, on rayon's pool from outside it.
+/// Calls `f(index, chunk)` on each `size`-long chunk of `data`, on rayon's pool unless
+/// [`stay_on_this_thread`].
 pub(super) fn each_chunk<T: Send>(
     data: &mut [T],
     size: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
-    if in_worker() {
+    if stay_on_this_thread() {
         data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     } else {
         data.par_chunks_mut(size)
@@ -31,7 +34,7 @@ pub(super) fn map_chunks<T: Send, R: Send>(
     size: usize,
     f: impl Fn(usize, &mut [T]) -> R + Sync + Send,
 ) -> Vec<R> {
-    if in_worker() {
+    if stay_on_this_thread() {
         data.chunks_mut(size)
             .enumerate()
             .map(|(i, c)| f(i, c))
@@ -44,9 +47,9 @@ pub(super) fn map_chunks<T: Send, R: Send>(
     }
 }
 
-/// `[f(0), …, f(n − 1)]`, on rayon's pool from outside it.
+/// `[f(0), …, f(n − 1)]`, on rayon's pool unless [`stay_on_this_thread`].
 pub(super) fn map_range<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
-    if in_worker() {
+    if stay_on_this_thread() {
         (0..n).map(f).collect()
     } else {
         (0..n).into_par_iter().map(f).collect()

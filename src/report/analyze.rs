@@ -98,65 +98,73 @@ pub fn analyze(
     );
     // t-SNE computes its map on one thread (so that a seed gives one map), on a thread of its
     // own, beside the analyses below, which use the worker pool.
-    std::thread::scope(|scope| {
-        let t_tsne = clock();
+    let (rest, tsne) = std::thread::scope(|scope| {
         let tsne = scope.spawn(|| {
             crate::device::without_denormals(|| {
-                tsne_codes(run, &codes.test, &data.test.labels, tsne_settings, out)
+                let t = clock();
+                let map = tsne_codes(run, &codes.test, &data.test.labels, tsne_settings, out);
+                (map, took(t))
             })
         });
-        let t = clock();
-        let (s, _) = sample::sample_codes(run, &codes.train, 64, 0, None, out)?;
-        done(
-            "sample",
-            format!(
-                "{} digits from {} {}",
-                s.count,
-                if s.prior {
-                    "the prior N(0, I)".to_string()
-                } else {
-                    format!(
-                        "a Gaussian fitted to {} training codes",
-                        thousands(s.fitted_on)
-                    )
-                },
-                took(t)
-            ),
-        );
-        let t = clock();
-        let (a, _) = anomaly::anomaly(run, &data.test, 16, out)?;
-        done(
-            "anomaly",
-            format!(
-                "mean error {:.6}; {} test images above mean+3std {}",
-                a.mean,
-                a.flagged,
-                took(t)
-            ),
-        );
-        for kind in ClassifierKind::ALL {
+        let rest = (|| -> Result<()> {
             let t = clock();
-            let (c, _) = crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false)?;
+            let (s, _) = sample::sample_codes(run, &codes.train, 64, 0, None, out)?;
             done(
-                &format!("classify {}", kind.name()),
+                "sample",
                 format!(
-                    "test accuracy {:.2}% {}",
-                    100.0 * c.report.accuracy,
+                    "{} digits from {} {}",
+                    s.count,
+                    if s.prior {
+                        "the prior N(0, I)".to_string()
+                    } else {
+                        format!(
+                            "a Gaussian fitted to {} training codes",
+                            thousands(s.fitted_on)
+                        )
+                    },
                     took(t)
                 ),
             );
-        }
-        let (m, _) = tsne
+            let t = clock();
+            let (a, _) = anomaly::anomaly(run, &data.test, 16, out)?;
+            done(
+                "anomaly",
+                format!(
+                    "mean error {:.6}; {} test images above mean+3std {}",
+                    a.mean,
+                    a.flagged,
+                    took(t)
+                ),
+            );
+            for kind in ClassifierKind::ALL {
+                let t = clock();
+                let (c, _) =
+                    crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false)?;
+                done(
+                    &format!("classify {}", kind.name()),
+                    format!(
+                        "test accuracy {:.2}% {}",
+                        100.0 * c.report.accuracy,
+                        took(t)
+                    ),
+                );
+            }
+            Ok(())
+        })();
+        // Joined whatever the other analyses gave, so that a panic in t-SNE is not lost.
+        let tsne = tsne
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        done(
-            "t-SNE",
-            format!(
-                "{} test codes mapped {}",
-                thousands(m.settings.count.min(data.test.len())),
-                took(t_tsne)
-            ),
-        );
-        Ok(super::build_report(&run.dir)?.0)
-    })
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (rest, tsne)
+    });
+    rest?;
+    let ((m, _), seconds) = (tsne.0?, tsne.1);
+    done(
+        "t-SNE",
+        format!(
+            "{} test codes mapped {seconds}",
+            thousands(m.settings.count.min(data.test.len())),
+        ),
+    );
+    Ok(super::build_report(&run.dir)?.0)
 }

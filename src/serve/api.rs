@@ -78,12 +78,14 @@ async fn work<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
-    tokio::task::spawn_blocking(f).await.map_err(|_| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the computation failed".into(),
-        )
-    })
+    tokio::task::spawn_blocking(|| crate::device::without_denormals(f))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the computation failed".into(),
+            )
+        })
 }
 
 /// One run in `GET /api/runs`.
