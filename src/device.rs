@@ -163,11 +163,11 @@ fn spawn_worker(worker: rayon::ThreadBuilder) -> std::io::Result<()> {
 }
 
 /// Runs `f` on this thread with denormal floats (`f32` magnitudes below 1.2e-38, `f64` below
-/// 2.2e-308) flushed to zero, as inputs and as results. Training makes such numbers after a while, and the CPU computes
-/// with them many times slower than with normal ones: conv64's epochs after the first ran
-/// about 1.4× slower without this, to bit-identical weights (BENCHMARKS.md). Numbers that
-/// small are far below anything a loss or a metric resolves. Where the CPU has no such mode,
-/// `f` just runs.
+/// 2.2e-308) flushed to zero, as inputs and as results. Training makes such numbers after a
+/// while, and the CPU computes with them many times slower than with normal ones: conv64's
+/// epochs after the first ran about 1.4× slower without this, to bit-identical weights
+/// (BENCHMARKS.md). Numbers that small are far below anything a loss or a metric resolves.
+/// Where the CPU has no such mode, `f` just runs.
 pub fn without_denormals<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: the CPU's flush-to-zero and denormals-are-zero flags are set for this thread

@@ -19,13 +19,7 @@ pub(super) fn each_chunk<T: Send>(
     size: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
-    if stay_on_this_thread() {
-        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
+    map_chunks(data, size, f);
 }
 
 /// [`each_chunk`], collecting what `f` returns for each chunk, in order.
