@@ -11,6 +11,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 
 use super::flex::{owned, relu_mask, tensor, values};
+use super::gather::{gather_images, scatter_add_rows};
 use super::matmul::{matmul_into, View};
 use super::pieces::{each_chunk, map_chunks, map_range};
 
@@ -58,21 +59,22 @@ impl Geom {
 
 /// For each patch-matrix entry `(r, l)` of one image, `r = (ci, ky, kx)`, `l = (gy, gx)`: the
 /// offset inside the big image of the value it holds (channel `ci`, row `gy·s + ky − p`,
-/// column `gx·s + kx − p`), or `usize::MAX` where that falls in the padding. Computed once per
+/// column `gx·s + kx − p`), or `u32::MAX` where that falls in the padding (the wrappers in
+/// `kernels` keep images below `u32::MAX` values). Computed once per
 /// call, it turns the gathers and scatters below into one flat loop per row of the patch
 /// matrix instead of one short loop per image row (grids here are 1 to 14 wide).
-fn offsets(g: &Geom) -> Vec<usize> {
+fn offsets(g: &Geom) -> Vec<u32> {
     let [kh, kw] = g.k;
     let [bh, bw] = g.big;
     let [gh, gw] = g.grid;
-    let mut t = vec![usize::MAX; g.rows() * g.len()];
+    let mut t = vec![u32::MAX; g.rows() * g.len()];
     for (r, row) in t.chunks_exact_mut(g.len()).enumerate() {
         let (ci, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
         for gy in 0..gh {
             let Some(iy) = g.at(gy, ky, bh) else { continue };
             for gx in 0..gw {
                 if let Some(ix) = g.at(gx, kx, bw) {
-                    row[gy * gw + gx] = (ci * bh + iy) * bw + ix;
+                    row[gy * gw + gx] = ((ci * bh + iy) * bw + ix) as u32;
                 }
             }
         }
@@ -82,36 +84,24 @@ fn offsets(g: &Geom) -> Vec<usize> {
 
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
-fn im2col(x: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
+fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
     let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
     let mut cols = vec![0f32; g.rows() * bl];
     each_chunk(&mut cols, bl, |r, row| {
-        let tr = &t[r * l..(r + 1) * l];
-        for (img, out) in x.chunks_exact(n).zip(row.chunks_exact_mut(l)) {
-            for (d, &o) in out.iter_mut().zip(tr) {
-                *d = img.get(o).copied().unwrap_or(0.0);
-            }
-        }
+        gather_images(&x[..b * n], n, &t[r * l..(r + 1) * l], row)
     });
     cols
 }
 
 /// Adds image `i`'s columns of a patch matrix back onto the big image `img` (the adjoint of
 /// [`im2col`]); `t` is [`offsets`] of `g`.
-fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, t: &[usize], img: &mut [f32]) {
+fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, t: &[u32], img: &mut [f32]) {
     let (l, bl) = (g.len(), b * g.len());
-    for (r, tr) in t.chunks_exact(l).enumerate() {
-        let row = &cols[r * bl + i * l..][..l];
-        for (&o, &v) in tr.iter().zip(row) {
-            if let Some(d) = img.get_mut(o) {
-                *d += v;
-            }
-        }
-    }
+    scatter_add_rows(img, t, l, &cols[i * l..], bl);
 }
 
 /// The big images `[b, c, H, W]` from a patch matrix (sums where patches overlap).
-fn col2im(cols: &[f32], b: usize, g: &Geom, t: &[usize]) -> Vec<f32> {
+fn col2im(cols: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
     let mut x = vec![0f32; b * g.big_len()];
     each_chunk(&mut x, g.big_len(), |i, img| {
         col2im_one(cols, i, b, g, t, img)
@@ -202,7 +192,7 @@ pub(super) struct ConvSaved {
     /// Channels on the grid side: the convolution's output, the transposed convolution's input.
     grid_c: usize,
     /// [`offsets`] of `geom`, computed once in the forward pass.
-    offsets: Vec<usize>,
+    offsets: Vec<u32>,
     /// The patch matrix (convolution) or the channel-major input (transposed convolution),
     /// kept when the weight needs a gradient.
     pub(super) data: Option<FlexTensor>,

@@ -25,6 +25,7 @@ mod autodiff;
 mod conv;
 mod flex;
 mod flex_loss;
+mod gather;
 pub(crate) use flex_loss::exp_fast;
 
 /// `dst ← a·b`, row-major: `a` `[m, k]`, `b` `[k, n]` (`[n, k]`, used transposed, with
@@ -173,13 +174,14 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
         PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
         _ => return None,
     };
-    let [b, _, h, w] = x.dims();
+    let [b, c, h, w] = x.dims();
     let [kh, kw] = layer.kernel_size;
     let [sh, sw] = layer.stride;
     let o = layer.weight.dims()[0];
     let plain =
         layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0 && b > 0 && o > 0;
-    if !plain || h + 2 * p < kh || w + 2 * p < kw || !fused_here(&x.device()) {
+    if !plain || h + 2 * p < kh || w + 2 * p < kw || !indexable(c, h, w) || !fused_here(&x.device())
+    {
         return None;
     }
     let y = <burn::backend::Dispatch as FusedOps>::fused_conv2d(
@@ -191,6 +193,14 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
         relu_after,
     );
     Some(Tensor::from_dispatch(y))
+}
+
+/// Whether one image of `c` channels of `h`×`w` can be indexed by the fused convolutions'
+/// `u32` offsets (for any image of practical size).
+fn indexable(c: usize, h: usize, w: usize) -> bool {
+    c.checked_mul(h)
+        .and_then(|v| v.checked_mul(w))
+        .is_some_and(|n| n < u32::MAX as usize)
 }
 
 /// `layer`'s output for `x`, followed by ReLU when `relu`, as one fused operation; `None`
@@ -218,7 +228,14 @@ pub fn conv_transpose2d(
         && b > 0
         && o > 0;
     let fits = plain && (h - 1) * s + kh + op > 2 * p && (w - 1) * s + kw + op > 2 * p;
-    if !fits || !fused_here(&x.device()) {
+    if !fits
+        || !indexable(
+            o,
+            (h - 1) * s + kh + op - 2 * p,
+            (w - 1) * s + kw + op - 2 * p,
+        )
+        || !fused_here(&x.device())
+    {
         return None;
     }
     let y = <burn::backend::Dispatch as FusedOps>::fused_conv_transpose2d(
