@@ -7,18 +7,22 @@
 //! batch in each direction: the patches of all images sit side by side (`[c·k·k, b·L]`), so
 //! the products are wide enough to run at full speed even for a shard of 16 images.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 
 use super::flex::{owned, relu_mask, tensor, values};
-use super::gather::{gather_images, scatter_add_rows};
+use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::pieces::{each_chunk, map_chunks, map_range};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
 /// (the convolution's output, the transposed convolution's input).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Geom {
     /// Channels of the big image.
     c: usize,
@@ -82,6 +86,37 @@ fn offsets(g: &Geom) -> Vec<u32> {
     t
 }
 
+/// The tables a geometry's gathers use: [`offsets`] (`batch: None`) and [`sum_offsets`]
+/// (which depend on the batch), built once per thread and kept: a model has a few geometries,
+/// each met on every step, and building them cost as much as a tenth of the gathers. At most
+/// [`TABLES_KEPT`] are kept; past that the cache starts again.
+fn table(g: &Geom, batch: Option<usize>) -> Rc<[u32]> {
+    thread_local! {
+        static TABLES: RefCell<Tables> = RefCell::new(HashMap::new());
+    }
+    TABLES.with_borrow_mut(|tables| {
+        if let Some(t) = tables.get(&(*g, batch)) {
+            return Rc::clone(t);
+        }
+        if tables.len() >= TABLES_KEPT {
+            tables.clear();
+        }
+        let t: Rc<[u32]> = match batch {
+            None => offsets(g),
+            Some(b) => sum_offsets(g, b),
+        }
+        .into();
+        tables.insert((*g, batch), Rc::clone(&t));
+        t
+    })
+}
+
+/// [`table`]'s cache: by geometry and batch.
+type Tables = HashMap<(Geom, Option<usize>), Rc<[u32]>>;
+
+/// How many tables [`table`] keeps per thread.
+const TABLES_KEPT: usize = 64;
+
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
 fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
@@ -93,18 +128,57 @@ fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
     cols
 }
 
-/// Adds image `i`'s columns of a patch matrix back onto the big image `img` (the adjoint of
-/// [`im2col`]); `t` is [`offsets`] of `g`.
-fn col2im_one(cols: &[f32], i: usize, b: usize, g: &Geom, t: &[u32], img: &mut [f32]) {
-    let (l, bl) = (g.len(), b * g.len());
-    scatter_add_rows(img, t, l, &cols[i * l..], bl);
+/// For [`col2im`], the patch-matrix entries that land on each position `q = (iy, ix)` of one
+/// channel of the big image, as offsets `kk·bl + l` from that channel's first row at image 0
+/// (`kk = (ky, kx)`, `l = (gy, gx)`, `bl = b·L`), in order of `kk`: `m` rows of `H·W`
+/// offsets, `m` the most entries any position has, `u32::MAX` where a position has fewer.
+/// (The wrappers in `kernels` keep `kh·kw·b·L` below `u32::MAX`.)
+fn sum_offsets(g: &Geom, b: usize) -> Vec<u32> {
+    let [kh, kw] = g.k;
+    let [bh, bw] = g.big;
+    let [gh, gw] = g.grid;
+    let (plane, bl) = (bh * bw, b * g.len());
+    // Each (kernel offset, grid position) pair with the position it lands on, in order of
+    // the kernel offset.
+    let hits = (0..kh * kw).flat_map(|kk| {
+        let (ky, kx) = (kk / kw, kk % kw);
+        (0..gh * gw).filter_map(move |l| {
+            let (iy, ix) = (g.at(l / gw, ky, bh)?, g.at(l % gw, kx, bw)?);
+            Some((iy * bw + ix, (kk * bl + l) as u32))
+        })
+    });
+    let mut count = vec![0usize; plane];
+    for (q, _) in hits.clone() {
+        count[q] += 1;
+    }
+    let m = count.iter().copied().max().unwrap_or(0).max(1);
+    let mut t = vec![u32::MAX; m * plane];
+    count.fill(0);
+    for (q, o) in hits {
+        t[count[q] * plane + q] = o;
+        count[q] += 1;
+    }
+    t
 }
 
-/// The big images `[b, c, H, W]` from a patch matrix (sums where patches overlap).
-fn col2im(cols: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
+/// The big images `[b, c, H, W]` from a patch matrix `[c·kh·kw, b·L]` (the adjoint of
+/// [`im2col`]: sums where patches overlap, in order of the patch-matrix rows), then
+/// `finish(channel, values)` on each channel of each image; `t` is [`sum_offsets`].
+fn col2im(
+    cols: &[f32],
+    b: usize,
+    g: &Geom,
+    t: &[u32],
+    finish: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let (l, bl, kk) = (g.len(), b * g.len(), g.k[0] * g.k[1]);
+    let plane = g.big[0] * g.big[1];
     let mut x = vec![0f32; b * g.big_len()];
     each_chunk(&mut x, g.big_len(), |i, img| {
-        col2im_one(cols, i, b, g, t, img)
+        for (ci, ch) in img.chunks_exact_mut(plane).enumerate() {
+            gather_sums(&cols[ci * kk * bl + i * l..], t, ch);
+            finish(ci, ch);
+        }
     });
     x
 }
@@ -191,8 +265,6 @@ pub(super) struct ConvSaved {
     batch: usize,
     /// Channels on the grid side: the convolution's output, the transposed convolution's input.
     grid_c: usize,
-    /// [`offsets`] of `geom`, computed once in the forward pass.
-    offsets: Vec<u32>,
     /// The patch matrix (convolution) or the channel-major input (transposed convolution),
     /// kept when the weight needs a gradient.
     pub(super) data: Option<FlexTensor>,
@@ -232,7 +304,7 @@ pub(super) fn conv2d_forward(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
-    let t = offsets(&geom);
+    let t = table(&geom, None);
     let cols = im2col(&values(x), b, &geom, &t);
     let ws = values(w);
     let mut yt = vec![0f32; o * bl];
@@ -248,7 +320,6 @@ pub(super) fn conv2d_forward(
         geom,
         batch: b,
         grid_c: o,
-        offsets: t,
         data: keep_cols.then(|| tensor(cols, Shape::new([geom.rows(), bl]))),
         w: None,
         y: None,
@@ -287,7 +358,7 @@ pub(super) fn conv2d_backward(
             View::dense(&gm, o, bl),
             false,
         );
-        let dx = col2im(&dcols, b, geom, &st.offsets);
+        let dx = col2im(&dcols, b, geom, &table(geom, Some(b)), |_, _| {});
         tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
     });
     (dx, dw, tensor(db, Shape::new([o])))
@@ -337,16 +408,10 @@ pub(super) fn conv_transpose2d_forward(
         false,
     );
     let bias = values(bias);
-    let mut y = vec![0f32; b * geom.big_len()];
-    let plane = oh * ow;
-    let t = offsets(&geom);
-    each_chunk(&mut y, geom.big_len(), |i, img| {
-        col2im_one(&cols, i, b, &geom, &t, img);
-        for (oc, ch) in img.chunks_exact_mut(plane).enumerate() {
-            for v in ch {
-                let z = *v + bias[oc];
-                *v = if relu { z.max(0.0) } else { z };
-            }
+    let y = col2im(&cols, b, &geom, &table(&geom, Some(b)), |oc, ch| {
+        for v in ch {
+            let z = *v + bias[oc];
+            *v = if relu { z.max(0.0) } else { z };
         }
     });
     let y = tensor(y, Shape::new([b, o, oh, ow]));
@@ -354,7 +419,6 @@ pub(super) fn conv_transpose2d_forward(
         geom,
         batch: b,
         grid_c: c,
-        offsets: t,
         data: keep_input.then(|| tensor(xt, Shape::new([c, bl]))),
         w: None,
         y: None,
@@ -382,7 +446,7 @@ pub(super) fn conv_transpose2d_backward(
             .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
             .sum()
     });
-    let gcols = im2col(gs, b, geom, &st.offsets);
+    let gcols = im2col(gs, b, geom, &table(geom, None));
     let dw = st.data.as_ref().map(|xt| {
         let xt = values(xt);
         let mut dw = vec![0f32; c * geom.rows()];

@@ -1,12 +1,12 @@
-//! Indexed loads and adds for the convolutions' patch matrices, through a table `t` of offsets
-//! into one image where an offset past the image's end marks a padding position.
+//! Indexed loads and sums for the convolutions' patch matrices, through tables of offsets
+//! where an offset past the source's end marks a padding position.
 //!
 //! The plain loops are one scalar load, compare and store per element: the compiler does not
 //! turn them into vector gathers (its cost model declines, even for AVX-512). They were the
 //! largest cost of a conv preset's training step after the matrix products, so where the CPU
 //! has AVX-512 and the rows are long enough to fill vectors they run as masked 16-lane
-//! gathers and scatters, with the same additions in the same order (identical results);
-//! elsewhere, as the plain loops.
+//! gathers, with the same additions in the same order (identical results); elsewhere, as the
+//! plain loops.
 
 /// Rows shorter than this stay on the plain loops: a vector would be mostly masked off.
 const MIN_VECTOR_ROW: usize = 8;
@@ -31,26 +31,24 @@ pub(super) fn gather_images(x: &[f32], n: usize, t: &[u32], out: &mut [f32]) {
     }
 }
 
-/// For each row `r` of `t` (rows of `l` offsets): `img[t[r·l + j]] += cols[r·stride + j]`, row
-/// after row, in order of `j`, skipping offsets `≥ img.len()`. Within a row, the offsets
-/// inside `img` must be distinct (in a patch matrix they are: one kernel offset never reaches
-/// the same pixel from two grid positions); with repeats, the AVX-512 path would keep only
-/// one of the additions.
-pub(super) fn scatter_add_rows(img: &mut [f32], t: &[u32], l: usize, cols: &[f32], stride: usize) {
+/// For each position `q` of `out` (`P` long) and each of the `m = t.len() / P` rows of `t`:
+/// `out[q] = 0 + src[t[q]] + src[t[P + q]] + …`, in order of the rows, skipping offsets
+/// `≥ src.len()`.
+pub(super) fn gather_sums(src: &[f32], t: &[u32], out: &mut [f32]) {
+    let p = out.len();
     assert!(
-        l > 0
-            && t.len().is_multiple_of(l)
-            && (t.is_empty() || (t.len() / l - 1) * stride + l <= cols.len()),
-        "scatter_add_rows: the table and the rows differ"
+        p > 0 && t.len().is_multiple_of(p),
+        "gather_sums: the table is not whole rows of the output"
     );
     #[cfg(target_arch = "x86_64")]
-    if l >= MIN_VECTOR_ROW && avx512::usable(img.len()) {
-        // SAFETY: `usable` checked the CPU and `img.len() ≤ i32::MAX`.
-        return unsafe { avx512::scatter_add_rows(img, t, l, cols, stride) };
+    if p >= MIN_VECTOR_ROW && avx512::usable(src.len()) {
+        // SAFETY: `usable` checked the CPU and `src.len() ≤ i32::MAX`.
+        return unsafe { avx512::gather_sums(src, t, out) };
     }
-    for (r, tr) in t.chunks_exact(l).enumerate() {
-        for (&o, &v) in tr.iter().zip(&cols[r * stride..][..l]) {
-            if let Some(d) = img.get_mut(o as usize) {
+    out.fill(0.0);
+    for tr in t.chunks_exact(p) {
+        for (d, &o) in out.iter_mut().zip(tr) {
+            if let Some(v) = src.get(o as usize) {
                 *d += v;
             }
         }
@@ -119,40 +117,30 @@ mod avx512 {
         }
     }
 
-    /// [`super::scatter_add_rows`] with masked 16-lane gathers, additions and scatters.
+    /// [`super::gather_sums`] with masked 16-lane gathers (lanes at padding add 0, which
+    /// leaves every sum as the plain loop has it: a sum that starts at +0 is never −0).
     ///
     /// # Safety
-    /// The CPU has AVX-512F, `img.len() ≤ i32::MAX`, `l > 0`, and row `r` of `t` has its
-    /// values at `cols[r·stride..][..l]`, inside `cols`.
+    /// The CPU has AVX-512F, `src.len() ≤ i32::MAX`, `out` is not empty and `t` is whole
+    /// rows of `out.len()` offsets.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scatter_add_rows(
-        img: &mut [f32],
-        t: &[u32],
-        l: usize,
-        cols: &[f32],
-        stride: usize,
-    ) {
-        let n = img.len();
-        for (r, tr) in t.chunks_exact(l).enumerate() {
-            let v = &cols[r * stride..][..l];
-            for j in (0..l).step_by(LANES) {
+    pub(super) unsafe fn gather_sums(src: &[f32], t: &[u32], out: &mut [f32]) {
+        let p = out.len();
+        for j in (0..p).step_by(LANES) {
+            let mut acc = _mm512_setzero_ps();
+            let mut live = 0;
+            for tr in t.chunks_exact(p) {
                 // SAFETY: `j < tr.len()`; the caller guarantees the rest.
-                let (idx, _, inside) = unsafe { lanes(tr, j, n) };
-                // SAFETY: the values load from `v[j..j + min(16, l − j)]` under `inside`, a
-                // subset of the lanes inside `v` (as long as `tr`); the gather and the scatter
-                // touch only lanes in `inside`, each at an offset below `img.len()`.
-                unsafe {
-                    let x = _mm512_maskz_loadu_ps(inside, v.as_ptr().add(j));
-                    let cur = _mm512_mask_i32gather_ps::<4>(
-                        _mm512_setzero_ps(),
-                        inside,
-                        idx,
-                        img.as_ptr(),
-                    );
-                    let sum = _mm512_add_ps(cur, x);
-                    _mm512_mask_i32scatter_ps::<4>(img.as_mut_ptr(), inside, idx, sum);
-                }
+                let (idx, row_live, inside) = unsafe { lanes(tr, j, src.len()) };
+                live = row_live;
+                // SAFETY: only lanes in `inside` load, each at an offset below `src.len()`.
+                let v = unsafe {
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, idx, src.as_ptr())
+                };
+                acc = _mm512_add_ps(acc, v);
             }
+            // SAFETY: only `live` lanes store, at `out[j..j + min(16, p − j)]`.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), live, acc) };
         }
     }
 }
@@ -173,9 +161,9 @@ mod tests {
             .collect()
     }
 
-    /// Every row length around the vector width, several images, against the plain loops.
+    /// Every row length around the vector width, several images, against the definitions.
     #[test]
-    fn gathers_and_scatters_match_the_plain_loops() {
+    fn gathers_match_their_definitions() {
         let n = 41; // prime, so `j·7 + seed` is distinct below it for j < 41
         for l in [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40] {
             let t = table(l, n, l as u32);
@@ -193,21 +181,17 @@ mod tests {
                 }
             }
 
-            // Three rows of the table, each with its own offsets, scattered onto one image.
+            // Three rows of offsets summed into each position.
             let rows: Vec<u32> = (0..3).flat_map(|r| table(l, n, 5 * r + 1)).collect();
-            let stride = l + 3;
-            let cols: Vec<f32> = (0..3 * stride).map(|v| 1.0 + v as f32 / 8.0).collect();
-            let mut img: Vec<f32> = (0..n).map(|v| v as f32).collect();
-            let mut want = img.clone();
-            for (r, tr) in rows.chunks_exact(l).enumerate() {
-                for (j, &o) in tr.iter().enumerate() {
-                    if let Some(d) = want.get_mut(o as usize) {
-                        *d += cols[r * stride + j];
-                    }
-                }
+            let src: Vec<f32> = (0..n).map(|v| 1.0 + v as f32 / 8.0).collect();
+            let mut sums = vec![f32::NAN; l];
+            gather_sums(&src, &rows, &mut sums);
+            for (j, &got) in sums.iter().enumerate() {
+                let want = (0..3)
+                    .filter_map(|r| src.get(rows[r * l + j] as usize))
+                    .fold(0.0, |acc, v| acc + v);
+                assert_eq!(got, want, "gather_sums, l = {l}, position {j}");
             }
-            scatter_add_rows(&mut img, &rows, l, &cols, stride);
-            assert_eq!(img, want, "scatter, l = {l}");
         }
     }
 }

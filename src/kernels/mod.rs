@@ -180,8 +180,11 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
     let o = layer.weight.dims()[0];
     let plain =
         layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0 && b > 0 && o > 0;
-    if !plain || h + 2 * p < kh || w + 2 * p < kw || !indexable(c, h, w) || !fused_here(&x.device())
-    {
+    if !plain || h + 2 * p < kh || w + 2 * p < kw {
+        return None;
+    }
+    let grid = [(h + 2 * p - kh) / sh + 1, (w + 2 * p - kw) / sh + 1];
+    if !indexable([c, h, w], [kh, kw], b, grid) || !fused_here(&x.device()) {
         return None;
     }
     let y = <burn::backend::Dispatch as FusedOps>::fused_conv2d(
@@ -195,12 +198,17 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
     Some(Tensor::from_dispatch(y))
 }
 
-/// Whether one image of `c` channels of `h`×`w` can be indexed by the fused convolutions'
-/// `u32` offsets (for any image of practical size).
-fn indexable(c: usize, h: usize, w: usize) -> bool {
-    c.checked_mul(h)
-        .and_then(|v| v.checked_mul(w))
-        .is_some_and(|n| n < u32::MAX as usize)
+/// Whether the fused convolutions' `u32` offset tables can index a layer: one image of the
+/// big side (`c·H·W` values) and one channel's rows of the patch matrix for the whole batch
+/// (`kh·kw·b·L`) are below `u32::MAX`: true for any layer whose patch matrix fits in a
+/// practical amount of memory; the others take burn's own convolutions.
+fn indexable(big: [usize; 3], kernel: [usize; 2], b: usize, grid: [usize; 2]) -> bool {
+    let below = |dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_some_and(|n| n < u32::MAX as usize)
+    };
+    below(&big) && below(&[kernel[0], kernel[1], b, grid[0], grid[1]])
 }
 
 /// `layer`'s output for `x`, followed by ReLU when `relu`, as one fused operation; `None`
@@ -228,14 +236,15 @@ pub fn conv_transpose2d(
         && b > 0
         && o > 0;
     let fits = plain && (h - 1) * s + kh + op > 2 * p && (w - 1) * s + kw + op > 2 * p;
-    if !fits
-        || !indexable(
-            o,
-            (h - 1) * s + kh + op - 2 * p,
-            (w - 1) * s + kw + op - 2 * p,
-        )
-        || !fused_here(&x.device())
-    {
+    if !fits {
+        return None;
+    }
+    let big = [
+        o,
+        (h - 1) * s + kh + op - 2 * p,
+        (w - 1) * s + kw + op - 2 * p,
+    ];
+    if !indexable(big, [kh, kw], b, [h, w]) || !fused_here(&x.device()) {
         return None;
     }
     let y = <burn::backend::Dispatch as FusedOps>::fused_conv_transpose2d(
