@@ -17,7 +17,7 @@ use burn::tensor::Shape;
 use super::flex::{owned, relu_mask, tensor, values};
 use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
-use super::pieces::{each_chunk, map_chunks, map_range};
+use super::pieces::{each_chunk, map_chunks, map_range, Scratch};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
@@ -119,13 +119,13 @@ const TABLES_KEPT: usize = 64;
 
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
-fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32]) -> Vec<f32> {
+/// Written into `cols` (`c·kh·kw·b·L` long); `t` is [`offsets`].
+fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32], cols: &mut [f32]) {
     let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
-    let mut cols = vec![0f32; g.rows() * bl];
-    each_chunk(&mut cols, bl, |r, row| {
+    assert_eq!(cols.len(), g.rows() * bl, "im2col: wrong output size");
+    each_chunk(cols, bl, |r, row| {
         gather_images(&x[..b * n], n, &t[r * l..(r + 1) * l], row)
     });
-    cols
 }
 
 /// For [`col2im`], the patch-matrix entries that land on each position `q = (iy, ix)` of one
@@ -218,15 +218,16 @@ fn to_batch_major(
 }
 
 /// The incoming gradient `g` (`[b, c, L]`) masked by the ReLU's output `y` when there is one,
-/// laid out channel-major (`[c, b·L]`), and its sums per channel (the bias gradient).
+/// laid out channel-major (`[c, b·L]`) in a scratch buffer, and its sums per channel (the
+/// bias gradient).
 fn masked_channel_major(
     g: &[f32],
     y: Option<&[f32]>,
     b: usize,
     c: usize,
     l: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut out = vec![0f32; g.len()];
+) -> (Scratch, Vec<f32>) {
+    let mut out = Scratch::new(g.len());
     let db = map_chunks(&mut out, b * l, |ci, row| {
         let mut sum = 0f32;
         for i in 0..b {
@@ -304,14 +305,21 @@ pub(super) fn conv2d_forward(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
-    let t = table(&geom, None);
-    let cols = im2col(&values(x), b, &geom, &t);
+    let (rows, t) = (geom.rows(), table(&geom, None));
+    // The patch matrix is kept for the backward pass, else borrowed.
+    let (mut kept, mut scratch) = if keep_cols {
+        (vec![0f32; rows * bl], None)
+    } else {
+        (Vec::new(), Some(Scratch::new(rows * bl)))
+    };
+    let cols: &mut [f32] = scratch.as_deref_mut().unwrap_or(&mut kept);
+    im2col(&values(x), b, &geom, &t, cols);
     let ws = values(w);
-    let mut yt = vec![0f32; o * bl];
+    let mut yt = Scratch::new(o * bl);
     matmul_into(
         &mut yt,
         View::dense(&ws, o, geom.rows()),
-        View::dense(&cols, geom.rows(), bl),
+        View::dense(cols, rows, bl),
         false,
     );
     let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
@@ -320,7 +328,7 @@ pub(super) fn conv2d_forward(
         geom,
         batch: b,
         grid_c: o,
-        data: keep_cols.then(|| tensor(cols, Shape::new([geom.rows(), bl]))),
+        data: keep_cols.then(|| tensor(kept, Shape::new([rows, bl]))),
         w: None,
         y: None,
     };
@@ -351,7 +359,7 @@ pub(super) fn conv2d_backward(
     });
     let dx = st.w.as_ref().map(|w| {
         let ws = values(w);
-        let mut dcols = vec![0f32; geom.rows() * bl];
+        let mut dcols = Scratch::new(geom.rows() * bl);
         matmul_into(
             &mut dcols,
             View::dense(&ws, o, geom.rows()).t(),
@@ -400,7 +408,7 @@ pub(super) fn conv_transpose2d_forward(
     let (l, bl) = (geom.len(), b * geom.len());
     let xt = to_channel_major(&values(x), b, c, l);
     let ws = values(w);
-    let mut cols = vec![0f32; geom.rows() * bl];
+    let mut cols = Scratch::new(geom.rows() * bl);
     matmul_into(
         &mut cols,
         View::dense(&ws, c, geom.rows()).t(),
@@ -446,7 +454,8 @@ pub(super) fn conv_transpose2d_backward(
             .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
             .sum()
     });
-    let gcols = im2col(gs, b, geom, &table(geom, None));
+    let mut gcols = Scratch::new(geom.rows() * bl);
+    im2col(gs, b, geom, &table(geom, None), &mut gcols);
     let dw = st.data.as_ref().map(|xt| {
         let xt = values(xt);
         let mut dw = vec![0f32; c * geom.rows()];
@@ -460,7 +469,7 @@ pub(super) fn conv_transpose2d_backward(
     });
     let dx = st.w.as_ref().map(|w| {
         let ws = values(w);
-        let mut dxt = vec![0f32; c * bl];
+        let mut dxt = Scratch::new(c * bl);
         matmul_into(
             &mut dxt,
             View::dense(&ws, c, geom.rows()),
