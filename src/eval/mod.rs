@@ -6,6 +6,7 @@ pub mod metrics;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::dataset::to_tensor;
@@ -99,18 +100,31 @@ pub struct ScoreSum {
 impl ScoreSum {
     /// Adds one image pair (`reference`, `estimate`), both on `scale`.
     pub fn add(&mut self, reference: &[f32], estimate: &[f32], scale: Scale) {
-        let (lo, hi) = scale.range();
-        let range = (hi - lo) as f64;
-        self.n += 1;
-        self.mse += metrics::mse(reference, estimate);
-        let p: Vec<f32> = estimate
-            .iter()
-            .map(|&v| to_unit(v, scale).clamp(0.0, 1.0))
+        self.push(image_scores(reference, estimate, scale));
+    }
+
+    /// Adds every image pair of `references` and `estimates` (`n·784` values each, on
+    /// `scale`): the same sums as [`add`](Self::add) image after image, with the images
+    /// scored on all threads.
+    pub fn add_all(&mut self, references: &[f32], estimates: &[f32], scale: Scale) {
+        let px = SIDE * SIDE;
+        let scores: Vec<[f64; 4]> = references
+            .par_chunks(px)
+            .zip(estimates.par_chunks(px))
+            .map(|(a, b)| image_scores(a, b, scale))
             .collect();
-        let t: Vec<f32> = reference.iter().map(|&v| to_unit(v, scale)).collect();
-        self.bce += metrics::bce(&p, &t);
-        self.psnr += metrics::psnr(reference, estimate, range);
-        self.ssim += metrics::ssim(reference, estimate, SIDE, SIDE, range);
+        for s in scores {
+            self.push(s);
+        }
+    }
+
+    /// Adds one image's MSE, BCE, PSNR and SSIM.
+    fn push(&mut self, [mse, bce, psnr, ssim]: [f64; 4]) {
+        self.n += 1;
+        self.mse += mse;
+        self.bce += bce;
+        self.psnr += psnr;
+        self.ssim += ssim;
     }
 
     /// The means, or an error when any is not a finite number (the model's output was not):
@@ -144,6 +158,23 @@ impl ScoreSum {
     }
 }
 
+/// MSE, BCE, PSNR and SSIM of one image pair (`reference`, `estimate`), both on `scale`.
+fn image_scores(reference: &[f32], estimate: &[f32], scale: Scale) -> [f64; 4] {
+    let (lo, hi) = scale.range();
+    let range = (hi - lo) as f64;
+    let p: Vec<f32> = estimate
+        .iter()
+        .map(|&v| to_unit(v, scale).clamp(0.0, 1.0))
+        .collect();
+    let t: Vec<f32> = reference.iter().map(|&v| to_unit(v, scale)).collect();
+    [
+        metrics::mse(reference, estimate),
+        metrics::bce(&p, &t),
+        metrics::psnr(reference, estimate, range),
+        metrics::ssim(reference, estimate, SIDE, SIDE, range),
+    ]
+}
+
 /// Reconstructions (on the model's scale) of `inputs` (`n * 784` values on that scale).
 pub fn reconstruct_values(run: &Run, inputs: &[f32]) -> Vec<f32> {
     let px = SIDE * SIDE;
@@ -164,16 +195,12 @@ pub fn reconstruct_values(run: &Run, inputs: &[f32]) -> Vec<f32> {
 
 /// Scores the reconstructions of every image of `split` (an error when they are not finite).
 pub fn score_split(run: &Run, split: &Split) -> Result<Scores> {
-    let px = SIDE * SIDE;
     let scale = run.scale();
     let mut sum = ScoreSum::default();
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
         let x = split.scaled(chunk, scale);
-        let y = reconstruct_values(run, &x);
-        for (a, b) in x.chunks(px).zip(y.chunks(px)) {
-            sum.add(a, b, scale);
-        }
+        sum.add_all(&x, &reconstruct_values(run, &x), scale);
     }
     sum.finish_checked()
 }

@@ -49,17 +49,14 @@ pub fn noisy_images(run: &Run, split: &Split, indices: &[usize], std: f64, seed:
 /// Scores noisy and denoised test images over the whole split.
 pub fn denoise_scores(run: &Run, split: &Split, std: f64, seed: u64) -> Result<(Scores, Scores)> {
     let scale = run.scale();
-    let px = SIDE * SIDE;
     let (mut noisy_sum, mut den_sum) = (ScoreSum::default(), ScoreSum::default());
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
         let clean = split.scaled(chunk, scale);
         let noisy = noisy_images(run, split, chunk, std, seed);
         let den = reconstruct_values(run, &noisy);
-        for ((c, n), d) in clean.chunks(px).zip(noisy.chunks(px)).zip(den.chunks(px)) {
-            noisy_sum.add(c, n, scale);
-            den_sum.add(c, d, scale);
-        }
+        noisy_sum.add_all(&clean, &noisy, scale);
+        den_sum.add_all(&clean, &den, scale);
     }
     Ok((noisy_sum.finish_checked()?, den_sum.finish_checked()?))
 }
