@@ -64,9 +64,8 @@ impl Geom {
 /// For each patch-matrix entry `(r, l)` of one image, `r = (ci, ky, kx)`, `l = (gy, gx)`: the
 /// offset inside the big image of the value it holds (channel `ci`, row `gy·s + ky − p`,
 /// column `gx·s + kx − p`), or `u32::MAX` where that falls in the padding (the wrappers in
-/// `kernels` keep images below `u32::MAX` values). Computed once per
-/// call, it turns the gathers and scatters below into one flat loop per row of the patch
-/// matrix instead of one short loop per image row (grids here are 1 to 14 wide).
+/// `kernels` keep images below `u32::MAX` values). It makes each row of the patch matrix one
+/// flat gather instead of one short loop per image row (grids here are 1 to 14 wide).
 fn offsets(g: &Geom) -> Vec<u32> {
     let [kh, kw] = g.k;
     let [bh, bw] = g.big;
@@ -87,9 +86,9 @@ fn offsets(g: &Geom) -> Vec<u32> {
 }
 
 /// The tables a geometry's gathers use: [`offsets`] (`batch: None`) and [`sum_offsets`]
-/// (which depend on the batch), built once per thread and kept: a model has a few geometries,
-/// each met on every step, and building them cost as much as a tenth of the gathers. At most
-/// [`TABLES_KEPT`] are kept; past that the cache starts again.
+/// (which depend on the batch), built once per thread and kept, since a model has a few
+/// geometries, each met on every step. At most [`TABLES_KEPT`] are kept; past that the cache
+/// starts again.
 fn table(g: &Geom, batch: Option<usize>) -> Rc<[u32]> {
     thread_local! {
         static TABLES: RefCell<Tables> = RefCell::new(HashMap::new());
@@ -171,12 +170,15 @@ fn col2im(
     t: &[u32],
     finish: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let (l, bl, kk) = (g.len(), b * g.len(), g.k[0] * g.k[1]);
+    let (l, bl, taps) = (g.len(), b * g.len(), g.k[0] * g.k[1]);
     let plane = g.big[0] * g.big[1];
     let mut x = vec![0f32; b * g.big_len()];
     each_chunk(&mut x, g.big_len(), |i, img| {
         for (ci, ch) in img.chunks_exact_mut(plane).enumerate() {
-            gather_sums(&cols[ci * kk * bl + i * l..], t, ch);
+            // Channel `ci`'s rows of the patch matrix, from image `i`'s first column: every
+            // offset in `t` is below `taps·bl`, and the padding marker past this slice's end.
+            let rows = &cols[ci * taps * bl..(ci + 1) * taps * bl];
+            gather_sums(&rows[i * l..], t, ch);
             finish(ci, ch);
         }
     });

@@ -165,8 +165,8 @@ pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
 }
 
 /// `layer`'s output for `x`, followed by ReLU when `relu`, as one fused operation; `None`
-/// where it does not apply (not the CPU, no bias, dilation, groups, uneven stride or padding),
-/// for the caller to use burn's convolution.
+/// where it does not apply (not the CPU, no bias, dilation, groups, uneven stride or padding,
+/// or a layer too large for [`indexable`]), for the caller to use burn's convolution.
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4>> {
     let bias = layer.bias.as_ref()?;
     let p = match layer.padding {

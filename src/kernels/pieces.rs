@@ -1,5 +1,6 @@
-//! The convolutions' gathers, scatters and reorderings, split into pieces: on rayon's pool
-//! when called from outside it, on the calling thread inside a worker of a small pool.
+//! The convolutions' gathers and reorderings, split into pieces: on rayon's pool when called
+//! from outside it, on the calling thread inside a worker of a small pool; and the scratch
+//! buffers they write into.
 
 use rayon::prelude::*;
 
@@ -53,15 +54,19 @@ pub(super) fn map_range<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send)
 /// A buffer of `f32` borrowed from this thread's pool, for the intermediate matrices of one
 /// operation (a product's output, a patch matrix) that are written in full before they are
 /// read: it holds whatever values it last held, so taking one costs no allocation and no
-/// zero-fill once the step's sizes have been seen (the zero-fills of fresh buffers were 5% of
-/// a conv preset's training profile). It goes back to the pool when dropped.
+/// zero-fill once the step's sizes have been seen. It goes back to the pool when dropped,
+/// unless the pool already holds [`SCRATCH_KEPT`] buffers or [`SCRATCH_KEPT_VALUES`] values.
 pub(super) struct Scratch {
     buf: Vec<f32>,
     len: usize,
 }
 
-/// How many buffers each thread's pool keeps (an operation holds at most three at once).
+/// How many buffers each thread's pool keeps (an operation holds at most two at once).
 const SCRATCH_KEPT: usize = 8;
+
+/// How many values, in all, each thread's pool keeps (64 MiB of `f32`): enough for a training
+/// shard's matrices; the larger ones of a big evaluation batch are freed after use.
+const SCRATCH_KEPT_VALUES: usize = 16 << 20;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -101,8 +106,11 @@ impl std::ops::DerefMut for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        SCRATCH.with_borrow_mut(|pool| {
-            if pool.len() < SCRATCH_KEPT {
+        // `try_with`: a buffer dropped while the thread's locals are torn down is just freed.
+        let _ = SCRATCH.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let held: usize = pool.iter().map(Vec::len).sum();
+            if pool.len() < SCRATCH_KEPT && held + buf.len() <= SCRATCH_KEPT_VALUES {
                 pool.push(buf);
             }
         });
@@ -133,9 +141,12 @@ mod tests {
             long[100..].iter().all(|&v| v == 0.0),
             "the grown part is zeroed"
         );
-        // The pool keeps at most SCRATCH_KEPT buffers.
+        // The pool keeps at most SCRATCH_KEPT buffers, and SCRATCH_KEPT_VALUES values.
         let many: Vec<Scratch> = (0..3 * SCRATCH_KEPT).map(|_| Scratch::new(8)).collect();
         drop(many);
         assert!(SCRATCH.with_borrow(Vec::len) <= SCRATCH_KEPT);
+        drop(Scratch::new(SCRATCH_KEPT_VALUES + 1));
+        let held: usize = SCRATCH.with_borrow(|pool| pool.iter().map(Vec::len).sum());
+        assert!(held <= SCRATCH_KEPT_VALUES, "{held} values kept");
     }
 }
