@@ -77,66 +77,81 @@ fn reflect(i: isize, n: usize) -> usize {
     }
 }
 
-/// Separable Gaussian filter of an `h`×`w` image (scipy's `reflect` borders). Each output is
-/// `Σ_j k[j]·v[j]` summed in order of the taps `j`, as a plain sum over the taps would; the
-/// loops run tap by tap over whole rows so that they vectorise across the row (pulp compiles
-/// them for the CPU's widest vectors).
-fn blur(img: &[f64], h: usize, w: usize, k: &[f64]) -> Vec<f64> {
-    if h == 0 || w == 0 {
-        return Vec::new();
+/// The separable Gaussian filter of `h`×`w` images (scipy's `reflect` borders), with its
+/// reflections worked out once for the five images one SSIM filters.
+struct Blur {
+    k: [f64; 2 * RADIUS + 1],
+    h: usize,
+    w: usize,
+    /// The source column of each position of a row padded by RADIUS on both sides.
+    cols: Vec<usize>,
+    /// The source rows of each output row's taps, `2·RADIUS + 1` per row.
+    rows: Vec<usize>,
+}
+
+impl Blur {
+    fn new(h: usize, w: usize) -> Self {
+        let r = RADIUS as isize;
+        Blur {
+            k: gaussian_kernel(),
+            h,
+            w,
+            cols: (-r..w as isize + r).map(|x| reflect(x, w)).collect(),
+            rows: (0..h as isize)
+                .flat_map(|y| (-r..=r).map(move |d| reflect(y + d, h)))
+                .collect(),
+        }
     }
-    let r = RADIUS as isize;
-    // The source column of each position of a row padded by RADIUS on both sides, and the
-    // source rows of each output row's taps.
-    let cols: Vec<usize> = (-r..w as isize + r).map(|x| reflect(x, w)).collect();
-    let rows: Vec<Vec<usize>> = (0..h as isize)
-        .map(|y| (-r..=r).map(|d| reflect(y + d, h)).collect())
-        .collect();
-    let mut tmp = vec![0.0; h * w];
-    let mut out = vec![0.0; h * w];
-    pulp::Arch::new().dispatch(|| {
-        let mut padded = vec![0.0; cols.len()];
-        for (row, t) in img.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
-            for (p, &c) in padded.iter_mut().zip(&cols) {
-                *p = row[c];
-            }
-            for (j, &kw) in k.iter().enumerate() {
-                let taps = t.iter_mut().zip(&padded[j..j + w]);
-                if j == 0 {
-                    taps.for_each(|(o, &v)| *o = kw * v);
-                } else {
-                    taps.for_each(|(o, &v)| *o += kw * v);
-                }
-            }
+
+    /// `img` filtered. Each output is `Σ_j k[j]·v[j]` summed in order of the taps `j`, as a
+    /// plain sum over the taps would; the loops run tap by tap over whole rows so that they
+    /// vectorise across the row (pulp compiles them for the CPU's widest vectors).
+    fn apply(&self, img: &[f64]) -> Vec<f64> {
+        let (h, w, k) = (self.h, self.w, &self.k);
+        if h == 0 || w == 0 {
+            return Vec::new();
         }
-        for (o, src_rows) in out.chunks_exact_mut(w).zip(&rows) {
-            for (j, (&kw, &sr)) in k.iter().zip(src_rows).enumerate() {
-                let taps = o.iter_mut().zip(&tmp[sr * w..(sr + 1) * w]);
-                if j == 0 {
-                    taps.for_each(|(o, &v)| *o = kw * v);
-                } else {
-                    taps.for_each(|(o, &v)| *o += kw * v);
+        let mut tmp = vec![0.0; h * w];
+        let mut out = vec![0.0; h * w];
+        pulp::Arch::new().dispatch(|| {
+            let mut padded = vec![0.0; self.cols.len()];
+            for (row, t) in img.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+                for (p, &c) in padded.iter_mut().zip(&self.cols) {
+                    *p = row[c];
                 }
+                weighted_sum(t, k, |j| &padded[j..j + w]);
             }
+            for (o, src) in out.chunks_exact_mut(w).zip(self.rows.chunks_exact(k.len())) {
+                weighted_sum(o, k, |j| &tmp[src[j] * w..(src[j] + 1) * w]);
+            }
+        });
+        out
+    }
+}
+
+/// `out = k[0]·tap(0) + k[1]·tap(1) + …`, element by element, added in order of the taps.
+#[inline(always)]
+fn weighted_sum<'a>(out: &mut [f64], k: &[f64], tap: impl Fn(usize) -> &'a [f64]) {
+    for (j, &kw) in k.iter().enumerate() {
+        let terms = out.iter_mut().zip(tap(j));
+        if j == 0 {
+            terms.for_each(|(o, &v)| *o = kw * v);
+        } else {
+            terms.for_each(|(o, &v)| *o += kw * v);
         }
-    });
-    out
+    }
 }
 
 /// Mean SSIM of two `h`×`w` images whose values span `data_range`.
 pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize, data_range: f64) -> f64 {
-    let k = gaussian_kernel();
+    let blur = Blur::new(h, w);
     let x: Vec<f64> = a.iter().map(|&v| v as f64).collect();
     let y: Vec<f64> = b.iter().map(|&v| v as f64).collect();
     let xx: Vec<f64> = x.iter().map(|v| v * v).collect();
     let yy: Vec<f64> = y.iter().map(|v| v * v).collect();
     let xy: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p * q).collect();
-    let (ux, uy) = (blur(&x, h, w, &k), blur(&y, h, w, &k));
-    let (uxx, uyy, uxy) = (
-        blur(&xx, h, w, &k),
-        blur(&yy, h, w, &k),
-        blur(&xy, h, w, &k),
-    );
+    let (ux, uy) = (blur.apply(&x), blur.apply(&y));
+    let (uxx, uyy, uxy) = (blur.apply(&xx), blur.apply(&yy), blur.apply(&xy));
     let c1 = (0.01 * data_range).powi(2);
     let c2 = (0.03 * data_range).powi(2);
     let mut sum = 0.0;
