@@ -107,7 +107,7 @@ impl<'a> View<'a> {
 }
 
 /// `dst ← (accumulate ? dst : 0) + a·b` with `dst` row-major `[a.rows, b.cols]`. Runs on the
-/// calling thread when called from a rayon worker (a shard), on all threads otherwise.
+/// calling thread in a rayon task (a shard: see [`super::in_task`]), on all threads otherwise.
 pub(super) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions differ");
@@ -122,7 +122,7 @@ pub(super) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate:
         }
         return;
     }
-    let parallelism = if rayon::current_thread_index().is_some() {
+    let parallelism = if super::in_task() {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(0)

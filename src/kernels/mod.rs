@@ -28,8 +28,49 @@ mod flex_loss;
 mod gather;
 pub(crate) use flex_loss::exp_fast;
 
+use std::cell::Cell;
+
+thread_local! {
+    /// Whether this thread is driving a computation from inside rayon's pool (see [`drive`]).
+    static DRIVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` on a worker of rayon's pool, as its driver: the kernels it calls still split
+/// their work over the pool, as they do when called from outside it. Training runs its loop
+/// this way: each batch's first shard then starts at once on the driver's own thread, and
+/// the other workers pick up their shards and the optimizer's pieces while still awake,
+/// instead of the caller waking them for every parallel pass and then being woken itself.
+pub fn drive<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| with_driving(true, f))
+}
+
+/// Runs `f` as one task of a parallel computation (a shard of a batch): the kernels it calls
+/// run on this thread, even when it is the thread of a [`drive`].
+pub fn as_task<R>(f: impl FnOnce() -> R) -> R {
+    with_driving(false, f)
+}
+
+/// Runs `f` with [`DRIVING`] set to `on`, restoring it afterwards (also on unwinding).
+fn with_driving<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DRIVING.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DRIVING.with(|d| d.replace(on)));
+    f()
+}
+
+/// Whether the caller is a task on a worker of rayon's pool, not a [`drive`]r: its kernels
+/// then run on its own thread, the pool's other workers having tasks of their own.
+pub(crate) fn in_task() -> bool {
+    rayon::current_thread_index().is_some() && !DRIVING.with(Cell::get)
+}
+
 /// `dst ← a·b`, row-major: `a` `[m, k]`, `b` `[k, n]` (`[n, k]`, used transposed, with
-/// `b_transposed`), `dst` `[m, n]`; on the calling thread inside a rayon worker, else on all.
+/// `b_transposed`), `dst` `[m, n]`; on the calling thread in a rayon task ([`in_task`]), else on
+/// all.
 pub(crate) fn matmul_rows(
     dst: &mut [f32],
     a: &[f32],
@@ -47,7 +88,7 @@ pub(crate) fn matmul_rows(
     matmul::matmul_into(dst, a, b, false);
 }
 
-/// `dst ← aᵀ·b` on the calling thread: `a` `[k, m]`, `b` `[k, n]`, `dst` `[m, n]`, all
+/// `dst ← aᵀ·b`, threads as [`matmul_rows`]: `a` `[k, m]`, `b` `[k, n]`, `dst` `[m, n]`, all
 /// row-major (the weight gradient of a layer: activations' gradient transposed times inputs).
 pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b: &[f32], n: usize) {
     let a = matmul::View::dense(a, k, m).t();

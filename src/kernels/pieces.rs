@@ -1,16 +1,15 @@
-//! The convolutions' gathers and reorderings, split into pieces: on rayon's pool when called
-//! from outside it, on the calling thread inside a worker of a small pool; and the scratch
-//! buffers they write into.
+//! The convolutions' gathers and reorderings, split into pieces: on rayon's pool in general, on
+//! the calling thread in a task of a small pool; and the scratch buffers they write into.
 
 use rayon::prelude::*;
 
-/// Whether to run a pass's pieces on this thread: it is a rayon worker (in training, a shard
-/// of a batch) in a pool of at most two, the batch's default number of shards, so the other
+/// Whether to run a pass's pieces on this thread: it is a rayon task ([`super::in_task`]; in
+/// training, a shard of a batch) in a pool of at most two, the batch's default number of shards, so the other
 /// worker is busy with a shard of its own, and handing it pieces would only wake it for
 /// tasks of a few microseconds. Larger pools may have idle workers: there the pieces go to
 /// the pool.
 pub(super) fn stay_on_this_thread() -> bool {
-    rayon::current_thread_index().is_some() && rayon::current_num_threads() <= 2
+    super::in_task() && rayon::current_num_threads() <= 2
 }
 
 /// Calls `f(index, chunk)` on each `size`-long chunk of `data`, on rayon's pool unless

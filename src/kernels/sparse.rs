@@ -130,8 +130,8 @@ impl Csr {
 }
 
 /// `out ← out + a·b` with `a` sparse `[R, C]`, `b` a `[C, o]` view with contiguous rows and
-/// `out` row-major `[R, o]`. Runs on the calling thread inside a rayon worker (a shard), split
-/// over rows of `out` otherwise; sums run in increasing column order of `a` whatever the
+/// `out` row-major `[R, o]`. Runs on the calling thread in a rayon task (a shard: see
+/// [`super::in_task`]), split over rows of `out` otherwise; sums run in increasing column order of `a` whatever the
 /// thread count.
 ///
 /// Each block of an output row's columns is summed in registers over the rows of `b` that
@@ -164,7 +164,7 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
             arch.dispatch(Rows::<4> { out, a, row0, b })
         }
     };
-    if rayon::current_thread_index().is_some() {
+    if super::in_task() {
         task(0, out);
     } else {
         out.par_chunks_mut(ROWS_PER_TASK * o)

@@ -131,7 +131,13 @@ fn load_pair(
 }
 
 /// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
+///
+/// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]).
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
+    crate::kernels::drive(|| train_here(opts))
+}
+
+fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
     let config = &opts.config;
     config.validate()?;
     let dir = &opts.run_dir;

@@ -154,8 +154,8 @@ pub struct StepAt {
 /// the loss is not finite the model comes back unchanged, for the caller to stop.
 ///
 /// With `config.shards` > 1 the batch is cut into that many shards whose forward and backward
-/// passes run in parallel (rayon), each on its own autodiff graph (`fork` gives the shard's
-/// copy of the model fresh leaves sharing the weights), and the gradients are combined,
+/// passes run in parallel (rayon tasks), each on its own autodiff graph (`fork` gives the
+/// shard's copy of the model fresh leaves sharing the weights), and the gradients are combined,
 /// weighted by shard size: mathematically the whole batch's gradient. burn's CPU kernels use
 /// only part of two cores at these small sizes (see BENCHMARKS.md); shards fill them. The
 /// shard count, not the thread count, fixes the summation order, so results do not depend on
@@ -181,26 +181,20 @@ pub fn step(
         let grads = GradientsParams::from_grads(l.backward(), &model);
         return (optim.step(at.lr, model, grads), lv);
     }
-    let jobs: Vec<_> = ranges
-        .iter()
+    // Each shard cuts its images and forks the model on its own thread, as a task whose
+    // kernels stay on that thread (`as_task`).
+    let results: Vec<(f64, GradientsParams)> = ranges
+        .par_iter()
         .map(|r| {
-            let cut4 = |t: &Tensor<4>| t.clone().narrow(0, r.start, r.len());
-            (
-                model.clone().fork(device),
-                cut4(&x),
-                cut4(&target),
-                eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len())),
-            )
-        })
-        .collect();
-    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n as f64).collect();
-    let results: Vec<(f64, GradientsParams)> = jobs
-        .into_par_iter()
-        .zip(&weights)
-        .map(|((m, x, t, e), &w)| {
-            let l = shard_loss(&m, config, x, t, e).mul_scalar(w);
-            let lv = l.clone().into_scalar::<f32>() as f64;
-            (lv, GradientsParams::from_grads(l.backward(), &m))
+            crate::kernels::as_task(|| {
+                let cut4 = |t: &Tensor<4>| t.clone().narrow(0, r.start, r.len());
+                let m = model.clone().fork(device);
+                let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
+                let w = r.len() as f64 / n as f64;
+                let l = shard_loss(&m, config, cut4(&x), cut4(&target), e).mul_scalar(w);
+                let lv = l.clone().into_scalar::<f32>() as f64;
+                (lv, GradientsParams::from_grads(l.backward(), &m))
+            })
         })
         .collect();
     let lv: f64 = results.iter().map(|(l, _)| l).sum();
