@@ -23,6 +23,10 @@ pub(super) const MAX_DENSITY: f64 = 0.3;
 /// Output rows per rayon task when the product is split over threads (outside shards).
 const ROWS_PER_TASK: usize = 16;
 
+/// Rows of a tall right operand per panel (see [`matmul_acc`]): 64 rows of a block 8 vectors
+/// wide are 32 KiB, which stays in a 48 KiB L1 cache beside the output rows passing through.
+const PANEL: usize = 64;
+
 /// A matrix in compressed sparse row form: row `r`'s entries are `idx[ptr[r]..ptr[r + 1]]`
 /// (column indices, increasing) and the matching `val`.
 #[derive(Debug, Clone)]
@@ -137,10 +141,13 @@ impl Csr {
 /// Each block of an output row's columns is summed in registers over the rows of `b` that
 /// `a`'s row selects; the block loop is outside the row loop so the block's columns of `b` stay
 /// in cache. Blocks are 8 vectors wide when `b` is tall (the forward product: `b` is a
-/// 784-row weight, read from L2 whatever the width, so fewer passes win) and 4 when it is
-/// short (the weight gradient: `b` is the batch's gradient, whose 4-vector column block fits
-/// L1). Measured on one core for 128 MNIST images, 784×392: forward 345 µs at 8 vectors,
-/// 379 at 4; weight gradient 285 µs at 4, 326 at 8 (gemm on the dense operand: about 750).
+/// 784-row weight) and 4 when it is short (the weight gradient: `b` is the batch's gradient,
+/// whose 4-vector column block fits L1). A tall `b`'s block does not fit L1 (784 rows × 512
+/// bytes), so it is taken in panels of [`PANEL`] rows, each read by every output row before
+/// the next: an output row's registers are stored after each panel and reloaded for the next,
+/// the sums still running in the same order. Measured on one core for 128 MNIST images,
+/// 784×392 (BENCHMARKS.md): forward 565 µs in one panel, 470 in panels of 64 rows (501 at 48,
+/// 489 at 96); weight gradient 370 µs at 4 vectors, 408 at 8.
 pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
     let o = b.cols();
     assert_eq!(a.cols(), b.rows(), "sparse matmul: inner dimensions differ");
@@ -159,9 +166,9 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
     let arch = Arch::new();
     let task = |row0: usize, out: &mut [f32]| {
         if b.rows() > 256 {
-            arch.dispatch(Rows::<8> { out, a, row0, b })
+            arch.dispatch(Rows::<8, PANEL> { out, a, row0, b })
         } else {
-            arch.dispatch(Rows::<4> { out, a, row0, b })
+            arch.dispatch(Rows::<4, { usize::MAX }> { out, a, row0, b })
         }
     };
     if super::in_task() {
@@ -173,16 +180,16 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
     }
 }
 
-/// The output rows `row0..` held in `out`, in column blocks of `V` vectors (see
-/// [`matmul_acc`]).
-struct Rows<'a, const V: usize> {
+/// The output rows `row0..` held in `out`, in column blocks of `V` vectors, each block of `b`
+/// in panels of `P` rows (see [`matmul_acc`]).
+struct Rows<'a, const V: usize, const P: usize> {
     out: &'a mut [f32],
     a: &'a Csr,
     row0: usize,
     b: View<'a>,
 }
 
-impl<const V: usize> WithSimd for Rows<'_, V> {
+impl<const V: usize, const P: usize> WithSimd for Rows<'_, V, P> {
     type Output = ();
 
     #[inline(always)]
@@ -205,19 +212,32 @@ impl<const V: usize> WithSimd for Rows<'_, V> {
         let block = V * lanes;
         let wide = o / block * block;
         let whole = o / lanes * lanes;
+        // Where each output row's entries of the current panel start.
+        let mut next = vec![0usize; out.len() / o];
         for j in (0..wide).step_by(block) {
-            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                let (cols, vals) = a.row(row0 + r);
-                let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + block]);
-                let mut s: [S::f32s; V] = std::array::from_fn(|t| acc[t]);
-                for (&c, &v) in cols.iter().zip(vals) {
-                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
-                    let v = simd.splat_f32s(v);
-                    for (s, &w) in s.iter_mut().zip(src) {
-                        *s = simd.mul_add_e_f32s(v, w, *s);
+            for (r, n) in next.iter_mut().enumerate() {
+                *n = a.ptr[row0 + r];
+            }
+            for k0 in (0..b.rows()).step_by(P) {
+                let k1 = k0.saturating_add(P);
+                for (r, dst) in out.chunks_exact_mut(o).enumerate() {
+                    let (start, end) = (next[r], a.ptr[row0 + r + 1]);
+                    let stop = start + a.idx[start..end].partition_point(|&c| (c as usize) < k1);
+                    if stop == start {
+                        continue;
                     }
+                    next[r] = stop;
+                    let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + block]);
+                    let mut s: [S::f32s; V] = std::array::from_fn(|t| acc[t]);
+                    for (&c, &v) in a.idx[start..stop].iter().zip(&a.val[start..stop]) {
+                        let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
+                        let v = simd.splat_f32s(v);
+                        for (s, &w) in s.iter_mut().zip(src) {
+                            *s = simd.mul_add_e_f32s(v, w, *s);
+                        }
+                    }
+                    acc.copy_from_slice(&s);
                 }
-                acc.copy_from_slice(&s);
             }
         }
         for j in (wide..whole).step_by(lanes) {
@@ -294,7 +314,7 @@ mod tests {
         // Widths around the vector and block sizes of AVX-512 (16, 64), AVX2 (8, 32) and
         // scalar code: full blocks, single vectors and partial vectors all get exercised, in
         // both loop orders (`b` with more rows than the output, and with fewer).
-        for &(m, k) in &[(37, 50), (60, 20)] {
+        for &(m, k) in &[(37, 50), (60, 20), (9, 300)] {
             for &n in &[1, 7, 8, 15, 16, 17, 33, 64, 65, 100, 392] {
                 let a = matrix(m, k, 0.2, 1 + n as u64);
                 let b = matrix(k, n, 1.0, 99);
@@ -313,6 +333,40 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn panels_give_the_sums_of_one_pass_bit_for_bit() {
+        // A tall right operand taken in panels sums each output in the same order as one
+        // pass over all its rows; rows with no entries in a panel are skipped.
+        let (m, k) = (13, 300);
+        for &n in &[16, 100, 128, 392] {
+            let a = matrix(m, k, 0.2, 3 + n as u64);
+            let b = matrix(k, n, 1.0, 17);
+            let csr = Csr::sparse(View::dense(&a, m, k)).expect("sparse");
+            let start: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.25).collect();
+            let (mut one, mut panels) = (start.clone(), start.clone());
+            let bv = View::dense(&b, k, n);
+            Arch::new().dispatch(Rows::<8, { usize::MAX }> {
+                out: &mut one,
+                a: &csr,
+                row0: 0,
+                b: bv,
+            });
+            Arch::new().dispatch(Rows::<8, PANEL> {
+                out: &mut panels,
+                a: &csr,
+                row0: 0,
+                b: bv,
+            });
+            assert!(
+                one.iter()
+                    .zip(&panels)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "n = {n}"
+            );
+            assert_ne!(one, start, "the product added something");
         }
     }
 
