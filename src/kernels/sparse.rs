@@ -50,9 +50,7 @@ impl Csr {
         Self::from_rows(a, ((rows * cols) as f64 * MAX_DENSITY) as usize)
     }
 
-    /// Compresses a view whose rows are contiguous; `None` past `max_nnz` non-zeros. Written
-    /// without a branch per entry (each entry is stored, and the count moves on only past a
-    /// non-zero), as a fifth of the inputs are non-zero in no predictable pattern.
+    /// Compresses a view whose rows are contiguous; `None` past `max_nnz` non-zeros.
     fn from_rows(a: View<'_>, max_nnz: usize) -> Option<Csr> {
         let cols = a.cols();
         // Room for one more row past the limit, checked after each row.
@@ -60,17 +58,11 @@ impl Csr {
         let mut ptr = Vec::with_capacity(a.rows() + 1);
         let mut idx = vec![0u32; cap];
         let mut val = vec![0f32; cap];
+        let compress = row_compressor();
         let mut n = 0;
         ptr.push(0);
         for r in 0..a.rows() {
-            let (idx_row, val_row) = (&mut idx[n..n + cols], &mut val[n..n + cols]);
-            let mut k = 0;
-            for (c, &v) in a.row(r).iter().enumerate() {
-                idx_row[k] = c as u32;
-                val_row[k] = v;
-                k += usize::from(v != 0.0);
-            }
-            n += k;
+            n += compress(a.row(r), &mut idx[n..n + cols], &mut val[n..n + cols]);
             if n > max_nnz {
                 return None;
             }
@@ -130,6 +122,80 @@ impl Csr {
     fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let span = self.ptr[r]..self.ptr[r + 1];
         (&self.idx[span.clone()], &self.val[span])
+    }
+}
+
+/// The fastest [`compress_row`] this CPU has: AVX-512's compressing stores, or the plain loop.
+fn row_compressor() -> fn(&[f32], &mut [u32], &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked on the line above.
+        return |row, idx, val| unsafe { avx512::compress_row(row, idx, val) };
+    }
+    compress_row
+}
+
+/// Writes the non-zero entries of `row` (NaNs count as non-zero, −0 as zero) to the front of
+/// `val`, and their positions in `row` to the front of `idx`, in order; returns how many.
+/// `idx` and `val` are at least as long as `row`. Written without a branch per entry (each
+/// entry is stored, and the count moves on only past a non-zero), as a fifth of MNIST's
+/// pixels are non-zero in no predictable pattern.
+fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
+    let (idx, val) = (&mut idx[..row.len()], &mut val[..row.len()]);
+    let mut k = 0;
+    for (c, &v) in row.iter().enumerate() {
+        idx[k] = c as u32;
+        val[k] = v;
+        k += usize::from(v != 0.0);
+    }
+    k
+}
+
+/// [`compress_row`] with AVX-512's compressing stores, 16 entries at a time: the plain
+/// loop's one store pair per entry was 12% of the first layer's time. `std::arch`, as no
+/// portable SIMD crate in the build offers compressing stores.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+
+    /// [`super::compress_row`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
+        assert!(
+            idx.len() >= row.len() && val.len() >= row.len() && row.len() <= i32::MAX as usize,
+            "compress_row: outputs shorter than the row"
+        );
+        let step = _mm512_set1_epi32(LANES as i32);
+        let mut cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut k = 0;
+        let whole = row.len() / LANES * LANES;
+        for c in (0..whole).step_by(LANES) {
+            // SAFETY: `c + 16 ≤ row.len()`: the load reads inside `row`. The stores write
+            // the mask's count of lanes from `k`, and `k` counts at most the `c` entries
+            // before this vector, so they end by `c + 16 ≤ row.len() ≤` either output's
+            // length.
+            unsafe {
+                let v = _mm512_loadu_ps(row.as_ptr().add(c));
+                let live = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps());
+                _mm512_mask_compressstoreu_ps(val.as_mut_ptr().add(k).cast(), live, v);
+                _mm512_mask_compressstoreu_epi32(idx.as_mut_ptr().add(k).cast(), live, cols);
+                k += live.count_ones() as usize;
+            }
+            cols = _mm512_add_epi32(cols, step);
+        }
+        for (c, &v) in row.iter().enumerate().skip(whole) {
+            if v != 0.0 {
+                idx[k] = c as u32;
+                val[k] = v;
+                k += 1;
+            }
+        }
+        k
     }
 }
 
@@ -332,6 +398,49 @@ mod tests {
                         out[i]
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_compressor_keeps_the_non_zeros_in_order() {
+        // Every row length from 1 to 40, with zeros, −0, NaN and infinities among the values.
+        let specials = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            1.5,
+            0.0,
+            f32::INFINITY,
+            -2.0,
+            0.0,
+            1e-30,
+        ];
+        for len in 1..=40 {
+            let row: Vec<f32> = (0..len)
+                .map(|i| specials[(i * 5 + len) % specials.len()])
+                .collect();
+            let want: Vec<(u32, u32)> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(c, v)| (c as u32, v.to_bits()))
+                .collect();
+            for (name, f) in [
+                (
+                    "plain",
+                    compress_row as fn(&[f32], &mut [u32], &mut [f32]) -> usize,
+                ),
+                ("fastest", row_compressor()),
+            ] {
+                let (mut idx, mut val) = (vec![u32::MAX; len], vec![7.0f32; len]);
+                let k = f(&row, &mut idx, &mut val);
+                let got: Vec<(u32, u32)> = idx[..k]
+                    .iter()
+                    .zip(&val[..k])
+                    .map(|(&c, v)| (c, v.to_bits()))
+                    .collect();
+                assert_eq!(got, want, "{name}, row length {len}");
             }
         }
     }
