@@ -11,7 +11,8 @@ use burn::tensor::Shape;
 
 use super::conv::{self, ConvSaved};
 use super::flex::{
-    linear_forward, product, relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
+    linear_forward, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
+    scale_by, sparse_t_product, tensor,
 };
 use super::flex_loss::recon_loss_and_grad;
 use super::sparse::Csr;
@@ -73,6 +74,23 @@ impl Backward<Flex, 1> for LossBackward {
         let s = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
             grads.register::<Flex>(node.id, scale_by(ops.state, &s));
+        }
+    }
+}
+
+/// Backward of the mean pooling: the incoming gradient spread over each channel.
+#[derive(Debug)]
+struct MeanPoolBackward;
+
+impl Backward<Flex, 1> for MeanPoolBackward {
+    /// The input's shape.
+    type State = Shape;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, mean_pool_backward(&g, ops.state));
         }
     }
 }
@@ -184,6 +202,22 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 prep.finish((keep_x, keep_w, keep_y), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(linear_forward(x, w, &b, relu, sparse_x).0),
+        }
+    }
+
+    fn fused_mean_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        match MeanPoolBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = x.layout().shape().clone();
+                prep.finish(shape, mean_pool_forward(&x))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(mean_pool_forward(&x)),
         }
     }
 

@@ -253,6 +253,37 @@ impl FusedOps for Flex {
         let (l, _) = recon_loss_and_grad(&logits, &target, LossKind::from_code(kind), scale, false);
         tensor(vec![l], Shape::new([1]))
     }
+
+    fn fused_mean_pool(x: FlexTensor) -> FlexTensor {
+        mean_pool_forward(&x)
+    }
+}
+
+/// [`FusedOps::fused_mean_pool`]: each channel's values summed in order from 0, divided by
+/// their count (burn's adaptive average pooling to `[1, 1]`, to the bit).
+pub(super) fn mean_pool_forward(x: &FlexTensor) -> FlexTensor {
+    let s = x.layout().shape();
+    let (b, c, plane) = (s[0], s[1], s[2] * s[3]);
+    let n = plane.max(1) as f32;
+    let means = values(x)
+        .chunks_exact(plane.max(1))
+        .map(|ch| ch.iter().fold(0.0f32, |sum, &v| sum + v) / n)
+        .collect();
+    tensor(means, Shape::new([b, c, 1, 1]))
+}
+
+/// The backward pass of [`mean_pool_forward`] for an input of `shape`: each incoming gradient
+/// divided by the channel's count, at every position of the channel (`0 + g/n`, as burn's
+/// adaptive pooling adds it).
+pub(super) fn mean_pool_backward(g: &FlexTensor, shape: Shape) -> FlexTensor {
+    let plane = shape[2] * shape[3];
+    let n = plane.max(1) as f32;
+    let mut out = Vec::with_capacity(shape.num_elements());
+    for &v in values(g).iter() {
+        let d = 0.0f32 + v / n;
+        out.extend(std::iter::repeat_n(d, plane));
+    }
+    tensor(out, shape)
 }
 
 impl FusedAdamOps for Flex {

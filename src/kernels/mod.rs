@@ -149,6 +149,11 @@ pub trait FusedOps: Backend {
         kind: usize,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// The mean of each channel of `x` (`[b, c, h, w]` → `[b, c, 1, 1]`): adaptive average
+    /// pooling to one value, with its arithmetic (a plain sum over the positions in order,
+    /// divided by their count).
+    fn fused_mean_pool(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The optimizer's fused update; it works on plain tensors (no autodiff).
@@ -318,6 +323,22 @@ impl LossKind {
             1 => LossKind::TanhMse,
             _ => LossKind::Bce,
         }
+    }
+}
+
+/// Adaptive average pooling of `x` (`[b, c, h, w]`) to one value per channel, as burn's
+/// `AdaptiveAvgPool2d` with output size `[1, 1]` computes it: one fused operation on the CPU
+/// (burn's own splits its passes over the thread pool, which inside a shard only disturbs the
+/// other shard's thread), burn's operations elsewhere.
+pub fn mean_pool(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    if b * c * h * w > 0 && fused_here(&x.device()) {
+        let y = <burn::backend::Dispatch as FusedOps>::fused_mean_pool(x.into_dispatch());
+        Tensor::from_dispatch(y)
+    } else {
+        burn::nn::pool::AdaptiveAvgPool2dConfig::new([1, 1])
+            .init()
+            .forward(x)
     }
 }
 

@@ -315,3 +315,32 @@ fn convt(
         .with_padding_out([op, op])
         .init(device)
 }
+
+#[test]
+fn fused_mean_pool_is_burns_adaptive_pooling_to_the_bit() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let pool = burn::nn::pool::AdaptiveAvgPool2dConfig::new([1, 1]).init();
+    let bits = |t: Tensor<4>| -> Vec<u32> {
+        let v = t.into_data().try_to_vec::<f32>().expect("f32 values");
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for [b, c, h, w] in [[3, 5, 4, 4], [2, 7, 3, 5], [1, 1, 1, 1]] {
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let t = Tensor::<4>::random([b, c, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+        let ours = super::mean_pool(x.clone());
+        let theirs = pool.forward(x.clone());
+        assert_eq!(
+            bits(ours.clone().inner()),
+            bits(theirs.clone().inner()),
+            "forward {b}x{c}x{h}x{w}"
+        );
+        let g1 = (ours * t.clone()).sum().backward();
+        let g2 = (theirs * t).sum().backward();
+        let dx = |g| x.grad(g).expect("x has a gradient");
+        let (d1, d2) = (dx(&g1), dx(&g2));
+        assert!(d1.clone().abs().sum().into_scalar::<f32>() > 0.0);
+        assert_eq!(bits(d1), bits(d2), "gradient {b}x{c}x{h}x{w}");
+    }
+}

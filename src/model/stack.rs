@@ -155,7 +155,7 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
             },
             Block::MaxPool(m) => Flow::Image(m.forward(x.image())),
             Block::AvgPool(m) => Flow::Image(m.forward(x.image())),
-            Block::Adaptive(m) => Flow::Image(m.forward(x.image())),
+            Block::Adaptive(m) => Flow::Image(adaptive_pool(m, x.image())),
             Block::Upsample(m) => Flow::Image(m.forward(x.image())),
             Block::Op(op) => apply_op(op, x),
         };
@@ -254,5 +254,15 @@ impl Decoder {
     /// `[b, L]` → logits `[b, 1, 28, 28]`.
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
         run(&self.layers, Flow::Flat(z)).image()
+    }
+}
+
+/// `m`'s adaptive average pooling of `x`; to one value per channel (conv64's code) as
+/// [`crate::kernels::mean_pool`], the same numbers as one fused operation on the CPU.
+fn adaptive_pool(m: &AdaptiveAvgPool2d, x: Tensor<4>) -> Tensor<4> {
+    if m.output_size == [1, 1] {
+        crate::kernels::mean_pool(x)
+    } else {
+        m.forward(x)
     }
 }
