@@ -29,6 +29,7 @@ mod gather;
 pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 thread_local! {
     /// Whether this thread is driving a computation from inside rayon's pool (see [`drive`]).
@@ -37,11 +38,57 @@ thread_local! {
 
 /// Runs `f` on a worker of rayon's pool, as its driver: the kernels it calls still split
 /// their work over the pool, as they do when called from outside it. Training runs its loop
-/// this way: each batch's first shard then starts at once on the driver's own thread, and
-/// the other workers pick up their shards and the optimizer's pieces while still awake,
-/// instead of the caller waking them for every parallel pass and then being woken itself.
-pub fn drive<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| with_driving(true, f))
+/// this way: each batch's first shard then starts at once on the driver's own thread.
+///
+/// Meanwhile `helpers` of the other workers (at most all of them) stand by: between pieces of
+/// work they look for the next one without going to sleep, so that the shards and the
+/// optimizer's pieces start on them at once, instead of every parallel pass waking sleeping
+/// workers (a futex wake and a reschedule, tens to hundreds of microseconds on a virtual
+/// machine, in a step of a few milliseconds). They hold their cores until `f` returns.
+pub fn drive<R: Send>(helpers: usize, f: impl FnOnce() -> R + Send) -> R {
+    let (done, started) = (AtomicBool::new(false), AtomicUsize::new(0));
+    rayon::scope(|s| {
+        let helpers = helpers.min(rayon::current_num_threads().saturating_sub(1));
+        let (done, started) = (&done, &started);
+        for _ in 0..helpers {
+            s.spawn(move |_| stand_by(done, started));
+        }
+        // The helpers start before `f` makes any work of its own: a helper can then never be
+        // picked up by a thread waiting inside that work, which would wait for `f` in turn.
+        while started.load(Ordering::Acquire) < helpers {
+            std::thread::yield_now();
+        }
+        /// Sets `done` when dropped: when `f` returns or unwinds.
+        struct Finish<'a>(&'a AtomicBool);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _finish = Finish(done);
+        with_driving(true, f)
+    })
+}
+
+/// A [`drive`]'s helper: runs the pool's pending work until `done`, spinning between pieces.
+/// It starts on a thread other than the driver's, which waits for it without taking work.
+fn stand_by(done: &AtomicBool, started: &AtomicUsize) {
+    started.fetch_add(1, Ordering::Release);
+    let mut idle = 0u32;
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+        } else {
+            idle = idle.saturating_add(1);
+            if idle < 1 << 10 {
+                std::hint::spin_loop();
+            } else {
+                // Long idle (the driver writing a checkpoint, say): let the system run
+                // others, should the pool have more threads than the machine has cores.
+                std::thread::yield_now();
+            }
+        }
+    }
 }
 
 /// Runs `f` as one task of a parallel computation (a shard of a batch): the kernels it calls

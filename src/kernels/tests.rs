@@ -344,3 +344,65 @@ fn fused_mean_pool_is_burns_adaptive_pooling_to_the_bit() {
         assert_eq!(bits(d1), bits(d2), "gradient {b}x{c}x{h}x{w}");
     }
 }
+
+/// Sums `0..n` as a tree of rayon tasks: parallel work inside a [`super::drive`].
+fn tree_sum(lo: u64, hi: u64) -> u64 {
+    if hi - lo <= 64 {
+        (lo..hi).sum()
+    } else {
+        let mid = (lo + hi) / 2;
+        let (a, b) = rayon::join(|| tree_sum(lo, mid), || tree_sum(mid, hi));
+        a + b
+    }
+}
+
+#[test]
+fn a_drive_runs_its_work_and_its_tasks_stay_tasks() {
+    let (sum, flags) = super::drive(1, || {
+        let outside = super::in_task();
+        let inside = super::as_task(super::in_task);
+        (tree_sum(0, 100_000), (outside, inside, super::in_task()))
+    });
+    assert_eq!(sum, 100_000 * 99_999 / 2);
+    // The driver's kernels use the pool; a task's stay on its thread; leaving the task
+    // restores the driver's state.
+    assert_eq!(flags, (false, true, false));
+}
+
+#[test]
+fn drives_from_several_threads_at_once_all_finish() {
+    // Each drive's helper may end up nested under another drive's work; none may wait for
+    // work beneath it on its own thread (that would hang this test).
+    let sums: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6u64)
+            .map(|i| {
+                s.spawn(move || {
+                    super::drive(3, || {
+                        (0..20)
+                            .map(|_| super::as_task(|| tree_sum(0, 10_000 + i)) + tree_sum(0, i))
+                            .sum()
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    for (i, got) in sums.into_iter().enumerate() {
+        let n = 10_000 + i as u64;
+        assert_eq!(
+            got,
+            20 * (n * (n - 1) / 2 + (i as u64) * (i as u64).saturating_sub(1) / 2)
+        );
+    }
+}
+
+#[test]
+fn a_panic_inside_a_drive_reaches_the_caller_and_frees_its_helpers() {
+    let caught = std::panic::catch_unwind(|| super::drive(1, || -> u64 { panic!("inside") }));
+    assert!(caught.is_err());
+    // The helper stood down: the pool still runs the next drive's work.
+    assert_eq!(super::drive(1, || tree_sum(0, 1000)), 999 * 1000 / 2);
+}

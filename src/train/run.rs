@@ -132,9 +132,11 @@ fn load_pair(
 
 /// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
 ///
-/// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]).
+/// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]), with a helper
+/// standing by for each shard of a batch past the first.
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
-    crate::kernels::drive(|| train_here(opts))
+    let helpers = opts.config.shards.saturating_sub(1);
+    crate::kernels::drive(helpers, || train_here(opts))
 }
 
 fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
