@@ -264,11 +264,16 @@ impl FusedOps for Flex {
 pub(super) fn mean_pool_forward(x: &FlexTensor) -> FlexTensor {
     let s = x.layout().shape();
     let (b, c, plane) = (s[0], s[1], s[2] * s[3]);
-    let n = plane.max(1) as f32;
-    let means = values(x)
-        .chunks_exact(plane.max(1))
-        .map(|ch| ch.iter().fold(0.0f32, |sum, &v| sum + v) / n)
-        .collect();
+    let means = if plane == 0 {
+        // No positions: burn's pooling gives 0 / 1.
+        vec![0.0; b * c]
+    } else {
+        let n = plane as f32;
+        values(x)
+            .chunks_exact(plane)
+            .map(|ch| ch.iter().fold(0.0f32, |sum, &v| sum + v) / n)
+            .collect()
+    };
     tensor(means, Shape::new([b, c, 1, 1]))
 }
 

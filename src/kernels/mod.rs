@@ -15,7 +15,11 @@
 //! - [`recon_loss`]: the reconstruction loss on logits (sigmoid or tanh + squared error, or
 //!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
 //! - [`adam::FusedAdam`]: burn's Adam (same state record, so resume files are unchanged) as
-//!   one pass over each parameter.
+//!   one pass over each parameter;
+//! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it.
+//!
+//! [`drive`] runs training's loop on rayon's pool with helpers standing by, and [`as_task`]
+//! marks a shard of a batch, whose kernels then stay on its thread.
 //!
 //! They run on burn's `flex` CPU backend (with and without autodiff); on any other device the
 //! wrappers compose burn's own operations instead, so GPU builds are unaffected.
@@ -34,61 +38,111 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 thread_local! {
     /// Whether this thread is driving a computation from inside rayon's pool (see [`drive`]).
     static DRIVING: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread is a [`drive`]'s helper, standing by.
+    static STANDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` on a worker of rayon's pool, as its driver: the kernels it calls still split
 /// their work over the pool, as they do when called from outside it. Training runs its loop
 /// this way: each batch's first shard then starts at once on the driver's own thread.
 ///
-/// Meanwhile `helpers` of the other workers (at most all of them) stand by: between pieces of
-/// work they look for the next one without going to sleep, so that the shards and the
-/// optimizer's pieces start on them at once, instead of every parallel pass waking sleeping
-/// workers (a futex wake and a reschedule, tens to hundreds of microseconds on a virtual
-/// machine, in a step of a few milliseconds). They hold their cores until `f` returns.
+/// With `helpers` > 0, up to that many of the other workers (fewer where the pool or the
+/// machine has fewer) stand by while `f` runs: between pieces of work they look for the next
+/// one without going to sleep, so that the shards and the optimizer's pieces start on them at
+/// once, instead of every parallel pass waking sleeping workers (a futex wake and a
+/// reschedule, tens to hundreds of microseconds on a virtual machine, in a step of a few
+/// milliseconds). They hold their cores while `f` keeps them busy, and sleep in short naps
+/// when it does not. Helpers stand by for one drive at a time in the process: a drive that
+/// starts while another has helpers runs without.
 pub fn drive<R: Send>(helpers: usize, f: impl FnOnce() -> R + Send) -> R {
-    let (done, started) = (AtomicBool::new(false), AtomicUsize::new(0));
+    drive_waiting(helpers, std::time::Duration::from_millis(2), f)
+}
+
+/// [`drive`], waiting at most `wait` for the helpers to start before running `f`.
+fn drive_waiting<R: Send>(
+    helpers: usize,
+    wait: std::time::Duration,
+    f: impl FnOnce() -> R + Send,
+) -> R {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let helpers = helpers
+        .min(rayon::current_num_threads().saturating_sub(1))
+        .min(cores.saturating_sub(1));
+    // Only one drive in the process has helpers: two drives' helpers could each end up
+    // waiting on top of work the other drive waits for.
+    let claimed = helpers > 0 && !HELPED.swap(true, Ordering::AcqRel);
+    let helpers = if claimed { helpers } else { 0 };
+    let (done, began, started) = (
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+    );
     rayon::scope(|s| {
-        let helpers = helpers.min(rayon::current_num_threads().saturating_sub(1));
-        let (done, started) = (&done, &started);
+        let (done, began, started) = (&done, &began, &started);
         for _ in 0..helpers {
-            s.spawn(move |_| stand_by(done, started));
+            s.spawn(move |_| stand_by(done, began, started));
         }
-        // The helpers start before `f` makes any work of its own: a helper can then never be
-        // picked up by a thread waiting inside that work, which would wait for `f` in turn.
-        while started.load(Ordering::Acquire) < helpers {
+        // Give the helpers a moment to start before `f` makes any work of its own; one that
+        // starts later returns at once, so it can never stand by on top of that work (which
+        // would wait for `f`, which would wait for that work).
+        let t0 = std::time::Instant::now();
+        while started.load(Ordering::Acquire) < helpers && t0.elapsed() < wait {
             std::thread::yield_now();
         }
-        /// Sets `done` when dropped: when `f` returns or unwinds.
-        struct Finish<'a>(&'a AtomicBool);
+        began.store(true, Ordering::Release);
+        /// Sets `done` (and frees the process's helpers) when dropped: when `f` returns or
+        /// unwinds.
+        struct Finish<'a>(&'a AtomicBool, bool);
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
                 self.0.store(true, Ordering::Release);
+                if self.1 {
+                    HELPED.store(false, Ordering::Release);
+                }
             }
         }
-        let _finish = Finish(done);
+        let _finish = Finish(done, claimed);
         with_driving(true, f)
     })
 }
 
-/// A [`drive`]'s helper: runs the pool's pending work until `done`, spinning between pieces.
-/// It starts on a thread other than the driver's, which waits for it without taking work.
-fn stand_by(done: &AtomicBool, started: &AtomicUsize) {
+/// Whether a [`drive`] in this process has helpers standing by.
+static HELPED: AtomicBool = AtomicBool::new(false);
+
+/// How many helpers have stood by in this process (for the tests).
+static STOOD: AtomicUsize = AtomicUsize::new(0);
+
+/// A [`drive`]'s helper: runs the pool's pending work until `done`, spinning between pieces
+/// and napping after long idle spells. It returns at once when it starts after the drive
+/// began, or on a thread already driving or standing by (should it be picked up there).
+fn stand_by(done: &AtomicBool, began: &AtomicBool, started: &AtomicUsize) {
+    let busy = DRIVING.with(Cell::get) || STANDING.with(Cell::get);
+    let late = began.load(Ordering::Acquire);
+    if !busy && !late {
+        STANDING.with(|s| s.set(true));
+        STOOD.fetch_add(1, Ordering::Relaxed);
+    }
+    // Counted either way: the driver waits until every helper has stood by or stood down.
     started.fetch_add(1, Ordering::Release);
+    if busy || late {
+        return;
+    }
     let mut idle = 0u32;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle = 0;
         } else {
             idle = idle.saturating_add(1);
-            if idle < 1 << 10 {
+            if idle < 1 << 12 {
                 std::hint::spin_loop();
             } else {
-                // Long idle (the driver writing a checkpoint, say): let the system run
-                // others, should the pool have more threads than the machine has cores.
-                std::thread::yield_now();
+                // A long idle spell (the driver writing a checkpoint, or training on a GPU):
+                // a short nap, so the core is not held for nothing.
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
     }
+    STANDING.with(|s| s.set(false));
 }
 
 /// Runs `f` as one task of a parallel computation (a shard of a batch): the kernels it calls

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 /// Whether to run a pass's pieces on this thread: it is a rayon task ([`super::in_task`]; in
-/// training, a shard of a batch) in a pool of at most two, the batch's default number of shards, so the other
-/// worker is busy with a shard of its own, and handing it pieces would only wake it for
+/// training, a shard of a batch) in a pool of at most two, the batch's default number of
+/// shards, so the other worker is busy with a shard of its own, and handing it pieces would only wake it for
 /// tasks of a few microseconds. Larger pools may have idle workers: there the pieces go to
 /// the pool.
 pub(super) fn stay_on_this_thread() -> bool {

@@ -137,7 +137,8 @@ fn row_compressor() -> fn(&[f32], &mut [u32], &mut [f32]) -> usize {
 
 /// Writes the non-zero entries of `row` (NaNs count as non-zero, −0 as zero) to the front of
 /// `val`, and their positions in `row` to the front of `idx`, in order; returns how many.
-/// `idx` and `val` are at least as long as `row`. Written without a branch per entry (each
+/// `idx` and `val` are at least as long as `row`; their first `row.len()` entries past the
+/// count may be overwritten too. Written without a branch per entry (each
 /// entry is stored, and the count moves on only past a non-zero), as a fifth of MNIST's
 /// pixels are non-zero in no predictable pattern.
 fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
@@ -151,9 +152,10 @@ fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
     k
 }
 
-/// [`compress_row`] with AVX-512's compressing stores, 16 entries at a time: the plain
-/// loop's one store pair per entry was 12% of the first layer's time. `std::arch`, as no
-/// portable SIMD crate in the build offers compressing stores.
+/// [`compress_row`] with AVX-512's compress instructions, 16 entries at a time, where the
+/// plain loop stores every entry. `std::arch`, as no portable SIMD crate in the build offers
+/// compression. The entries are compressed in registers and stored whole: a compressing
+/// store straight to memory is microcoded, and slow, on some AVX-512 CPUs (AMD Zen 4).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -175,15 +177,18 @@ mod avx512 {
         let mut k = 0;
         let whole = row.len() / LANES * LANES;
         for c in (0..whole).step_by(LANES) {
-            // SAFETY: `c + 16 ≤ row.len()`: the load reads inside `row`. The stores write
-            // the mask's count of lanes from `k`, and `k` counts at most the `c` entries
-            // before this vector, so they end by `c + 16 ≤ row.len() ≤` either output's
-            // length.
+            // SAFETY: `c + 16 ≤ whole ≤ row.len()`: the load reads inside `row`. The stores
+            // write 16 lanes from `k`, and `k` counts at most the `c` entries before this
+            // vector, so they end by `c + 16 ≤ row.len() ≤` either output's length (lanes past
+            // the count hold zeros, overwritten later or past what the caller keeps).
             unsafe {
                 let v = _mm512_loadu_ps(row.as_ptr().add(c));
                 let live = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps());
-                _mm512_mask_compressstoreu_ps(val.as_mut_ptr().add(k).cast(), live, v);
-                _mm512_mask_compressstoreu_epi32(idx.as_mut_ptr().add(k).cast(), live, cols);
+                _mm512_storeu_ps(val.as_mut_ptr().add(k), _mm512_maskz_compress_ps(live, v));
+                _mm512_storeu_si512(
+                    idx.as_mut_ptr().add(k).cast(),
+                    _mm512_maskz_compress_epi32(live, cols),
+                );
                 k += live.count_ones() as usize;
             }
             cols = _mm512_add_epi32(cols, step);
@@ -201,8 +206,8 @@ mod avx512 {
 
 /// `out ← out + a·b` with `a` sparse `[R, C]`, `b` a `[C, o]` view with contiguous rows and
 /// `out` row-major `[R, o]`. Runs on the calling thread in a rayon task (a shard: see
-/// [`super::in_task`]), split over rows of `out` otherwise; sums run in increasing column order of `a` whatever the
-/// thread count.
+/// [`super::in_task`]), split over rows of `out` otherwise; sums run in increasing column
+/// order of `a` whatever the thread count.
 ///
 /// Each block of an output row's columns is summed in registers over the rows of `b` that
 /// `a`'s row selects; the block loop is outside the row loop so the block's columns of `b` stay
@@ -211,9 +216,8 @@ mod avx512 {
 /// whose 4-vector column block fits L1). A tall `b`'s block does not fit L1 (784 rows × 512
 /// bytes), so it is taken in panels of [`PANEL`] rows, each read by every output row before
 /// the next: an output row's registers are stored after each panel and reloaded for the next,
-/// the sums still running in the same order. Measured on one core for 128 MNIST images,
-/// 784×392 (BENCHMARKS.md): forward 565 µs in one panel, 470 in panels of 64 rows (501 at 48,
-/// 489 at 96); weight gradient 370 µs at 4 vectors, 408 at 8.
+/// the sums still running in the same order. The widths and the panel height are the fastest
+/// measured on one core for 128 MNIST images, 784×392 (BENCHMARKS.md, sessions 6 and 14).
 pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
     let o = b.cols();
     assert_eq!(a.cols(), b.rows(), "sparse matmul: inner dimensions differ");
@@ -451,7 +455,19 @@ mod tests {
         // pass over all its rows; rows with no entries in a panel are skipped.
         let (m, k) = (13, 300);
         for &n in &[16, 100, 128, 392] {
-            let a = matrix(m, k, 0.2, 3 + n as u64);
+            let mut a = matrix(m, k, 0.2, 3 + n as u64);
+            // A row without entries, and rows whose entries lie in one panel (the first, a
+            // middle one, the last, shorter one), besides rows with entries in every panel.
+            a[..k].fill(0.0);
+            for (r, panel) in [(1, 0..64), (2, 128..192), (3, 256..300)] {
+                for (c, v) in a[r * k..(r + 1) * k].iter_mut().enumerate() {
+                    *v = if panel.contains(&c) {
+                        1.0 + c as f32
+                    } else {
+                        0.0
+                    };
+                }
+            }
             let b = matrix(k, n, 1.0, 17);
             let csr = Csr::sparse(View::dense(&a, m, k)).expect("sparse");
             let start: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.25).collect();

@@ -331,6 +331,13 @@ fn fused_mean_pool_is_burns_adaptive_pooling_to_the_bit() {
         let t = Tensor::<4>::random([b, c, 1, 1], Distribution::Normal(0.0, 1.0), &device);
         let ours = super::mean_pool(x.clone());
         let theirs = pool.forward(x.clone());
+        // A strided input (its last two axes swapped) gives the same as its contiguous copy.
+        let swapped = x.clone().inner().swap_dims(2, 3);
+        assert_eq!(
+            bits(super::mean_pool(swapped.clone())),
+            bits(pool.forward(swapped)),
+            "strided {b}x{c}x{h}x{w}"
+        );
         assert_eq!(
             bits(ours.clone().inner()),
             bits(theirs.clone().inner()),
@@ -345,6 +352,9 @@ fn fused_mean_pool_is_burns_adaptive_pooling_to_the_bit() {
     }
 }
 
+/// Held by the tests of [`super::drive`], which check the process-wide helper flag.
+static DRIVES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Sums `0..n` as a tree of rayon tasks: parallel work inside a [`super::drive`].
 fn tree_sum(lo: u64, hi: u64) -> u64 {
     if hi - lo <= 64 {
@@ -358,6 +368,7 @@ fn tree_sum(lo: u64, hi: u64) -> u64 {
 
 #[test]
 fn a_drive_runs_its_work_and_its_tasks_stay_tasks() {
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
     let (sum, flags) = super::drive(1, || {
         let outside = super::in_task();
         let inside = super::as_task(super::in_task);
@@ -370,9 +381,26 @@ fn a_drive_runs_its_work_and_its_tasks_stay_tasks() {
 }
 
 #[test]
+fn a_drive_on_two_cores_has_its_helper_standing_by_before_it_starts() {
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || rayon::current_num_threads() < 2 {
+        eprintln!("one core or one worker: no helper to check");
+        return;
+    }
+    let before = super::STOOD.load(std::sync::atomic::Ordering::Relaxed);
+    // Waiting as long as it takes (no time limit), the helper has started when `f` runs.
+    let stood = super::drive_waiting(1, std::time::Duration::MAX, || {
+        super::STOOD.load(std::sync::atomic::Ordering::Relaxed) - before
+    });
+    assert_eq!(stood, 1);
+}
+
+#[test]
 fn drives_from_several_threads_at_once_all_finish() {
-    // Each drive's helper may end up nested under another drive's work; none may wait for
-    // work beneath it on its own thread (that would hang this test).
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
+    // Six drives compete for the pool: one at a time gets helpers, the others run without,
+    // and each one's work may run nested under another's; all finish with their own sums.
     let sums: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6u64)
             .map(|i| {
@@ -401,8 +429,11 @@ fn drives_from_several_threads_at_once_all_finish() {
 
 #[test]
 fn a_panic_inside_a_drive_reaches_the_caller_and_frees_its_helpers() {
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
     let caught = std::panic::catch_unwind(|| super::drive(1, || -> u64 { panic!("inside") }));
     assert!(caught.is_err());
-    // The helper stood down: the pool still runs the next drive's work.
+    // The helper stood down and the process's helpers are free again: the next drive gets one
+    // (where the machine has a second core) and the pool runs its work.
+    assert!(!super::HELPED.load(std::sync::atomic::Ordering::Acquire));
     assert_eq!(super::drive(1, || tree_sum(0, 1000)), 999 * 1000 / 2);
 }

@@ -132,10 +132,14 @@ fn load_pair(
 
 /// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
 ///
-/// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]), with a helper
-/// standing by for each shard of a batch past the first.
+/// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]); on the CPU a
+/// helper stands by for each shard of a batch past the first.
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
-    let helpers = opts.config.shards.saturating_sub(1);
+    let helpers = if crate::kernels::fused_here(&opts.device) {
+        opts.config.shards.saturating_sub(1)
+    } else {
+        0
+    };
     crate::kernels::drive(helpers, || train_here(opts))
 }
 
