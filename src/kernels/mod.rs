@@ -146,7 +146,10 @@ fn stand_by(done: &AtomicBool, began: &AtomicBool, started: &AtomicUsize) {
 }
 
 /// Runs `f` as one task of a parallel computation (a shard of a batch): the kernels it calls
-/// run on this thread, even when it is the thread of a [`drive`].
+/// run on this thread, even when it is the thread of a [`drive`]. Inside a drive, a parallel
+/// loop whose pieces should keep their kernels on their own threads wraps each piece in this:
+/// its first piece runs on the driver's thread, and would otherwise split its kernels over the
+/// pool.
 pub fn as_task<R>(f: impl FnOnce() -> R) -> R {
     with_driving(false, f)
 }
