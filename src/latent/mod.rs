@@ -3,6 +3,7 @@
 
 pub mod classifier;
 pub mod kernel_svm;
+pub mod knn;
 pub mod mlp;
 mod rbf;
 pub mod report;

@@ -2,7 +2,9 @@
 //!
 //! t-SNE is FIt-SNE (Linderman et al., 2019: the repulsive forces interpolated on a grid and
 //! summed by FFT; openTSNE's method for large maps) from the `bhtsne` crate, perplexity 30,
-//! seeded through our own random initial embedding. Its step size is `max(n / 12, 200)`
+//! seeded through our own random initial embedding, on affinities over the exact nearest
+//! neighbours that [`super::knn`] finds by matrix products (the crate's own tree search does
+//! nearly a full scan per code, one distance at a time). Its step size is `max(n / 12, 200)`
 //! (Belkina et al., 2019): the step of scikit-learn's `learning_rate="auto"`, whose gradient
 //! carries a factor 4 that the crate's lacks. The crate's own default copies scikit-learn's
 //! number without that factor, so its steps are 4× shorter and leave a 10,000-point map
@@ -164,9 +166,15 @@ pub fn tsne_codes(
     let mut r = rng(s.seed, 11);
     let normal = Normal::new(0.0f32, 1e-4).expect("valid normal");
     let init: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut r)).collect();
-    let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
     let t0 = Instant::now();
     let learning_rate = learning_rate(n);
+    // The neighbours the affinities are built on: 3 × perplexity of them, as the crate's own
+    // search takes, found exactly (and the same on any number of threads).
+    let k = ((3.0 * s.perplexity) as usize).max(1);
+    let flat: Vec<f32> = codes.iter().flatten().copied().collect();
+    let dim = codes.first().map(Vec::len).unwrap_or(0);
+    let neighbors = super::knn::nearest_neighbors(&flat, n, dim, k);
+    let samples: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
     // On one worker thread: the crate sums over points with rayon's parallel reductions, whose
     // grouping, and so rounding, follows the threads' scheduling (two runs on 2 threads gave
     // different maps). One thread makes the map a function of the codes and the seed alone.
@@ -176,13 +184,7 @@ pub fn tsne_codes(
             .epochs(s.epochs)
             .learning_rate(learning_rate)
             .initial_embedding(init)
-            .fit_sne(|a, b| {
-                a.iter()
-                    .zip(b.iter())
-                    .map(|(x, y)| (x - y) * (x - y))
-                    .sum::<f32>()
-                    .sqrt()
-            })
+            .fit_sne_with_neighbors(&neighbors)
             .embedding()
     });
     let seconds = t0.elapsed().as_secs_f64();
