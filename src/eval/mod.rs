@@ -105,17 +105,23 @@ impl ScoreSum {
 
     /// Adds every image pair of `references` and `estimates` (`n·784` values each, on
     /// `scale`): the same sums as [`add`](Self::add) image after image, with the images
-    /// scored on all threads.
-    pub fn add_all(&mut self, references: &[f32], estimates: &[f32], scale: Scale) {
+    /// scored on all threads. Returns each image's `[MSE, BCE, PSNR, SSIM]`.
+    pub fn add_all(
+        &mut self,
+        references: &[f32],
+        estimates: &[f32],
+        scale: Scale,
+    ) -> Vec<[f64; 4]> {
         let px = SIDE * SIDE;
         let scores: Vec<[f64; 4]> = references
             .par_chunks(px)
             .zip(estimates.par_chunks(px))
             .map(|(a, b)| image_scores(a, b, scale))
             .collect();
-        for s in scores {
+        for &s in &scores {
             self.push(s);
         }
+        scores
     }
 
     /// Adds one image's MSE, BCE, PSNR and SSIM.
@@ -195,14 +201,21 @@ pub fn reconstruct_values(run: &Run, inputs: &[f32]) -> Vec<f32> {
 
 /// Scores the reconstructions of every image of `split` (an error when they are not finite).
 pub fn score_split(run: &Run, split: &Split) -> Result<Scores> {
+    Ok(score_split_each(run, split)?.0)
+}
+
+/// [`score_split`] and each image's MSE, in order (what [`crate::explore::anomaly`] scores).
+pub fn score_split_each(run: &Run, split: &Split) -> Result<(Scores, Vec<f64>)> {
     let scale = run.scale();
     let mut sum = ScoreSum::default();
+    let mut each = Vec::with_capacity(split.len());
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
         let x = split.scaled(chunk, scale);
-        sum.add_all(&x, &reconstruct_values(run, &x), scale);
+        let scores = sum.add_all(&x, &reconstruct_values(run, &x), scale);
+        each.extend(scores.iter().map(|s| s[0]));
     }
-    sum.finish_checked()
+    Ok((sum.finish_checked()?, each))
 }
 
 /// The ELBO per image of a variational run on `split` (`None` for other presets).
@@ -302,9 +315,20 @@ pub fn evaluate(
     indices: &[usize],
     out: &Path,
 ) -> Result<(EvalReport, [PathBuf; 2])> {
+    let (report, files, _) = evaluate_each(run, test, indices, out)?;
+    Ok((report, files))
+}
+
+/// [`evaluate`], also returning each test image's MSE, in order.
+pub fn evaluate_each(
+    run: &Run,
+    test: &Split,
+    indices: &[usize],
+    out: &Path,
+) -> Result<(EvalReport, [PathBuf; 2], Vec<f64>)> {
     check_indices(indices, test, "indices")?;
     let t0 = Instant::now();
-    let scores = score_split(run, test)?;
+    let (scores, each) = score_split_each(run, test)?;
     let seconds = t0.elapsed().as_secs_f64();
     let elbo = elbo(run, test);
     if let Some(e) = elbo.filter(|e| !e.is_finite()) {
@@ -328,5 +352,5 @@ pub fn evaluate(
     write_json(&json, &report)?;
     let png = out.join(RECON_FILE);
     reconstruction_grid(run, test, indices, &png)?;
-    Ok((report, [json, png]))
+    Ok((report, [json, png], each))
 }

@@ -63,7 +63,28 @@ pub fn anomaly(
     if top == 0 || top > 100 {
         return Err(Error::config("top", format!("{top} is not in 1..=100")));
     }
-    let s = scores(run, test);
+    anomaly_scored(run, test, scores(run, test), top, out)
+}
+
+/// [`anomaly`] on scores already computed (`s[i]`: test image `i`'s reconstruction MSE, as
+/// [`scores`] gives them; [`crate::eval::evaluate_each`] computes the same).
+pub fn anomaly_scored(
+    run: &Run,
+    test: &Split,
+    s: Vec<f64>,
+    top: usize,
+    out: &Path,
+) -> Result<(AnomalyReport, Vec<PathBuf>)> {
+    if top == 0 || top > 100 {
+        return Err(Error::config("top", format!("{top} is not in 1..=100")));
+    }
+    if s.len() != test.len() {
+        return Err(Error::Data(format!(
+            "{} anomaly scores for {} test images",
+            s.len(),
+            test.len()
+        )));
+    }
     if let Some(i) = s.iter().position(|v| !v.is_finite()) {
         return Err(Error::Data(format!(
             "the reconstruction of test image {i} is not finite (MSE {}); the model's weights \

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::eval::evaluate;
+use crate::eval::evaluate_each;
 use crate::explore::codes::DataCodes;
 use crate::explore::{anomaly, denoise, interpolate, sample};
 use crate::latent::classifier::ClassifierKind;
@@ -48,7 +48,8 @@ pub fn analyze(
     let took = |t: Instant| format!("({:.1}s)", t.elapsed().as_secs_f64());
 
     let t = clock();
-    let (e, _) = evaluate(run, &data.test, &first10, out)?;
+    // Each test image's MSE from eval is what anomaly scores: computed once.
+    let (e, _, errors) = evaluate_each(run, &data.test, &first10, out)?;
     done(
         "eval",
         format!(
@@ -126,7 +127,7 @@ pub fn analyze(
                 ),
             );
             let t = clock();
-            let (a, _) = anomaly::anomaly(run, &data.test, 16, out)?;
+            let (a, _) = anomaly::anomaly_scored(run, &data.test, errors, 16, out)?;
             done(
                 "anomaly",
                 format!(
@@ -136,7 +137,15 @@ pub fn analyze(
                     took(t)
                 ),
             );
-            for kind in ClassifierKind::ALL {
+            // The MLP first: it fits on one thread, beside t-SNE's one, so that the two
+            // fill both cores of a 2-core machine before the others, which use the pool.
+            let order = [
+                ClassifierKind::Mlp,
+                ClassifierKind::Rbf,
+                ClassifierKind::Logistic,
+                ClassifierKind::Svm,
+            ];
+            for kind in order {
                 let t = clock();
                 let (c, _) =
                     crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false)?;
