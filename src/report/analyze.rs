@@ -97,14 +97,32 @@ pub fn analyze(
             took(t)
         ),
     );
-    // t-SNE computes its map on one thread (so that a seed gives one map), on a thread of its
-    // own, beside the analyses below, which use the worker pool.
-    let (rest, tsne) = std::thread::scope(|scope| {
-        let tsne = scope.spawn(|| {
+    // Two chains of analyses side by side, each mostly on one thread: t-SNE (one thread, so
+    // that a seed gives one map) then the RBF SVM (its binary problems on the worker pool) on
+    // a thread of their own; the others here (the MLP, logistic and linear classifiers each
+    // fit on one thread).
+    let classify = |kind: ClassifierKind| {
+        let t = clock();
+        crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false).map(|(c, _)| {
+            (
+                format!("classify {}", kind.name()),
+                format!(
+                    "test accuracy {:.2}% {}",
+                    100.0 * c.report.accuracy,
+                    took(t)
+                ),
+            )
+        })
+    };
+    let (rest, side) = std::thread::scope(|scope| {
+        let side = scope.spawn(|| {
             crate::device::without_denormals(|| {
                 let t = clock();
                 let map = tsne_codes(run, &codes.test, &data.test.labels, tsne_settings, out);
-                (map, took(t))
+                let map = (map, took(t));
+                // Not after a failed map: its error is reported, not the classifier's.
+                let rbf = map.0.is_ok().then(|| classify(ClassifierKind::Rbf));
+                (map, rbf)
             })
         });
         let rest = (|| -> Result<()> {
@@ -137,37 +155,31 @@ pub fn analyze(
                     took(t)
                 ),
             );
-            // The MLP first: it fits on one thread, beside t-SNE's one, so that the two
-            // fill both cores of a 2-core machine before the others, which use the pool.
-            let order = [
+            for kind in [
                 ClassifierKind::Mlp,
-                ClassifierKind::Rbf,
                 ClassifierKind::Logistic,
                 ClassifierKind::Svm,
-            ];
-            for kind in order {
-                let t = clock();
-                let (c, _) =
-                    crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false)?;
-                done(
-                    &format!("classify {}", kind.name()),
-                    format!(
-                        "test accuracy {:.2}% {}",
-                        100.0 * c.report.accuracy,
-                        took(t)
-                    ),
-                );
+            ] {
+                // On a pool of its own: the RBF SVM's problems hold the shared pool's
+                // workers for a long time each, and would stall this fit's matrix products.
+                let (name, line) = crate::device::on_one_thread(|| classify(kind))?;
+                done(&name, line);
             }
             Ok(())
         })();
-        // Joined whatever the other analyses gave, so that a panic in t-SNE is not lost.
-        let tsne = tsne
+        // Joined whatever the other analyses gave, so that a panic on that thread is not lost.
+        let side = side
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (rest, tsne)
+        (rest, side)
     });
     rest?;
-    let ((m, _), seconds) = (tsne.0?, tsne.1);
+    let ((map, seconds), rbf) = side;
+    let (m, _) = map?;
+    if let Some(rbf) = rbf {
+        let (name, line) = rbf?;
+        done(&name, line);
+    }
     done(
         "t-SNE",
         format!(
