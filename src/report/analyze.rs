@@ -47,44 +47,6 @@ pub fn analyze(
     let clock = Instant::now;
     let took = |t: Instant| format!("({:.1}s)", t.elapsed().as_secs_f64());
 
-    let t = clock();
-    // Each test image's MSE from eval is what anomaly scores: computed once.
-    let (e, _, errors) = evaluate_each(run, &data.test, &first10, out)?;
-    done(
-        "eval",
-        format!(
-            "test MSE {:.6}, PSNR {:.2} dB, SSIM {:.4} {}",
-            e.test.mse,
-            e.test.psnr_db,
-            e.test.ssim,
-            took(t)
-        ),
-    );
-    let t = clock();
-    let (d, _) = denoise::denoise(run, &data.test, 0.2, 0, &first10, out)?;
-    done(
-        "denoise",
-        format!(
-            "σ 0.2: PSNR {:.2} → {:.2} dB, SSIM {:.4} → {:.4} {}",
-            d.noisy.psnr_db,
-            d.denoised.psnr_db,
-            d.noisy.ssim,
-            d.denoised.ssim,
-            took(t)
-        ),
-    );
-    let t = clock();
-    let (i, _) = interpolate::interpolate(run, &data.test, 0, 1, 8, out)?;
-    done(
-        "interpolate",
-        format!(
-            "#0 ({}) → #1 ({}), code distance {:.3} {}",
-            i.from.1,
-            i.to.1,
-            i.code_distance,
-            took(t)
-        ),
-    );
     // Every code is computed once, here, for the analyses of the codes below.
     let t = clock();
     let codes = DataCodes::encode(run, &data);
@@ -97,10 +59,15 @@ pub fn analyze(
             took(t)
         ),
     );
-    // Two chains of analyses side by side, each mostly on one thread: t-SNE (one thread, so
-    // that a seed gives one map) then the RBF SVM (its binary problems on the worker pool) on
-    // a thread of their own; the others here (the MLP, logistic and linear classifiers each
-    // fit on one thread).
+    if let Some(v) = codes.test.iter().flatten().find(|v| !v.is_finite()) {
+        return Err(crate::error::Error::Data(format!(
+            "a test image's code holds {v}, not a finite number; the model's weights are broken"
+        )));
+    }
+    // Two chains of analyses side by side: t-SNE (one thread, so that a seed gives one map)
+    // then the RBF SVM (its binary problems on the worker pool) on a thread of their own; the
+    // others here: eval, denoise, interpolate (the model on the pool), sample, anomaly, and
+    // the MLP, logistic and linear classifiers (each fitted on one thread).
     let classify = |kind: ClassifierKind| {
         let t = clock();
         crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false).map(|(c, _)| {
@@ -126,6 +93,44 @@ pub fn analyze(
             })
         });
         let rest = (|| -> Result<()> {
+            let t = clock();
+            // Each test image's MSE from eval is what anomaly scores: computed once.
+            let (e, _, errors) = evaluate_each(run, &data.test, &first10, out)?;
+            done(
+                "eval",
+                format!(
+                    "test MSE {:.6}, PSNR {:.2} dB, SSIM {:.4} {}",
+                    e.test.mse,
+                    e.test.psnr_db,
+                    e.test.ssim,
+                    took(t)
+                ),
+            );
+            let t = clock();
+            let (d, _) = denoise::denoise(run, &data.test, 0.2, 0, &first10, out)?;
+            done(
+                "denoise",
+                format!(
+                    "σ 0.2: PSNR {:.2} → {:.2} dB, SSIM {:.4} → {:.4} {}",
+                    d.noisy.psnr_db,
+                    d.denoised.psnr_db,
+                    d.noisy.ssim,
+                    d.denoised.ssim,
+                    took(t)
+                ),
+            );
+            let t = clock();
+            let (i, _) = interpolate::interpolate(run, &data.test, 0, 1, 8, out)?;
+            done(
+                "interpolate",
+                format!(
+                    "#0 ({}) → #1 ({}), code distance {:.3} {}",
+                    i.from.1,
+                    i.to.1,
+                    i.code_distance,
+                    took(t)
+                ),
+            );
             let t = clock();
             let (s, _) = sample::sample_codes(run, &codes.train, 64, 0, None, out)?;
             done(
