@@ -31,7 +31,7 @@ pub struct ReportArgs {
 }
 
 /// Runs every analysis on `run_dir` and builds its report, printing each analysis's headline
-/// numbers as it finishes.
+/// numbers (t-SNE's and the RBF SVM's, which run beside the others, at the end).
 pub fn analyze_run(
     run_dir: &std::path::Path,
     device: DeviceArg,

@@ -34,9 +34,16 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The `k` nearest neighbours of each row of `x` (`[n, d]`, row-major), itself excluded, by
-/// ascending Euclidean distance, ties by index. `k` must be below `n`.
+/// ascending Euclidean distance, ties by index.
+///
+/// # Panics
+/// Unless `1 ≤ k < n`, `d ≥ 1` and `x` holds `n·d` values.
 pub fn nearest_neighbors(x: &[f32], n: usize, d: usize, k: usize) -> Vec<Vec<Neighbor<f32>>> {
-    assert!(k < n && x.len() == n * d, "k = {k} neighbours of {n} rows");
+    assert!(
+        k >= 1 && k < n && d >= 1 && x.len() == n * d,
+        "{k} neighbours of {n} rows of {d} values ({} given)",
+        x.len()
+    );
     let norms: Vec<f32> = x
         .chunks_exact(d)
         .map(|r| r.iter().map(|v| v * v).sum())
@@ -119,8 +126,11 @@ fn row_neighbors(
         return found;
     }
     let mut all: Vec<Neighbor<f32>> = (0..x.len() / d).filter(|&j| j != i).map(exact).collect();
+    if k < all.len() {
+        all.select_nth_unstable_by(k - 1, by_distance);
+        all.truncate(k);
+    }
     all.sort_unstable_by(by_distance);
-    all.truncate(k);
     all
 }
 
@@ -173,6 +183,33 @@ mod tests {
             }
         }
         assert_eq!(plain(&nearest_neighbors(&x, n, d, k)), brute(&x, n, d, k));
+    }
+
+    /// Estimates that prove nothing (all far too small) send the row to exact distances to
+    /// every point; estimates off by no more than the bound still give the exact neighbours.
+    #[test]
+    fn rows_whose_proof_fails_get_every_distance() {
+        let (n, d, k) = (150, 6, 10);
+        let x: Vec<f32> = (0..n * d).map(|v| ((v * 53) % 97) as f32 / 9.0).collect();
+        let want = brute(&x, n, d, k);
+        for i in [0, 77, 149] {
+            let q = &x[i * d..(i + 1) * d];
+            let exact_sq = |j: usize| distance(q, &x[j * d..(j + 1) * d]).powi(2);
+            // Misleading: two points in three estimated closest (picked as candidates at
+            // random), the rest at 0, with no error allowed: the proof fails.
+            let lies = (0..n).map(|j| if j % 3 == 0 { 0.0 } else { -1.0 });
+            let got = row_neighbors(&x, d, i, q, lies, |_| 0.0, k);
+            assert_eq!(plain(&[got])[0], want[i], "row {i}, misleading estimates");
+            // Off by the whole allowed error, alternately up and down.
+            let err = |j: usize| 1e-3 * (1.0 + exact_sq(j));
+            let off = (0..n).map(|j| exact_sq(j) + if j % 2 == 0 { err(j) } else { -err(j) });
+            let got = row_neighbors(&x, d, i, q, off, err, k);
+            assert_eq!(
+                plain(&[got])[0],
+                want[i],
+                "row {i}, estimates off by the bound"
+            );
+        }
     }
 
     #[test]

@@ -160,6 +160,11 @@ pub fn tsne_codes(
     s.validate(n)?;
     let codes = &codes[..n];
     let labels = &labels[..n];
+    if let Some(v) = codes.iter().flatten().find(|v| !v.is_finite()) {
+        return Err(Error::Data(format!(
+            "a test image's code holds {v}, not a finite number; the model's weights are broken"
+        )));
+    }
     let (pca, pca_explained) = pca2(codes);
 
     // A seeded N(0, 1e-4) start, as in van der Maaten's reference implementation.
@@ -168,8 +173,8 @@ pub fn tsne_codes(
     let init: Vec<f32> = (0..n * 2).map(|_| normal.sample(&mut r)).collect();
     let t0 = Instant::now();
     let learning_rate = learning_rate(n);
-    // The neighbours the affinities are built on: 3 × perplexity of them, as the crate's own
-    // search takes, found exactly (and the same on any number of threads).
+    // The neighbours the affinities are built on: 3 × perplexity of them (as the crate's own
+    // search takes), at least one, found exactly (and the same on any number of threads).
     let k = ((3.0 * s.perplexity) as usize).max(1);
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
     let dim = codes.first().map(Vec::len).unwrap_or(0);

@@ -2,6 +2,7 @@
 //! after training so one command shows everything.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::error::Result;
@@ -24,10 +25,11 @@ pub struct AnalyzeOptions {
     pub tsne_count: usize,
 }
 
-/// Runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify (logistic, linear SVM,
-/// RBF SVM, MLP) and t-SNE on `run`, writing into its folder, then builds the report; returns
-/// the report path. `done(analysis, headline)` is called as each analysis finishes, with its
-/// headline numbers in words.
+/// Computes the codes, then runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify
+/// (MLP, logistic, linear SVM) on one thread and, beside them, t-SNE then classify (RBF SVM)
+/// on another, writing into `run`'s folder, then builds the report; returns the report path.
+/// `done(analysis, headline)` gives each analysis's headline numbers in words: as it finishes
+/// on the calling thread; for t-SNE and the RBF SVM, once the other chain has finished.
 pub fn analyze(
     run: &Run,
     opts: &AnalyzeOptions,
@@ -59,11 +61,6 @@ pub fn analyze(
             took(t)
         ),
     );
-    if let Some(v) = codes.test.iter().flatten().find(|v| !v.is_finite()) {
-        return Err(crate::error::Error::Data(format!(
-            "a test image's code holds {v}, not a finite number; the model's weights are broken"
-        )));
-    }
     // Two chains of analyses side by side: t-SNE (one thread, so that a seed gives one map)
     // then the RBF SVM (its binary problems on the worker pool) on a thread of their own; the
     // others here: eval, denoise, interpolate (the model on the pool), sample, anomaly, and
@@ -81,14 +78,17 @@ pub fn analyze(
             )
         })
     };
+    let failed = AtomicBool::new(false);
     let (rest, side) = std::thread::scope(|scope| {
         let side = scope.spawn(|| {
             crate::device::without_denormals(|| {
                 let t = clock();
                 let map = tsne_codes(run, &codes.test, &data.test.labels, tsne_settings, out);
                 let map = (map, took(t));
-                // Not after a failed map: its error is reported, not the classifier's.
-                let rbf = map.0.is_ok().then(|| classify(ClassifierKind::Rbf));
+                // Not after a failed map (its error is reported), nor after a failure on the
+                // other chain (the analysis stops there).
+                let go = map.0.is_ok() && !failed.load(Ordering::Relaxed);
+                let rbf = go.then(|| classify(ClassifierKind::Rbf));
                 (map, rbf)
             })
         });
@@ -160,11 +160,10 @@ pub fn analyze(
                     took(t)
                 ),
             );
-            for kind in [
-                ClassifierKind::Mlp,
-                ClassifierKind::Logistic,
-                ClassifierKind::Svm,
-            ] {
+            let here = ClassifierKind::ALL
+                .into_iter()
+                .filter(|&k| k != ClassifierKind::Rbf);
+            for kind in here {
                 // On a pool of its own: the RBF SVM's problems hold the shared pool's
                 // workers for a long time each, and would stall this fit's matrix products.
                 let (name, line) = crate::device::on_one_thread(|| classify(kind))?;
@@ -172,6 +171,9 @@ pub fn analyze(
             }
             Ok(())
         })();
+        if rest.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
         // Joined whatever the other analyses gave, so that a panic on that thread is not lost.
         let side = side
             .join()
@@ -181,10 +183,6 @@ pub fn analyze(
     rest?;
     let ((map, seconds), rbf) = side;
     let (m, _) = map?;
-    if let Some(rbf) = rbf {
-        let (name, line) = rbf?;
-        done(&name, line);
-    }
     done(
         "t-SNE",
         format!(
@@ -192,5 +190,9 @@ pub fn analyze(
             thousands(m.settings.count.min(data.test.len())),
         ),
     );
+    if let Some(rbf) = rbf {
+        let (name, line) = rbf?;
+        done(&name, line);
+    }
     Ok(super::build_report(&run.dir)?.0)
 }
