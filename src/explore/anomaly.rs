@@ -47,6 +47,14 @@ pub fn scores(run: &Run, split: &Split) -> Vec<f64> {
     out
 }
 
+/// Refuses a number of worst images to show outside `1..=100`.
+fn check_top(top: usize) -> Result<()> {
+    if top == 0 || top > 100 {
+        return Err(Error::config("top", format!("{top} is not in 1..=100")));
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
@@ -60,9 +68,7 @@ pub fn anomaly(
     top: usize,
     out: &Path,
 ) -> Result<(AnomalyReport, Vec<PathBuf>)> {
-    if top == 0 || top > 100 {
-        return Err(Error::config("top", format!("{top} is not in 1..=100")));
-    }
+    check_top(top)?;
     anomaly_scored(run, test, scores(run, test), top, out)
 }
 
@@ -75,9 +81,7 @@ pub fn anomaly_scored(
     top: usize,
     out: &Path,
 ) -> Result<(AnomalyReport, Vec<PathBuf>)> {
-    if top == 0 || top > 100 {
-        return Err(Error::config("top", format!("{top} is not in 1..=100")));
-    }
+    check_top(top)?;
     if s.len() != test.len() {
         return Err(Error::Data(format!(
             "{} anomaly scores for {} test images",

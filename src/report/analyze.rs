@@ -26,7 +26,7 @@ pub struct AnalyzeOptions {
 }
 
 /// Computes the codes, then runs eval, denoise (σ 0.2), interpolate, sample, anomaly, classify
-/// (MLP, logistic, linear SVM) on one thread and, beside them, t-SNE then classify (RBF SVM)
+/// (logistic, linear SVM, MLP) on one thread and, beside them, t-SNE then classify (RBF SVM)
 /// on another, writing into `run`'s folder, then builds the report; returns the report path.
 /// `done(analysis, headline)` gives each analysis's headline numbers in words: as it finishes
 /// on the calling thread; for t-SNE and the RBF SVM, once the other chain has finished.
@@ -64,7 +64,7 @@ pub fn analyze(
     // Two chains of analyses side by side: t-SNE (one thread, so that a seed gives one map)
     // then the RBF SVM (its binary problems on the worker pool) on a thread of their own; the
     // others here: eval, denoise, interpolate (the model on the pool), sample, anomaly, and
-    // the MLP, logistic and linear classifiers (each fitted on one thread).
+    // the logistic, linear and MLP classifiers (each fitted on one thread).
     let classify = |kind: ClassifierKind| {
         let t = clock();
         crate::latent::classify_codes(run, &data, &codes, kind, 1.0, out, false).map(|(c, _)| {
