@@ -17,6 +17,7 @@ use burn::tensor::Shape;
 use super::flex::{owned, relu_mask, tensor, values};
 use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
+use super::phases::Phases;
 use super::pieces::{each_chunk, map_chunks, map_range, Scratch};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
@@ -52,6 +53,17 @@ impl Geom {
     /// Values per big image.
     fn big_len(&self) -> usize {
         self.c * self.big[0] * self.big[1]
+    }
+
+    /// The split of the big image into its `s²` phases as a geometry: an `s × s` kernel at
+    /// stride `s`, no padding, on the same grid (see [`Phases`]). Its patch matrix holds the
+    /// phase planes, and its `col2im` interleaves them back.
+    fn phase_split(&self) -> Geom {
+        Geom {
+            k: [self.s, self.s],
+            p: 0,
+            ..*self
+        }
     }
 
     /// The big-image coordinate under grid coordinate `g` and kernel offset `k`, if inside.
@@ -118,13 +130,88 @@ const TABLES_KEPT: usize = 64;
 
 /// The patch matrix `[c·kh·kw, b·L]`: entry `((ci, ky, kx), i·L + (gy, gx))` is image `i`'s
 /// value at channel `ci`, row `gy·s + ky − p`, column `gx·s + kx − p` (0 outside).
-/// Written into `cols` (`c·kh·kw·b·L` long); `t` is [`offsets`].
-fn im2col(x: &[f32], b: usize, g: &Geom, t: &[u32], cols: &mut [f32]) {
-    let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
+/// Written into `cols` (`c·kh·kw·b·L` long): through the phases of the big image where
+/// [`phases`] has them, else by [`offsets`].
+fn im2col(x: &[f32], b: usize, g: &Geom, cols: &mut [f32]) {
+    let bl = b * g.len();
     assert_eq!(cols.len(), g.rows() * bl, "im2col: wrong output size");
+    match phases(g, b) {
+        Some(ph) => im2col_by_phases(x, b, g, &ph, cols),
+        None => im2col_by_table(x, b, g, &table(g, None), cols),
+    }
+}
+
+/// [`im2col`] through the phases `ph` of `g`'s big image.
+fn im2col_by_phases(x: &[f32], b: usize, g: &Geom, ph: &Phases, cols: &mut [f32]) {
+    let (bl, split) = (b * g.len(), g.phase_split());
+    let mut planes = Scratch::new(split.rows() * bl);
+    if ph.permutes() {
+        ph.split(&x[..b * g.big_len()], g.c, &mut planes);
+    } else {
+        im2col_by_table(x, b, &split, &table(&split, None), &mut planes);
+    }
+    let (taps, per_channel) = (ph.taps(), ph.phases() * bl);
+    each_chunk(cols, bl, |r, row| {
+        ph.spread(
+            r % taps,
+            &planes[r / taps * per_channel..][..per_channel],
+            row,
+        )
+    });
+}
+
+/// [`im2col`] by gathers through `t`, [`offsets`] of `g`.
+fn im2col_by_table(x: &[f32], b: usize, g: &Geom, t: &[u32], cols: &mut [f32]) {
+    let (l, bl, n) = (g.len(), b * g.len(), g.big_len());
     each_chunk(cols, bl, |r, row| {
         gather_images(&x[..b * n], n, &t[r * l..(r + 1) * l], row)
     });
+}
+
+/// The phase decomposition of `g` for batches of `b` ([`Phases`]), where the CPU has the
+/// vector instructions that make it pay and the geometry allows it; kept per thread like
+/// [`table`] (at most [`TABLES_KEPT`]).
+fn phases(g: &Geom, b: usize) -> Option<Rc<Phases>> {
+    thread_local! {
+        static PLANS: RefCell<Plans> = RefCell::new(HashMap::new());
+    }
+    if !phases_pay() {
+        return None;
+    }
+    PLANS.with_borrow_mut(|plans| {
+        if let Some(p) = plans.get(&(*g, b)) {
+            return p.clone();
+        }
+        if plans.len() >= TABLES_KEPT {
+            plans.clear();
+        }
+        // The split's tables address `s²·b·L` values in `u32` (see `sum_offsets`).
+        let small = (g.s * g.s)
+            .checked_mul(b * g.len())
+            .is_some_and(|n| n < u32::MAX as usize);
+        let p = small
+            .then(|| Phases::new(g.big, g.k, g.s, g.p, g.grid, b))
+            .flatten()
+            .map(Rc::new);
+        plans.insert((*g, b), p.clone());
+        p
+    })
+}
+
+/// [`phases`]' cache: by geometry and batch, `None` where there are none.
+type Plans = HashMap<(Geom, usize), Option<Rc<Phases>>>;
+
+/// Whether [`Phases`]' shifted passes run as vector code here (AVX-512): elsewhere they are
+/// plain loops, slower than the table gathers.
+fn phases_pay() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// For [`col2im`], the patch-matrix entries that land on each position `q = (iy, ix)` of one
@@ -162,8 +249,50 @@ fn sum_offsets(g: &Geom, b: usize) -> Vec<u32> {
 
 /// The big images `[b, c, H, W]` from a patch matrix `[c·kh·kw, b·L]` (the adjoint of
 /// [`im2col`]: sums where patches overlap, in order of the patch-matrix rows), then
-/// `finish(channel, values)` on each channel of each image; `t` is [`sum_offsets`].
+/// `finish(channel, values)` on each channel of each image: through the phases of the big
+/// image where [`phases`] has them, else by [`sum_offsets`].
 fn col2im(
+    cols: &[f32],
+    b: usize,
+    g: &Geom,
+    finish: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let bl = b * g.len();
+    assert_eq!(cols.len(), g.rows() * bl, "col2im: wrong input size");
+    match phases(g, b) {
+        Some(ph) => col2im_by_phases(cols, b, g, &ph, finish),
+        None => col2im_by_table(cols, b, g, &table(g, Some(b)), finish),
+    }
+}
+
+/// [`col2im`] through the phases `ph` of `g`'s big image.
+fn col2im_by_phases(
+    cols: &[f32],
+    b: usize,
+    g: &Geom,
+    ph: &Phases,
+    finish: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let (bl, split) = (b * g.len(), g.phase_split());
+    let mut planes = Scratch::new(split.rows() * bl);
+    let (phases, per_channel) = (ph.phases(), ph.taps() * bl);
+    each_chunk(&mut planes, bl, |r, plane| {
+        ph.collect(
+            r % phases,
+            &cols[r / phases * per_channel..][..per_channel],
+            plane,
+        )
+    });
+    if ph.permutes() {
+        // The same values as the table gathers' (which add each to +0): a sum that starts at
+        // +0 is never −0.
+        return ph.interleave(&planes, g.c, finish);
+    }
+    col2im_by_table(&planes, b, &split, &table(&split, Some(b)), finish)
+}
+
+/// [`col2im`] by gathers through `t`, [`sum_offsets`] of `g`.
+fn col2im_by_table(
     cols: &[f32],
     b: usize,
     g: &Geom,
@@ -307,7 +436,7 @@ pub(super) fn conv2d_forward(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
-    let (rows, t) = (geom.rows(), table(&geom, None));
+    let rows = geom.rows();
     // The patch matrix is kept for the backward pass, else borrowed.
     let (mut kept, mut scratch) = if keep_cols {
         (vec![0f32; rows * bl], None)
@@ -315,7 +444,7 @@ pub(super) fn conv2d_forward(
         (Vec::new(), Some(Scratch::new(rows * bl)))
     };
     let cols: &mut [f32] = scratch.as_deref_mut().unwrap_or(&mut kept);
-    im2col(&values(x), b, &geom, &t, cols);
+    im2col(&values(x), b, &geom, cols);
     let ws = values(w);
     let mut yt = Scratch::new(o * bl);
     matmul_into(
@@ -368,7 +497,7 @@ pub(super) fn conv2d_backward(
             View::dense(&gm, o, bl),
             false,
         );
-        let dx = col2im(&dcols, b, geom, &table(geom, Some(b)), |_, _| {});
+        let dx = col2im(&dcols, b, geom, |_, _| {});
         tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
     });
     (dx, dw, tensor(db, Shape::new([o])))
@@ -418,7 +547,7 @@ pub(super) fn conv_transpose2d_forward(
         false,
     );
     let bias = values(bias);
-    let y = col2im(&cols, b, &geom, &table(&geom, Some(b)), |oc, ch| {
+    let y = col2im(&cols, b, &geom, |oc, ch| {
         for v in ch {
             let z = *v + bias[oc];
             *v = if relu { z.max(0.0) } else { z };
@@ -457,7 +586,7 @@ pub(super) fn conv_transpose2d_backward(
             .sum()
     });
     let mut gcols = Scratch::new(geom.rows() * bl);
-    im2col(gs, b, geom, &table(geom, None), &mut gcols);
+    im2col(gs, b, geom, &mut gcols);
     let dw = st.data.as_ref().map(|xt| {
         let xt = values(xt);
         let mut dw = vec![0f32; c * geom.rows()];
@@ -482,4 +611,92 @@ pub(super) fn conv_transpose2d_backward(
         tensor(dx, Shape::new([b, c, geom.grid[0], geom.grid[1]]))
     });
     (dx, dw, tensor(db, Shape::new([o])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values with a sign and a spread of magnitudes, some exactly 0, from `seed`.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(2_654_435_761) >> 8;
+                if h.is_multiple_of(7) {
+                    0.0
+                } else {
+                    (h % 2001) as f32 / 97.0 - 10.0
+                }
+            })
+            .collect()
+    }
+
+    /// im2col and col2im through the phases give the table gathers' values to the bit, on
+    /// the vector path where the CPU has it and on the plain one, for strides 1 to 3,
+    /// paddings 0 to 2, odd and even sizes, kernels smaller and larger than the stride, and
+    /// conv64's layers (which must have phases).
+    #[test]
+    fn phases_give_the_table_gathers_values() {
+        // (big, kernel, stride, padding, grid or None for the convolution's own, whether the
+        // phase planes fit on the grid: not where the convolution leaves the last rows or
+        // columns of the big image unread).
+        type Case = (
+            [usize; 2],
+            [usize; 2],
+            usize,
+            usize,
+            Option<[usize; 2]>,
+            bool,
+        );
+        let cases: &[Case] = &[
+            ([28, 28], [3, 3], 2, 1, None, true),
+            ([14, 14], [3, 3], 2, 1, None, true),
+            ([7, 7], [3, 3], 2, 1, None, true),
+            ([14, 14], [4, 4], 2, 1, None, true),
+            ([28, 28], [4, 4], 2, 1, None, true),
+            ([14, 14], [3, 3], 2, 1, Some([7, 7]), true),
+            ([9, 11], [5, 3], 3, 2, None, true),
+            ([10, 10], [3, 3], 1, 1, None, true),
+            ([7, 7], [1, 1], 2, 0, None, true),
+            ([6, 7], [2, 2], 2, 0, None, false),
+            ([5, 8], [3, 4], 2, 0, None, false),
+            ([4, 4], [4, 4], 1, 0, Some([1, 1]), false),
+        ];
+        let (c, b) = (3, 5);
+        for &(big, k, s, p, grid, fits) in cases {
+            let grid = grid.unwrap_or([0, 1].map(|d| (big[d] + 2 * p - k[d]) / s + 1));
+            let g = Geom {
+                c,
+                big,
+                k,
+                s,
+                p,
+                grid,
+            };
+            let ph = Phases::new(big, k, s, p, grid, b);
+            assert_eq!(ph.is_some(), fits, "phases of {g:?}");
+            let Some(ph) = ph else { continue };
+            let bl = b * g.len();
+            let x = values(b * g.big_len(), 1);
+            let cols = values(g.rows() * bl, 2);
+            let finish = |ci: usize, ch: &mut [f32]| ch.iter_mut().for_each(|v| *v += ci as f32);
+            let mut want = vec![f32::NAN; g.rows() * bl];
+            im2col_by_table(&x, b, &g, &table(&g, None), &mut want);
+            let want_big = col2im_by_table(&cols, b, &g, &table(&g, Some(b)), finish);
+            for plain in [false, true] {
+                super::super::phases::PLAIN.set(plain);
+                let mut got = vec![f32::NAN; g.rows() * bl];
+                im2col_by_phases(&x, b, &g, &ph, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "im2col of {g:?}, plain {plain}");
+                let got_big = col2im_by_phases(&cols, b, &g, &ph, finish);
+                assert_eq!(
+                    bits(&got_big),
+                    bits(&want_big),
+                    "col2im of {g:?}, plain {plain}"
+                );
+            }
+            super::super::phases::PLAIN.set(false);
+        }
+    }
 }

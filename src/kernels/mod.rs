@@ -200,6 +200,7 @@ pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b:
     matmul::matmul_into(dst, a, b, false);
 }
 mod matmul;
+mod phases;
 mod pieces;
 mod sparse;
 
