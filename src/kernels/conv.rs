@@ -18,7 +18,7 @@ use super::flex::{owned, relu_mask, tensor, values};
 use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
-use super::pieces::{each_chunk, map_chunks, map_range, Scratch};
+use super::pieces::{each_chunk, Scratch};
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
@@ -359,8 +359,7 @@ fn masked_channel_major(
     l: usize,
 ) -> (Scratch, Vec<f32>) {
     let mut out = Scratch::new(g.len());
-    let db = map_chunks(&mut out, b * l, |ci, row| {
-        let mut sum = 0f32;
+    each_chunk(&mut out, b * l, |ci, row| {
         for i in 0..b {
             let at = (i * c + ci) * l;
             let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
@@ -368,20 +367,45 @@ fn masked_channel_major(
                 Some(y) => {
                     for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
                         *d = if y > 0.0 { v } else { 0.0 };
-                        sum += *d;
                     }
                 }
-                None => {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v;
-                        sum += v;
-                    }
-                }
+                None => dst.copy_from_slice(src),
             }
         }
-        sum
     });
+    let db = row_sums(&out, b * l, 0.0);
     (out, db)
+}
+
+/// The sum of each `n`-long row of `rows`, each added up from `start` (0 or −0) in order:
+/// several rows at a time, so that their chains of additions overlap (one row's additions
+/// depend on each other; a loop over one row waits on each in turn).
+fn row_sums(rows: &[f32], n: usize, start: f32) -> Vec<f32> {
+    /// Rows summed together: enough independent chains to keep the adders busy.
+    const GROUP: usize = 8;
+    let mut sums = Vec::with_capacity(rows.len() / n.max(1));
+    for group in rows.chunks(GROUP * n.max(1)) {
+        let mut acc = [start; GROUP];
+        let rows: Vec<&[f32]> = group.chunks_exact(n.max(1)).collect();
+        if let [r0, r1, r2, r3, r4, r5, r6, r7] = rows[..] {
+            for j in 0..n {
+                acc[0] += r0[j];
+                acc[1] += r1[j];
+                acc[2] += r2[j];
+                acc[3] += r3[j];
+                acc[4] += r4[j];
+                acc[5] += r5[j];
+                acc[6] += r6[j];
+                acc[7] += r7[j];
+            }
+        } else {
+            for (a, r) in acc.iter_mut().zip(&rows) {
+                *a = r.iter().fold(start, |s, &v| s + v);
+            }
+        }
+        sums.extend_from_slice(&acc[..rows.len()]);
+    }
+    sums
 }
 
 /// The dims of a 4-D tensor.
@@ -580,11 +604,11 @@ pub(super) fn conv_transpose2d_backward(
     if let Some(y) = st.y.as_ref() {
         relu_mask(gs, &values(y));
     }
-    let db: Vec<f32> = map_range(o, |oc| {
-        (0..b)
-            .map(|i| gs[(i * o + oc) * plane..][..plane].iter().sum::<f32>())
-            .sum()
-    });
+    // Each image's sum per channel (as `Iterator::sum`, from −0), then their sum.
+    let sums = row_sums(gs, plane, -0.0);
+    let db: Vec<f32> = (0..o)
+        .map(|oc| (0..b).map(|i| sums[i * o + oc]).sum())
+        .collect();
     let mut gcols = Scratch::new(geom.rows() * bl);
     im2col(gs, b, geom, &mut gcols);
     let dw = st.data.as_ref().map(|xt| {
@@ -629,6 +653,30 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Row sums are each row's sum from 0 in order, for every count of rows around a group.
+    #[test]
+    fn row_sums_add_each_row_in_order() {
+        for rows in [1, 7, 8, 9, 17] {
+            for n in [1, 5, 33] {
+                let v = values(rows * n, 3);
+                let want: Vec<u32> = v
+                    .chunks(n)
+                    .map(|r| r.iter().fold(0f32, |s, &x| s + x).to_bits())
+                    .collect();
+                let got: Vec<u32> = row_sums(&v, n, 0.0).iter().map(|s| s.to_bits()).collect();
+                assert_eq!(got, want, "{rows} rows of {n}");
+                // From −0, as `Iterator::sum`: rows of −0 stay −0.
+                let z = vec![-0f32; rows * n];
+                let want: Vec<u32> = z
+                    .chunks(n)
+                    .map(|r| r.iter().sum::<f32>().to_bits())
+                    .collect();
+                let got: Vec<u32> = row_sums(&z, n, -0.0).iter().map(|s| s.to_bits()).collect();
+                assert_eq!(got, want, "{rows} rows of {n} of −0");
+            }
+        }
     }
 
     /// im2col and col2im through the phases give the table gathers' values to the bit, on

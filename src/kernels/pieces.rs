@@ -41,15 +41,6 @@ pub(super) fn map_chunks<T: Send, R: Send>(
     }
 }
 
-/// `[f(0), …, f(n − 1)]`, on rayon's pool unless [`stay_on_this_thread`].
-pub(super) fn map_range<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
-    if stay_on_this_thread() {
-        (0..n).map(f).collect()
-    } else {
-        (0..n).into_par_iter().map(f).collect()
-    }
-}
-
 /// A buffer of `f32` borrowed from this thread's pool, for the intermediate matrices of one
 /// operation (a product's output, a patch matrix) that are written in full before they are
 /// read: it holds whatever values it last held, so taking one costs no allocation and no
