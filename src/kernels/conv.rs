@@ -169,7 +169,8 @@ fn im2col_by_table(x: &[f32], b: usize, g: &Geom, t: &[u32], cols: &mut [f32]) {
 }
 
 /// The phase decomposition of `g` for batches of `b` ([`Phases`]), where the CPU has the
-/// vector instructions that make it pay and the geometry allows it; kept per thread like
+/// vector instructions that make it pay, the stride is at most the kernel (so that the `s²`
+/// phases are not more than the taps) and the geometry allows it; kept per thread like
 /// [`table`] (at most [`TABLES_KEPT`]).
 fn phases(g: &Geom, b: usize) -> Option<Rc<Phases>> {
     thread_local! {
@@ -185,11 +186,14 @@ fn phases(g: &Geom, b: usize) -> Option<Rc<Phases>> {
         if plans.len() >= TABLES_KEPT {
             plans.clear();
         }
-        // The split's tables address `s²·b·L` values in `u32` (see `sum_offsets`).
-        let small = (g.s * g.s)
-            .checked_mul(b * g.len())
+        // The phases pay where they are fewer than the taps (the stride at most the kernel,
+        // not a single tap); the split's tables address `s²·b·L` values in `u32` (see
+        // `sum_offsets`).
+        let pays = g.s <= g.k[0] && g.s <= g.k[1] && g.k[0] * g.k[1] > 1;
+        let small = (g.s.checked_mul(g.s))
+            .and_then(|ss| ss.checked_mul(b * g.len()))
             .is_some_and(|n| n < u32::MAX as usize);
-        let p = small
+        let p = (pays && small)
             .then(|| Phases::new(g.big, g.k, g.s, g.p, g.grid, b))
             .flatten()
             .map(Rc::new);
@@ -283,9 +287,10 @@ fn col2im_by_phases(
             plane,
         )
     });
+    // Either way each plane value goes through unchanged: `interleave` copies it, the table
+    // gathers add it to +0, which leaves it as it is (a sum that starts at +0, as `collect`'s
+    // do, is never −0).
     if ph.permutes() {
-        // The same values as the table gathers' (which add each to +0): a sum that starts at
-        // +0 is never −0.
         return ph.interleave(&planes, g.c, finish);
     }
     col2im_by_table(&planes, b, &split, &table(&split, Some(b)), finish)
@@ -681,13 +686,14 @@ mod tests {
 
     /// im2col and col2im through the phases give the table gathers' values to the bit, on
     /// the vector path where the CPU has it and on the plain one, for strides 1 to 3,
-    /// paddings 0 to 2, odd and even sizes, kernels smaller and larger than the stride, and
-    /// conv64's layers (which must have phases).
+    /// paddings 0 to 2, odd and even sizes, kernels smaller and larger than the stride,
+    /// batches of 1 and 5, and conv64's layers. On a one-thread pool, so that the passes run
+    /// on the thread that picks the path.
     #[test]
     fn phases_give_the_table_gathers_values() {
         // (big, kernel, stride, padding, grid or None for the convolution's own, whether the
         // phase planes fit on the grid: not where the convolution leaves the last rows or
-        // columns of the big image unread).
+        // columns of the big image unread, nor for an empty image).
         type Case = (
             [usize; 2],
             [usize; 2],
@@ -703,48 +709,77 @@ mod tests {
             ([14, 14], [4, 4], 2, 1, None, true),
             ([28, 28], [4, 4], 2, 1, None, true),
             ([14, 14], [3, 3], 2, 1, Some([7, 7]), true),
+            ([8, 8], [3, 3], 2, 2, None, true),
+            ([9, 23], [3, 3], 2, 1, None, true),
             ([9, 11], [5, 3], 3, 2, None, true),
             ([10, 10], [3, 3], 1, 1, None, true),
             ([7, 7], [1, 1], 2, 0, None, true),
             ([6, 7], [2, 2], 2, 0, None, false),
             ([5, 8], [3, 4], 2, 0, None, false),
             ([4, 4], [4, 4], 1, 0, Some([1, 1]), false),
+            ([0, 4], [2, 2], 2, 2, Some([2, 4]), false),
         ];
-        let (c, b) = (3, 5);
-        for &(big, k, s, p, grid, fits) in cases {
-            let grid = grid.unwrap_or([0, 1].map(|d| (big[d] + 2 * p - k[d]) / s + 1));
-            let g = Geom {
-                c,
-                big,
-                k,
-                s,
-                p,
-                grid,
-            };
-            let ph = Phases::new(big, k, s, p, grid, b);
-            assert_eq!(ph.is_some(), fits, "phases of {g:?}");
-            let Some(ph) = ph else { continue };
-            let bl = b * g.len();
-            let x = values(b * g.big_len(), 1);
-            let cols = values(g.rows() * bl, 2);
-            let finish = |ci: usize, ch: &mut [f32]| ch.iter_mut().for_each(|v| *v += ci as f32);
-            let mut want = vec![f32::NAN; g.rows() * bl];
-            im2col_by_table(&x, b, &g, &table(&g, None), &mut want);
-            let want_big = col2im_by_table(&cols, b, &g, &table(&g, Some(b)), finish);
-            for plain in [false, true] {
-                super::super::phases::PLAIN.set(plain);
-                let mut got = vec![f32::NAN; g.rows() * bl];
-                im2col_by_phases(&x, b, &g, &ph, &mut got);
-                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "im2col of {g:?}, plain {plain}");
-                let got_big = col2im_by_phases(&cols, b, &g, &ph, finish);
-                assert_eq!(
-                    bits(&got_big),
-                    bits(&want_big),
-                    "col2im of {g:?}, plain {plain}"
-                );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool");
+        pool.install(|| {
+            for b in [1, 5] {
+                for &(big, k, s, p, grid, fits) in cases {
+                    phases_match_tables(3, b, big, k, s, p, grid, fits);
+                }
             }
-            super::super::phases::PLAIN.set(false);
+        });
+    }
+
+    /// One case of [`phases_give_the_table_gathers_values`].
+    #[allow(clippy::too_many_arguments)]
+    fn phases_match_tables(
+        c: usize,
+        b: usize,
+        big: [usize; 2],
+        k: [usize; 2],
+        s: usize,
+        p: usize,
+        grid: Option<[usize; 2]>,
+        fits: bool,
+    ) {
+        let grid = grid.unwrap_or([0, 1].map(|d| (big[d] + 2 * p - k[d]) / s + 1));
+        let g = Geom {
+            c,
+            big,
+            k,
+            s,
+            p,
+            grid,
+        };
+        let ph = Phases::new(big, k, s, p, grid, b);
+        assert_eq!(ph.is_some(), fits, "phases of {g:?}");
+        let Some(ph) = ph else { return };
+        let bl = b * g.len();
+        let x = values(b * g.big_len(), 1);
+        let cols = values(g.rows() * bl, 2);
+        let finish = |ci: usize, ch: &mut [f32]| ch.iter_mut().for_each(|v| *v += ci as f32);
+        let mut want = vec![f32::NAN; g.rows() * bl];
+        im2col_by_table(&x, b, &g, &table(&g, None), &mut want);
+        let want_big = col2im_by_table(&cols, b, &g, &table(&g, Some(b)), finish);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for plain in [false, true] {
+            super::super::phases::PLAIN.set(plain);
+            let mut got = vec![f32::NAN; g.rows() * bl];
+            im2col_by_phases(&x, b, &g, &ph, &mut got);
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "im2col of {g:?}, b {b}, plain {plain}"
+            );
+            let got_big = col2im_by_phases(&cols, b, &g, &ph, finish);
+            assert_eq!(
+                bits(&got_big),
+                bits(&want_big),
+                "col2im of {g:?}, b {b}, plain {plain}"
+            );
         }
+        super::super::phases::PLAIN.set(false);
     }
 }

@@ -60,7 +60,7 @@ struct Tap {
 pub(super) struct Phases {
     /// Per kernel tap `(ky, kx)`, in that order.
     taps: Vec<Tap>,
-    /// Per phase, the taps that write it, in the order of the taps.
+    /// Per phase, the taps on it (that read it in im2col, write it in col2im), in order.
     by_phase: Vec<Vec<usize>>,
     /// Positions `b·L` of a row.
     len: usize,
@@ -79,7 +79,8 @@ impl Phases {
     /// The decomposition for a big image `big`, kernel `k`, stride `s`, padding `p`, grid
     /// `grid` and `b` images, where every phase's plane fits on the grid (each phase of the
     /// big image has at most as many rows and columns as the grid), so that the phase planes
-    /// hold every big-image value; `None` otherwise.
+    /// hold every big-image value; `None` otherwise, and for a zero stride or an empty
+    /// image, kernel, grid or batch.
     pub(super) fn new(
         big: [usize; 2],
         k: [usize; 2],
@@ -89,9 +90,9 @@ impl Phases {
         b: usize,
     ) -> Option<Phases> {
         let [gh, gw] = grid;
-        let l = gh * gw;
+        let l = gh.checked_mul(gw)?;
         let len = b.checked_mul(l)?;
-        if s == 0 || len == 0 || k.contains(&0) {
+        if s == 0 || len == 0 || k.contains(&0) || big.contains(&0) {
             return None;
         }
         // Rows of phase `a` in a big dimension of `n`: `s·y + a < n`.
@@ -431,7 +432,7 @@ mod avx512 {
             }
             // The plane rows below the image (phase 1 of an odd height, and rows past it).
             for a in 0..2 {
-                for y in (h - a).div_ceil(2)..gh {
+                for y in h.saturating_sub(a).div_ceil(2)..gh {
                     for bx in 0..2 {
                         // SAFETY: as above, rows `y < gh`.
                         unsafe {

@@ -51,7 +51,7 @@ pub(super) struct Scratch {
     len: usize,
 }
 
-/// How many buffers each thread's pool keeps (an operation holds at most two at once).
+/// How many buffers each thread's pool keeps (an operation holds at most three at once).
 const SCRATCH_KEPT: usize = 8;
 
 /// How many values, in all, each thread's pool keeps (64 MiB of `f32`): enough for a training
