@@ -176,7 +176,8 @@ fn phases(g: &Geom, b: usize) -> Option<Rc<Phases>> {
     thread_local! {
         static PLANS: RefCell<Plans> = RefCell::new(HashMap::new());
     }
-    if !phases_pay() {
+    // Elsewhere than on AVX-512 the shifted passes are plain loops, slower than the gathers.
+    if !super::phases::vector() {
         return None;
     }
     PLANS.with_borrow_mut(|plans| {
@@ -204,19 +205,6 @@ fn phases(g: &Geom, b: usize) -> Option<Rc<Phases>> {
 
 /// [`phases`]' cache: by geometry and batch, `None` where there are none.
 type Plans = HashMap<(Geom, usize), Option<Rc<Phases>>>;
-
-/// Whether [`Phases`]' shifted passes run as vector code here (AVX-512): elsewhere they are
-/// plain loops, slower than the table gathers.
-fn phases_pay() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// For [`col2im`], the patch-matrix entries that land on each position `q = (iy, ix)` of one
 /// channel of the big image, as offsets `kk·bl + l` from that channel's first row at image 0

@@ -31,9 +31,9 @@ thread_local! {
     pub(super) static PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the shifted passes run as AVX-512 code.
+/// Whether the passes run as AVX-512 code (the CPU has AVX-512F; tests may turn it off).
 #[inline]
-fn vector() -> bool {
+pub(super) fn vector() -> bool {
     #[cfg(test)]
     if PLAIN.get() {
         return false;
