@@ -6,7 +6,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, AutodiffBackend, Flex};
 use burn::tensor::Shape;
 
 use super::conv::{self, ConvSaved};
@@ -15,6 +15,10 @@ use super::flex::{
     scale_by, sparse_t_product, tensor,
 };
 use super::flex_loss::recon_loss_and_grad;
+use super::norm::{self, NormSaved};
+use super::pool::{
+    max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
+};
 use super::sparse::Csr;
 use super::{FusedOps, LossKind};
 
@@ -91,6 +95,58 @@ impl Backward<Flex, 1> for MeanPoolBackward {
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
             grads.register::<Flex>(node.id, mean_pool_backward(&g, ops.state));
+        }
+    }
+}
+
+/// Backward of the max pooling: each output's gradient to its window's winner.
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = MaxPoolSaved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, max_pool_backward(&g, &ops.state));
+        }
+    }
+}
+
+/// Backward of the nearest-neighbour resizing: each output's gradient back to its source.
+#[derive(Debug)]
+struct UpsampleBackward;
+
+impl Backward<Flex, 1> for UpsampleBackward {
+    /// The input's shape.
+    type State = Shape;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, upsample_backward(&g, ops.state));
+        }
+    }
+}
+
+/// Backward of the batch normalisation in training.
+#[derive(Debug)]
+struct NormBackward;
+
+impl Backward<Flex, 3> for NormBackward {
+    type State = NormSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (dx, dgamma, dbeta) = norm::backward(&g, &ops.state);
+        for (node, grad) in [(node_x, dx), (node_g, dgamma), (node_b, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
         }
     }
 }
@@ -219,6 +275,59 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(mean_pool_forward(&x)),
         }
+    }
+
+    fn fused_max_pool(x: FloatTensor<Self>, k: usize, s: usize) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        match MaxPoolBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, saved) = max_pool_forward(&x, k, s, true);
+                prep.finish(saved, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(max_pool_forward(&x, k, s, false).0),
+        }
+    }
+
+    fn fused_upsample(x: FloatTensor<Self>, oh: usize, ow: usize) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        match UpsampleBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = x.layout().shape().clone();
+                prep.finish(shape, upsample_forward(&x, [oh, ow]))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(upsample_forward(&x, [oh, ow])),
+        }
+    }
+
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        let (y, mean, var, saved) = norm::forward(&x, &gamma, &beta, epsilon, relu);
+        let y = match NormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(saved, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, Self::from_inner(mean), Self::from_inner(var))
     }
 
     fn fused_recon_loss(

@@ -257,6 +257,25 @@ impl FusedOps for Flex {
     fn fused_mean_pool(x: FlexTensor) -> FlexTensor {
         mean_pool_forward(&x)
     }
+
+    fn fused_max_pool(x: FlexTensor, k: usize, s: usize) -> FlexTensor {
+        super::pool::max_pool_forward(&x, k, s, false).0
+    }
+
+    fn fused_upsample(x: FlexTensor, oh: usize, ow: usize) -> FlexTensor {
+        super::pool::upsample_forward(&x, [oh, ow])
+    }
+
+    fn fused_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, mean, var, _) = super::norm::forward(&x, &gamma, &beta, epsilon, relu);
+        (y, mean, var)
+    }
 }
 
 /// [`FusedOps::fused_mean_pool`]: each channel's values summed in order from 0, divided by

@@ -200,14 +200,18 @@ pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b:
     matmul::matmul_into(dst, a, b, false);
 }
 mod matmul;
+mod norm;
 mod phases;
 mod pieces;
+mod pool;
 mod sparse;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, DispatchDevice};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
-use burn::nn::{Linear, PaddingConfig2d};
+use burn::nn::interpolate::{Interpolate2d, InterpolateMode};
+use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -259,6 +263,25 @@ pub trait FusedOps: Backend {
     /// pooling to one value, with its arithmetic (a plain sum over the positions in order,
     /// divided by their count).
     fn fused_mean_pool(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Max pooling of `x` (`[b, c, h, w]`) with a `k`×`k` window and stride `s`, no padding: a
+    /// window's first largest value wins, and a NaN always does, as burn and PyTorch pool.
+    fn fused_max_pool(x: FloatTensor<Self>, k: usize, s: usize) -> FloatTensor<Self>;
+
+    /// Nearest-neighbour resizing of `x` (`[b, c, h, w]`) to `[b, c, oh, ow]`, as burn's
+    /// `interpolate` in nearest mode.
+    fn fused_upsample(x: FloatTensor<Self>, oh: usize, ow: usize) -> FloatTensor<Self>;
+
+    /// Batch normalisation of `x` (`[b, c, …]`) with the batch's statistics, `γ`, `β` and
+    /// `epsilon`, then ReLU when `relu`: the output, and each channel's mean and biased
+    /// variance (constants: no gradient flows through them).
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The optimizer's fused update; it works on plain tensors (no autodiff).
@@ -444,6 +467,115 @@ pub fn mean_pool(x: Tensor<4>) -> Tensor<4> {
         burn::nn::pool::AdaptiveAvgPool2dConfig::new([1, 1])
             .init()
             .forward(x)
+    }
+}
+
+/// `layer`'s batch normalisation of `x` (`[b, c, …]`), followed by ReLU when `relu_after`.
+///
+/// In training (an autodiff device, the layer not frozen) it normalises with the batch's
+/// statistics, as one operation on the CPU whose sums do not depend on the threads (so a seed
+/// trains the same weights every time), and updates the running statistics as PyTorch does:
+/// `(1 − momentum)·running + momentum·batch`, with the unbiased variance (`n/(n − 1)` times
+/// the biased one the batch was normalised with; burn's own layer keeps the biased one).
+/// Elsewhere it normalises with the running statistics.
+pub fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu_after: bool) -> Tensor<D> {
+    let dims = x.dims();
+    let train = x.device().is_autodiff() && layer.training.is_enabled();
+    let relu_if = |y: Tensor<D>| if relu_after { relu(y) } else { y };
+    if !train || dims.iter().product::<usize>() == 0 {
+        return relu_if(layer.forward(x));
+    }
+    let device = x.device();
+    let (y, mean, var) = if fused_here(&device) {
+        let (y, mean, var) = <burn::backend::Dispatch as FusedOps>::fused_batch_norm(
+            x.into_dispatch(),
+            layer.gamma.val().into_dispatch(),
+            layer.beta.val().into_dispatch(),
+            layer.epsilon,
+            relu_after,
+        );
+        (
+            Tensor::from_dispatch(y),
+            Tensor::<1>::from_dispatch(mean),
+            Tensor::<1>::from_dispatch(var),
+        )
+    } else {
+        let r = burn::tensor::module::batch_norm_train(
+            x,
+            layer.gamma.val(),
+            layer.beta.val(),
+            layer.epsilon,
+        );
+        (relu_if(r.output), r.mean, r.variance)
+    };
+    let n = dims.iter().product::<usize>() / dims[1];
+    let unbiased = if n > 1 {
+        n as f64 / (n - 1) as f64
+    } else {
+        1.0
+    };
+    let m = layer.momentum;
+    let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>, k: f64| {
+        let running = state.value_sync().to_device(&device);
+        let new = running
+            .mul_scalar(1.0 - m)
+            .add(batch.detach().mul_scalar(m * k));
+        state.update(new.detach());
+        // burn keeps an update per thread and averages those of different threads at the next
+        // read from a thread that updated: training's steps may run on either of the pool's
+        // threads, so the update is folded in at once, on the thread that made it.
+        let _ = state.value_sync();
+    };
+    update(&layer.running_mean, mean, 1.0);
+    update(&layer.running_var, var, unbiased);
+    y
+}
+
+/// `layer`'s max pooling of `x`: one operation on the CPU (burn's pools through its 3-d kernel
+/// with 64-bit indices, copied twice more by the autodiff graph), burn's elsewhere and for
+/// what specs never build (padding, dilation, ceiling mode, uneven windows).
+pub fn max_pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let ([k, k2], [s, s2]) = (layer.kernel_size, layer.stride);
+    let unpadded = match layer.padding {
+        PaddingConfig2d::Valid => true,
+        PaddingConfig2d::Explicit(a, b, c, d) => a + b + c + d == 0,
+        _ => false,
+    };
+    let plain = unpadded
+        && k == k2
+        && s == s2
+        && k > 0
+        && s > 0
+        && layer.dilation == [1, 1]
+        && !layer.ceil_mode
+        && b * c > 0
+        && h >= k
+        && w >= k
+        && h.checked_mul(w).is_some_and(|n| n < u32::MAX as usize);
+    if plain && fused_here(&x.device()) {
+        let y = <burn::backend::Dispatch as FusedOps>::fused_max_pool(x.into_dispatch(), k, s);
+        Tensor::from_dispatch(y)
+    } else {
+        layer.forward(x)
+    }
+}
+
+/// `layer`'s nearest-neighbour resizing of `x`: one operation on the CPU, burn's elsewhere
+/// and for other modes.
+pub fn upsample(layer: &Interpolate2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    match layer.output_size {
+        Some([oh, ow])
+            if matches!(layer.mode, InterpolateMode::Nearest)
+                && b * c * h * w * oh * ow > 0
+                && fused_here(&x.device()) =>
+        {
+            let y =
+                <burn::backend::Dispatch as FusedOps>::fused_upsample(x.into_dispatch(), oh, ow);
+            Tensor::from_dispatch(y)
+        }
+        _ => layer.forward(x),
     }
 }
 

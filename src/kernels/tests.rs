@@ -352,6 +352,148 @@ fn fused_mean_pool_is_burns_adaptive_pooling_to_the_bit() {
     }
 }
 
+#[test]
+fn fused_max_pool_and_upsampling_are_burns_to_the_bit() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let bits = |t: Tensor<4>| -> Vec<u32> {
+        let v = t.into_data().try_to_vec::<f32>().expect("f32 values");
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for ([b, c, h, w], k, s) in [
+        ([4, 3, 28, 28], 2, 2),
+        ([2, 5, 9, 7], 3, 2),
+        ([3, 2, 6, 6], 3, 1),
+    ] {
+        let pool = burn::nn::pool::MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .init();
+        // Rounded values: many ties inside windows.
+        let x = (Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 2.0), &device)
+            .round())
+        .require_grad();
+        let ours = super::max_pool(&pool, x.clone());
+        let theirs = pool.forward(x.clone());
+        assert_eq!(bits(ours.clone().inner()), bits(theirs.clone().inner()));
+        let t = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let g1 = (ours * t.clone()).sum().backward();
+        let g2 = (theirs * t).sum().backward();
+        let dx = |g| x.grad(g).expect("x has a gradient");
+        assert_eq!(bits(dx(&g1)), bits(dx(&g2)), "max pool k{k} s{s}");
+        // The same layer without autodiff.
+        let plain = x.clone().inner();
+        assert_eq!(
+            bits(super::max_pool(&pool, plain.clone())),
+            bits(pool.forward(plain))
+        );
+    }
+    for ([b, c, h, w], out) in [([4, 3, 7, 7], [14, 14]), ([2, 2, 5, 3], [11, 7])] {
+        let up = burn::nn::interpolate::Interpolate2dConfig::new()
+            .with_output_size(Some(out))
+            .with_mode(burn::nn::interpolate::InterpolateMode::Nearest)
+            .init();
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let ours = super::upsample(&up, x.clone());
+        let theirs = up.forward(x.clone());
+        assert_eq!(bits(ours.clone().inner()), bits(theirs.clone().inner()));
+        let t = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let g1 = (ours * t.clone()).sum().backward();
+        let g2 = (theirs * t).sum().backward();
+        let dx = |g| x.grad(g).expect("x has a gradient");
+        assert_eq!(bits(dx(&g1)), bits(dx(&g2)), "upsample to {out:?}");
+    }
+}
+
+/// Batch norm layers `(ours, burn's)` with the same random `γ` and `β` over `c` channels.
+fn norm_pair(c: usize, device: &Device) -> (burn::nn::BatchNorm, burn::nn::BatchNorm) {
+    let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), device);
+    let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), device);
+    let make = || {
+        let mut l = burn::nn::BatchNormConfig::new(c).init(device);
+        l.gamma = burn::module::Param::from_tensor(gamma.clone());
+        l.beta = burn::module::Param::from_tensor(beta.clone());
+        l
+    };
+    (make(), make())
+}
+
+#[test]
+fn fused_batch_norm_matches_burn_and_keeps_pytorchs_running_statistics() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    fn check<const D: usize>(x: Tensor<D>, relu_after: bool, device: &Device) {
+        let dims = x.dims();
+        let (c, n) = (dims[1], dims.iter().product::<usize>() / dims[1]);
+        let (ours_l, burn_l) = norm_pair(c, device);
+        let x = x.require_grad();
+        let ours = super::batch_norm(&ours_l, x.clone(), relu_after);
+        let mut theirs = burn_l.forward(x.clone());
+        if relu_after {
+            theirs = relu(theirs);
+        }
+        let what = format!("{dims:?} relu {relu_after}");
+        assert!(
+            max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-5,
+            "{what}"
+        );
+        let t = Tensor::<D>::random(dims, Distribution::Normal(0.0, 1.0), device);
+        let g1 = (ours * t.clone()).sum().backward();
+        let g2 = (theirs * t).sum().backward();
+        let dx = |g| x.grad(g).expect("x has a gradient");
+        assert!(max_diff(dx(&g1), dx(&g2)) < 1e-4, "{what}: dx");
+        assert!(dx(&g1).abs().sum().into_scalar::<f32>() > 0.0);
+        let dg = |l: &burn::nn::BatchNorm, g| l.gamma.grad(g).expect("γ has a gradient");
+        assert!(
+            max_diff(dg(&ours_l, &g1), dg(&burn_l, &g2)) < 1e-3,
+            "{what}: dγ"
+        );
+        let db = |l: &burn::nn::BatchNorm, g| l.beta.grad(g).expect("β has a gradient");
+        assert!(
+            max_diff(db(&ours_l, &g1), db(&burn_l, &g2)) < 1e-3,
+            "{what}: dβ"
+        );
+        // The running mean as burn's; the running variance from the unbiased batch variance,
+        // where burn's layer takes the biased one: 0.9·1 + 0.1·v·n/(n − 1) against 0.9 + 0.1·v.
+        let mean = |l: &burn::nn::BatchNorm| l.running_mean.value_sync().inner();
+        let var = |l: &burn::nn::BatchNorm| l.running_var.value_sync().inner();
+        assert!(
+            max_diff(mean(&ours_l), mean(&burn_l)) < 1e-6,
+            "{what}: running mean"
+        );
+        let biased = (var(&burn_l) - 0.9) / 0.1;
+        let want = biased * (n as f32 / (n - 1) as f32) * 0.1 + 0.9;
+        assert!(
+            max_diff(var(&ours_l), want) < 1e-5,
+            "{what}: running variance"
+        );
+        // Out of training (no autodiff) it normalises with its running statistics.
+        let valid = ours_l.valid();
+        let plain = x.inner();
+        let per_channel = |t: Tensor<1, burn::tensor::Float>| {
+            let mut shape = [1; D];
+            shape[1] = c;
+            t.inner().reshape(shape)
+        };
+        let want = (plain.clone() - per_channel(ours_l.running_mean.value_sync()))
+            / (per_channel(ours_l.running_var.value_sync()) + 1e-5).sqrt()
+            * per_channel(ours_l.gamma.val())
+            + per_channel(ours_l.beta.val());
+        let got = super::batch_norm(&valid, plain, relu_after);
+        let want = if relu_after { relu(want) } else { want };
+        assert!(max_diff(got, want) < 1e-5, "{what}: inference");
+    }
+    for relu_after in [false, true] {
+        let x4 = Tensor::<4>::random([5, 3, 6, 7], Distribution::Normal(1.0, 2.0), &device);
+        check(x4, relu_after, &device);
+        // Large enough for the passes to split over the pool.
+        let big = Tensor::<4>::random([9, 4, 30, 31], Distribution::Normal(-0.5, 1.0), &device);
+        check(big, relu_after, &device);
+        let x2 = Tensor::<2>::random([13, 6], Distribution::Normal(0.0, 3.0), &device);
+        check(x2, relu_after, &device);
+    }
+}
+
 /// Held by the tests of [`super::drive`], which check the process-wide helper flag.
 static DRIVES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

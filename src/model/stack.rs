@@ -1,9 +1,10 @@
 //! The generic layer stack: a [`ModelSpec`]'s encoder and decoder built as burn modules, one
 //! [`Block`] per layer, in the order of the spec (so parameter names are
-//! `encoder.layers.<i>.weight`, the index of `nn.Sequential`). A linear layer, convolution or
-//! transposed convolution followed by `relu` runs as one fused operation on the CPU (see
-//! [`super::layers::Apply`]); batch norm and dropout use burn's layers, which train on an
-//! autodiff device and run in inference mode everywhere else.
+//! `encoder.layers.<i>.weight`, the index of `nn.Sequential`). A linear layer, convolution,
+//! transposed convolution or batch norm followed by `relu` runs as one fused operation on the
+//! CPU (see [`super::layers::Apply`] and [`crate::kernels::batch_norm`]), as do max pooling
+//! and upsampling. Batch norm and dropout train on an autodiff device and run in inference mode
+//! everywhere else.
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
@@ -146,22 +147,22 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
                 Flow::Image(if fuse { c.apply_relu(x) } else { c.apply(x) })
             }
             Block::Norm(n) => match x {
-                Flow::Image(x) => Flow::Image(n.forward(x)),
-                Flow::Flat(x) => Flow::Flat(n.forward(x)),
+                Flow::Image(x) => Flow::Image(crate::kernels::batch_norm(n, x, fuse)),
+                Flow::Flat(x) => Flow::Flat(crate::kernels::batch_norm(n, x, fuse)),
             },
             Block::Dropout(d) => match x {
                 Flow::Image(x) => Flow::Image(d.forward(x)),
                 Flow::Flat(x) => Flow::Flat(d.forward(x)),
             },
-            Block::MaxPool(m) => Flow::Image(m.forward(x.image())),
+            Block::MaxPool(m) => Flow::Image(crate::kernels::max_pool(m, x.image())),
             Block::AvgPool(m) => Flow::Image(m.forward(x.image())),
             Block::Adaptive(m) => Flow::Image(adaptive_pool(m, x.image())),
-            Block::Upsample(m) => Flow::Image(m.forward(x.image())),
+            Block::Upsample(m) => Flow::Image(crate::kernels::upsample(m, x.image())),
             Block::Op(op) => apply_op(op, x),
         };
         i += if matches!(
             blocks[i],
-            Block::Linear(_) | Block::Conv(_) | Block::ConvT(_)
+            Block::Linear(_) | Block::Conv(_) | Block::ConvT(_) | Block::Norm(_)
         ) && fuse
         {
             2

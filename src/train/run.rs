@@ -133,12 +133,15 @@ fn load_pair(
 /// Trains (or resumes) a run; writes config, metrics, plot and checkpoints into the run folder.
 ///
 /// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]); on the CPU a
-/// helper stands by for each shard of a batch past the first.
+/// helper stands by for each shard of a batch past the first, or every other worker when
+/// batches train whole.
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
-    let helpers = if crate::kernels::fused_here(&opts.device) {
-        opts.config.shards.saturating_sub(1)
-    } else {
-        0
+    // A batch trained whole splits each operation's passes over the pool: every other
+    // worker stands by for them.
+    let helpers = match opts.config.shards {
+        _ if !crate::kernels::fused_here(&opts.device) => 0,
+        1 => rayon::current_num_threads().saturating_sub(1),
+        s => s - 1,
     };
     crate::kernels::drive(helpers, || train_here(opts))
 }

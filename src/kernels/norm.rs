@@ -1,0 +1,206 @@
+//! Batch normalisation in training, with the batch's own statistics, and its backward pass.
+//! burn-flex composes it of a dozen tensor operations (two transposed copies, reductions,
+//! broadcasts), each a pass over the activations; here the statistics take one pass and the
+//! output another, split by channel over the pool, the sums of each channel taken in `f64` in
+//! a fixed order (the same for any number of threads), and a ReLU that follows is fused in.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Shape;
+
+use super::flex::{tensor, values};
+use super::pieces::each_chunk;
+
+/// Values of output a piece of a pass covers, at least.
+const PIECE: usize = 1 << 14;
+
+/// The layout of a batch-normalised tensor: `[b, c, rest…]` with `s` values per channel and
+/// image (`h·w` for images, 1 for flat vectors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    b: usize,
+    c: usize,
+    s: usize,
+}
+
+impl Layout {
+    fn of(shape: &Shape) -> Self {
+        let d = shape.num_dims();
+        let (b, c) = (shape[0], shape[1]);
+        let s = (2..d).map(|i| shape[i]).product();
+        Layout { b, c, s }
+    }
+
+    /// Values per channel over the batch.
+    fn n(self) -> usize {
+        self.b * self.s
+    }
+
+    /// The values of channel `ch` in `x`, image by image.
+    fn channel<'a>(self, x: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+        (0..self.b).map(move |i| &x[(i * self.c + ch) * self.s..][..self.s])
+    }
+
+    /// Calls `f(ch)` for each channel, collecting the results in order: on rayon's pool for
+    /// a large tensor, else here.
+    fn per_channel<R: Send + Default + Clone>(
+        self,
+        f: impl Fn(usize) -> R + Sync + Send,
+    ) -> Vec<R> {
+        let mut out = vec![R::default(); self.c];
+        if self.b * self.c * self.s < PIECE {
+            for (ch, o) in out.iter_mut().enumerate() {
+                *o = f(ch);
+            }
+        } else {
+            each_chunk(&mut out, 1, |ch, o| o[0] = f(ch));
+        }
+        out
+    }
+
+    /// Calls `f(p, ch, plane)` on each image's plane `p` of each channel (`ch`) of `y`, in
+    /// pieces over the pool (or here for a small tensor).
+    fn each_plane(self, y: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) {
+        if y.is_empty() || self.s == 0 {
+            return;
+        }
+        let per = PIECE.div_ceil(self.s).max(1);
+        let piece = |i: usize, y: &mut [f32]| {
+            for (j, plane) in y.chunks_exact_mut(self.s).enumerate() {
+                let p = i * per + j;
+                f(p, p % self.c, plane);
+            }
+        };
+        if y.len() < PIECE {
+            piece(0, y);
+        } else {
+            each_chunk(y, per * self.s, piece);
+        }
+    }
+}
+
+/// What the backward pass keeps: the input, `γ`, each channel's mean and `1/√(var + ε)`, and
+/// the output when a ReLU followed.
+#[derive(Debug, Clone)]
+pub(super) struct NormSaved {
+    x: FlexTensor,
+    gamma: Vec<f32>,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    y: Option<FlexTensor>,
+}
+
+/// The forward pass: `(x − mean)·γ/√(var + ε) + β` per channel (then ReLU when `relu`), with
+/// the batch's mean and biased variance, which it returns as `[c]` tensors too.
+pub(super) fn forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+    relu: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor, NormSaved) {
+    let shape = x.layout().shape().clone();
+    let lay = Layout::of(&shape);
+    let xs = values(x);
+    let n = lay.n().max(1) as f64;
+    let stats = lay.per_channel(|ch| {
+        let mean = lay
+            .channel(&xs, ch)
+            .flatten()
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / n;
+        let var = lay
+            .channel(&xs, ch)
+            .flatten()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean, var)
+    });
+    let (g, bt) = (values(gamma), values(beta));
+    // y = x·a + d with a = γ/√(var + ε), d = β − mean·a.
+    let inv_std: Vec<f64> = stats
+        .iter()
+        .map(|&(_, v)| 1.0 / (v + epsilon).sqrt())
+        .collect();
+    let a: Vec<f32> = (0..lay.c)
+        .map(|ch| (g[ch] as f64 * inv_std[ch]) as f32)
+        .collect();
+    let d: Vec<f32> = (0..lay.c)
+        .map(|ch| (bt[ch] as f64 - stats[ch].0 * g[ch] as f64 * inv_std[ch]) as f32)
+        .collect();
+    let mut y = vec![0f32; xs.len()];
+    lay.each_plane(&mut y, |p, ch, plane| {
+        let (a, d) = (a[ch], d[ch]);
+        for (o, &v) in plane.iter_mut().zip(&xs[p * lay.s..][..lay.s]) {
+            let z = v * a + d;
+            *o = if relu { z.max(0.0) } else { z };
+        }
+    });
+    let y = tensor(y, shape);
+    let c = Shape::new([lay.c]);
+    let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
+    let var = stats.iter().map(|&(_, v)| v as f32).collect();
+    let saved = NormSaved {
+        x: x.clone(),
+        gamma: g.to_vec(),
+        mean: mean.clone(),
+        inv_std: inv_std.iter().map(|&v| v as f32).collect(),
+        y: relu.then(|| y.clone()),
+    };
+    (y, tensor(mean, c.clone()), tensor(var, c), saved)
+}
+
+/// The gradients of [`forward`] for the output's `g`: input, `γ`, `β`. With `x̂` the
+/// normalised input and sums over each channel, `∂β = Σ g`, `∂γ = Σ g·x̂`, and
+/// `∂x = γ/√(var + ε) · (g − ∂β/n − x̂·∂γ/n)` (`g` masked by the ReLU first).
+pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = st.x.layout().shape().clone();
+    let lay = Layout::of(&shape);
+    let (xs, gs) = (values(&st.x), values(g));
+    let ys = st.y.as_ref().map(values);
+    let n = lay.n().max(1) as f64;
+    let sums = lay.per_channel(|ch| {
+        let (m, is) = (st.mean[ch], st.inv_std[ch]);
+        let (mut sg, mut sgx) = (0f64, 0f64);
+        for i in 0..lay.b {
+            let at = (i * lay.c + ch) * lay.s;
+            let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
+            let y = ys.as_deref().map(|y| &y[at..][..lay.s]);
+            for k in 0..lay.s {
+                let gv = match y {
+                    Some(y) if y[k] <= 0.0 => 0.0,
+                    _ => g[k],
+                };
+                sg += gv as f64;
+                sgx += gv as f64 * ((x[k] - m) * is) as f64;
+            }
+        }
+        (sg, sgx)
+    });
+    let mut dx = vec![0f32; xs.len()];
+    lay.each_plane(&mut dx, |p, ch, plane| {
+        let at = p * lay.s;
+        let (m, is) = (st.mean[ch], st.inv_std[ch]);
+        let scale = st.gamma[ch] * is;
+        let (mg, mgx) = ((sums[ch].0 / n) as f32, (sums[ch].1 / n) as f32);
+        let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
+        let y = ys.as_deref().map(|y| &y[at..][..lay.s]);
+        for k in 0..lay.s {
+            let gv = match y {
+                Some(y) if y[k] <= 0.0 => 0.0,
+                _ => g[k],
+            };
+            let xh = (x[k] - m) * is;
+            plane[k] = scale * (gv - mg - xh * mgx);
+        }
+    });
+    let c = Shape::new([lay.c]);
+    let dgamma = sums.iter().map(|&(_, v)| v as f32).collect();
+    let dbeta = sums.iter().map(|&(v, _)| v as f32).collect();
+    (
+        tensor(dx, shape),
+        tensor(dgamma, c.clone()),
+        tensor(dbeta, c),
+    )
+}

@@ -1,0 +1,404 @@
+//! Max pooling and nearest-neighbour upsampling of whole images, plane by plane, with their
+//! backward passes: the same numbers as burn-flex's (`max_pool2d_with_indices`,
+//! `interpolate` in nearest mode, and their backward passes), without their costs on the CPU.
+//! burn pools through its 3-d kernel with `i64` indices that the autodiff graph then reshapes
+//! (a full copy each way); here a window's winner is a `u32` offset in its plane, and the
+//! passes split planes over the pool as the convolutions' passes do.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Shape;
+use rayon::prelude::*;
+
+use super::flex::{tensor, values};
+use super::pieces::{each_chunk, stay_on_this_thread};
+
+/// What a max pooling's backward pass keeps: the geometry, the input's shape and the winners.
+#[derive(Debug, Clone)]
+pub(super) struct MaxPoolSaved {
+    pool: MaxPool,
+    shape: Shape,
+    at: Vec<u32>,
+}
+
+/// `x` (`[b, c, h, w]`) max-pooled with window `k` and stride `s`, and what the backward pass
+/// needs (its winners only with `keep`).
+pub(super) fn max_pool_forward(
+    x: &FlexTensor,
+    k: usize,
+    s: usize,
+    keep: bool,
+) -> (FlexTensor, MaxPoolSaved) {
+    let shape = x.layout().shape().clone();
+    let (planes, h, w) = (shape[0] * shape[1], shape[2], shape[3]);
+    let pool = MaxPool { h, w, k, s };
+    let [oh, ow] = pool.out();
+    let (y, at) = pool.forward(&values(x), planes, keep);
+    let y = tensor(y, Shape::new([shape[0], shape[1], oh, ow]));
+    (y, MaxPoolSaved { pool, shape, at })
+}
+
+/// The input's gradient of a max pooling from the output's `g`.
+pub(super) fn max_pool_backward(g: &FlexTensor, saved: &MaxPoolSaved) -> FlexTensor {
+    let planes = saved.shape[0] * saved.shape[1];
+    let dx = saved.pool.backward(&values(g), &saved.at, planes);
+    tensor(dx, saved.shape.clone())
+}
+
+/// `x` (`[b, c, h, w]`) resized to `[b, c, oh, ow]` by nearest neighbour.
+pub(super) fn upsample_forward(x: &FlexTensor, out: [usize; 2]) -> FlexTensor {
+    let s = x.layout().shape();
+    let n = Nearest::new([s[2], s[3]], out);
+    let y = n.forward(&values(x), s[0] * s[1]);
+    tensor(y, Shape::new([s[0], s[1], out[0], out[1]]))
+}
+
+/// The input's gradient (`shape`) of [`upsample_forward`] from the output's `g`.
+pub(super) fn upsample_backward(g: &FlexTensor, shape: Shape) -> FlexTensor {
+    let gs = g.layout().shape();
+    let n = Nearest::new([shape[2], shape[3]], [gs[2], gs[3]]);
+    let dx = n.backward(&values(g), shape[0] * shape[1]);
+    tensor(dx, shape)
+}
+
+/// How many values of output a piece of a pass covers, at least: pieces of a few microseconds
+/// of work, enough of them to balance two to a few dozen threads.
+const PIECE: usize = 1 << 14;
+
+/// Planes per piece for planes of `len` values.
+fn planes_per_piece(len: usize) -> usize {
+    PIECE.div_ceil(len.max(1)).max(1)
+}
+
+/// Calls `f(first_plane, a_chunk, b_chunk)` on matching chunks of `a` (`na` values a plane)
+/// and `b` (`nb` a plane), `per` planes a chunk, on rayon's pool unless
+/// [`stay_on_this_thread`].
+fn each_plane_pair<A: Send, B: Send>(
+    (a, na): (&mut [A], usize),
+    (b, nb): (&mut [B], usize),
+    per: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) {
+    if na == 0 || nb == 0 {
+        return;
+    }
+    if stay_on_this_thread() {
+        for (i, (a, b)) in a
+            .chunks_mut(na * per)
+            .zip(b.chunks_mut(nb * per))
+            .enumerate()
+        {
+            f(i * per, a, b);
+        }
+    } else {
+        a.par_chunks_mut(na * per)
+            .zip(b.par_chunks_mut(nb * per))
+            .enumerate()
+            .for_each(|(i, (a, b))| f(i * per, a, b));
+    }
+}
+
+/// The geometry of a max pooling: input planes `h`×`w`, square window `k`, stride `s`, no
+/// padding (the spec's `maxpool(k,s)`); output `oh`×`ow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MaxPool {
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub s: usize,
+}
+
+impl MaxPool {
+    /// Output height and width (PyTorch's floor mode).
+    pub fn out(self) -> [usize; 2] {
+        let n = |x: usize| {
+            if x < self.k {
+                0
+            } else {
+                (x - self.k) / self.s + 1
+            }
+        };
+        [n(self.h), n(self.w)]
+    }
+
+    /// Pools `planes` planes of `x`: the maxima and, with `keep`, each window's winner as an
+    /// offset in its input plane. A window's first largest value (row by row) wins, a NaN
+    /// always does (so it propagates, and the last NaN wins), as burn and PyTorch pool.
+    pub fn forward(self, x: &[f32], planes: usize, keep: bool) -> (Vec<f32>, Vec<u32>) {
+        let [oh, ow] = self.out();
+        let (inp, outp) = (self.h * self.w, oh * ow);
+        debug_assert_eq!(x.len(), planes * inp);
+        let mut y = vec![0.0f32; planes * outp];
+        let mut at = vec![0u32; if keep { planes * outp } else { 0 }];
+        if outp == 0 {
+            return (y, at);
+        }
+        let per = planes_per_piece(outp);
+        let one = |p0: usize, y: &mut [f32], at: &mut [u32]| {
+            for (j, y) in y.chunks_exact_mut(outp).enumerate() {
+                let plane = &x[(p0 + j) * inp..][..inp];
+                let mut at = at.get_mut(j * outp..(j + 1) * outp);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (mut best, mut arg) = (f32::NEG_INFINITY, usize::MAX);
+                        for ky in 0..self.k {
+                            let row = (oy * self.s + ky) * self.w + ox * self.s;
+                            for (kx, &v) in plane[row..row + self.k].iter().enumerate() {
+                                if arg == usize::MAX || v > best || v.is_nan() {
+                                    (best, arg) = (v, row + kx);
+                                }
+                            }
+                        }
+                        y[oy * ow + ox] = best;
+                        if let Some(at) = at.as_deref_mut() {
+                            // Below u32::MAX: the caller checks the plane's size.
+                            at[oy * ow + ox] = arg as u32;
+                        }
+                    }
+                }
+            }
+        };
+        if keep {
+            each_plane_pair((&mut y, outp), (&mut at, outp), per, one);
+        } else {
+            each_chunk(&mut y, outp * per, |i, y| one(i * per, y, &mut []));
+        }
+        (y, at)
+    }
+
+    /// The gradient of the input from the output's `g` and the winners `at` of
+    /// [`Self::forward`]: each output's gradient added to its winner's, in the order of the
+    /// outputs, from zero (burn's order, so the same sums where windows overlap).
+    pub fn backward(self, g: &[f32], at: &[u32], planes: usize) -> Vec<f32> {
+        let [oh, ow] = self.out();
+        let (inp, outp) = (self.h * self.w, oh * ow);
+        debug_assert_eq!((g.len(), at.len()), (planes * outp, planes * outp));
+        let mut dx = vec![0.0f32; planes * inp];
+        if outp == 0 || inp == 0 {
+            return dx;
+        }
+        let per = planes_per_piece(inp);
+        each_chunk(&mut dx, inp * per, |i, dx| {
+            let p0 = i * per;
+            for (j, dx) in dx.chunks_exact_mut(inp).enumerate() {
+                let from = (p0 + j) * outp;
+                for (&gv, &a) in g[from..from + outp].iter().zip(&at[from..from + outp]) {
+                    dx[a as usize] += gv;
+                }
+            }
+        });
+        dx
+    }
+}
+
+/// Nearest-neighbour resizing of `h`×`w` planes to `oh`×`ow`: output row `i` reads input row
+/// `⌊i·h/oh⌋` (in `f64`, as burn maps them), and the same for columns.
+#[derive(Debug, Clone)]
+pub(super) struct Nearest {
+    pub h: usize,
+    pub w: usize,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+/// burn's nearest index map from `out` positions to `n` inputs.
+fn index_map(n: usize, out: usize) -> Vec<usize> {
+    let ratio = n as f64 / out as f64;
+    (0..out)
+        .map(|o| ((o as f64 * ratio).floor() as usize).min(n.saturating_sub(1)))
+        .collect()
+}
+
+impl Nearest {
+    /// The resizing of `[h, w]` planes to `[oh, ow]`.
+    pub fn new([h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Self {
+        Nearest {
+            h,
+            w,
+            rows: index_map(h, oh),
+            cols: index_map(w, ow),
+        }
+    }
+
+    fn out_len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// Resizes `planes` planes of `x`.
+    pub fn forward(&self, x: &[f32], planes: usize) -> Vec<f32> {
+        let (inp, outp, ow) = (self.h * self.w, self.out_len(), self.cols.len());
+        debug_assert_eq!(x.len(), planes * inp);
+        let mut y = vec![0.0f32; planes * outp];
+        if outp == 0 || inp == 0 {
+            return y;
+        }
+        let per = planes_per_piece(outp);
+        each_chunk(&mut y, outp * per, |i, y| {
+            let p0 = i * per;
+            for (j, y) in y.chunks_exact_mut(outp).enumerate() {
+                let plane = &x[(p0 + j) * inp..][..inp];
+                for (y, &r) in y.chunks_exact_mut(ow).zip(&self.rows) {
+                    let row = &plane[r * self.w..][..self.w];
+                    for (y, &c) in y.iter_mut().zip(&self.cols) {
+                        *y = row[c];
+                    }
+                }
+            }
+        });
+        y
+    }
+
+    /// The gradient of the input from the output's `g`: each output's gradient added to its
+    /// source, in the order of the outputs, from zero (burn's order).
+    pub fn backward(&self, g: &[f32], planes: usize) -> Vec<f32> {
+        let (inp, outp, ow) = (self.h * self.w, self.out_len(), self.cols.len());
+        debug_assert_eq!(g.len(), planes * outp);
+        let mut dx = vec![0.0f32; planes * inp];
+        if outp == 0 || inp == 0 {
+            return dx;
+        }
+        let per = planes_per_piece(inp);
+        each_chunk(&mut dx, inp * per, |i, dx| {
+            let p0 = i * per;
+            for (j, dx) in dx.chunks_exact_mut(inp).enumerate() {
+                let g = &g[(p0 + j) * outp..][..outp];
+                for (g, &r) in g.chunks_exact(ow).zip(&self.rows) {
+                    let row = &mut dx[r * self.w..][..self.w];
+                    for (&gv, &c) in g.iter().zip(&self.cols) {
+                        row[c] += gv;
+                    }
+                }
+            }
+        });
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Max pooling by its definition, with burn's rule for ties and NaNs.
+    fn pool_by_definition(m: MaxPool, x: &[f32], planes: usize) -> (Vec<f32>, Vec<u32>) {
+        let [oh, ow] = m.out();
+        let (mut y, mut at) = (vec![], vec![]);
+        for p in 0..planes {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<(f32, usize)> = None;
+                    for ky in 0..m.k {
+                        for kx in 0..m.k {
+                            let i = (oy * m.s + ky) * m.w + ox * m.s + kx;
+                            let v = x[p * m.h * m.w + i];
+                            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
+                                best = Some((v, i));
+                            }
+                        }
+                    }
+                    let (b, i) = best.unwrap();
+                    y.push(b);
+                    at.push(i as u32);
+                }
+            }
+        }
+        (y, at)
+    }
+
+    /// Small values with ties (quarters), a NaN and infinities.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                match i % 97 {
+                    13 => f32::NAN,
+                    41 => f32::NEG_INFINITY,
+                    _ => (s % 9) as f32 * 0.25 - 1.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn max_pool_matches_its_definition_and_routes_gradients_to_winners() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for (h, w, k, s) in [
+            (28, 28, 2, 2),
+            (14, 14, 2, 2),
+            (7, 9, 3, 2),
+            (5, 5, 3, 1),
+            (4, 6, 1, 1),
+            (3, 3, 4, 4),
+        ] {
+            let m = MaxPool { h, w, k, s };
+            for planes in [1, 3, 70] {
+                let x = values(planes * h * w, (h * 31 + k * 7 + planes) as u32);
+                let (want_y, want_at) = pool_by_definition(m, &x, planes);
+                let (y, at) = pool.install(|| m.forward(&x, planes, true));
+                assert_eq!(
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want_y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{h}x{w} k{k} s{s}, {planes} planes"
+                );
+                assert_eq!(at, want_at);
+                let (y2, none) = m.forward(&x, planes, false);
+                assert_eq!(y2.len(), y.len());
+                assert!(none.is_empty());
+                // Each input's gradient: the sum, in output order, of the outputs it won.
+                let g = values(y.len(), 99);
+                let dx = pool.install(|| m.backward(&g, &at, planes));
+                let mut want = vec![0.0f32; planes * h * w];
+                let [oh, ow] = m.out();
+                for (o, (&gv, &a)) in g.iter().zip(&at).enumerate() {
+                    want[o / (oh * ow) * h * w + a as usize] += gv;
+                }
+                assert_eq!(
+                    dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_resizing_copies_sources_and_sums_gradients_back() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for ((h, w), (oh, ow)) in [
+            ((7, 7), (14, 14)),
+            ((14, 14), (28, 28)),
+            ((3, 5), (7, 11)),
+            ((6, 6), (4, 3)),
+        ] {
+            let n = Nearest::new([h, w], [oh, ow]);
+            for planes in [1, 40] {
+                let x = values(planes * h * w, (h + oh) as u32);
+                let y = pool.install(|| n.forward(&x, planes));
+                let g = values(y.len(), 5);
+                let dx = pool.install(|| n.backward(&g, planes));
+                let mut want = vec![0.0f32; dx.len()];
+                for p in 0..planes {
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let (r, c) = (i * h / oh, j * w / ow);
+                            let src = p * h * w + r * w + c;
+                            let o = p * oh * ow + i * ow + j;
+                            assert_eq!(y[o].to_bits(), x[src].to_bits());
+                            want[src] += g[o];
+                        }
+                    }
+                }
+                assert_eq!(
+                    dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
