@@ -9,7 +9,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Flex};
 use burn::tensor::Shape;
 
-use super::conv::{self, ConvSaved};
+use super::conv::{self, Parts};
 use super::flex::{
     linear_forward, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
     scale_by, sparse_t_product, tensor,
@@ -158,7 +158,7 @@ struct ConvBackward {
 }
 
 impl Backward<Flex, 3> for ConvBackward {
-    type State = ConvSaved;
+    type State = Parts;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
@@ -183,8 +183,7 @@ fn conv_op<C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<Flex, C>>,
     w: FloatTensor<Autodiff<Flex, C>>,
     b: FloatTensor<Autodiff<Flex, C>>,
-    relu: bool,
-    forward: impl FnOnce(&FlexTensor, &FlexTensor, &FlexTensor, bool) -> (FlexTensor, ConvSaved),
+    forward: impl FnOnce(&FlexTensor, &FlexTensor, &FlexTensor, bool) -> (FlexTensor, Parts),
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
     let nodes = [x.node(), w.node(), b.node()];
@@ -192,9 +191,9 @@ fn conv_op<C: CheckpointStrategy>(
     let op = ConvBackward { transposed };
     match op.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
+            // Each part keeps its own output when a ReLU followed.
             let (y, mut saved) = forward(&x, &w, &b, w_tracked);
-            saved.w = x_tracked.then_some(w);
-            saved.y = relu.then(|| y.clone());
+            saved.keep_weight(x_tracked.then_some(w));
             prep.finish(saved, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(&x, &w, &b, false).0),
@@ -210,7 +209,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         padding: usize,
         relu: bool,
     ) -> FloatTensor<Self> {
-        conv_op::<C>(false, x, w, b, relu, |x, w, b, keep| {
+        conv_op::<C>(false, x, w, b, |x, w, b, keep| {
             conv::conv2d_forward(x, w, b, (stride, padding, relu), keep)
         })
     }
@@ -224,7 +223,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         padding_out: usize,
         relu: bool,
     ) -> FloatTensor<Self> {
-        conv_op::<C>(true, x, w, b, relu, |x, w, b, keep| {
+        conv_op::<C>(true, x, w, b, |x, w, b, keep| {
             conv::conv_transpose2d_forward(x, w, b, (stride, padding, padding_out, relu), keep)
         })
     }

@@ -3,9 +3,10 @@
 //!
 //! burn-flex's convolution kernels were 53% of conv64's training profile (BENCHMARKS.md):
 //! per image and per operation they gather, multiply and copy, and their backward passes run
-//! the weight gradient as another convolution. Here every layer is one `gemm` for the whole
-//! batch in each direction: the patches of all images sit side by side (`[c·k·k, b·L]`), so
-//! the products are wide enough to run at full speed even for a shard of 16 images.
+//! the weight gradient as another convolution. Here every layer is one `gemm` for a shard of a
+//! batch, or for each part of a batch trained whole ([`cut`]), in each direction: the patches
+//! of all its images sit side by side (`[c·k·k, b·L]`), so the products are wide enough to run
+//! at full speed even for 16 images.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
 use super::pieces::{each_chunk, Scratch};
+use rayon::prelude::*;
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
@@ -420,13 +422,176 @@ pub(super) struct ConvSaved {
     /// The weight, kept when the input needs a gradient.
     pub(super) w: Option<FlexTensor>,
     /// The output, kept when a ReLU followed.
-    pub(super) y: Option<FlexTensor>,
+    y: Option<FlexTensor>,
+}
+
+/// Images per part of a batch that a convolution cuts (see [`cut`]).
+const PART: usize = 16;
+
+/// The parts `(first image, images)` a convolution cuts a batch of `b` into: one, the whole
+/// batch, inside a task (a shard of a batch has its thread); else parts of at most [`PART`]
+/// images, whose sizes differ by at most one, run in parallel, each on one thread as a
+/// shard's would: a batch trained whole (batch norm, or `--shards 1`) and evaluation's large
+/// batches then use every core the way shards do, and their patch matrices stay a few
+/// megabytes. The cut depends on `b` only, never on the threads, so neither do the results.
+fn cut(b: usize) -> Vec<(usize, usize)> {
+    if super::in_task() || b <= PART {
+        return vec![(0, b)];
+    }
+    let n = b.div_ceil(PART);
+    (0..n)
+        .map(|i| (i * b / n, (i + 1) * b / n - i * b / n))
+        .collect()
+}
+
+/// What a convolution's backward pass needs: the saved state of each part of the batch.
+#[derive(Debug, Clone)]
+pub(super) struct Parts(Vec<ConvSaved>);
+
+impl Parts {
+    /// Keeps the weight (for the input's gradient) in every part.
+    pub(super) fn keep_weight(&mut self, w: Option<FlexTensor>) {
+        for p in &mut self.0 {
+            p.w = w.clone();
+        }
+    }
+}
+
+/// `forward` on each part of `x`'s batch ([`cut`]), their outputs side by side.
+fn forward_by_parts(
+    x: &FlexTensor,
+    forward: impl Fn(&FlexTensor) -> (FlexTensor, ConvSaved) + Sync + Send,
+) -> (FlexTensor, Parts) {
+    let [b, ..] = dims4(x);
+    let parts = cut(b);
+    if let [_] = parts[..] {
+        let (y, saved) = forward(x);
+        return (y, Parts(vec![saved]));
+    }
+    let done: Vec<(FlexTensor, ConvSaved)> = parts
+        .par_iter()
+        .map(|&(at, n)| super::as_task(|| forward(&x.narrow(0, at, n))))
+        .collect();
+    let y = stack(done.iter().map(|(y, _)| y));
+    (y, Parts(done.into_iter().map(|(_, s)| s).collect()))
+}
+
+/// `backward` on each part of the incoming gradient `g`, with that part's saved state: the
+/// input gradients side by side, the weight and bias gradients summed over the parts in order.
+fn backward_by_parts(
+    g: FlexTensor,
+    st: &Parts,
+    backward: impl Fn(FlexTensor, &ConvSaved) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor)
+        + Sync
+        + Send,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    if let [one] = &st.0[..] {
+        return backward(g, one);
+    }
+    let starts: Vec<usize> =
+        st.0.iter()
+            .scan(0, |at, p| {
+                let first = *at;
+                *at += p.batch;
+                Some(first)
+            })
+            .collect();
+    let done: Vec<_> =
+        st.0.par_iter()
+            .zip(&starts)
+            .map(|(p, &at)| super::as_task(|| backward(g.narrow(0, at, p.batch), p)))
+            .collect();
+    let dx = done
+        .iter()
+        .map(|(dx, _, _)| dx.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .map(|dx| stack(dx.into_iter()));
+    let dw = done
+        .iter()
+        .map(|(_, dw, _)| dw.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .map(|dw| add_up(&dw));
+    let db = add_up(&done.iter().map(|(_, _, db)| db).collect::<Vec<_>>());
+    (dx, dw, db)
+}
+
+/// Tensors of the same trailing shape one after the other along the first axis.
+fn stack<'a>(parts: impl Iterator<Item = &'a FlexTensor> + Clone) -> FlexTensor {
+    let mut shape = parts
+        .clone()
+        .next()
+        .expect("at least one part")
+        .layout()
+        .shape()
+        .clone();
+    shape[0] = parts.clone().map(|t| t.layout().shape()[0]).sum();
+    let mut out = Vec::with_capacity(shape.num_elements());
+    for t in parts {
+        out.extend_from_slice(&values(t));
+    }
+    tensor(out, shape)
+}
+
+/// The sum of same-shaped tensors, added in order.
+fn add_up(parts: &[&FlexTensor]) -> FlexTensor {
+    let mut sum = values(parts[0]).into_owned();
+    for t in &parts[1..] {
+        for (s, &v) in sum.iter_mut().zip(values(t).iter()) {
+            *s += v;
+        }
+    }
+    tensor(sum, parts[0].layout().shape().clone())
+}
+
+/// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
+/// padding `p`, then ReLU when `relu`, by parts of the batch ([`cut`]). Returns the output
+/// and the saved state (patch matrices kept when `keep_cols`).
+pub(super) fn conv2d_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: &FlexTensor,
+    spr: (usize, usize, bool),
+    keep_cols: bool,
+) -> (FlexTensor, Parts) {
+    forward_by_parts(x, |x| conv2d_forward_whole(x, w, bias, spr, keep_cols))
+}
+
+/// The gradients of [`conv2d_forward`]: (input, weight, bias), the first two when their saved
+/// tensors are there.
+pub(super) fn conv2d_backward(
+    g: FlexTensor,
+    st: &Parts,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    backward_by_parts(g, st, conv2d_backward_whole)
+}
+
+/// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
+/// `s`, padding `p`, output padding `op`, then ReLU when `relu`, by parts of the batch
+/// ([`cut`]). Returns the output and the saved state (inputs kept when `keep_input`).
+pub(super) fn conv_transpose2d_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: &FlexTensor,
+    spor: (usize, usize, usize, bool),
+    keep_input: bool,
+) -> (FlexTensor, Parts) {
+    forward_by_parts(x, |x| {
+        conv_transpose2d_forward_whole(x, w, bias, spor, keep_input)
+    })
+}
+
+/// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias).
+pub(super) fn conv_transpose2d_backward(
+    g: FlexTensor,
+    st: &Parts,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    backward_by_parts(g, st, conv_transpose2d_backward_whole)
 }
 
 /// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
 /// padding `p`, then ReLU when `relu`. Returns the output and the saved state (patch matrix
 /// kept when `keep_cols`).
-pub(super) fn conv2d_forward(
+fn conv2d_forward_whole(
     x: &FlexTensor,
     w: &FlexTensor,
     bias: &FlexTensor,
@@ -478,14 +643,14 @@ pub(super) fn conv2d_forward(
         grid_c: o,
         data: keep_cols.then(|| tensor(kept, Shape::new([rows, bl]))),
         w: None,
-        y: None,
+        y: relu.then(|| y.clone()),
     };
     (y, saved)
 }
 
 /// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
 /// first two when their saved tensors are there.
-pub(super) fn conv2d_backward(
+fn conv2d_backward_whole(
     g: FlexTensor,
     st: &ConvSaved,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
@@ -523,7 +688,7 @@ pub(super) fn conv2d_backward(
 /// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
 /// `s`, padding `p`, output padding `op`, then ReLU when `relu`. Returns the output and the
 /// saved state (channel-major input kept when `keep_input`).
-pub(super) fn conv_transpose2d_forward(
+fn conv_transpose2d_forward_whole(
     x: &FlexTensor,
     w: &FlexTensor,
     bias: &FlexTensor,
@@ -577,13 +742,13 @@ pub(super) fn conv_transpose2d_forward(
         grid_c: c,
         data: keep_input.then(|| tensor(xt, Shape::new([c, bl]))),
         w: None,
-        y: None,
+        y: relu.then(|| y.clone()),
     };
     (y, saved)
 }
 
 /// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias).
-pub(super) fn conv_transpose2d_backward(
+fn conv_transpose2d_backward_whole(
     g: FlexTensor,
     st: &ConvSaved,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
@@ -649,6 +814,20 @@ mod tests {
     }
 
     /// Row sums are each row's sum from 0 in order, for every count of rows around a group.
+    #[test]
+    fn batches_are_cut_by_their_size_alone_and_whole_in_a_task() {
+        let sizes = |b| cut(b).iter().map(|&(_, n)| n).collect::<Vec<_>>();
+        assert_eq!(sizes(16), [16]);
+        assert_eq!(sizes(64), [16, 16, 16, 16]);
+        assert_eq!(sizes(37), [12, 12, 13]);
+        assert_eq!(
+            cut(37).iter().map(|&(at, _)| at).collect::<Vec<_>>(),
+            [0, 12, 24]
+        );
+        let in_a_task = crate::device::on_one_thread(|| sizes(64));
+        assert_eq!(in_a_task, [64]);
+    }
+
     #[test]
     fn row_sums_add_each_row_in_order() {
         for rows in [1, 7, 8, 9, 17] {

@@ -174,7 +174,7 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
     let device = Device::flex().autodiff();
     type Case = (&'static str, [usize; 4], bool, [usize; 6]);
     // (name, input dims, transposed, [in, out, k, stride, padding, output padding])
-    let cases: [Case; 8] = [
+    let cases: [Case; 10] = [
         (
             "conv 1→16 k3 s2 p1",
             [3, 1, 28, 28],
@@ -222,6 +222,19 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
             [2, 8, 14, 14],
             true,
             [8, 1, 4, 2, 1, 0],
+        ),
+        // Batches a convolution outside a shard cuts into parts (12, 12 and 13 images).
+        (
+            "conv 4→8 k3 s1 p1, 37 images",
+            [37, 4, 9, 9],
+            false,
+            [4, 8, 3, 1, 1, 0],
+        ),
+        (
+            "convT 8→4 k3 s2 p1 op1, 37 images",
+            [37, 8, 5, 5],
+            true,
+            [8, 4, 3, 2, 1, 1],
         ),
     ];
     // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
