@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Training throughput of mnist-ae against PyTorch on the same CPU, one after the other.
 #   bench/compare.sh [THREADS] [ROUNDS]     (defaults: all cores, 3 rounds)
-# Presets and batch sizes from the performance issue: conv64 batch 32, mlp N=8 batch 256.
+#   MODELS="conv64 custom" bench/compare.sh 2 3   (a subset; default: all of them)
+# conv64 batch 32 and mlp N=8 batch 256 (the performance issue's settings); conv7, linear3 and
+# cae32 at their default batch of 64; custom: the README's model of your own (batch norm, max
+# pooling, dropout, upsampling, stride-1 convolutions), batch 64, on PyTorch the module
+# `mnist-ae export --torch` writes for it. The vae is left out: its loss is not PyTorch's MSE.
 # Each round trains every preset with mnist-ae, then with PyTorch eager, then with the same
 # PyTorch step under `torch.compile` (compiling excluded), and takes the ratios; the
 # machine's speed drifts between minutes, so the ratio is taken round by round, and the median
@@ -28,12 +32,21 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 results="$tmp/results.txt"
 printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s\n' model batch epochs round mnist-ae eager compiled r_eager r_comp mse_ours mse_eager mse_comp
+encoder="conv(16,3,s1,p1) bn relu maxpool(2) conv(32,3,s1,p1) bn relu maxpool(2) flatten dropout(0.1) linear(16)"
+decoder="linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu upsample(2) conv(1,3,s1,p1)"
+models="${MODELS:-conv64 mlp conv7 linear3 cae32 custom}"
 for round in $(seq 1 "$rounds"); do
-  for spec in "conv64 32 2 64" "mlp 256 3 8"; do
+  for spec in "conv64 32 2 64" "mlp 256 3 8" "conv7 64 1 64" "linear3 64 2 3" "cae32 64 1 32" "custom 64 1 16"; do
     set -- $spec
     model=$1 batch=$2 epochs=$3 latent=$4
+    case " $models " in *" $model "*) ;; *) continue ;; esac
     rm -rf "$tmp/$model"
-    RAYON_NUM_THREADS=$threads $bin train --model "$model" --latent-dim "$latent" --batch-size "$batch" \
+    if [ "$model" = custom ]; then
+      what=(--encoder "$encoder" --decoder "$decoder" --output sigmoid)
+    else
+      what=(--model "$model" --latent-dim "$latent")
+    fi
+    RAYON_NUM_THREADS=$threads $bin train "${what[@]}" --batch-size "$batch" \
       --epochs "$epochs" --data-dir "$data" --no-download --out "$tmp/$model" -q >/dev/null
     # Images over seconds of all epochs (harmonic mean of metrics.jsonl's per-epoch figures),
     # as the PyTorch script counts.
@@ -46,7 +59,12 @@ for round in $(seq 1 "$rounds"); do
         flag=""
         [ "$mode" = compiled ] && flag="--compile"
         # torch.compile's warnings go to a file, shown only if the run fails.
-        ref=$($py bench/pytorch_ref.py --model "$model" --latent-dim "$latent" --batch-size "$batch" \
+        theirs=(--model "$model" --latent-dim "$latent")
+        if [ "$model" = custom ]; then
+          $bin export "$tmp/$model" --torch "$tmp/custom_ae.safetensors" >/dev/null
+          theirs=(--model custom --module "$tmp/custom_ae.py")
+        fi
+        ref=$($py bench/pytorch_ref.py "${theirs[@]}" --batch-size "$batch" \
           --epochs "$epochs" --threads "$threads" --data-dir "$data" $flag 2>"$tmp/pytorch.err") \
           || { cat "$tmp/pytorch.err" >&2; exit 1; }
         ips=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")

@@ -4,6 +4,10 @@ settings and epochs, timed the same way (training images per second, validation 
     python bench/pytorch_ref.py --model conv64 --epochs 10 --batch-size 32 --threads 2 \
         --data-dir ../shared/data/mnist
 
+A model of your own: `--module W.py`, the module `mnist-ae export RUN --torch W.safetensors`
+writes (its own PyTorch initialisation is used, not the run's weights); `--tanh` when its
+output is tanh (data in [-1, 1]).
+
 With --compile the whole step (forward, backward, Adam) goes through `torch.compile`; its two
 warm-up steps (one per batch shape, where compiling happens) train too but are not timed.
 
@@ -40,7 +44,10 @@ def read_idx(path):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="conv64", choices=[k for k in PRESETS if k != "vae"])
+    p.add_argument("--model", default="conv64", choices=[k for k in PRESETS if k != "vae"] + ["custom"],
+                   help="a preset, or custom with --module")
+    p.add_argument("--module", help="the Autoencoder of a module written by `mnist-ae export --torch`")
+    p.add_argument("--tanh", action="store_true", help="the --module's output is tanh: data in [-1, 1]")
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
@@ -61,11 +68,20 @@ def main():
     if a.flush_denormal and not torch.set_flush_denormal(True):
         sys.exit("this CPU cannot flush denormals")
     torch.manual_seed(a.seed)
-    model = PRESETS[a.model](a.latent_dim) if a.latent_dim else PRESETS[a.model]()
+    if a.module:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("exported", a.module)
+        exported = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(exported)
+        model = exported.Autoencoder()
+    elif a.model == "custom":
+        sys.exit("--model custom needs --module")
+    else:
+        model = PRESETS[a.model](a.latent_dim) if a.latent_dim else PRESETS[a.model]()
     if a.init:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(a.init))
-    tanh = a.model in TANH
+    tanh = a.tanh if a.module else a.model in TANH
     d = a.data_dir
     xtr = read_idx(f"{d}/train-images-idx3-ubyte.gz")
     xte = read_idx(f"{d}/t10k-images-idx3-ubyte.gz")

@@ -164,9 +164,9 @@ impl Backward<Flex, 3> for ConvBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         let (dx, dw, db) = if self.transposed {
-            conv::conv_transpose2d_backward(g, &ops.state)
+            conv::conv_transpose2d_backward(g, ops.state)
         } else {
-            conv::conv2d_backward(g, &ops.state)
+            conv::conv2d_backward(g, ops.state)
         };
         for (node, grad) in [(node_x, dx), (node_w, dw), (node_b, Some(db))] {
             if let (Some(node), Some(grad)) = (node, grad) {

@@ -309,9 +309,9 @@ fn col2im_by_table(
     x
 }
 
-/// `[b, c, L]` → `[c, b·L]`.
-fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+/// `[b, c, L]` → `[c, b·L]`, in a scratch buffer.
+fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Scratch {
+    let mut out = Scratch::new(x.len());
     each_chunk(&mut out, b * l, |ci, row| {
         for i in 0..b {
             row[i * l..(i + 1) * l].copy_from_slice(&x[(i * c + ci) * l..][..l]);
@@ -417,8 +417,9 @@ pub(super) struct ConvSaved {
     /// Channels on the grid side: the convolution's output, the transposed convolution's input.
     grid_c: usize,
     /// The patch matrix (convolution) or the channel-major input (transposed convolution),
-    /// kept when the weight needs a gradient.
-    pub(super) data: Option<FlexTensor>,
+    /// kept when the weight needs a gradient: a scratch buffer, which goes back to the pool
+    /// of the thread that runs the part's backward pass.
+    data: Option<Scratch>,
     /// The weight, kept when the input needs a gradient.
     pub(super) w: Option<FlexTensor>,
     /// The output, kept when a ReLU followed.
@@ -480,7 +481,7 @@ fn forward_by_parts(
 /// input gradients side by side, the weight and bias gradients summed over the parts in order.
 fn backward_by_parts(
     g: FlexTensor,
-    st: &Parts,
+    st: Parts,
     backward: impl Fn(FlexTensor, &ConvSaved) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor)
         + Sync
         + Send,
@@ -560,7 +561,7 @@ pub(super) fn conv2d_forward(
 /// tensors are there.
 pub(super) fn conv2d_backward(
     g: FlexTensor,
-    st: &Parts,
+    st: Parts,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
     backward_by_parts(g, st, conv2d_backward_whole)
 }
@@ -583,7 +584,7 @@ pub(super) fn conv_transpose2d_forward(
 /// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias).
 pub(super) fn conv_transpose2d_backward(
     g: FlexTensor,
-    st: &Parts,
+    st: Parts,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
     backward_by_parts(g, st, conv_transpose2d_backward_whole)
 }
@@ -619,20 +620,14 @@ fn conv2d_forward_whole(
     };
     let (l, bl) = (geom.len(), b * geom.len());
     let rows = geom.rows();
-    // The patch matrix is kept for the backward pass, else borrowed.
-    let (mut kept, mut scratch) = if keep_cols {
-        (vec![0f32; rows * bl], None)
-    } else {
-        (Vec::new(), Some(Scratch::new(rows * bl)))
-    };
-    let cols: &mut [f32] = scratch.as_deref_mut().unwrap_or(&mut kept);
-    im2col(&values(x), b, &geom, cols);
+    let mut cols = Scratch::new(rows * bl);
+    im2col(&values(x), b, &geom, &mut cols);
     let ws = values(w);
     let mut yt = Scratch::new(o * bl);
     matmul_into(
         &mut yt,
         View::dense(&ws, o, geom.rows()),
-        View::dense(cols, rows, bl),
+        View::dense(&cols, rows, bl),
         false,
     );
     let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
@@ -641,7 +636,7 @@ fn conv2d_forward_whole(
         geom,
         batch: b,
         grid_c: o,
-        data: keep_cols.then(|| tensor(kept, Shape::new([rows, bl]))),
+        data: keep_cols.then_some(cols),
         w: None,
         y: relu.then(|| y.clone()),
     };
@@ -660,7 +655,6 @@ fn conv2d_backward_whole(
     let ys = st.y.as_ref().map(values);
     let (gm, db) = masked_channel_major(&values(&g), ys.as_deref(), b, o, l);
     let dw = st.data.as_ref().map(|cols| {
-        let cols = values(cols);
         let mut dw = vec![0f32; o * geom.rows()];
         matmul_into(
             &mut dw,
@@ -740,7 +734,7 @@ fn conv_transpose2d_forward_whole(
         geom,
         batch: b,
         grid_c: c,
-        data: keep_input.then(|| tensor(xt, Shape::new([c, bl]))),
+        data: keep_input.then_some(xt),
         w: None,
         y: relu.then(|| y.clone()),
     };
@@ -770,7 +764,6 @@ fn conv_transpose2d_backward_whole(
     let mut gcols = Scratch::new(geom.rows() * bl);
     im2col(gs, b, geom, &mut gcols);
     let dw = st.data.as_ref().map(|xt| {
-        let xt = values(xt);
         let mut dw = vec![0f32; c * geom.rows()];
         matmul_into(
             &mut dw,

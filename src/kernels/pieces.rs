@@ -51,8 +51,9 @@ pub(super) struct Scratch {
     len: usize,
 }
 
-/// How many buffers each thread's pool keeps (an operation holds at most three at once).
-const SCRATCH_KEPT: usize = 8;
+/// How many buffers each thread's pool keeps: an operation holds at most three at once, and a
+/// convolution keeps one per part of the batch for its backward pass.
+const SCRATCH_KEPT: usize = 24;
 
 /// How many values, in all, each thread's pool keeps (64 MiB of `f32`): enough for a training
 /// shard's matrices; the larger ones of a big evaluation batch are freed after use.
@@ -77,6 +78,20 @@ impl Scratch {
             buf.resize(len, 0.0);
         }
         Scratch { buf, len }
+    }
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        let mut copy = Scratch::new(self.len);
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} values)", self.len)
     }
 }
 
