@@ -659,7 +659,7 @@ fn conv2d_backward_whole(
         matmul_into(
             &mut dw,
             View::dense(&gm, o, bl),
-            View::dense(&cols, geom.rows(), bl).t(),
+            View::dense(cols, geom.rows(), bl).t(),
             false,
         );
         tensor(dw, Shape::new([o, geom.c, geom.k[0], geom.k[1]]))
@@ -767,7 +767,7 @@ fn conv_transpose2d_backward_whole(
         let mut dw = vec![0f32; c * geom.rows()];
         matmul_into(
             &mut dw,
-            View::dense(&xt, c, bl),
+            View::dense(xt, c, bl),
             View::dense(&gcols, geom.rows(), bl).t(),
             false,
         );
