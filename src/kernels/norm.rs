@@ -78,6 +78,28 @@ impl Layout {
     }
 }
 
+/// Interleaved sums per channel: enough independent chains for the adders, in a fixed order.
+const LANES: usize = 8;
+
+/// Adds `f(v)` of each value of `xs` into `acc`, value `i` into sum `i % LANES`.
+#[inline]
+fn add_lanes(acc: &mut [f64; LANES], xs: &[f32], f: impl Fn(f32) -> f64) {
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v);
+    }
+}
+
+/// The sum of the interleaved sums, in order.
+fn total(acc: [f64; LANES]) -> f64 {
+    acc.iter().sum()
+}
+
 /// What the backward pass keeps: the input, `γ`, each channel's mean and `1/√(var + ε)`, and
 /// the output when a ReLU followed.
 #[derive(Debug, Clone)]
@@ -103,19 +125,16 @@ pub(super) fn forward(
     let xs = values(x);
     let n = lay.n().max(1) as f64;
     let stats = lay.per_channel(|ch| {
-        let mean = lay
-            .channel(&xs, ch)
-            .flatten()
-            .map(|&v| v as f64)
-            .sum::<f64>()
-            / n;
-        let var = lay
-            .channel(&xs, ch)
-            .flatten()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        (mean, var)
+        let mut acc = [0f64; LANES];
+        for plane in lay.channel(&xs, ch) {
+            add_lanes(&mut acc, plane, |v| v as f64);
+        }
+        let mean = total(acc) / n;
+        let mut acc = [0f64; LANES];
+        for plane in lay.channel(&xs, ch) {
+            add_lanes(&mut acc, plane, |v| (v as f64 - mean) * (v as f64 - mean));
+        }
+        (mean, total(acc) / n)
     });
     let (g, bt) = (values(gamma), values(beta));
     // y = x·a + d with a = γ/√(var + ε), d = β − mean·a.
@@ -132,9 +151,15 @@ pub(super) fn forward(
     let mut y = vec![0f32; xs.len()];
     lay.each_plane(&mut y, |p, ch, plane| {
         let (a, d) = (a[ch], d[ch]);
-        for (o, &v) in plane.iter_mut().zip(&xs[p * lay.s..][..lay.s]) {
-            let z = v * a + d;
-            *o = if relu { z.max(0.0) } else { z };
+        let src = &xs[p * lay.s..][..lay.s];
+        if relu {
+            for (o, &v) in plane.iter_mut().zip(src) {
+                *o = (v * a + d).max(0.0);
+            }
+        } else {
+            for (o, &v) in plane.iter_mut().zip(src) {
+                *o = v * a + d;
+            }
         }
     });
     let y = tensor(y, shape);
@@ -160,23 +185,25 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
     let (xs, gs) = (values(&st.x), values(g));
     let ys = st.y.as_ref().map(values);
     let n = lay.n().max(1) as f64;
+    // The incoming gradient masked by the ReLU (where its output is 0), `g` when none.
+    let masked = |gv: f32, y: Option<f32>| match y {
+        Some(y) if y <= 0.0 => 0.0,
+        _ => gv,
+    };
     let sums = lay.per_channel(|ch| {
         let (m, is) = (st.mean[ch], st.inv_std[ch]);
-        let (mut sg, mut sgx) = (0f64, 0f64);
+        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
         for i in 0..lay.b {
             let at = (i * lay.c + ch) * lay.s;
             let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
             let y = ys.as_deref().map(|y| &y[at..][..lay.s]);
             for k in 0..lay.s {
-                let gv = match y {
-                    Some(y) if y[k] <= 0.0 => 0.0,
-                    _ => g[k],
-                };
-                sg += gv as f64;
-                sgx += gv as f64 * ((x[k] - m) * is) as f64;
+                let gv = masked(g[k], y.map(|y| y[k]));
+                sg[k % LANES] += gv as f64;
+                sgx[k % LANES] += gv as f64 * ((x[k] - m) * is) as f64;
             }
         }
-        (sg, sgx)
+        (total(sg), total(sgx))
     });
     let mut dx = vec![0f32; xs.len()];
     lay.each_plane(&mut dx, |p, ch, plane| {
@@ -185,14 +212,19 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
         let scale = st.gamma[ch] * is;
         let (mg, mgx) = ((sums[ch].0 / n) as f32, (sums[ch].1 / n) as f32);
         let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
-        let y = ys.as_deref().map(|y| &y[at..][..lay.s]);
-        for k in 0..lay.s {
-            let gv = match y {
-                Some(y) if y[k] <= 0.0 => 0.0,
-                _ => g[k],
-            };
-            let xh = (x[k] - m) * is;
-            plane[k] = scale * (gv - mg - xh * mgx);
+        let grad = |gv: f32, x: f32| scale * (gv - mg - (x - m) * is * mgx);
+        match ys.as_deref() {
+            Some(ys) => {
+                let y = &ys[at..][..lay.s];
+                for (((d, &gv), &x), &y) in plane.iter_mut().zip(g).zip(x).zip(y) {
+                    *d = grad(masked(gv, Some(y)), x);
+                }
+            }
+            None => {
+                for ((d, &gv), &x) in plane.iter_mut().zip(g).zip(x) {
+                    *d = grad(gv, x);
+                }
+            }
         }
     });
     let c = Shape::new([lay.c]);

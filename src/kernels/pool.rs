@@ -137,6 +137,15 @@ impl MaxPool {
             for (j, y) in y.chunks_exact_mut(outp).enumerate() {
                 let plane = &x[(p0 + j) * inp..][..inp];
                 let mut at = at.get_mut(j * outp..(j + 1) * outp);
+                if self.k == 2 && self.s == 2 {
+                    for oy in 0..oh {
+                        let top = 2 * oy * self.w;
+                        let rows = (&plane[top..][..self.w], &plane[top + self.w..][..self.w]);
+                        let at = at.as_deref_mut().map(|a| &mut a[oy * ow..][..ow]);
+                        pool_2x2(rows, top, &mut y[oy * ow..][..ow], at);
+                    }
+                    continue;
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let (mut best, mut arg) = (f32::NEG_INFINITY, usize::MAX);
@@ -187,6 +196,43 @@ impl MaxPool {
             }
         });
         dx
+    }
+}
+
+/// One output row of a 2×2 max pooling at stride 2 (the common `maxpool(2)`): the windows
+/// over input rows `top` and `bottom` (starting at offset `at0` in the plane), with the rule
+/// of [`MaxPool::forward`], unrolled.
+#[inline]
+fn pool_2x2((top, bottom): (&[f32], &[f32]), at0: usize, y: &mut [f32], at: Option<&mut [u32]>) {
+    let w = top.len();
+    let pick = |(best, arg): (f32, usize), v: f32, i: usize| {
+        if v > best || v.is_nan() {
+            (v, i)
+        } else {
+            (best, arg)
+        }
+    };
+    let window = |ox: usize| {
+        let (c0, c1) = (2 * ox, 2 * ox + 1);
+        let m = (top[c0], at0 + c0);
+        let m = pick(m, top[c1], at0 + c1);
+        let m = pick(m, bottom[c0], at0 + w + c0);
+        pick(m, bottom[c1], at0 + w + c1)
+    };
+    match at {
+        Some(at) => {
+            for (ox, (y, a)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
+                let (v, i) = window(ox);
+                *y = v;
+                // Below u32::MAX: the caller checks the plane's size.
+                *a = i as u32;
+            }
+        }
+        None => {
+            for (ox, y) in y.iter_mut().enumerate() {
+                *y = window(ox).0;
+            }
+        }
     }
 }
 
@@ -329,6 +375,7 @@ mod tests {
         for (h, w, k, s) in [
             (28, 28, 2, 2),
             (14, 14, 2, 2),
+            (7, 9, 2, 2),
             (7, 9, 3, 2),
             (5, 5, 3, 1),
             (4, 6, 1, 1),
