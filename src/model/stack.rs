@@ -6,6 +6,7 @@
 //! and upsampling. Batch norm and dropout train on an autodiff device and run in inference mode
 //! everywhere else.
 
+use burn::module::{ParamId, RunningState};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
 use burn::nn::pool::{
@@ -15,6 +16,7 @@ use burn::nn::pool::{
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, tanh};
+use sha2::{Digest, Sha256};
 
 use super::arch::{Init, ModelSpec};
 use super::layers::{conv, convt, Apply};
@@ -87,11 +89,36 @@ fn linear(i: usize, o: usize, init: Init, device: &Device) -> Linear {
     }
 }
 
-/// Builds the blocks of one half from its checked layers (with their input shapes).
-fn build(traced: &Traced, init: Init, device: &Device) -> Vec<Block> {
+/// The id of the parameter or buffer named `name` (`encoder.layers.1.running_mean`): the first
+/// eight bytes of the SHA-256 of the name. burn's own ids are random; a weights file records
+/// the ids (Adam's state is keyed by them), and two runs of one seed must write the same bytes.
+pub fn stable_id(name: &str) -> ParamId {
+    let digest = Sha256::digest(name.as_bytes());
+    ParamId::from(u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8])))
+}
+
+/// A batch norm over `channels`, its running statistics with the stable ids of their names
+/// under `name` (their module keeps the id it was built with, whatever a mapper gives it).
+fn batch_norm(channels: usize, name: &str, device: &Device) -> BatchNorm {
+    let mut n = BatchNormConfig::new(channels).init(device);
+    n.running_mean = RunningState::with_id(
+        stable_id(&format!("{name}.running_mean")),
+        n.running_mean.value(),
+    );
+    n.running_var = RunningState::with_id(
+        stable_id(&format!("{name}.running_var")),
+        n.running_var.value(),
+    );
+    n
+}
+
+/// Builds the blocks of one half (`half`: `encoder` or `decoder`) from its checked layers (with
+/// their input shapes).
+fn build(half: &str, traced: &Traced, init: Init, device: &Device) -> Vec<Block> {
     traced
         .iter()
-        .map(|&(layer, x, y)| {
+        .enumerate()
+        .map(|(i, &(layer, x, y))| {
             let channels = x.channels();
             match layer {
                 Layer::Linear { out } => Block::Linear(linear(x.numel(), out, init, device)),
@@ -100,7 +127,9 @@ fn build(traced: &Traced, init: Init, device: &Device) -> Vec<Block> {
                     Block::ConvT(convt(channels, out, k, s, p, op, device))
                 }
                 // PyTorch's defaults: eps 1e-5, momentum 0.1.
-                Layer::BatchNorm => Block::Norm(BatchNormConfig::new(channels).init(device)),
+                Layer::BatchNorm => {
+                    Block::Norm(batch_norm(channels, &format!("{half}.layers.{i}"), device))
+                }
                 Layer::Dropout { p } => Block::Dropout(DropoutConfig::new(p).init()),
                 Layer::MaxPool { k, s } => {
                     Block::MaxPool(MaxPool2dConfig::new([k, k]).with_strides([s, s]).init())
@@ -222,14 +251,14 @@ pub fn init(spec: &ModelSpec, device: &Device) -> crate::error::Result<(Encoder,
     // Built in the spec's order, the log-variance head right after the mean head (the last
     // encoder layer), as the vae preset builds fc_mu then fc_logvar: the same seed then draws
     // the same initial weights.
-    let layers = build(&c.encoder, spec.init, device);
+    let layers = build("encoder", &c.encoder, spec.init, device);
     let logvar = if spec.variational {
         let (_, x, y) = c.encoder[c.encoder.len() - 1];
         Some(linear(x.numel(), y.numel(), spec.init, device))
     } else {
         None
     };
-    let decoder = build(&c.decoder, spec.init, device);
+    let decoder = build("decoder", &c.decoder, spec.init, device);
     Ok((Encoder { layers, logvar }, Decoder { layers: decoder }))
 }
 

@@ -7,7 +7,6 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
-use sha2::{Digest, Sha256};
 
 use crate::model::{Autoencoder, ModelConfig, Preset};
 
@@ -153,10 +152,8 @@ pub fn with_stable_ids<M: Module>(module: M, prefix: &str) -> M {
             self.stack.exit();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let digest = Sha256::digest(self.stack.path().as_bytes());
-            let id = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
             let value = param.val();
-            param.transform_for_load(value, ParamId::from(id))
+            param.transform_for_load(value, crate::model::stack::stable_id(&self.stack.path()))
         }
     }
     let mut ids = Ids {

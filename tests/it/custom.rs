@@ -136,6 +136,14 @@ fn a_model_of_your_own_trains_evaluates_exports_and_imports() {
     let e = fails(&as_refs(&train(&["--shards", "2", "--out", r])));
     assert!(e.contains("--shards 1"), "{e}");
     ok(&as_refs(&train(&["--out", r])));
+    // The same seed trains the same weights and running statistics, written as the same bytes.
+    let again = tmp.path().join("again");
+    ok(&as_refs(&train(&["--out", again.to_str().unwrap()])));
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&run) == weights(&again),
+        "two runs of one seed differ"
+    );
     let config = std::fs::read_to_string(run.join("config.json")).unwrap();
     // Written in canonical form (defaults such as s1 left out).
     assert!(
