@@ -77,6 +77,7 @@ for round in $(seq 1 "$rounds"); do
     echo "$model $ours $eager $compiled" >> "$results"
   done
 done
+[ -s "$results" ] || { echo "MODELS=\"$models\" names none of conv64 mlp conv7 linear3 cae32 custom" >&2; exit 2; }
 echo "median over $rounds rounds (ratios: median of the rounds' ratios):"
 python3 - "$results" <<'PY'
 import statistics, sys

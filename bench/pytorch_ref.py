@@ -114,6 +114,7 @@ def main():
         seconds += dt
         seen += len(xtr)
         per_epoch.append(round(len(xtr) / dt))
+    model.eval()  # batch norm and dropout in inference mode, as mnist-ae evaluates
     with torch.no_grad():
         mse = sum(((model.reconstruct(xte[i:i + 1000]) - xte[i:i + 1000]) ** 2).sum().item()
                   for i in range(0, len(xte), 1000)) / xte.numel()

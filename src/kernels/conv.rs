@@ -806,7 +806,8 @@ mod tests {
             .collect()
     }
 
-    /// Row sums are each row's sum from 0 in order, for every count of rows around a group.
+    /// A batch is cut by its size alone (parts of at most 16, within one of each other), and
+    /// not at all inside a task.
     #[test]
     fn batches_are_cut_by_their_size_alone_and_whole_in_a_task() {
         let sizes = |b| cut(b).iter().map(|&(_, n)| n).collect::<Vec<_>>();
@@ -821,6 +822,7 @@ mod tests {
         assert_eq!(in_a_task, [64]);
     }
 
+    /// Row sums are each row's sum from 0 in order, for every count of rows around a group.
     #[test]
     fn row_sums_add_each_row_in_order() {
         for rows in [1, 7, 8, 9, 17] {
