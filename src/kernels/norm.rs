@@ -8,10 +8,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 
 use super::flex::{tensor, values};
-use super::pieces::each_chunk;
-
-/// Values of output a piece of a pass covers, at least.
-const PIECE: usize = 1 << 14;
+use super::pieces::{each_chunk, each_plane, PLANE_PIECE};
 
 /// The layout of a batch-normalised tensor: `[b, c, rest…]` with `s` values per channel and
 /// image (`h·w` for images, 1 for flat vectors).
@@ -47,7 +44,7 @@ impl Layout {
         f: impl Fn(usize) -> R + Sync + Send,
     ) -> Vec<R> {
         let mut out = vec![R::default(); self.c];
-        if self.b * self.c * self.s < PIECE {
+        if self.b * self.c * self.s < PLANE_PIECE {
             for (ch, o) in out.iter_mut().enumerate() {
                 *o = f(ch);
             }
@@ -57,24 +54,10 @@ impl Layout {
         out
     }
 
-    /// Calls `f(p, ch, plane)` on each image's plane `p` of each channel (`ch`) of `y`, in
-    /// pieces over the pool (or here for a small tensor).
+    /// Calls `f(p, ch, plane)` on each image's plane `p` of each channel (`ch`) of `y`
+    /// ([`each_plane`]).
     fn each_plane(self, y: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) {
-        if y.is_empty() || self.s == 0 {
-            return;
-        }
-        let per = PIECE.div_ceil(self.s).max(1);
-        let piece = |i: usize, y: &mut [f32]| {
-            for (j, plane) in y.chunks_exact_mut(self.s).enumerate() {
-                let p = i * per + j;
-                f(p, p % self.c, plane);
-            }
-        };
-        if y.len() < PIECE {
-            piece(0, y);
-        } else {
-            each_chunk(y, per * self.s, piece);
-        }
+        each_plane(y, self.s, |p, plane| f(p, p % self.c, plane));
     }
 }
 

@@ -22,6 +22,34 @@ pub(super) fn each_chunk<T: Send>(
     map_chunks(data, size, f);
 }
 
+/// Values of output a piece of [`each_plane`] covers, at least: pieces of a few microseconds of
+/// work, enough of them to balance two to a few dozen threads.
+pub(super) const PLANE_PIECE: usize = 1 << 14;
+
+/// Calls `f(p, plane)` on each `len`-long plane `p` of `data`, planes grouped into pieces of at
+/// least [`PLANE_PIECE`] values run as [`each_chunk`] runs them; all here for less than one
+/// piece.
+pub(super) fn each_plane<T: Send>(
+    data: &mut [T],
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if data.is_empty() || len == 0 {
+        return;
+    }
+    let per = PLANE_PIECE.div_ceil(len).max(1);
+    let piece = |i: usize, chunk: &mut [T]| {
+        for (j, plane) in chunk.chunks_exact_mut(len).enumerate() {
+            f(i * per + j, plane);
+        }
+    };
+    if data.len() < PLANE_PIECE {
+        piece(0, data);
+    } else {
+        each_chunk(data, per * len, piece);
+    }
+}
+
 /// [`each_chunk`], collecting what `f` returns for each chunk, in order.
 pub(super) fn map_chunks<T: Send, R: Send>(
     data: &mut [T],

@@ -10,7 +10,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::flex::{tensor, values};
-use super::pieces::{each_chunk, stay_on_this_thread};
+use super::pieces::{each_chunk, each_plane, stay_on_this_thread, PLANE_PIECE};
 
 /// What a max pooling's backward pass keeps: the geometry, the input's shape and the winners.
 #[derive(Debug, Clone)]
@@ -60,13 +60,9 @@ pub(super) fn upsample_backward(g: &FlexTensor, shape: Shape) -> FlexTensor {
     tensor(dx, shape)
 }
 
-/// How many values of output a piece of a pass covers, at least: pieces of a few microseconds
-/// of work, enough of them to balance two to a few dozen threads.
-const PIECE: usize = 1 << 14;
-
-/// Planes per piece for planes of `len` values.
+/// Planes per piece for planes of `len` values (as [`each_plane`] groups them).
 fn planes_per_piece(len: usize) -> usize {
-    PIECE.div_ceil(len.max(1)).max(1)
+    PLANE_PIECE.div_ceil(len.max(1)).max(1)
 }
 
 /// Calls `f(first_plane, a_chunk, b_chunk)` on matching chunks of `a` (`na` values a plane)
@@ -185,14 +181,10 @@ impl MaxPool {
         if outp == 0 || inp == 0 {
             return dx;
         }
-        let per = planes_per_piece(inp);
-        each_chunk(&mut dx, inp * per, |i, dx| {
-            let p0 = i * per;
-            for (j, dx) in dx.chunks_exact_mut(inp).enumerate() {
-                let from = (p0 + j) * outp;
-                for (&gv, &a) in g[from..from + outp].iter().zip(&at[from..from + outp]) {
-                    dx[a as usize] += gv;
-                }
+        each_plane(&mut dx, inp, |p, dx| {
+            let from = p * outp;
+            for (&gv, &a) in g[from..from + outp].iter().zip(&at[from..from + outp]) {
+                dx[a as usize] += gv;
             }
         });
         dx
@@ -277,16 +269,12 @@ impl Nearest {
         if outp == 0 || inp == 0 {
             return y;
         }
-        let per = planes_per_piece(outp);
-        each_chunk(&mut y, outp * per, |i, y| {
-            let p0 = i * per;
-            for (j, y) in y.chunks_exact_mut(outp).enumerate() {
-                let plane = &x[(p0 + j) * inp..][..inp];
-                for (y, &r) in y.chunks_exact_mut(ow).zip(&self.rows) {
-                    let row = &plane[r * self.w..][..self.w];
-                    for (y, &c) in y.iter_mut().zip(&self.cols) {
-                        *y = row[c];
-                    }
+        each_plane(&mut y, outp, |p, y| {
+            let plane = &x[p * inp..][..inp];
+            for (y, &r) in y.chunks_exact_mut(ow).zip(&self.rows) {
+                let row = &plane[r * self.w..][..self.w];
+                for (y, &c) in y.iter_mut().zip(&self.cols) {
+                    *y = row[c];
                 }
             }
         });
@@ -302,16 +290,12 @@ impl Nearest {
         if outp == 0 || inp == 0 {
             return dx;
         }
-        let per = planes_per_piece(inp);
-        each_chunk(&mut dx, inp * per, |i, dx| {
-            let p0 = i * per;
-            for (j, dx) in dx.chunks_exact_mut(inp).enumerate() {
-                let g = &g[(p0 + j) * outp..][..outp];
-                for (g, &r) in g.chunks_exact(ow).zip(&self.rows) {
-                    let row = &mut dx[r * self.w..][..self.w];
-                    for (&gv, &c) in g.iter().zip(&self.cols) {
-                        row[c] += gv;
-                    }
+        each_plane(&mut dx, inp, |p, dx| {
+            let g = &g[p * outp..][..outp];
+            for (g, &r) in g.chunks_exact(ow).zip(&self.rows) {
+                let row = &mut dx[r * self.w..][..self.w];
+                for (&gv, &c) in g.iter().zip(&self.cols) {
+                    row[c] += gv;
                 }
             }
         });
