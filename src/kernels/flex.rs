@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::conv;
 use super::flex_loss::recon_loss_and_grad;
-use super::matmul::{matmul_into, View};
+use super::matmul::{matmul_into, matmul_new, View};
 use super::sparse::{self, Csr};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
@@ -95,8 +95,7 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
     let (a, b) = (viewable(a), viewable(b));
     let av = if ta { view(&a).t() } else { view(&a) };
     let bv = if tb { view(&b).t() } else { view(&b) };
-    let mut out = vec![0f32; av.rows() * bv.cols()];
-    matmul_into(&mut out, av, bv, false);
+    let out = matmul_new(av, bv);
     tensor(out, Shape::new([av.rows(), bv.cols()]))
 }
 

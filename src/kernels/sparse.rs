@@ -282,21 +282,32 @@ impl<const V: usize, const P: usize> WithSimd for Rows<'_, V, P> {
         let block = V * lanes;
         let wide = o / block * block;
         let whole = o / lanes * lanes;
-        // Where each output row's entries of the current panel start.
-        let mut next = vec![0usize; out.len() / o];
-        for j in (0..wide).step_by(block) {
-            for (r, n) in next.iter_mut().enumerate() {
-                *n = a.ptr[row0 + r];
+        // Where each output row's entries of each panel start, found once for all blocks by
+        // one walk along each row: `bounds[r · (panels + 1) + p]` is the first entry of row
+        // `r` whose column is at least `p · P`.
+        let rows = out.len() / o;
+        let panels = b.rows().div_ceil(P).max(1);
+        let mut bounds = vec![0usize; rows * (panels + 1)];
+        for (r, bounds) in bounds.chunks_exact_mut(panels + 1).enumerate() {
+            let (start, end) = (a.ptr[row0 + r], a.ptr[row0 + r + 1]);
+            let mut k = start;
+            for (p, bound) in bounds.iter_mut().enumerate() {
+                let first = p.saturating_mul(P);
+                while k < end && (a.idx[k] as usize) < first {
+                    k += 1;
+                }
+                *bound = k;
             }
-            for k0 in (0..b.rows()).step_by(P) {
-                let k1 = k0.saturating_add(P);
+            bounds[panels] = end;
+        }
+        for j in (0..wide).step_by(block) {
+            for p in 0..panels {
                 for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                    let (start, end) = (next[r], a.ptr[row0 + r + 1]);
-                    let stop = start + a.idx[start..end].partition_point(|&c| (c as usize) < k1);
+                    let at = r * (panels + 1) + p;
+                    let (start, stop) = (bounds[at], bounds[at + 1]);
                     if stop == start {
                         continue;
                     }
-                    next[r] = stop;
                     let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + block]);
                     let mut s: [S::f32s; V] = std::array::from_fn(|t| acc[t]);
                     for (&c, &v) in a.idx[start..stop].iter().zip(&a.val[start..stop]) {
