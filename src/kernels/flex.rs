@@ -358,4 +358,21 @@ impl FusedAdamOps for Flex {
         }
         (p, m, v)
     }
+
+    fn fused_sum(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let mut a = owned(a);
+        let b = values(&b);
+        let sum = storage(&mut a);
+        assert_eq!(sum.len(), b.len(), "fused_sum: tensors of different sizes");
+        sum.par_chunks_mut(BLOCK)
+            .zip(b.par_chunks(BLOCK))
+            .for_each(|(s, b)| {
+                Arch::new().dispatch(|| {
+                    for (s, &b) in s.iter_mut().zip(b) {
+                        *s += b;
+                    }
+                })
+            });
+        a
+    }
 }

@@ -302,6 +302,21 @@ pub trait FusedAdamOps: Backend {
         weight_decay: f32,
         step: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `a + b`, element by element, for two tensors of one shape (shards' gradients of one
+    /// parameter), split over the pool's threads and written into `a` when `a` is not shared.
+    fn fused_sum(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `a + b` for two gradients of one parameter (the same bits as burn's addition): on the flex
+/// backend one pass split over the pool (burn adds on one thread), elsewhere burn's addition.
+pub fn sum_grads<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if !fused_here(&a.device()) || a.dims() != b.dims() {
+        return a + b;
+    }
+    let out =
+        <burn::backend::Dispatch as FusedAdamOps>::fused_sum(a.into_dispatch(), b.into_dispatch());
+    Tensor::from_dispatch(out)
 }
 
 /// Whether `device` (with or without autodiff) is burn's flex CPU backend, where the fused

@@ -165,6 +165,35 @@ fn fused_adam_follows_burns_adam() {
     assert_eq!(a.num_params(), b.num_params());
 }
 
+/// The sum of two shards' gradients: burn's addition to the bit, for a tensor larger than one
+/// block of the pool's split, a small one, and a left operand still held elsewhere (which must
+/// come out unchanged).
+#[test]
+fn summed_gradients_are_burns_sums() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex();
+    for shape in [[3, 5], [300, 257]] {
+        let a = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let want = (a.clone() + b.clone()).into_data();
+        let kept = a.clone().into_data();
+        let shared = a.clone();
+        let got = super::sum_grads(a, b).into_data();
+        assert_eq!(
+            got.as_slice::<f32>().unwrap(),
+            want.as_slice::<f32>().unwrap()
+        );
+        assert_eq!(
+            shared.into_data().as_slice::<f32>().unwrap(),
+            kept.as_slice::<f32>().unwrap()
+        );
+        assert_ne!(
+            got.as_slice::<f32>().unwrap(),
+            kept.as_slice::<f32>().unwrap()
+        );
+    }
+}
+
 /// Fused convolution against burn's, forward and all three gradients, for each layer shape
 /// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs).
 #[test]

@@ -126,7 +126,7 @@ impl ModuleVisitor for CombineGrads {
         for g in self.parts.iter_mut() {
             if let Some(t) = g.remove::<D>(param.id) {
                 acc = Some(match acc {
-                    Some(a) => a + t,
+                    Some(a) => crate::kernels::sum_grads(a, t),
                     None => t,
                 });
             }
