@@ -7,7 +7,8 @@ Settings shared with ours: perplexity 30, 1000 iterations (250 of them with earl
 12), random start, step size max(n / 12, 200). openTSNE keeps its own defaults otherwise
 (approximate neighbours by Annoy; ours finds the exact ones). openTSNE is also run with all
 its defaults (PCA start, 750 iterations), as its users would. scikit-learn: angle 0.5, its
-automatic step size. Either library is skipped when it is not installed.
+automatic step size. scikit-learn is needed (for trustworthiness); openTSNE's maps are skipped
+when it is not installed, scikit-learn's map with `--no-sklearn`.
 
     mnist-ae classify RUN --export-codes   # writes RUN/codes_test.csv
     mnist-ae tsne RUN                      # writes RUN/tsne.csv and RUN/tsne.json

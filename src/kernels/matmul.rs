@@ -110,8 +110,8 @@ impl<'a> View<'a> {
 /// calling thread in a rayon task (a shard: see [`super::in_task`]), on all threads otherwise.
 pub(super) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
     assert_eq!(
-        dst.len(),
-        a.rows * b.cols,
+        Some(dst.len()),
+        a.rows.checked_mul(b.cols),
         "matmul: output buffer has the wrong size"
     );
     // SAFETY: `dst` is an initialised buffer of exactly `a.rows · b.cols` elements, borrowed
@@ -119,18 +119,25 @@ pub(super) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate:
     unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate) }
 }
 
-/// `a·b` in a new row-major `[a.rows, b.cols]` buffer. gemm writes every element of its
-/// output without reading it when told not to accumulate, so the buffer is not zero-filled
-/// first: for a layer's gradients (a 1.2 MB weight gradient per step, say) the fill was a pass
-/// over memory of its own, 4% of an mlp training profile.
+/// `a·b` in a new row-major `[a.rows, b.cols]` buffer, not zero-filled first: for a layer's
+/// gradients (a 1.2 MB weight gradient per step, say) the fill was a pass over memory of its
+/// own, about 5% of an mlp training profile (BENCHMARKS.md, session 18).
 pub(super) fn matmul_new(a: View<'_>, b: View<'_>) -> Vec<f32> {
-    let len = a.rows * b.cols;
+    let len = a
+        .rows
+        .checked_mul(b.cols)
+        .expect("matmul: output size overflows");
     let mut out: Vec<f32> = Vec::with_capacity(len);
     // SAFETY: the buffer has room for `len` elements and no other reference to it exists.
-    // With `accumulate` false, gemm stores `a·b` to every one of the `a.rows × b.cols`
-    // positions without loading them (its microkernels' `alpha_status` 0 path; an empty inner
-    // dimension is zero-filled by `gemm_raw`), so all `len` elements are initialised when it
-    // returns, and `set_len` exposes only those.
+    // Told not to accumulate, gemm 0.19.0 (pinned in Cargo.toml for this) stores `a·b` to
+    // every one of the `a.rows × b.cols` positions without loading any of them, on each of its
+    // paths for f32 on x86 and plain targets: the blocked path's full and edge tiles and the
+    // small-product kernels (first depth chunk with `alpha_status` 0, later chunks reading
+    // only what the first wrote), the `k ≤ 2` kernels and the one-row and one-column (gemv)
+    // paths; an empty inner dimension is zero-filled by `gemm_raw`. (gemm's optional Apple AMX
+    // kernels do read the destination; the `experimental-apple-amx` feature is not enabled in
+    // this build.) So all `len` elements are initialised when it returns, and `set_len`
+    // exposes only those.
     unsafe {
         gemm_raw(out.as_mut_ptr(), a, b, false);
         out.set_len(len);
@@ -221,6 +228,11 @@ mod tests {
         for &(m, k, n) in &[
             (1, 1, 1),
             (5, 0, 3),
+            (5, 2, 3),
+            (1, 17, 9),
+            (9, 17, 1),
+            (1, 17, 1),
+            (70, 1100, 70),
             (7, 13, 9),
             (64, 70, 33),
             (130, 257, 20),

@@ -310,6 +310,7 @@ pub trait FusedAdamOps: Backend {
 
 /// `a + b` for two gradients of one parameter (the same bits as burn's addition): on the flex
 /// backend one pass split over the pool (burn adds on one thread), elsewhere burn's addition.
+/// The tensors are gradients: `f32`, not tracked by autodiff.
 pub fn sum_grads<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     if !fused_here(&a.device()) || a.dims() != b.dims() {
         return a + b;

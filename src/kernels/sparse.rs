@@ -285,7 +285,7 @@ impl<const V: usize, const P: usize> WithSimd for Rows<'_, V, P> {
         // Where each output row's entries of each panel start, found once for all blocks by
         // one walk along each row: `bounds[r · (panels + 1) + p]` is the first entry of row
         // `r` whose column is at least `p · P`.
-        let rows = out.len() / o;
+        let rows = if wide > 0 { out.len() / o } else { 0 };
         let panels = b.rows().div_ceil(P).max(1);
         let mut bounds = vec![0usize; rows * (panels + 1)];
         for (r, bounds) in bounds.chunks_exact_mut(panels + 1).enumerate() {

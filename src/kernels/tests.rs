@@ -166,31 +166,30 @@ fn fused_adam_follows_burns_adam() {
 }
 
 /// The sum of two shards' gradients: burn's addition to the bit, for a tensor larger than one
-/// block of the pool's split, a small one, and a left operand still held elsewhere (which must
-/// come out unchanged).
+/// block of the pool's split and a small one, with the left operand held only by the sum
+/// (summed in place) and held elsewhere too (which must come out unchanged).
 #[test]
 fn summed_gradients_are_burns_sums() {
     let _rng = crate::rng_lock();
     let device = Device::flex();
     for shape in [[3, 5], [300, 257]] {
-        let a = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let want = (a.clone() + b.clone()).into_data();
-        let kept = a.clone().into_data();
-        let shared = a.clone();
-        let got = super::sum_grads(a, b).into_data();
-        assert_eq!(
-            got.as_slice::<f32>().unwrap(),
-            want.as_slice::<f32>().unwrap()
-        );
-        assert_eq!(
-            shared.into_data().as_slice::<f32>().unwrap(),
-            kept.as_slice::<f32>().unwrap()
-        );
-        assert_ne!(
-            got.as_slice::<f32>().unwrap(),
-            kept.as_slice::<f32>().unwrap()
-        );
+        for keep_shared in [false, true] {
+            let a = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let b = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let want = (a.clone() + b.clone()).into_data();
+            let kept = a.clone().into_data();
+            let shared = keep_shared.then(|| a.clone());
+            let got = super::sum_grads(a, b).into_data();
+            let got = got.as_slice::<f32>().unwrap();
+            assert_eq!(got, want.as_slice::<f32>().unwrap());
+            assert_ne!(got, kept.as_slice::<f32>().unwrap());
+            if let Some(shared) = shared {
+                assert_eq!(
+                    shared.into_data().as_slice::<f32>().unwrap(),
+                    kept.as_slice::<f32>().unwrap()
+                );
+            }
+        }
     }
 }
 
