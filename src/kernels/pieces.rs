@@ -37,7 +37,7 @@ pub(super) fn each_plane<T: Send>(
     if data.is_empty() || len == 0 {
         return;
     }
-    let per = PLANE_PIECE.div_ceil(len).max(1);
+    let per = planes_per_piece(len);
     let piece = |i: usize, chunk: &mut [T]| {
         for (j, plane) in chunk.chunks_exact_mut(len).enumerate() {
             f(i * per + j, plane);
@@ -48,6 +48,11 @@ pub(super) fn each_plane<T: Send>(
     } else {
         each_chunk(data, per * len, piece);
     }
+}
+
+/// Planes per piece of [`each_plane`] for planes of `len` values.
+pub(super) fn planes_per_piece(len: usize) -> usize {
+    PLANE_PIECE.div_ceil(len.max(1)).max(1)
 }
 
 /// [`each_chunk`], collecting what `f` returns for each chunk, in order.

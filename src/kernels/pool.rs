@@ -10,7 +10,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::flex::{tensor, values};
-use super::pieces::{each_chunk, each_plane, stay_on_this_thread, PLANE_PIECE};
+use super::pieces::{each_chunk, each_plane, planes_per_piece, stay_on_this_thread};
 
 /// What a max pooling's backward pass keeps: the geometry, the input's shape and the winners.
 #[derive(Debug, Clone)]
@@ -58,11 +58,6 @@ pub(super) fn upsample_backward(g: &FlexTensor, shape: Shape) -> FlexTensor {
     let n = Nearest::new([shape[2], shape[3]], [gs[2], gs[3]]);
     let dx = n.backward(&values(g), shape[0] * shape[1]);
     tensor(dx, shape)
-}
-
-/// Planes per piece for planes of `len` values (as [`each_plane`] groups them).
-fn planes_per_piece(len: usize) -> usize {
-    PLANE_PIECE.div_ceil(len.max(1)).max(1)
 }
 
 /// Calls `f(first_plane, a_chunk, b_chunk)` on matching chunks of `a` (`na` values a plane)
