@@ -22,6 +22,8 @@ use super::phases::Phases;
 use super::pieces::{each_chunk, Scratch};
 use rayon::prelude::*;
 
+mod direct;
+
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
 /// (the convolution's output, the transposed convolution's input).
@@ -424,6 +426,9 @@ pub(super) struct ConvSaved {
     pub(super) w: Option<FlexTensor>,
     /// The output, kept when a ReLU followed.
     y: Option<FlexTensor>,
+    /// The input, kept instead of the patch matrix by a convolution on the direct path
+    /// ([`direct`]) when the weight needs a gradient.
+    x: Option<FlexTensor>,
 }
 
 /// Images per part of a batch that a convolution cuts (see [`cut`]).
@@ -619,6 +624,21 @@ fn conv2d_forward_whole(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
+    if direct_path(o, &geom) {
+        let yt = direct::forward(&values(x), &values(w), b, &geom);
+        let y = to_batch_major(&yt, b, 1, l, Some(&values(bias)), relu);
+        let y = tensor(y, Shape::new([b, 1, oh, ow]));
+        let saved = ConvSaved {
+            geom,
+            batch: b,
+            grid_c: 1,
+            data: None,
+            w: None,
+            y: relu.then(|| y.clone()),
+            x: keep_cols.then(|| x.clone()),
+        };
+        return (y, saved);
+    }
     let rows = geom.rows();
     let mut cols = Scratch::new(rows * bl);
     im2col(&values(x), b, &geom, &mut cols);
@@ -639,8 +659,17 @@ fn conv2d_forward_whole(
         data: keep_cols.then_some(cols),
         w: None,
         y: relu.then(|| y.clone()),
+        x: None,
     };
     (y, saved)
+}
+
+/// Whether a convolution to `o` channels over `g` takes the direct path ([`direct`]): one
+/// output channel at stride 1. Its patch matrix would hold `c·kh·kw` values for each output
+/// value, to be multiplied by a single row of weights forward and by a single row of gradients
+/// backward: reading that matrix, not multiplying, would be the work.
+fn direct_path(o: usize, g: &Geom) -> bool {
+    o == 1 && g.s == 1
 }
 
 /// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
@@ -654,6 +683,16 @@ fn conv2d_backward_whole(
     let bl = b * l;
     let ys = st.y.as_ref().map(values);
     let (gm, db) = masked_channel_major(&values(&g), ys.as_deref(), b, o, l);
+    if direct_path(o, geom) {
+        let shape = Shape::new([1, geom.c, geom.k[0], geom.k[1]]);
+        let dw =
+            (st.x.as_ref()).map(|x| tensor(direct::weight_grad(&values(x), &gm, b, geom), shape));
+        let dx = st.w.as_ref().map(|w| {
+            let dx = direct::input_grad(&values(w), &gm, b, geom);
+            tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
+        });
+        return (dx, dw, tensor(db, Shape::new([1])));
+    }
     let dw = st.data.as_ref().map(|cols| {
         let mut dw = vec![0f32; o * geom.rows()];
         matmul_into(
@@ -737,6 +776,7 @@ fn conv_transpose2d_forward_whole(
         data: keep_input.then_some(xt),
         w: None,
         y: relu.then(|| y.clone()),
+        x: None,
     };
     (y, saved)
 }

@@ -194,7 +194,9 @@ fn summed_gradients_are_burns_sums() {
 }
 
 /// Fused convolution against burn's, forward and all three gradients, for each layer shape
-/// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs).
+/// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs), and for
+/// convolutions to one channel at stride 1 (the direct path: odd and even kernels, padding
+/// from none to more than half the kernel, non-square images).
 #[test]
 fn fused_convolutions_match_burn_forward_and_gradients() {
     let _rng = crate::rng_lock();
@@ -202,7 +204,7 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
     let device = Device::flex().autodiff();
     type Case = (&'static str, [usize; 4], bool, [usize; 6]);
     // (name, input dims, transposed, [in, out, k, stride, padding, output padding])
-    let cases: [Case; 10] = [
+    let cases: [Case; 15] = [
         (
             "conv 1→16 k3 s2 p1",
             [3, 1, 28, 28],
@@ -263,6 +265,36 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
             [37, 8, 5, 5],
             true,
             [8, 4, 3, 2, 1, 1],
+        ),
+        (
+            "conv 16→1 k3 s1 p1",
+            [3, 16, 14, 14],
+            false,
+            [16, 1, 3, 1, 1, 0],
+        ),
+        (
+            "conv 4→1 k3 s1 p1, 37 images",
+            [37, 4, 9, 9],
+            false,
+            [4, 1, 3, 1, 1, 0],
+        ),
+        (
+            "conv 3→1 k5 s1 p2 on 8×7",
+            [2, 3, 8, 7],
+            false,
+            [3, 1, 5, 1, 2, 0],
+        ),
+        (
+            "conv 2→1 k3 s1 p0 on 6×5",
+            [2, 2, 6, 5],
+            false,
+            [2, 1, 3, 1, 0, 0],
+        ),
+        (
+            "conv 2→1 k2 s1 p1 on 5×6",
+            [3, 2, 5, 6],
+            false,
+            [2, 1, 2, 1, 1, 0],
         ),
     ];
     // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
