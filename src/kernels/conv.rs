@@ -23,6 +23,7 @@ use super::pieces::{each_chunk, Scratch};
 use rayon::prelude::*;
 
 mod direct;
+mod shifted;
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
 /// input, the transposed convolution's output) and the "grid" of kernel positions on it
@@ -639,6 +640,23 @@ fn conv2d_forward_whole(
         };
         return (y, saved);
     }
+    if shifted_path(o, &geom) {
+        let lay = shifted::Layout::new(&geom, b);
+        let xp = shifted::pad_input(&values(x), c, &lay);
+        let yp = shifted::forward(&xp, &values(w), o, c, &lay);
+        let y = shifted::crop_output(&yp, o, &values(bias), relu, &lay);
+        let y = tensor(y, Shape::new([b, o, oh, ow]));
+        let saved = ConvSaved {
+            geom,
+            batch: b,
+            grid_c: o,
+            data: keep_cols.then_some(xp),
+            w: None,
+            y: relu.then(|| y.clone()),
+            x: None,
+        };
+        return (y, saved);
+    }
     let rows = geom.rows();
     let mut cols = Scratch::new(rows * bl);
     im2col(&values(x), b, &geom, &mut cols);
@@ -672,6 +690,18 @@ fn direct_path(o: usize, g: &Geom) -> bool {
     o == 1 && g.s == 1
 }
 
+/// Input channels from which a stride-1 convolution takes the shifted products
+/// ([`shifted`]): each of its `kh·kw` products is `c` deep, too shallow below this for gemm to
+/// beat one product over the patch matrix.
+const SHIFTED_MIN_CHANNELS: usize = 8;
+
+/// Whether a convolution to `o` channels over `g` takes the shifted products ([`shifted`]):
+/// stride 1, several output channels (one takes [`direct`]), enough input channels, and most
+/// of the padded image real output.
+fn shifted_path(o: usize, g: &Geom) -> bool {
+    g.s == 1 && o > 1 && g.c >= SHIFTED_MIN_CHANNELS && shifted::worth_it(g)
+}
+
 /// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
 /// first two when their saved tensors are there.
 fn conv2d_backward_whole(
@@ -692,6 +722,18 @@ fn conv2d_backward_whole(
             tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
         });
         return (dx, dw, tensor(db, Shape::new([1])));
+    }
+    if shifted_path(o, geom) {
+        let lay = shifted::Layout::new(geom, b);
+        let gp = shifted::pad_grad(&gm, o, &lay);
+        let shape = Shape::new([o, geom.c, geom.k[0], geom.k[1]]);
+        let dw = (st.data.as_ref())
+            .map(|xp| tensor(shifted::weight_grad(&gp, xp, o, geom.c, &lay), shape));
+        let dx = st.w.as_ref().map(|w| {
+            let dx = shifted::input_grad(&gp, &values(w), o, geom.c, &lay);
+            tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
+        });
+        return (dx, dw, tensor(db, Shape::new([o])));
     }
     let dw = st.data.as_ref().map(|cols| {
         let mut dw = vec![0f32; o * geom.rows()];

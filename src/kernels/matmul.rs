@@ -55,6 +55,26 @@ impl<'a> View<'a> {
         }
     }
 
+    /// A view of `data` with arbitrary non-negative strides: element `(r, c)` at `offset + r·rs
+    /// + c·cs`, every one of which must lie inside `data`.
+    pub(super) fn strided(
+        data: &'a [f32],
+        offset: usize,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        let v = View {
+            data,
+            offset,
+            rows,
+            cols,
+            rs: isize::try_from(rs).expect("matmul: stride too large"),
+            cs: isize::try_from(cs).expect("matmul: stride too large"),
+        };
+        assert!(v.in_bounds(), "matmul: strided view out of its data");
+        v
+    }
+
     /// The transposed view (no copy).
     pub(super) fn t(self) -> Self {
         View {

@@ -195,8 +195,9 @@ fn summed_gradients_are_burns_sums() {
 
 /// Fused convolution against burn's, forward and all three gradients, for each layer shape
 /// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs), and for
-/// convolutions to one channel at stride 1 (the direct path: odd and even kernels, padding
-/// from none to more than half the kernel, non-square images).
+/// stride-1 convolutions to one channel (the direct path) and from eight channels or more to
+/// several (the shifted products): odd and even kernels, padding from none to more than half
+/// the kernel, non-square images, batches cut into parts.
 #[test]
 fn fused_convolutions_match_burn_forward_and_gradients() {
     let _rng = crate::rng_lock();
@@ -204,7 +205,7 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
     let device = Device::flex().autodiff();
     type Case = (&'static str, [usize; 4], bool, [usize; 6]);
     // (name, input dims, transposed, [in, out, k, stride, padding, output padding])
-    let cases: [Case; 15] = [
+    let cases: [Case; 20] = [
         (
             "conv 1→16 k3 s2 p1",
             [3, 1, 28, 28],
@@ -295,6 +296,36 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
             [3, 2, 5, 6],
             false,
             [2, 1, 2, 1, 1, 0],
+        ),
+        (
+            "conv 16→32 k3 s1 p1",
+            [3, 16, 14, 14],
+            false,
+            [16, 32, 3, 1, 1, 0],
+        ),
+        (
+            "conv 32→16 k3 s1 p1 on 7×9, 37 images",
+            [37, 32, 7, 9],
+            false,
+            [32, 16, 3, 1, 1, 0],
+        ),
+        (
+            "conv 8→4 k5 s1 p2 on 8×7",
+            [2, 8, 8, 7],
+            false,
+            [8, 4, 5, 1, 2, 0],
+        ),
+        (
+            "conv 8→3 k2 s1 p1 on 6×5",
+            [2, 8, 6, 5],
+            false,
+            [8, 3, 2, 1, 1, 0],
+        ),
+        (
+            "conv 8→2 k3 s1 p0 on 9×9",
+            [2, 8, 9, 9],
+            false,
+            [8, 2, 3, 1, 0, 0],
         ),
     ];
     // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
