@@ -3,10 +3,13 @@
 //!
 //! burn-flex's convolution kernels were 53% of conv64's training profile (BENCHMARKS.md):
 //! per image and per operation they gather, multiply and copy, and their backward passes run
-//! the weight gradient as another convolution. Here every layer is one `gemm` for a shard of a
+//! the weight gradient as another convolution. Here a layer is one `gemm` for a shard of a
 //! batch, or for each part of a batch trained whole ([`cut`]), in each direction: the patches
 //! of all its images sit side by side (`[c·k·k, b·L]`), so the products are wide enough to run
-//! at full speed even for 16 images.
+//! at full speed even for 16 images. Stride-1 convolutions skip the patches, whose `k·k`-fold
+//! copy of the input would be most of their work: to one channel they are computed straight
+//! from zero-padded input planes ([`direct`]), to several as one product per kernel offset
+//! over those planes ([`shifted`]); both lay the planes out by [`padded`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,6 +26,7 @@ use super::pieces::{each_chunk, Scratch};
 use rayon::prelude::*;
 
 mod direct;
+mod padded;
 mod shifted;
 
 /// The geometry shared by a convolution and its transpose: a "big" image (the convolution's
@@ -419,9 +423,11 @@ pub(super) struct ConvSaved {
     batch: usize,
     /// Channels on the grid side: the convolution's output, the transposed convolution's input.
     grid_c: usize,
-    /// The patch matrix (convolution) or the channel-major input (transposed convolution),
-    /// kept when the weight needs a gradient: a scratch buffer, which goes back to the pool
-    /// of the thread that runs the part's backward pass.
+    /// What the weight gradient reads, kept when the weight needs one: the patch matrix (a
+    /// convolution through patches), the padded input planes (one through [`shifted`]) or the
+    /// channel-major input (a transposed convolution); a scratch buffer, which goes back to
+    /// the pool of the thread that runs the part's backward pass. Which it is follows from the
+    /// geometry and `grid_c`, as the forward pass chose.
     data: Option<Scratch>,
     /// The weight, kept when the input needs a gradient.
     pub(super) w: Option<FlexTensor>,
@@ -552,15 +558,15 @@ fn add_up(parts: &[&FlexTensor]) -> FlexTensor {
 
 /// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
 /// padding `p`, then ReLU when `relu`, by parts of the batch ([`cut`]). Returns the output
-/// and the saved state (patch matrices kept when `keep_cols`).
+/// and the saved state (what the weight gradient reads kept when `keep_for_dw`).
 pub(super) fn conv2d_forward(
     x: &FlexTensor,
     w: &FlexTensor,
     bias: &FlexTensor,
     spr: (usize, usize, bool),
-    keep_cols: bool,
+    keep_for_dw: bool,
 ) -> (FlexTensor, Parts) {
-    forward_by_parts(x, |x| conv2d_forward_whole(x, w, bias, spr, keep_cols))
+    forward_by_parts(x, |x| conv2d_forward_whole(x, w, bias, spr, keep_for_dw))
 }
 
 /// The gradients of [`conv2d_forward`]: (input, weight, bias), the first two when their saved
@@ -596,14 +602,14 @@ pub(super) fn conv_transpose2d_backward(
 }
 
 /// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
-/// padding `p`, then ReLU when `relu`. Returns the output and the saved state (patch matrix
-/// kept when `keep_cols`).
+/// padding `p`, then ReLU when `relu`. Returns the output and the saved state (what the weight
+/// gradient reads kept when `keep_for_dw`).
 fn conv2d_forward_whole(
     x: &FlexTensor,
     w: &FlexTensor,
     bias: &FlexTensor,
     (s, p, relu): (usize, usize, bool),
-    keep_cols: bool,
+    keep_for_dw: bool,
 ) -> (FlexTensor, ConvSaved) {
     let [b, c, h, wd] = dims4(x);
     let [o, c2, kh, kw] = dims4(w);
@@ -636,7 +642,7 @@ fn conv2d_forward_whole(
             data: None,
             w: None,
             y: relu.then(|| y.clone()),
-            x: keep_cols.then(|| x.clone()),
+            x: keep_for_dw.then(|| x.clone()),
         };
         return (y, saved);
     }
@@ -650,7 +656,7 @@ fn conv2d_forward_whole(
             geom,
             batch: b,
             grid_c: o,
-            data: keep_cols.then_some(xp),
+            data: keep_for_dw.then_some(xp),
             w: None,
             y: relu.then(|| y.clone()),
             x: None,
@@ -674,7 +680,7 @@ fn conv2d_forward_whole(
         geom,
         batch: b,
         grid_c: o,
-        data: keep_cols.then_some(cols),
+        data: keep_for_dw.then_some(cols),
         w: None,
         y: relu.then(|| y.clone()),
         x: None,

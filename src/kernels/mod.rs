@@ -368,8 +368,11 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
     let [kh, kw] = layer.kernel_size;
     let [sh, sw] = layer.stride;
     let o = layer.weight.dims()[0];
-    let plain =
-        layer.dilation == [1, 1] && layer.groups == 1 && sh == sw && sh > 0 && b > 0 && o > 0;
+    let plain = layer.dilation == [1, 1]
+        && layer.groups == 1
+        && sh == sw
+        && sh > 0
+        && [b, o, c, h, w, kh, kw].iter().all(|&n| n > 0);
     if !plain || h + 2 * p < kh || w + 2 * p < kw {
         return None;
     }

@@ -203,146 +203,189 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
     let _rng = crate::rng_lock();
     use burn::tensor::Tensor as T;
     let device = Device::flex().autodiff();
-    type Case = (&'static str, [usize; 4], bool, [usize; 6]);
-    // (name, input dims, transposed, [in, out, k, stride, padding, output padding])
-    let cases: [Case; 20] = [
+    type Case = (&'static str, [usize; 4], bool, [usize; 7]);
+    // (name, input dims, transposed, [in, out, kh, kw, stride, padding, output padding])
+    let cases: [Case; 27] = [
         (
             "conv 1→16 k3 s2 p1",
             [3, 1, 28, 28],
             false,
-            [1, 16, 3, 2, 1, 0],
+            [1, 16, 3, 3, 2, 1, 0],
         ),
         (
             "conv 16→32 k3 s2 p1",
             [3, 16, 14, 14],
             false,
-            [16, 32, 3, 2, 1, 0],
+            [16, 32, 3, 3, 2, 1, 0],
         ),
         (
             "conv 32→64 k7 s1 p0",
             [2, 32, 7, 7],
             false,
-            [32, 64, 7, 1, 0, 0],
+            [32, 64, 7, 7, 1, 0, 0],
         ),
         (
             "convT 64→32 k4 on 1×1",
             [3, 64, 1, 1],
             true,
-            [64, 32, 4, 1, 0, 0],
+            [64, 32, 4, 4, 1, 0, 0],
         ),
         (
             "convT 32→16 k3 s2 p1",
             [3, 32, 4, 4],
             true,
-            [32, 16, 3, 2, 1, 0],
+            [32, 16, 3, 3, 2, 1, 0],
         ),
         (
             "convT 16→8 k4 s2 p1",
             [2, 16, 7, 7],
             true,
-            [16, 8, 4, 2, 1, 0],
+            [16, 8, 4, 4, 2, 1, 0],
         ),
         (
             "convT 32→16 k3 s2 p1 op1",
             [2, 32, 7, 7],
             true,
-            [32, 16, 3, 2, 1, 1],
+            [32, 16, 3, 3, 2, 1, 1],
         ),
         (
             "convT 8→1 k4 s2 p1",
             [2, 8, 14, 14],
             true,
-            [8, 1, 4, 2, 1, 0],
+            [8, 1, 4, 4, 2, 1, 0],
         ),
         // Batches a convolution outside a shard cuts into parts (12, 12 and 13 images).
         (
             "conv 4→8 k3 s1 p1, 37 images",
             [37, 4, 9, 9],
             false,
-            [4, 8, 3, 1, 1, 0],
+            [4, 8, 3, 3, 1, 1, 0],
         ),
         (
             "convT 8→4 k3 s2 p1 op1, 37 images",
             [37, 8, 5, 5],
             true,
-            [8, 4, 3, 2, 1, 1],
+            [8, 4, 3, 3, 2, 1, 1],
         ),
         (
             "conv 16→1 k3 s1 p1",
             [3, 16, 14, 14],
             false,
-            [16, 1, 3, 1, 1, 0],
+            [16, 1, 3, 3, 1, 1, 0],
         ),
         (
             "conv 4→1 k3 s1 p1, 37 images",
             [37, 4, 9, 9],
             false,
-            [4, 1, 3, 1, 1, 0],
+            [4, 1, 3, 3, 1, 1, 0],
         ),
         (
             "conv 3→1 k5 s1 p2 on 8×7",
             [2, 3, 8, 7],
             false,
-            [3, 1, 5, 1, 2, 0],
+            [3, 1, 5, 5, 1, 2, 0],
         ),
         (
             "conv 2→1 k3 s1 p0 on 6×5",
             [2, 2, 6, 5],
             false,
-            [2, 1, 3, 1, 0, 0],
+            [2, 1, 3, 3, 1, 0, 0],
         ),
         (
             "conv 2→1 k2 s1 p1 on 5×6",
             [3, 2, 5, 6],
             false,
-            [2, 1, 2, 1, 1, 0],
+            [2, 1, 2, 2, 1, 1, 0],
         ),
         (
             "conv 16→32 k3 s1 p1",
             [3, 16, 14, 14],
             false,
-            [16, 32, 3, 1, 1, 0],
+            [16, 32, 3, 3, 1, 1, 0],
         ),
         (
             "conv 32→16 k3 s1 p1 on 7×9, 37 images",
             [37, 32, 7, 9],
             false,
-            [32, 16, 3, 1, 1, 0],
+            [32, 16, 3, 3, 1, 1, 0],
         ),
         (
-            "conv 8→4 k5 s1 p2 on 8×7",
+            "conv 8→4 k5 s1 p2 on 12×12",
+            [2, 8, 12, 12],
+            false,
+            [8, 4, 5, 5, 1, 2, 0],
+        ),
+        (
+            "conv 8→4 k5 s1 p2 on 8×7 (through patches: most of the padded grid is no output)",
             [2, 8, 8, 7],
             false,
-            [8, 4, 5, 1, 2, 0],
+            [8, 4, 5, 5, 1, 2, 0],
+        ),
+        (
+            "conv 8→3 k1 s1 p2 on 5×6, one image",
+            [1, 8, 5, 6],
+            false,
+            [8, 3, 1, 1, 1, 2, 0],
+        ),
+        (
+            "conv 16→4 k3×1 s1 p1 on 6×9",
+            [2, 16, 6, 9],
+            false,
+            [16, 4, 3, 1, 1, 1, 0],
+        ),
+        (
+            "conv 8→2 k3 s1 p4 on 4×4 (padding past the kernel)",
+            [2, 8, 4, 4],
+            false,
+            [8, 2, 3, 3, 1, 4, 0],
+        ),
+        (
+            "conv 3→1 k1×3 s1 p2 on 4×5, one image",
+            [1, 3, 4, 5],
+            false,
+            [3, 1, 1, 3, 1, 2, 0],
+        ),
+        (
+            "conv 2→1 k3 s1 p0 on 7×3 (one column out)",
+            [2, 2, 7, 3],
+            false,
+            [2, 1, 3, 3, 1, 0, 0],
+        ),
+        (
+            "conv 2→1 k2 s1 p3 on 4×4, one image",
+            [1, 2, 4, 4],
+            false,
+            [2, 1, 2, 2, 1, 3, 0],
         ),
         (
             "conv 8→3 k2 s1 p1 on 6×5",
             [2, 8, 6, 5],
             false,
-            [8, 3, 2, 1, 1, 0],
+            [8, 3, 2, 2, 1, 1, 0],
         ),
         (
             "conv 8→2 k3 s1 p0 on 9×9",
             [2, 8, 9, 9],
             false,
-            [8, 2, 3, 1, 0, 0],
+            [8, 2, 3, 3, 1, 0, 0],
         ),
     ];
     // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
     // worker (as in a shard of a batch, where they run on that thread).
-    for (name, dims, transposed, [i, o, k, s, p, op]) in cases {
+    for (name, dims, transposed, [i, o, kh, kw, s, p, op]) in cases {
         for relu_after in [false, true] {
             let check = || {
                 let x =
                     T::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
                 let (fused, reference, params) = if transposed {
-                    let l = convt(i, o, k, s, p, op, &device);
+                    assert_eq!(kh, kw, "square kernels for transposed convolutions");
+                    let l = convt(i, o, kh, s, p, op, &device);
                     let f = super::conv_transpose2d(&l, x.clone(), relu_after).expect("fused");
                     let r = l.forward(x.clone());
                     let b = l.bias.clone().expect("bias");
                     (f, r, (l.weight.clone(), b))
                 } else {
-                    let l = conv(i, o, k, s, p, &device);
+                    let l = conv(i, o, [kh, kw], s, p, &device);
                     let f = super::conv2d(&l, x.clone(), relu_after).expect("fused");
                     let r = l.forward(x.clone());
                     let b = l.bias.clone().expect("bias");
@@ -378,7 +421,7 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
 fn empty_batches_are_left_to_burn() {
     let _rng = crate::rng_lock();
     let device = Device::flex();
-    let c = conv(1, 2, 3, 2, 1, &device);
+    let c = conv(1, 2, [3, 3], 2, 1, &device);
     let empty = Tensor::<4>::zeros([0, 1, 28, 28], &device);
     assert!(super::conv2d(&c, empty.clone(), true).is_none());
     let t = convt(1, 2, 3, 2, 1, 0, &device);
@@ -392,12 +435,12 @@ fn empty_batches_are_left_to_burn() {
 fn conv(
     i: usize,
     o: usize,
-    k: usize,
+    k: [usize; 2],
     s: usize,
     p: usize,
     device: &Device,
 ) -> burn::nn::conv::Conv2d {
-    burn::nn::conv::Conv2dConfig::new([i, o], [k, k])
+    burn::nn::conv::Conv2dConfig::new([i, o], k)
         .with_stride([s, s])
         .with_padding(burn::nn::PaddingConfig2d::Explicit(p, p, p, p))
         .init(device)

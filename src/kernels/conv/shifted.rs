@@ -13,78 +13,46 @@
 //! offset is `G · shift_kk(Xp)ᵀ` and the input gradient `Σ W_kkᵀ · shift_−kk(G)`, `G` the output
 //! gradient laid out on the same padded grid, zero wherever no real output is.
 
+use super::padded::Planes;
 use super::Geom;
 use crate::kernels::matmul::{matmul_into, matmul_new, View};
 use crate::kernels::pieces::{each_chunk, Scratch};
 
-/// A stride-1 geometry on the padded layout.
+/// A stride-1 geometry's padded planes for a batch of `b` images.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Layout {
-    /// Images.
     b: usize,
-    /// Input height, width and padding.
-    h: usize,
-    w: usize,
-    p: usize,
-    /// Output height and width.
-    gh: usize,
-    gw: usize,
-    /// Kernel width and offsets.
-    kw: usize,
-    taps: usize,
-    /// Padded width and area.
-    pw: usize,
-    area: usize,
+    planes: Planes,
 }
 
 impl Layout {
     pub(super) fn new(g: &Geom, b: usize) -> Self {
-        debug_assert_eq!(g.s, 1, "the shifted products are for stride 1");
-        let (pw, ph) = (g.big[1] + 2 * g.p, g.big[0] + 2 * g.p);
         Layout {
             b,
-            h: g.big[0],
-            w: g.big[1],
-            p: g.p,
-            gh: g.grid[0],
-            gw: g.grid[1],
-            kw: g.k[1],
-            taps: g.k[0] * g.k[1],
-            pw,
-            area: ph * pw,
+            planes: Planes::new(g),
         }
     }
 
     /// Positions of the padded grid over all images: the columns of every product.
     fn n(&self) -> usize {
-        self.b * self.area
-    }
-
-    /// How far kernel offset `kk = ky·kw + kx` shifts a row.
-    fn tap(&self, kk: usize) -> usize {
-        kk / self.kw * self.pw + kk % self.kw
-    }
-
-    /// The largest shift.
-    fn reach(&self) -> usize {
-        self.tap(self.taps - 1)
+        self.b * self.planes.area
     }
 
     /// Length of a row of `Xp`: the positions, then room for the largest shift.
     fn x_row(&self) -> usize {
-        self.n() + self.reach()
+        self.n() + self.planes.reach()
     }
 
-    /// Length of a row of `G`: the largest shift's room before the positions (the input
-    /// gradient reads `G` shifted back), and the positions.
+    /// Length of a row of `G`: room for the largest shift before the positions (the input
+    /// gradient reads `G` shifted back), then the positions.
     fn g_row(&self) -> usize {
-        self.reach() + self.n()
+        self.planes.reach() + self.n()
     }
 }
 
-/// The fraction of padded positions that are real outputs, at least which the shifted products
-/// are used: below it they would compute mostly positions that are thrown away (a 7×7 kernel
-/// on a 7×7 image has one real output in 49).
+/// Whether at least half the padded grid's positions are real outputs: below that the shifted
+/// products would compute mostly positions that are thrown away (a 7×7 kernel on a 7×7 image
+/// has one real output in 49).
 pub(super) fn worth_it(g: &Geom) -> bool {
     let padded = (g.big[0] + 2 * g.p) * (g.big[1] + 2 * g.p);
     2 * g.len() >= padded
@@ -92,17 +60,16 @@ pub(super) fn worth_it(g: &Geom) -> bool {
 
 /// `Xp` for `x` (`[b, c, h, w]`): channel `ci`'s padded planes side by side in row `ci`.
 pub(super) fn pad_input(x: &[f32], c: usize, lay: &Layout) -> Scratch {
-    let row = lay.x_row();
+    let (row, pl) = (lay.x_row(), &lay.planes);
     let mut xp = Scratch::new(c * row);
-    let hw = lay.h * lay.w;
+    let hw = pl.h * pl.w;
     each_chunk(&mut xp[..], row, |ci, dst| {
         dst.fill(0.0);
         for i in 0..lay.b {
-            let src = &x[(i * c + ci) * hw..][..hw];
-            let plane = &mut dst[i * lay.area..][..lay.area];
-            for (y, r) in src.chunks_exact(lay.w).enumerate() {
-                plane[(y + lay.p) * lay.pw + lay.p..][..lay.w].copy_from_slice(r);
-            }
+            pl.fill(
+                &x[(i * c + ci) * hw..][..hw],
+                &mut dst[i * pl.area..][..pl.area],
+            );
         }
     });
     xp
@@ -110,15 +77,16 @@ pub(super) fn pad_input(x: &[f32], c: usize, lay: &Layout) -> Scratch {
 
 /// `W_kk`, the `[o, c]` weights of kernel offset `kk` in `w` (`[o, c, kh, kw]`).
 fn weights_at<'a>(w: &'a [f32], o: usize, c: usize, lay: &Layout, kk: usize) -> View<'a> {
-    View::strided(w, kk, (o, c), (c * lay.taps, lay.taps))
+    let taps = lay.planes.taps;
+    View::strided(w, kk, (o, c), (c * taps, taps))
 }
 
 /// The output `[o, b·A]` on the padded grid: `Σ_kk W_kk · shift_kk(Xp)`.
 pub(super) fn forward(xp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -> Vec<f32> {
     let (n, row) = (lay.n(), lay.x_row());
-    let shifted = |kk: usize| View::strided(xp, lay.tap(kk), (c, n), (row, 1));
+    let shifted = |kk: usize| View::strided(xp, lay.planes.tap(kk), (c, n), (row, 1));
     let mut y = matmul_new(weights_at(w, o, c, lay, 0), shifted(0));
-    for kk in 1..lay.taps {
+    for kk in 1..lay.planes.taps {
         matmul_into(&mut y, weights_at(w, o, c, lay, kk), shifted(kk), true);
     }
     y
@@ -127,16 +95,15 @@ pub(super) fn forward(xp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -
 /// The real outputs of `y` (`[o, b·A]`, the padded grid) as `[b, o, gh, gw]`, plus `bias`,
 /// through ReLU when `relu`.
 pub(super) fn crop_output(y: &[f32], o: usize, bias: &[f32], relu: bool, lay: &Layout) -> Vec<f32> {
-    let l = lay.gh * lay.gw;
+    let pl = &lay.planes;
+    let l = pl.gh * pl.gw;
     let mut out = vec![0f32; lay.b * o * l];
     each_chunk(&mut out, o * l, |i, img| {
         for (oc, plane) in img.chunks_exact_mut(l).enumerate() {
-            let src = &y[oc * lay.n() + i * lay.area..][..lay.area];
-            for (gy, dst) in plane.chunks_exact_mut(lay.gw).enumerate() {
-                for (d, &v) in dst.iter_mut().zip(&src[gy * lay.pw..][..lay.gw]) {
-                    let z = v + bias[oc];
-                    *d = if relu { z.max(0.0) } else { z };
-                }
+            pl.narrow(&y[oc * lay.n() + i * pl.area..][..pl.area], plane);
+            for v in plane {
+                let z = *v + bias[oc];
+                *v = if relu { z.max(0.0) } else { z };
             }
         }
     });
@@ -146,16 +113,14 @@ pub(super) fn crop_output(y: &[f32], o: usize, bias: &[f32], relu: bool, lay: &L
 /// `G`: the output gradient `gm` (`[o, b·L]`, channel-major, through the ReLU's mask) on the
 /// padded grid, after room for the largest shift; zero everywhere else.
 pub(super) fn pad_grad(gm: &[f32], o: usize, lay: &Layout) -> Scratch {
-    let (row, l) = (lay.g_row(), lay.gh * lay.gw);
+    let (row, pl) = (lay.g_row(), &lay.planes);
+    let l = pl.gh * pl.gw;
     let mut gp = Scratch::new(o * row);
     each_chunk(&mut gp[..], row, |oc, dst| {
         dst.fill(0.0);
         for i in 0..lay.b {
-            let src = &gm[oc * lay.b * l + i * l..][..l];
-            let plane = &mut dst[lay.reach() + i * lay.area..][..lay.area];
-            for (gy, r) in src.chunks_exact(lay.gw).enumerate() {
-                plane[gy * lay.pw..][..lay.gw].copy_from_slice(r);
-            }
+            let at = pl.reach() + i * pl.area;
+            pl.widen(&gm[(oc * lay.b + i) * l..][..l], &mut dst[at..][..pl.area]);
         }
     });
     gp
@@ -163,14 +128,14 @@ pub(super) fn pad_grad(gm: &[f32], o: usize, lay: &Layout) -> Scratch {
 
 /// The weight gradient `[o, c, kh, kw]`: for each kernel offset, `G · shift_kk(Xp)ᵀ`.
 pub(super) fn weight_grad(gp: &[f32], xp: &[f32], o: usize, c: usize, lay: &Layout) -> Vec<f32> {
-    let n = lay.n();
-    let g = View::strided(gp, lay.reach(), (o, n), (lay.g_row(), 1));
-    let mut dw = vec![0f32; o * c * lay.taps];
-    for kk in 0..lay.taps {
-        let x = View::strided(xp, lay.tap(kk), (c, n), (lay.x_row(), 1));
+    let (n, pl) = (lay.n(), &lay.planes);
+    let g = View::strided(gp, pl.reach(), (o, n), (lay.g_row(), 1));
+    let mut dw = vec![0f32; o * c * pl.taps];
+    for kk in 0..pl.taps {
+        let x = View::strided(xp, pl.tap(kk), (c, n), (lay.x_row(), 1));
         let d = matmul_new(g, x.t());
         for (at, v) in d.into_iter().enumerate() {
-            dw[at * lay.taps + kk] = v;
+            dw[at * pl.taps + kk] = v;
         }
     }
     dw
@@ -179,20 +144,17 @@ pub(super) fn weight_grad(gp: &[f32], xp: &[f32], o: usize, c: usize, lay: &Layo
 /// The input gradient `[b, c, h, w]`: on the padded grid `Σ_kk W_kkᵀ · G` shifted back by the
 /// offset, then the inside of each padded plane.
 pub(super) fn input_grad(gp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -> Vec<f32> {
-    let (n, row) = (lay.n(), lay.g_row());
-    let back = |kk: usize| View::strided(gp, lay.reach() - lay.tap(kk), (o, n), (row, 1));
+    let (n, row, pl) = (lay.n(), lay.g_row(), &lay.planes);
+    let back = |kk: usize| View::strided(gp, pl.reach() - pl.tap(kk), (o, n), (row, 1));
     let mut dxp = matmul_new(weights_at(w, o, c, lay, 0).t(), back(0));
-    for kk in 1..lay.taps {
+    for kk in 1..pl.taps {
         matmul_into(&mut dxp, weights_at(w, o, c, lay, kk).t(), back(kk), true);
     }
-    let hw = lay.h * lay.w;
+    let hw = pl.h * pl.w;
     let mut dx = vec![0f32; lay.b * c * hw];
     each_chunk(&mut dx, c * hw, |i, img| {
         for (ci, plane) in img.chunks_exact_mut(hw).enumerate() {
-            let src = &dxp[ci * n + i * lay.area..][..lay.area];
-            for (y, dst) in plane.chunks_exact_mut(lay.w).enumerate() {
-                dst.copy_from_slice(&src[(y + lay.p) * lay.pw + lay.p..][..lay.w]);
-            }
+            pl.crop(&dxp[ci * n + i * pl.area..][..pl.area], plane);
         }
     });
     dx

@@ -1,0 +1,94 @@
+//! The zero-padded plane layout that stride-1 convolutions compute on without patches
+//! ([`super::direct`], [`super::shifted`]).
+//!
+//! An input plane `h × w` sits inside a plane `(h + 2p) × (w + 2p)` whose border is zero. Rows
+//! are `pw = w + 2p` long, so the input under kernel offset `(ky, kx)` of output position `(gy,
+//! gx)` is at `(gy·pw + gx) + ky·pw + kx`: for every output position at once, the same run of
+//! values shifted by [`Planes::tap`]. Outputs are laid out at the padded width too, `gh` rows of
+//! `pw` (the last `kw − 1` values of each row are not real outputs).
+
+use super::Geom;
+
+/// A stride-1 geometry's padded planes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Planes {
+    /// Input height and width.
+    pub(super) h: usize,
+    pub(super) w: usize,
+    /// Padding.
+    p: usize,
+    /// Output height and width.
+    pub(super) gh: usize,
+    pub(super) gw: usize,
+    /// Kernel width.
+    kw: usize,
+    /// Kernel offsets.
+    pub(super) taps: usize,
+    /// Padded width, the length of every row here.
+    pw: usize,
+    /// Padded area, `(h + 2p)·pw`.
+    pub(super) area: usize,
+}
+
+impl Planes {
+    pub(super) fn new(g: &Geom) -> Self {
+        debug_assert_eq!(g.s, 1, "padded planes are for stride 1");
+        let pw = g.big[1] + 2 * g.p;
+        Planes {
+            h: g.big[0],
+            w: g.big[1],
+            p: g.p,
+            gh: g.grid[0],
+            gw: g.grid[1],
+            kw: g.k[1],
+            taps: g.k[0] * g.k[1],
+            pw,
+            area: (g.big[0] + 2 * g.p) * pw,
+        }
+    }
+
+    /// How far the input under kernel offset `kk = ky·kw + kx` is from the output position.
+    pub(super) fn tap(&self, kk: usize) -> usize {
+        kk / self.kw * self.pw + kk % self.kw
+    }
+
+    /// The largest shift, [`Self::tap`] of the last kernel offset.
+    pub(super) fn reach(&self) -> usize {
+        self.tap(self.taps - 1)
+    }
+
+    /// Values of an output plane at the padded width: `gh` rows of `pw`.
+    pub(super) fn out_len(&self) -> usize {
+        self.gh * self.pw
+    }
+
+    /// Copies an input plane (`h × w`) into the inside of a padded plane, whose border is left
+    /// as it is.
+    pub(super) fn fill(&self, src: &[f32], dst: &mut [f32]) {
+        for (y, row) in src.chunks_exact(self.w).enumerate() {
+            dst[(y + self.p) * self.pw + self.p..][..self.w].copy_from_slice(row);
+        }
+    }
+
+    /// The inside of a padded plane, as an input plane (`h × w`).
+    pub(super) fn crop(&self, src: &[f32], dst: &mut [f32]) {
+        for (y, row) in dst.chunks_exact_mut(self.w).enumerate() {
+            row.copy_from_slice(&src[(y + self.p) * self.pw + self.p..][..self.w]);
+        }
+    }
+
+    /// An output plane (`gh × gw`) at the padded width; the values past each row's real
+    /// outputs are left as they are.
+    pub(super) fn widen(&self, src: &[f32], dst: &mut [f32]) {
+        for (y, row) in src.chunks_exact(self.gw).enumerate() {
+            dst[y * self.pw..][..self.gw].copy_from_slice(row);
+        }
+    }
+
+    /// The real outputs of an output plane at the padded width (`gh × gw`).
+    pub(super) fn narrow(&self, src: &[f32], dst: &mut [f32]) {
+        for (y, row) in dst.chunks_exact_mut(self.gw).enumerate() {
+            row.copy_from_slice(&src[y * self.pw..][..self.gw]);
+        }
+    }
+}
