@@ -631,59 +631,42 @@ fn conv2d_forward_whole(
         grid: [oh, ow],
     };
     let (l, bl) = (geom.len(), b * geom.len());
-    if direct_path(o, &geom) {
+    // The output values, and what the weight gradient reads: the patch matrix or the padded
+    // planes (`data`), or the input itself (`x`, on the direct path).
+    let (y, data, kept_x) = if direct_path(o, &geom) {
         let yt = direct::forward(&values(x), &values(w), b, &geom);
         let y = to_batch_major(&yt, b, 1, l, Some(&values(bias)), relu);
-        let y = tensor(y, Shape::new([b, 1, oh, ow]));
-        let saved = ConvSaved {
-            geom,
-            batch: b,
-            grid_c: 1,
-            data: None,
-            w: None,
-            y: relu.then(|| y.clone()),
-            x: keep_for_dw.then(|| x.clone()),
-        };
-        return (y, saved);
-    }
-    if shifted_path(o, &geom) {
+        (y, None, keep_for_dw.then(|| x.clone()))
+    } else if shifted_path(o, &geom) {
         let lay = shifted::Layout::new(&geom, b);
         let xp = shifted::pad_input(&values(x), c, &lay);
         let yp = shifted::forward(&xp, &values(w), o, c, &lay);
         let y = shifted::crop_output(&yp, o, &values(bias), relu, &lay);
-        let y = tensor(y, Shape::new([b, o, oh, ow]));
-        let saved = ConvSaved {
-            geom,
-            batch: b,
-            grid_c: o,
-            data: keep_for_dw.then_some(xp),
-            w: None,
-            y: relu.then(|| y.clone()),
-            x: None,
-        };
-        return (y, saved);
-    }
-    let rows = geom.rows();
-    let mut cols = Scratch::new(rows * bl);
-    im2col(&values(x), b, &geom, &mut cols);
-    let ws = values(w);
-    let mut yt = Scratch::new(o * bl);
-    matmul_into(
-        &mut yt,
-        View::dense(&ws, o, geom.rows()),
-        View::dense(&cols, rows, bl),
-        false,
-    );
-    let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
+        (y, keep_for_dw.then_some(xp), None)
+    } else {
+        let rows = geom.rows();
+        let mut cols = Scratch::new(rows * bl);
+        im2col(&values(x), b, &geom, &mut cols);
+        let ws = values(w);
+        let mut yt = Scratch::new(o * bl);
+        matmul_into(
+            &mut yt,
+            View::dense(&ws, o, rows),
+            View::dense(&cols, rows, bl),
+            false,
+        );
+        let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
+        (y, keep_for_dw.then_some(cols), None)
+    };
     let y = tensor(y, Shape::new([b, o, oh, ow]));
     let saved = ConvSaved {
         geom,
         batch: b,
         grid_c: o,
-        data: keep_for_dw.then_some(cols),
+        data,
         w: None,
         y: relu.then(|| y.clone()),
-        x: None,
+        x: kept_x,
     };
     (y, saved)
 }
