@@ -89,6 +89,12 @@ class VAE(AE):
     def encode(self, x):
         return self.fc_mu(self.encoder(x))
 
+    def elbo_parts(self, x, eps):
+        """Decoder logits, mean and log-variance of the code, with `z = mu + exp(logvar / 2) * eps`."""
+        h = self.encoder(x)
+        mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        return self.decoder(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+
 
 PRESETS = {"conv64": conv64, "conv7": conv7, "linear3": linear3, "mlp": mlp, "cae32": cae32, "vae": VAE}
 TANH = {"cae32"}
