@@ -192,6 +192,14 @@ impl MaxPool {
 #[inline]
 fn pool_2x2((top, bottom): (&[f32], &[f32]), at0: usize, y: &mut [f32], at: Option<&mut [u32]>) {
     let w = top.len();
+    debug_assert!(bottom.len() == w && 2 * y.len() <= w);
+    #[cfg(target_arch = "x86_64")]
+    if super::phases::vector() {
+        // SAFETY: the CPU has AVX-512F (`vector`); both rows hold `w ≥ 2·y.len()` values, and
+        // `at`, when given, is as long as `y` (the caller's row of winners).
+        unsafe { avx512::pool_2x2(top, bottom, at0, y, at) };
+        return;
+    }
     let pick = |(best, arg): (f32, usize), v: f32, i: usize| {
         if v > best || v.is_nan() {
             (v, i)
@@ -218,6 +226,83 @@ fn pool_2x2((top, bottom): (&[f32], &[f32]), at0: usize, y: &mut [f32], at: Opti
         None => {
             for (ox, y) in y.iter_mut().enumerate() {
                 *y = window(ox).0;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The mask of the first `n` of 16 lanes.
+    #[inline]
+    fn first(n: usize) -> __mmask16 {
+        if n >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// [`super::pool_2x2`], 16 windows at a time: each row's 32 values deinterleaved into the
+    /// windows' left and right columns, then the same comparisons in the same order, lane by
+    /// lane (a larger value or a NaN takes the window).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `top` and `bottom` have the same length, at least `2·y.len()`;
+    /// `at`, when given, has `y.len()` entries. The offsets are computed in 32-bit lanes whose
+    /// bits are stored as `u32`: right for planes below `u32::MAX` values, as the caller checks.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pool_2x2(
+        top: &[f32],
+        bottom: &[f32],
+        at0: usize,
+        y: &mut [f32],
+        mut at: Option<&mut [u32]>,
+    ) {
+        let (w, ow) = (top.len(), y.len());
+        let twice = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let (left, right) = (twice, _mm512_add_epi32(twice, _mm512_set1_epi32(1)));
+        for ox in (0..ow).step_by(16) {
+            let live = first(ow - ox);
+            let c = 2 * ox;
+            let (lo, hi) = (
+                first(2 * (ow - ox)),
+                first((2 * (ow - ox)).saturating_sub(16)),
+            );
+            let columns = |row: &[f32]| {
+                // SAFETY: the masked loads read only lanes below `2·ow ≤ w` columns of `row`;
+                // `wrapping_add` because the second one's first lane may lie past its end
+                // when no lane of it is read.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(lo, row.as_ptr().add(c)),
+                        _mm512_maskz_loadu_ps(hi, row.as_ptr().wrapping_add(c + 16)),
+                    )
+                };
+                (
+                    _mm512_permutex2var_ps(a, left, b),
+                    _mm512_permutex2var_ps(a, right, b),
+                )
+            };
+            let ((t0, t1), (b0, b1)) = (columns(top), columns(bottom));
+            let base = _mm512_add_epi32(_mm512_set1_epi32((at0 + c) as i32), twice);
+            let (mut best, mut arg) = (t0, base);
+            for (v, off) in [(t1, 1), (b0, w), (b1, w + 1)] {
+                let takes = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best)
+                    | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                best = _mm512_mask_mov_ps(best, takes, v);
+                let i = _mm512_add_epi32(base, _mm512_set1_epi32(off as i32));
+                arg = _mm512_mask_mov_epi32(arg, takes, i);
+            }
+            // SAFETY: the stores write only the live lanes, `ox..min(ox + 16, ow)`, of `y` and
+            // of `at` (as long as `y`).
+            unsafe {
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(ox), live, best);
+                if let Some(at) = at.as_deref_mut() {
+                    _mm512_mask_storeu_epi32(at.as_mut_ptr().add(ox).cast(), live, arg);
+                }
             }
         }
     }
@@ -386,6 +471,36 @@ mod tests {
                     dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 );
+            }
+        }
+    }
+
+    /// The 2×2 windows of one row pair, AVX-512 against the plain loop, bit for bit: widths
+    /// under, at and over one vector of windows, odd widths (a last column no window covers),
+    /// ties, NaNs and infinities.
+    #[test]
+    fn vector_2x2_pooling_matches_the_plain_loop() {
+        if !super::super::phases::vector() {
+            return;
+        }
+        for w in [2, 3, 9, 14, 28, 31, 32, 33, 64, 70] {
+            let ow = w / 2;
+            for seed in 0..6 {
+                let rows = values(2 * w, seed * 101 + w as u32);
+                let (top, bottom) = rows.split_at(w);
+                let at0 = 3 * w;
+                let run = |plain: bool| {
+                    super::super::phases::PLAIN.set(plain);
+                    let (mut y, mut at) = (vec![7.0f32; ow], vec![7u32; ow]);
+                    pool_2x2((top, bottom), at0, &mut y, Some(&mut at));
+                    let mut y_only = vec![7.0f32; ow];
+                    pool_2x2((top, bottom), at0, &mut y_only, None);
+                    super::super::phases::PLAIN.set(false);
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y), bits(&y_only));
+                    (bits(&y), at)
+                };
+                assert_eq!(run(false), run(true), "width {w}, seed {seed}");
             }
         }
     }
