@@ -10,6 +10,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Flex};
 use burn::tensor::Shape;
 
 use super::conv::{self, Parts};
+use super::dropout::DropoutSaved;
 use super::flex::{
     linear_forward, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
     scale_by, sparse_t_product, tensor,
@@ -128,6 +129,22 @@ impl Backward<Flex, 1> for UpsampleBackward {
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
             grads.register::<Flex>(node.id, upsample_backward(&g, ops.state));
+        }
+    }
+}
+
+/// Backward of dropout: the same choices, recomputed from the seed.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    type State = DropoutSaved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, ops.state.backward(g));
         }
     }
 }
@@ -305,6 +322,20 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 prep.finish(shape, upsample_forward(&x, [oh, ow]))
             }
             OpsKind::UnTracked(prep) => prep.finish(upsample_forward(&x, [oh, ow])),
+        }
+    }
+
+    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        let d = DropoutSaved::new(seed, keep);
+        match DropoutBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(d, d.forward(x)),
+            OpsKind::UnTracked(prep) => prep.finish(d.forward(x)),
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) fn owned(t: FlexTensor) -> FlexTensor {
 }
 
 /// The mutable `f32` storage of a tensor from [`owned`].
-fn storage(t: &mut FlexTensor) -> &mut [f32] {
+pub(super) fn storage(t: &mut FlexTensor) -> &mut [f32] {
     t.storage_mut::<f32>()
 }
 
@@ -263,6 +263,10 @@ impl FusedOps for Flex {
 
     fn fused_upsample(x: FlexTensor, oh: usize, ow: usize) -> FlexTensor {
         super::pool::upsample_forward(&x, [oh, ow])
+    }
+
+    fn fused_dropout(x: FlexTensor, keep: f64, seed: u64) -> FlexTensor {
+        super::dropout::DropoutSaved::new(seed, keep).forward(x)
     }
 
     fn fused_batch_norm(

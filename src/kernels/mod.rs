@@ -27,6 +27,7 @@
 pub mod adam;
 mod autodiff;
 mod conv;
+mod dropout;
 mod flex;
 mod flex_loss;
 mod gather;
@@ -211,9 +212,9 @@ use burn::backend::{backend_extension, Backend, DispatchDevice};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, InterpolateMode};
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 
 /// The custom operations, implemented for [`burn::backend::Flex`] and its autodiff wrapper.
 #[backend_extension(Flex, Autodiff)]
@@ -271,6 +272,10 @@ pub trait FusedOps: Backend {
     /// Nearest-neighbour resizing of `x` (`[b, c, h, w]`) to `[b, c, oh, ow]`, as burn's
     /// `interpolate` in nearest mode.
     fn fused_upsample(x: FloatTensor<Self>, oh: usize, ow: usize) -> FloatTensor<Self>;
+
+    /// Dropout in training: each value of `x` kept with probability `keep` and scaled by
+    /// `1/keep`, or zeroed, the choices a function of `seed` and the value's position.
+    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self>;
 
     /// Batch normalisation of `x` (`[b, c, …]`) with the batch's statistics, `γ`, `β` and
     /// `epsilon`, then ReLU when `relu`: the output, and each channel's mean and biased
@@ -596,6 +601,28 @@ pub fn upsample(layer: &Interpolate2d, x: Tensor<4>) -> Tensor<4> {
         }
         _ => layer.forward(x),
     }
+}
+
+/// `layer`'s dropout on `x`: in training on the CPU one fused operation (see `dropout.rs`)
+/// whose random choices come from a seed drawn from the backend's seeded generator, so a run
+/// repeats for its seed; burn's `Dropout` elsewhere.
+pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let active = layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0;
+    if active && layer.prob < 1.0 && x.shape().num_elements() > 0 && fused_here(&device) {
+        let seed = draw_seed(&device);
+        let keep = 1.0 - layer.prob;
+        let y = <burn::backend::Dispatch as FusedOps>::fused_dropout(x.into_dispatch(), keep, seed);
+        return Tensor::from_dispatch(y);
+    }
+    layer.forward(x)
+}
+
+/// 64 random bits from the backend's seeded generator on `device`.
+fn draw_seed(device: &Device) -> u64 {
+    let t = Tensor::<1, Int>::random([2], Distribution::Default, device);
+    let v: Vec<i64> = t.into_data().iter::<i64>().collect();
+    ((v[0] as u64) << 32) ^ (v[1] as u64)
 }
 
 /// `scale · Σ loss(logits, target)` as a one-element tensor; `None` where the fused kernel

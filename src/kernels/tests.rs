@@ -726,3 +726,67 @@ fn a_panic_inside_a_drive_reaches_the_caller_and_frees_its_helpers() {
     assert!(!super::HELPED.load(std::sync::atomic::Ordering::Acquire));
     assert_eq!(super::drive(1, || tree_sum(0, 1000)), 999 * 1000 / 2);
 }
+
+/// Dropout in training on the autodiff device: every output is its input scaled by `1/keep`
+/// or zero, about `keep` of them kept; the gradient flows through the kept values only, with
+/// the same scale; the backend's seed fixes the choices, and the next call makes new ones;
+/// out of training, or with `prob` 0, the input comes back unchanged.
+#[test]
+fn fused_dropout_keeps_scales_and_routes_gradients_as_burns() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let layer = burn::nn::DropoutConfig::new(0.3).init();
+    let n = 40_000;
+    let x =
+        Tensor::<2>::random([8, n / 8], Distribution::Uniform(0.5, 2.0), &device).require_grad();
+    let s = (1.0 / 0.7f64) as f32;
+    let draw = |seed: u64| {
+        device.seed(seed);
+        super::dropout(&layer, x.clone())
+    };
+    let y = draw(5);
+    let (yv, xv) = (
+        y.clone().inner().into_data().try_to_vec::<f32>().unwrap(),
+        x.clone().inner().into_data().try_to_vec::<f32>().unwrap(),
+    );
+    let kept = yv.iter().filter(|&&v| v != 0.0).count();
+    assert!(
+        (kept as f64 / n as f64 - 0.7).abs() < 0.02,
+        "{kept} of {n} kept"
+    );
+    for (&yv, &xv) in yv.iter().zip(&xv) {
+        assert!(
+            yv == 0.0 || yv.to_bits() == (xv * s).to_bits(),
+            "{yv} from {xv}"
+        );
+    }
+    let t = Tensor::<2>::random([8, n / 8], Distribution::Normal(0.0, 1.0), &device);
+    let grads = (y.clone() * t.clone()).sum().backward();
+    let dx = x
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let tv = t.into_data().try_to_vec::<f32>().unwrap();
+    for i in 0..n {
+        let r = if yv[i] == 0.0 { 0.0f32 } else { 1.0 };
+        let want = (tv[i] * s) * r;
+        assert_eq!(dx[i].to_bits(), want.to_bits(), "{i}");
+    }
+    let same = draw(5).inner().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(same, yv, "the same seed chooses the same values");
+    let next = super::dropout(&layer, x.clone());
+    assert_ne!(next.inner().into_data().try_to_vec::<f32>().unwrap(), yv);
+    assert_ne!(draw(6).inner().into_data().try_to_vec::<f32>().unwrap(), yv);
+    let off = layer.clone().valid();
+    let still = super::dropout(&off, x.clone().inner());
+    assert_eq!(still.into_data().try_to_vec::<f32>().unwrap(), xv);
+    let none = burn::nn::DropoutConfig::new(0.0).init();
+    let y0 = super::dropout(&none, x.clone())
+        .inner()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(y0, xv);
+}

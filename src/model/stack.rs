@@ -180,8 +180,8 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
                 Flow::Flat(x) => Flow::Flat(crate::kernels::batch_norm(n, x, fuse)),
             },
             Block::Dropout(d) => match x {
-                Flow::Image(x) => Flow::Image(d.forward(x)),
-                Flow::Flat(x) => Flow::Flat(d.forward(x)),
+                Flow::Image(x) => Flow::Image(crate::kernels::dropout(d, x)),
+                Flow::Flat(x) => Flow::Flat(crate::kernels::dropout(d, x)),
             },
             Block::MaxPool(m) => Flow::Image(crate::kernels::max_pool(m, x.image())),
             Block::AvgPool(m) => Flow::Image(m.forward(x.image())),
