@@ -144,12 +144,19 @@ mod tests {
     fn forward_and_backward_are_burns_arithmetic_with_the_same_choices() {
         let n = 3 * BLOCK + 17;
         let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let mut x_special = x.clone();
-        x_special[5] = f32::NAN;
-        x_special[6] = f32::INFINITY;
         let d = DropoutSaved::new(42, 0.7);
         let s = (1.0 / 0.7f64) as f32;
         let (threshold, _) = d.parts();
+        // A NaN and an infinity on a kept value and on a dropped one.
+        let mut x_special = x.clone();
+        let kept_at = (0..n).find(|&i| kept(42, i, threshold)).unwrap();
+        let dropped_at = (0..n).find(|&i| !kept(42, i, threshold)).unwrap();
+        for (i, v) in [(kept_at, f32::NAN), (dropped_at, f32::INFINITY)] {
+            x_special[i] = v;
+        }
+        for (i, v) in [(kept_at + 1, f32::INFINITY), (dropped_at + 1, f32::NAN)] {
+            x_special[i] = v;
+        }
         let y = values(&d.forward(tensor(x_special.clone()))).into_owned();
         let g = values(&d.backward(tensor(x.clone()))).into_owned();
         assert_eq!((y.len(), g.len()), (n, n));

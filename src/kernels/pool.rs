@@ -192,11 +192,16 @@ impl MaxPool {
 #[inline]
 fn pool_2x2((top, bottom): (&[f32], &[f32]), at0: usize, y: &mut [f32], at: Option<&mut [u32]>) {
     let w = top.len();
-    debug_assert!(bottom.len() == w && 2 * y.len() <= w);
+    assert!(
+        bottom.len() == w && 2 * y.len() <= w && at.as_ref().is_none_or(|a| a.len() == y.len()),
+        "pool_2x2: rows of {w} and {} values for {} windows",
+        bottom.len(),
+        y.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if super::phases::vector() {
         // SAFETY: the CPU has AVX-512F (`vector`); both rows hold `w ≥ 2·y.len()` values, and
-        // `at`, when given, is as long as `y` (the caller's row of winners).
+        // `at`, when given, is as long as `y` (both checked above).
         unsafe { avx512::pool_2x2(top, bottom, at0, y, at) };
         return;
     }
@@ -475,20 +480,47 @@ mod tests {
         }
     }
 
-    /// The 2×2 windows of one row pair, AVX-512 against the plain loop, bit for bit: widths
-    /// under, at and over one vector of windows, odd widths (a last column no window covers),
-    /// ties, NaNs and infinities.
+    /// The 2×2 windows of one row pair, AVX-512 against the plain loop and the definition, bit
+    /// for bit: widths under, at and over one vector of windows, odd widths (a last column no
+    /// window covers), then every placement of NaNs, infinities and ties in a window's four
+    /// values, each window in every lane.
     #[test]
     fn vector_2x2_pooling_matches_the_plain_loop() {
         if !super::super::phases::vector() {
+            eprintln!("no AVX-512 on this CPU: the vector pooling is not used, nor tested");
             return;
         }
-        for w in [2, 3, 9, 14, 28, 31, 32, 33, 64, 70] {
-            let ow = w / 2;
-            for seed in 0..6 {
-                let rows = values(2 * w, seed * 101 + w as u32);
-                let (top, bottom) = rows.split_at(w);
-                let at0 = 3 * w;
+        let mut cases: Vec<(usize, Vec<f32>)> = [2, 3, 9, 14, 28, 31, 32, 33, 64, 70]
+            .iter()
+            .flat_map(|&w| (0..6).map(move |seed| (w, values(2 * w, seed * 101 + w as u32))))
+            .collect();
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0, 1.0, 0.5];
+        let windows: Vec<[f32; 4]> = (0..special.len().pow(4))
+            .map(|i| std::array::from_fn(|k| special[i / special.len().pow(k as u32) % 6]))
+            .collect();
+        // One window more than a multiple of 16, so the windows land in every lane.
+        for shift in 0..2 {
+            let n = windows.len() - shift;
+            let (mut top, mut bottom) = (vec![], vec![]);
+            for win in &windows[shift..] {
+                top.extend([win[0], win[1]]);
+                bottom.extend([win[2], win[3]]);
+            }
+            top.extend(&bottom);
+            cases.push((2 * n, top));
+        }
+        for (w, rows) in &cases {
+            let (w, ow) = (*w, w / 2);
+            let (top, bottom) = rows.split_at(w);
+            let at0 = 3 * w;
+            let m = MaxPool {
+                h: 2,
+                w,
+                k: 2,
+                s: 2,
+            };
+            let (want_y, want_at) = pool_by_definition(m, rows, 1);
+            {
                 let run = |plain: bool| {
                     super::super::phases::PLAIN.set(plain);
                     let (mut y, mut at) = (vec![7.0f32; ow], vec![7u32; ow]);
@@ -500,7 +532,11 @@ mod tests {
                     assert_eq!(bits(&y), bits(&y_only));
                     (bits(&y), at)
                 };
-                assert_eq!(run(false), run(true), "width {w}, seed {seed}");
+                let vector = run(false);
+                assert_eq!(vector, run(true), "width {w}");
+                let want_bits: Vec<u32> = want_y.iter().map(|v| v.to_bits()).collect();
+                let want_at: Vec<u32> = want_at.iter().map(|&a| a + at0 as u32).collect();
+                assert_eq!(vector, (want_bits, want_at), "width {w}");
             }
         }
     }

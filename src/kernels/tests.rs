@@ -732,7 +732,7 @@ fn a_panic_inside_a_drive_reaches_the_caller_and_frees_its_helpers() {
 /// the same scale; the backend's seed fixes the choices, and the next call makes new ones;
 /// out of training, or with `prob` 0, the input comes back unchanged.
 #[test]
-fn fused_dropout_keeps_scales_and_routes_gradients_as_burns() {
+fn fused_dropout_keeps_scales_and_routes_gradients_like_burn() {
     let _rng = crate::rng_lock();
     let device = Device::flex().autodiff();
     let layer = burn::nn::DropoutConfig::new(0.3).init();
@@ -779,6 +779,29 @@ fn fused_dropout_keeps_scales_and_routes_gradients_as_burns() {
     let next = super::dropout(&layer, x.clone());
     assert_ne!(next.inner().into_data().try_to_vec::<f32>().unwrap(), yv);
     assert_ne!(draw(6).inner().into_data().try_to_vec::<f32>().unwrap(), yv);
+    // burn's own operations with the same choices, bit for bit, on a transposed input: the
+    // choices go by position in the input's logical (row-major) order, whatever its layout.
+    let mask = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(
+            yv.iter()
+                .map(|&v| if v == 0.0 { 0.0f32 } else { 1.0 })
+                .collect::<Vec<_>>(),
+            [8, n / 8],
+        ),
+        &device,
+    );
+    let xt = x.clone().transpose();
+    device.seed(5);
+    let yt = super::dropout(&layer, xt.clone());
+    let want = (xt.clone() * mask.reshape([n / 8, 8])) * (1.0 / 0.7);
+    assert!(
+        yt.inner().into_data().try_to_vec::<f32>().unwrap()
+            == want.inner().into_data().try_to_vec::<f32>().unwrap(),
+        "a transposed input: not burn's arithmetic on the same choices"
+    );
+    // Out of training: a frozen layer on the autodiff device, and any layer off it.
+    let frozen = super::dropout(&layer.clone().freeze(), x.clone());
+    assert_eq!(frozen.inner().into_data().try_to_vec::<f32>().unwrap(), xv);
     let off = layer.clone().valid();
     let still = super::dropout(&off, x.clone().inner());
     assert_eq!(still.into_data().try_to_vec::<f32>().unwrap(), xv);
