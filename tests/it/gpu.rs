@@ -59,8 +59,38 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Where cubecl writes which kernel its autotuning chose for each operation and shape, with
+/// the candidates' times: set once per test process, before its first GPU computation.
+/// Autotuning times the candidates on the machine as it runs, so two processes may choose
+/// different kernels; a failing GPU run prints these choices ([`autotune_choices`]).
+fn autotune_log() -> &'static Path {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let path = tempfile::tempdir().unwrap().keep().join("autotune.log");
+        let mut config = CubeClRuntimeConfig::default();
+        config.autotune.logger.file = Some(path.clone());
+        // False when cubecl's configuration was already read: then there is no log.
+        CubeClRuntimeConfig::try_set(config);
+        path
+    })
+}
+
+/// The kernels autotuning chose in this process so far, one line each.
+fn autotune_choices() -> String {
+    std::fs::read_to_string(autotune_log())
+        .map(|log| {
+            log.lines()
+                .filter(|l| l.starts_with("Fastest result"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|e| format!("no autotune log ({e})"))
+}
+
 /// Trains `preset` for one epoch on the subset on `device` with `seed` into `out`, in this
-/// process; returns the epoch's (training loss, validation loss).
+/// process; returns the epoch's (training loss, validation loss). A failure panics with the
+/// kernels autotuning chose.
 fn train_here(
     preset: mnist_ae::model::Preset,
     device: &Device,
@@ -83,7 +113,13 @@ fn train_here(
         quiet: true,
         stop: None,
     })
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}\nkernels chosen by autotuning in this process:\n{}",
+            preset.name(),
+            autotune_choices()
+        )
+    });
     let m = &outcome.metrics[0];
     (m.train_loss, m.valid_loss.unwrap())
 }
@@ -96,6 +132,7 @@ fn test_mse(dir: &Path, device: &Device) -> f64 {
 }
 
 fn wgpu() -> Device {
+    autotune_log();
     DeviceChoice::Wgpu.device().unwrap()
 }
 
@@ -129,7 +166,9 @@ fn every_preset_trains_on_the_gpu_as_on_the_cpu() {
         ] {
             assert!(
                 rel(g, c) < TRAIN_TOL,
-                "{name}: {what} loss {g} on the GPU, {c} on the CPU"
+                "{name}: {what} loss {g} on the GPU, {c} on the CPU\nkernels chosen by \
+                 autotuning:\n{}",
+                autotune_choices()
             );
             assert!(
                 rel(o, c) > TRAIN_TOL,
@@ -144,7 +183,9 @@ fn every_preset_trains_on_the_gpu_as_on_the_cpu() {
         eprintln!("{name}: test MSE gpu {on_gpu} cpu {on_cpu}");
         assert!(
             rel(on_gpu, on_cpu) < EVAL_TOL,
-            "{name}: test MSE {on_gpu} on the GPU, {on_cpu} on the CPU"
+            "{name}: test MSE {on_gpu} on the GPU, {on_cpu} on the CPU\nkernels chosen by \
+             autotuning:\n{}",
+            autotune_choices()
         );
     }
 }
