@@ -66,6 +66,20 @@ impl Backward<Flex, 3> for LinearBackward {
     }
 }
 
+/// The backward pass of an operation with one input: the incoming gradient and the saved
+/// state through `f`, registered for the input when it is tracked.
+fn one_input<S>(
+    ops: Ops<S, 1>,
+    grads: &mut Gradients,
+    f: impl FnOnce(FlexTensor, S) -> FlexTensor,
+) {
+    let [node] = ops.parents;
+    let g = grads.consume::<Flex>(&ops.node);
+    if let Some(node) = node {
+        grads.register::<Flex>(node.id, f(g, ops.state));
+    }
+}
+
 /// Backward of a scalar reconstruction loss: the gradient computed in the forward pass,
 /// times the incoming gradient.
 #[derive(Debug)]
@@ -75,11 +89,7 @@ impl Backward<Flex, 1> for LossBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let s = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, scale_by(ops.state, &s));
-        }
+        one_input(ops, grads, |s, state| scale_by(state, &s));
     }
 }
 
@@ -92,11 +102,7 @@ impl Backward<Flex, 1> for MeanPoolBackward {
     type State = Shape;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, mean_pool_backward(&g, ops.state));
-        }
+        one_input(ops, grads, |g, state| mean_pool_backward(&g, state));
     }
 }
 
@@ -108,11 +114,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
     type State = MaxPoolSaved;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, max_pool_backward(&g, &ops.state));
-        }
+        one_input(ops, grads, |g, state| max_pool_backward(&g, &state));
     }
 }
 
@@ -125,11 +127,7 @@ impl Backward<Flex, 1> for UpsampleBackward {
     type State = Shape;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, upsample_backward(&g, ops.state));
-        }
+        one_input(ops, grads, |g, state| upsample_backward(&g, state));
     }
 }
 
@@ -141,11 +139,7 @@ impl Backward<Flex, 1> for DropoutBackward {
     type State = DropoutSaved;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, ops.state.backward(g));
-        }
+        one_input(ops, grads, |g, state| state.backward(g));
     }
 }
 
