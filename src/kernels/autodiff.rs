@@ -20,7 +20,6 @@ use super::norm::{self, NormSaved};
 use super::pool::{
     max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
 };
-use super::sparse::Csr;
 use super::{FusedOps, LossKind};
 
 /// Backward of `y = act(x·w + b)`: with `g` the incoming gradient masked by the ReLU,
@@ -28,12 +27,12 @@ use super::{FusedOps, LossKind};
 #[derive(Debug)]
 struct LinearBackward;
 
-/// The input as the backward pass needs it for `∂w = xᵀ·g`: the tensor, or its compressed
-/// form when the forward pass found it mostly zeros.
+/// The input as the backward pass needs it for `∂w = xᵀ·g`, and whether the forward pass
+/// found it mostly zeros.
 #[derive(Debug, Clone)]
 enum Input {
     Dense(FlexTensor),
-    Sparse(Csr),
+    Sparse(FlexTensor),
 }
 
 /// What the backward pass keeps: `x` when `w` needs a gradient, `w` when `x` does, and the
@@ -55,7 +54,7 @@ impl Backward<Flex, 3> for LinearBackward {
         if let (Some(node), Some(x)) = (node_w, x) {
             let dw = match x {
                 Input::Dense(x) => product(x, true, g.clone(), false),
-                Input::Sparse(x) => sparse_t_product(&x, g.clone()),
+                Input::Sparse(x) => sparse_t_product(x, g.clone()),
             };
             grads.register::<Flex>(node.id, dw);
         }
@@ -257,13 +256,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let dense_x = w_tracked.then(|| x.clone());
+                let kept_x = w_tracked.then(|| x.clone());
                 let keep_w = x_tracked.then(|| w.clone());
                 let (y, sparse) = linear_forward(x, w, &b, relu, sparse_x);
-                let keep_x = match sparse {
-                    Some(csr) if w_tracked => Some(Input::Sparse(csr)),
-                    _ => dense_x.map(Input::Dense),
-                };
+                let keep_x = kept_x.map(|x| match sparse {
+                    true => Input::Sparse(x),
+                    false => Input::Dense(x),
+                });
                 let keep_y = relu.then(|| y.clone());
                 prep.finish((keep_x, keep_w, keep_y), y)
             }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::conv;
 use super::flex_loss::recon_loss_and_grad;
 use super::matmul::{matmul_into, matmul_new, View};
-use super::sparse::{self, Csr};
+use super::sparse::{self, Groups};
 use super::{FusedAdamOps, FusedOps, LossKind};
 
 /// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
@@ -99,8 +99,13 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
     tensor(out, Shape::new([av.rows(), bv.cols()]))
 }
 
-/// `xᵀ·g` for a sparse `x` (from the forward pass) and a dense `g`.
-pub(super) fn sparse_t_product(x: &Csr, g: FlexTensor) -> FlexTensor {
+/// `xᵀ·g` for an `x` the forward pass found sparse and a dense `g`: the sparse product over
+/// `x`'s groups of adjacent columns, or gemm's where those are too dense.
+pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
+    let x = viewable(x);
+    let Some(xt) = Groups::of_columns(view(&x)) else {
+        return product(x, true, g, false);
+    };
     // Read in place: the caller still holds `g` for `∂x`, so `owned` would copy it.
     let g = viewable(g);
     let g = if view(&g).row_contiguous() {
@@ -108,7 +113,6 @@ pub(super) fn sparse_t_product(x: &Csr, g: FlexTensor) -> FlexTensor {
     } else {
         owned(g)
     };
-    let xt = x.transpose();
     let gv = view(&g);
     let mut out = vec![0f32; xt.rows() * gv.cols()];
     sparse::matmul_acc(&mut out, &xt, gv);
@@ -117,15 +121,15 @@ pub(super) fn sparse_t_product(x: &Csr, g: FlexTensor) -> FlexTensor {
 
 /// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
 /// it, then the ReLU applied in place. When `sparse_x` (`x` may be mostly zeros: a model's
-/// input) and `x` is, the product takes the sparse kernel, and `x`'s compressed form is
-/// returned for the backward pass.
+/// input) and `x` is, the product takes the sparse kernel; the flag returned says so, for the
+/// backward pass.
 pub(super) fn linear_forward(
     x: FlexTensor,
     w: FlexTensor,
     b: &FlexTensor,
     relu: bool,
     sparse_x: bool,
-) -> (FlexTensor, Option<Csr>) {
+) -> (FlexTensor, bool) {
     let bias = values(b);
     let (x, w) = (viewable(x), viewable(w));
     let (xv, wv) = (view(&x), view(&w));
@@ -139,10 +143,10 @@ pub(super) fn linear_forward(
     for _ in 0..n {
         y.extend_from_slice(&bias);
     }
-    let csr = (sparse_x && wv.row_contiguous())
-        .then(|| Csr::sparse(xv))
+    let groups = (sparse_x && wv.row_contiguous())
+        .then(|| Groups::of_rows(xv))
         .flatten();
-    match &csr {
+    match &groups {
         Some(x) => sparse::matmul_acc(&mut y, x, wv),
         None => matmul_into(&mut y, xv, wv, true),
     }
@@ -155,7 +159,7 @@ pub(super) fn linear_forward(
             })
         });
     }
-    (tensor(y, Shape::new([n, o])), csr)
+    (tensor(y, Shape::new([n, o])), groups.is_some())
 }
 
 /// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result

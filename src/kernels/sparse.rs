@@ -1,110 +1,161 @@
 //! Matrix products whose left operand is mostly zeros: the first dense layer of a model fed
 //! MNIST pixels, where about 81% of the inputs are exactly 0 (blank background).
 //!
-//! `gemm` multiplies every zero. Here the left operand is compressed to its non-zero entries
-//! (compressed sparse rows) and each output row is the sum of the right operand's rows those
-//! entries select, scaled: `out[r, :] += Σ a[r, c] · b[c, :]`. That is the forward product of
-//! the layer (`x·w`, `x` sparse) and its weight gradient (`xᵀ·g`, `xᵀ` sparse). No crate does
-//! this for dense right operands at gemm-like speed (sparse crates such as sprs multiply
-//! scalar by scalar), hence this file; the SIMD goes through `pulp` (already in the build
-//! through `gemm`), which picks AVX-512, AVX2+FMA or plain code at run time, safely.
+//! `gemm` multiplies every zero. Here the left operand is cut into groups of [`R`] consecutive
+//! rows, and each group keeps only the columns where at least one of its rows is non-zero,
+//! with every row's value there (zero where that row has none). Each output row is then the
+//! sum of the right operand's rows those columns select, scaled: `out[r, :] += Σ a[r, c] ·
+//! b[c, :]`. A group's rows share each loaded row of `b`, so the loop does four
+//! multiply-adds per value loaded, and runs at the CPU's multiply-add rate; the price is the
+//! zeros of a row inside its group's columns (for 128 MNIST images, 18% of the entries are
+//! non-zero and their groups of 4 keep 38% of the columns). That is the forward product of the
+//! layer (`x·w`, `x` sparse, rows grouped) and its weight gradient (`xᵀ·g`: groups of 4
+//! adjacent pixels, whose columns are the batch's images, where neighbouring pixels are
+//! mostly non-zero together: 27% of the columns kept). No crate does this for dense right
+//! operands at gemm-like speed (sparse crates such as sprs multiply scalar by scalar), hence
+//! this file; the SIMD goes through `pulp` (already in the build through `gemm`), which picks
+//! AVX-512, AVX2+FMA or plain code at run time, safely.
 
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::matmul::View;
 
-/// The largest fraction of non-zero entries for which the sparse product is used. Measured on
-/// one core for 128 images × 784 → 392 (BENCHMARKS.md, session 6): compressing plus the sparse
-/// product beat gemm (735 µs) up to about 30% non-zeros for the forward product and 40% for
-/// the weight gradient; MNIST inputs have 19%.
+/// Rows per group: four rows times five vectors of sums are 20 of AVX-512's 32 registers.
+const R: usize = 4;
+
+/// The largest fraction of non-zero entries for which the sparse product is used. Its time is
+/// proportional to the columns its groups keep: for 128 MNIST images × 784 → 392 (18%
+/// non-zeros, 38% of the columns kept) it is about half of gemm's on one core (BENCHMARKS.md,
+/// session 21); at 30% non-zeros in no pattern its groups keep up to 76%, about gemm's time.
 pub(super) const MAX_DENSITY: f64 = 0.3;
 
-/// Output rows per rayon task when the product is split over threads (outside shards).
-const ROWS_PER_TASK: usize = 16;
+/// Groups per rayon task when the product is split over threads (outside shards).
+const GROUPS_PER_TASK: usize = 4;
 
-/// Rows of a tall right operand per panel (see [`matmul_acc`]): 64 rows of a block 8 vectors
-/// wide are 32 KiB, which stays in a 48 KiB L1 cache beside the output rows passing through.
-const PANEL: usize = 64;
-
-/// A matrix in compressed sparse row form: row `r`'s entries are `idx[ptr[r]..ptr[r + 1]]`
-/// (column indices, increasing) and the matching `val`.
+/// A matrix `[rows, cols]` in groups of [`R`] consecutive rows (the last group padded with
+/// zero rows): group `g` keeps `len[g]` columns, `idx[g·cols ..]` (increasing), and row `i` of
+/// the group has its value in column `idx[g·cols + q]` at `val[(g·R + i)·cols + q]`.
 #[derive(Debug, Clone)]
-pub(super) struct Csr {
+pub(super) struct Groups {
     rows: usize,
     cols: usize,
-    ptr: Vec<usize>,
+    len: Vec<usize>,
     idx: Vec<u32>,
     val: Vec<f32>,
 }
 
-impl Csr {
-    /// The non-zero entries of `a`, or `None` when more than [`MAX_DENSITY`] of them are
-    /// non-zero, or when `a`'s rows are not contiguous (then the caller uses the dense
-    /// product).
-    pub(super) fn sparse(a: View<'_>) -> Option<Csr> {
+impl Groups {
+    /// `a` in groups of rows, or `None` when more than [`MAX_DENSITY`] of its entries are
+    /// non-zero, or when its rows are not contiguous (the caller then uses the dense product).
+    /// their columns or its rows are not contiguous (the caller then uses the dense product).
+    pub(super) fn of_rows(a: View<'_>) -> Option<Groups> {
+        Self::rows_within(a, MAX_DENSITY)
+    }
+
+    /// [`of_rows`](Self::of_rows) with `max_density` in place of [`MAX_DENSITY`].
+    fn rows_within(a: View<'_>, max_density: f64) -> Option<Groups> {
         let (rows, cols) = (a.rows(), a.cols());
-        if rows == 0 || cols == 0 || u32::try_from(cols.max(rows)).is_err() || !a.row_contiguous() {
+        if rows == 0 || cols == 0 || u32::try_from(cols).is_err() || !a.row_contiguous() {
             return None;
         }
-        Self::from_rows(a, ((rows * cols) as f64 * MAX_DENSITY) as usize)
-    }
-
-    /// Compresses a view whose rows are contiguous; `None` past `max_nnz` non-zeros.
-    fn from_rows(a: View<'_>, max_nnz: usize) -> Option<Csr> {
-        let cols = a.cols();
-        // Room for one more row past the limit, checked after each row.
-        let cap = max_nnz + cols;
-        let mut ptr = Vec::with_capacity(a.rows() + 1);
-        let mut idx = vec![0u32; cap];
-        let mut val = vec![0f32; cap];
-        let compress = row_compressor();
-        let mut n = 0;
-        ptr.push(0);
-        for r in 0..a.rows() {
-            n += compress(a.row(r), &mut idx[n..n + cols], &mut val[n..n + cols]);
-            if n > max_nnz {
+        let mut m = Groups::empty(rows, cols);
+        let limit = (rows * cols) as f64 * max_density;
+        let zeros = vec![0f32; cols];
+        let gather = row_gatherer();
+        let mut nnz = 0;
+        for (g, ((len, idx), val)) in m
+            .len
+            .iter_mut()
+            .zip(m.idx.chunks_exact_mut(cols))
+            .zip(m.val.chunks_exact_mut(R * cols))
+            .enumerate()
+        {
+            let group: [&[f32]; R] = std::array::from_fn(|i| {
+                if g * R + i < rows {
+                    a.row(g * R + i)
+                } else {
+                    &zeros
+                }
+            });
+            let (kept, non_zeros) = gather(group, idx, val);
+            *len = kept;
+            nnz += non_zeros;
+            if nnz as f64 > limit {
                 return None;
             }
-            ptr.push(n);
         }
-        idx.truncate(n);
-        val.truncate(n);
-        Some(Csr {
-            rows: a.rows(),
-            cols,
-            ptr,
-            idx,
-            val,
-        })
+        Some(m)
     }
 
-    /// The transpose, by a counting sort on the column index (keeps indices increasing).
-    pub(super) fn transpose(&self) -> Csr {
-        let mut ptr = vec![0usize; self.cols + 1];
-        for &c in &self.idx {
-            ptr[c as usize + 1] += 1;
+    /// `aᵀ` in groups of rows, that is `a` in groups of [`R`] adjacent columns, each group
+    /// keeping the rows of `a` where one of its columns is non-zero; `None` as for
+    /// [`of_rows`](Self::of_rows).
+    pub(super) fn of_columns(a: View<'_>) -> Option<Groups> {
+        Self::columns_within(a, MAX_DENSITY)
+    }
+
+    /// [`of_columns`](Self::of_columns) with `max_density` in place of [`MAX_DENSITY`].
+    fn columns_within(a: View<'_>, max_density: f64) -> Option<Groups> {
+        let (rows, cols) = (a.rows(), a.cols());
+        if rows == 0 || cols == 0 || u32::try_from(rows).is_err() || !a.row_contiguous() {
+            return None;
         }
-        for c in 0..self.cols {
-            ptr[c + 1] += ptr[c];
-        }
-        let mut next = ptr.clone();
-        let mut idx = vec![0u32; self.idx.len()];
-        let mut val = vec![0f32; self.val.len()];
-        for r in 0..self.rows {
-            for k in self.ptr[r]..self.ptr[r + 1] {
-                let c = self.idx[k] as usize;
-                idx[next[c]] = r as u32;
-                val[next[c]] = self.val[k];
-                next[c] += 1;
+        let mut m = Groups::empty(cols, rows);
+        let limit = (rows * cols) as f64 * max_density;
+        let mut nnz = 0;
+        let push_row = row_pusher();
+        for r in 0..rows {
+            nnz += push_row(&mut m, r, a.row(r));
+            if nnz as f64 > limit {
+                return None;
             }
         }
-        Csr {
-            rows: self.cols,
-            cols: self.rows,
-            ptr,
-            idx,
-            val,
+        Some(m)
+    }
+
+    /// Appends entry `r` to every group of columns of `row` (a row of the matrix whose
+    /// transpose `self` is) where one of the group's values is non-zero; returns how many
+    /// non-zero values it had.
+    fn push_row(&mut self, r: usize, row: &[f32]) -> usize {
+        self.push_row_from(0, r, row)
+    }
+
+    /// [`push_row`](Self::push_row) for the columns from `c0` on (a multiple of `R`).
+    fn push_row_from(&mut self, c0: usize, r: usize, row: &[f32]) -> usize {
+        let mut pushed = 0;
+        for (g, vals) in row[c0..].chunks(R).enumerate() {
+            // `!= 0` keeps NaNs, drops −0.
+            let live = vals.iter().filter(|&&v| v != 0.0).count();
+            if live > 0 {
+                self.push(c0 / R + g, r, vals);
+                pushed += live;
+            }
+        }
+        pushed
+    }
+
+    /// Appends entry `r`, with `vals` (one per row of the group, fewer in a last group cut
+    /// short, the rest zero), to group `g`.
+    fn push(&mut self, g: usize, r: usize, vals: &[f32]) {
+        let n = self.cols;
+        let q = self.len[g];
+        self.idx[g * n + q] = r as u32;
+        for (i, &v) in vals.iter().enumerate() {
+            self.val[(g * R + i) * n + q] = v;
+        }
+        self.len[g] = q + 1;
+    }
+
+    /// Room for a `[rows, cols]` matrix, every group empty.
+    fn empty(rows: usize, cols: usize) -> Groups {
+        let groups = rows.div_ceil(R);
+        Groups {
+            rows,
+            cols,
+            len: vec![0; groups],
+            idx: vec![0; groups * cols],
+            val: vec![0.0; groups * R * cols],
         }
     }
 
@@ -118,73 +169,127 @@ impl Csr {
         self.cols
     }
 
-    /// Row `r`'s column indices and values.
-    fn row(&self, r: usize) -> (&[u32], &[f32]) {
-        let span = self.ptr[r]..self.ptr[r + 1];
-        (&self.idx[span.clone()], &self.val[span])
+    /// Group `g`'s columns, and each of its rows' values there.
+    fn group(&self, g: usize) -> (&[u32], [&[f32]; R]) {
+        let n = self.len[g];
+        let c = self.cols;
+        let idx = &self.idx[g * c..g * c + n];
+        let val = std::array::from_fn(|i| &self.val[(g * R + i) * c..(g * R + i) * c + n]);
+        (idx, val)
     }
 }
 
-/// The fastest [`compress_row`] this CPU has: AVX-512's compressing stores, or the plain loop.
-fn row_compressor() -> fn(&[f32], &mut [u32], &mut [f32]) -> usize {
+/// [`gather_rows`]'s signature.
+type Gather = fn([&[f32]; R], &mut [u32], &mut [f32]) -> (usize, usize);
+
+/// The fastest [`gather_rows`] this CPU has: AVX-512's compress instructions, or the plain
+/// loop.
+fn row_gatherer() -> Gather {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked on the line above.
-        return |row, idx, val| unsafe { avx512::compress_row(row, idx, val) };
+        return |rows, idx, val| unsafe { avx512::gather_rows(rows, idx, val) };
     }
-    compress_row
+    gather_rows
 }
 
-/// Writes the non-zero entries of `row` (NaNs count as non-zero, −0 as zero) to the front of
-/// `val`, and their positions in `row` to the front of `idx`, in order; returns how many.
-/// `idx` and `val` are at least as long as `row`; their first `row.len()` entries past the
-/// count may be overwritten too. Written without a branch per entry (each
-/// entry is stored, and the count moves on only past a non-zero), as a fifth of MNIST's
-/// pixels are non-zero in no predictable pattern.
-fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
-    let (idx, val) = (&mut idx[..row.len()], &mut val[..row.len()]);
-    let mut k = 0;
-    for (c, &v) in row.iter().enumerate() {
-        idx[k] = c as u32;
-        val[k] = v;
-        k += usize::from(v != 0.0);
+/// The fastest [`Groups::push_row`] this CPU has.
+fn row_pusher() -> fn(&mut Groups, usize, &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked on the line above.
+        return |m, r, row| unsafe { avx512::push_row(m, r, row) };
     }
-    k
+    Groups::push_row
 }
 
-/// [`compress_row`] with AVX-512's compress instructions, 16 entries at a time, where the
-/// plain loop stores every entry. `std::arch`, as no portable SIMD crate in the build offers
-/// compression. The entries are compressed in registers and stored whole: a compressing
-/// store straight to memory is microcoded, and slow, on some AVX-512 CPUs (AMD Zen 4).
+/// One group of `R` rows (of equal length `n`): writes the columns where any row is non-zero
+/// (NaNs count as non-zero, −0 as zero) to the front of `idx`, and row `i`'s values there to
+/// the front of `val[i·n ..]`, in order; returns how many, and how many values were
+/// non-zero. `idx` holds `n` entries and `val` `R·n`.
+fn gather_rows(rows: [&[f32]; R], idx: &mut [u32], val: &mut [f32]) -> (usize, usize) {
+    gather_rows_from(0, (0, 0), rows, idx, val)
+}
+
+/// [`gather_rows`] for the columns from `c0` on, `(k, nnz)` entries and non-zeros found
+/// before them.
+fn gather_rows_from(
+    c0: usize,
+    (mut k, mut nnz): (usize, usize),
+    rows: [&[f32]; R],
+    idx: &mut [u32],
+    val: &mut [f32],
+) -> (usize, usize) {
+    let n = rows[0].len();
+    assert!(
+        rows.iter().all(|r| r.len() == n) && idx.len() >= n && val.len() >= R * n,
+        "gather_rows: rows or outputs of the wrong length"
+    );
+    for c in c0..n {
+        let live = rows.iter().filter(|r| r[c] != 0.0).count();
+        if live > 0 {
+            idx[k] = c as u32;
+            for (i, r) in rows.iter().enumerate() {
+                val[i * n + k] = r[c];
+            }
+            k += 1;
+            nnz += live;
+        }
+    }
+    (k, nnz)
+}
+
+/// [`gather_rows`] with AVX-512's compress instructions, 16 columns at a time. `std::arch`, as
+/// no portable SIMD crate in the build offers compression. The entries are compressed in
+/// registers and stored whole: a compressing store straight to memory is microcoded, and slow,
+/// on some AVX-512 CPUs (AMD Zen 4).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::{Groups, View, R};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
 
-    /// [`super::compress_row`].
+    /// [`super::gather_rows`].
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn compress_row(row: &[f32], idx: &mut [u32], val: &mut [f32]) -> usize {
+    pub(super) unsafe fn gather_rows(
+        rows: [&[f32]; R],
+        idx: &mut [u32],
+        val: &mut [f32],
+    ) -> (usize, usize) {
+        let n = rows[0].len();
         assert!(
-            idx.len() >= row.len() && val.len() >= row.len() && row.len() <= i32::MAX as usize,
-            "compress_row: outputs shorter than the row"
+            rows.iter().all(|r| r.len() == n)
+                && idx.len() >= n
+                && val.len() >= R * n
+                && n <= i32::MAX as usize,
+            "gather_rows: rows or outputs of the wrong length"
         );
         let step = _mm512_set1_epi32(LANES as i32);
         let mut cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let mut k = 0;
-        let whole = row.len() / LANES * LANES;
+        let (mut k, mut nnz) = (0, 0);
+        let whole = n / LANES * LANES;
         for c in (0..whole).step_by(LANES) {
-            // SAFETY: `c + 16 ≤ whole ≤ row.len()`: the load reads inside `row`. The stores
-            // write 16 lanes from `k`, and `k` counts at most the `c` entries before this
-            // vector, so they end by `c + 16 ≤ row.len() ≤` either output's length (lanes past
-            // the count hold zeros, overwritten later or past what the caller keeps).
+            // SAFETY: `c + 16 ≤ whole ≤ n`: the loads read inside each row. The stores write 16
+            // lanes from `k` (in `idx`) and from `i·n + k` (in `val`), and `k` counts at most the
+            // `c` columns before these, so they end by `c + 16 ≤ n` past their start: inside
+            // `idx` (≥ n long) and inside row `i`'s `n` entries of `val` (lanes past the count
+            // hold zeros, overwritten later or past what the caller keeps).
             unsafe {
-                let v = _mm512_loadu_ps(row.as_ptr().add(c));
-                let live = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps());
-                _mm512_storeu_ps(val.as_mut_ptr().add(k), _mm512_maskz_compress_ps(live, v));
+                let v: [__m512; R] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(rows[i].as_ptr().add(c)));
+                let masks = v.map(|v| _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()));
+                let live = masks.iter().fold(0, |any, &m| any | m);
+                nnz += masks.iter().map(|m| m.count_ones() as usize).sum::<usize>();
+                for (i, &v) in v.iter().enumerate() {
+                    _mm512_storeu_ps(
+                        val.as_mut_ptr().add(i * n + k),
+                        _mm512_maskz_compress_ps(live, v),
+                    );
+                }
                 _mm512_storeu_si512(
                     idx.as_mut_ptr().add(k).cast(),
                     _mm512_maskz_compress_epi32(live, cols),
@@ -193,32 +298,149 @@ mod avx512 {
             }
             cols = _mm512_add_epi32(cols, step);
         }
-        for (c, &v) in row.iter().enumerate().skip(whole) {
-            if v != 0.0 {
-                idx[k] = c as u32;
-                val[k] = v;
-                k += 1;
+        super::gather_rows_from(whole, (k, nnz), rows, idx, val)
+    }
+
+    /// [`Groups::push_row`], testing 16 columns (four groups) at once: 81% of MNIST's pixels
+    /// are zero, and most runs of 16 wholly so.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn push_row(m: &mut Groups, r: usize, row: &[f32]) -> usize {
+        let whole = row.len() / LANES * LANES;
+        let mut pushed = 0;
+        for c in (0..whole).step_by(LANES) {
+            // SAFETY: `c + 16 ≤ whole ≤ row.len()`: the load reads inside `row`.
+            let v = unsafe { _mm512_loadu_ps(row.as_ptr().add(c)) };
+            let mut live = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps());
+            pushed += live.count_ones() as usize;
+            while live != 0 {
+                let k = live.trailing_zeros() as usize / R;
+                m.push(c / R + k, r, &row[c + k * R..c + (k + 1) * R]);
+                live &= !(0xF << (k * R));
             }
         }
-        k
+        pushed + m.push_row_from(whole, r, row)
+    }
+
+    /// [`super::matmul_acc`]'s work for the groups from `g0` on, whose output rows `out`
+    /// holds: [`super::Product`] in AVX-512 code, five vectors by four rows of sums in
+    /// registers (`std::arch`: pulp's generic code kept these arrays of vectors in memory, and
+    /// called a function for each partial load, which made it 40% slower here).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product(out: &mut [f32], a: &Groups, g0: usize, b: View<'_>) {
+        let o = b.cols();
+        assert!(
+            o > 0 && out.len().is_multiple_of(o) && g0 + (out.len() / o).div_ceil(R) <= a.len.len(),
+            "sparse product: output rows outside the matrix"
+        );
+        const V: usize = 5;
+        for j in (0..o).step_by(V * LANES) {
+            // Lanes of each vector of the block inside the output: all, some, or none.
+            let masks: [u16; V] = std::array::from_fn(|t| {
+                let start = (j + t * LANES).min(o);
+                let n = (o - start).min(LANES);
+                ((1u32 << n) - 1) as u16
+            });
+            let whole = j + V * LANES <= o;
+            for (g, out) in out.chunks_mut(R * o).enumerate() {
+                let (cols, vals) = a.group(g0 + g);
+                if cols.is_empty() {
+                    continue;
+                }
+                // SAFETY: the CPU has AVX-512F (this function's contract).
+                unsafe {
+                    if whole {
+                        group_block::<false>(out, o, j, masks, cols, vals, b);
+                    } else {
+                        group_block::<true>(out, o, j, masks, cols, vals, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One group's sums over columns `j ..` of the output (see [`product`]); `MASKED` when
+    /// the block ends past the output's last column, so that vectors are loaded and stored
+    /// in part (`masks`: the lanes inside).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn group_block<const MASKED: bool>(
+        out: &mut [f32],
+        o: usize,
+        j: usize,
+        masks: [u16; 5],
+        cols: &[u32],
+        vals: [&[f32]; R],
+        b: View<'_>,
+    ) {
+        const V: usize = 5;
+        let n = cols.len();
+        let vals: [&[f32]; R] = vals.map(|v| &v[..n]);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        // The lanes a vector `t` touches in a row of `o` values, from `j`: all 16 unless
+        // `MASKED`, then those of `masks[t]`, which stop at column `o`.
+        let load = |p: *const f32, t: usize| {
+            // SAFETY (for both loads): `p` is a row of `o` values from column `j`. Unmasked,
+            // the block's `j + 80 ≤ o`, so all lanes lie inside the row; masked, only lanes
+            // before column `o` are read (the address itself is never dereferenced beyond).
+            unsafe {
+                if MASKED {
+                    _mm512_maskz_loadu_ps(masks[t], p.wrapping_add(t * LANES))
+                } else {
+                    _mm512_loadu_ps(p.add(t * LANES))
+                }
+            }
+        };
+        for (acc, row) in acc.iter_mut().zip(out.chunks_exact(o)) {
+            let p = row[j..].as_ptr();
+            for (t, s) in acc.iter_mut().enumerate() {
+                *s = load(p, t);
+            }
+        }
+        for (q, &c) in cols.iter().enumerate() {
+            let p = b.row(c as usize)[j..].as_ptr();
+            let w: [__m512; V] = std::array::from_fn(|t| load(p, t));
+            for (acc, vals) in acc.iter_mut().zip(&vals) {
+                let x = _mm512_set1_ps(vals[q]);
+                for (s, &w) in acc.iter_mut().zip(&w) {
+                    *s = _mm512_fmadd_ps(x, w, *s);
+                }
+            }
+        }
+        for (acc, row) in acc.iter().zip(out.chunks_exact_mut(o)) {
+            let p = row[j..].as_mut_ptr();
+            for (t, &s) in acc.iter().enumerate() {
+                // SAFETY: as for the loads: the same lanes of the same kind of row.
+                unsafe {
+                    if MASKED {
+                        _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), masks[t], s);
+                    } else {
+                        _mm512_storeu_ps(p.add(t * LANES), s);
+                    }
+                }
+            }
+        }
     }
 }
 
-/// `out ← out + a·b` with `a` sparse `[R, C]`, `b` a `[C, o]` view with contiguous rows and
-/// `out` row-major `[R, o]`. Runs on the calling thread in a rayon task (a shard: see
-/// [`super::in_task`]), split over rows of `out` otherwise; sums run in increasing column
-/// order of `a` whatever the thread count.
+/// `out ← out + a·b` with `a` grouped `[rows, C]`, `b` a `[C, o]` view with contiguous rows
+/// and `out` row-major `[rows, o]`. Runs on the calling thread in a rayon task (a shard: see
+/// [`super::in_task`]), split over groups of rows otherwise. Each output's sum runs from its
+/// value in `out` through its group's columns in increasing order, whatever the thread count
+/// (a column where the row itself is zero adds `0·b`: exactly nothing for finite `b`).
 ///
-/// Each block of an output row's columns is summed in registers over the rows of `b` that
-/// `a`'s row selects; the block loop is outside the row loop so the block's columns of `b` stay
-/// in cache. Blocks are 8 vectors wide when `b` is tall (the forward product: `b` is a
-/// 784-row weight) and 4 when it is short (the weight gradient: `b` is the batch's gradient,
-/// whose 4-vector column block fits L1). A tall `b`'s block does not fit L1 (784 rows × 512
-/// bytes), so it is taken in panels of [`PANEL`] rows, each read by every output row before
-/// the next: an output row's registers are stored after each panel and reloaded for the next,
-/// the sums still running in the same order. The widths and the panel height are the fastest
-/// measured on one core for 128 MNIST images, 784×392 (BENCHMARKS.md, sessions 6 and 14).
-pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
+/// For each block of `V` vectors of columns (the outer loop, so the block's columns of `b`
+/// stay in cache for all groups), a group's `R × V` sums are held in registers over its
+/// columns: per column, `V` vectors of `b` loaded and `R·V` multiply-adds.
+pub(super) fn matmul_acc(out: &mut [f32], a: &Groups, b: View<'_>) {
     let o = b.cols();
     assert_eq!(a.cols(), b.rows(), "sparse matmul: inner dimensions differ");
     assert_eq!(
@@ -234,123 +456,163 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Csr, b: View<'_>) {
         return;
     }
     let arch = Arch::new();
-    let task = |row0: usize, out: &mut [f32]| {
-        if b.rows() > 256 {
-            arch.dispatch(Rows::<8, PANEL> { out, a, row0, b })
-        } else {
-            arch.dispatch(Rows::<4, { usize::MAX }> { out, a, row0, b })
+    let task = |g0: usize, out: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if o >= 16 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked on the line above.
+            return unsafe { avx512::product(out, a, g0, b) };
         }
+        arch.dispatch(Product { out, a, g0, b })
     };
     if super::in_task() {
         task(0, out);
     } else {
-        out.par_chunks_mut(ROWS_PER_TASK * o)
+        out.par_chunks_mut(GROUPS_PER_TASK * R * o)
             .enumerate()
-            .for_each(|(i, out)| task(i * ROWS_PER_TASK, out));
+            .for_each(|(i, out)| task(i * GROUPS_PER_TASK, out));
     }
 }
 
-/// The output rows `row0..` held in `out`, in column blocks of `V` vectors, each block of `b`
-/// in panels of `P` rows (see [`matmul_acc`]).
-struct Rows<'a, const V: usize, const P: usize> {
+/// The output rows of the groups from `g0` on, held in `out` (see [`matmul_acc`]).
+struct Product<'a> {
     out: &'a mut [f32],
-    a: &'a Csr,
-    row0: usize,
+    a: &'a Groups,
+    g0: usize,
     b: View<'a>,
 }
 
-impl<const V: usize, const P: usize> WithSimd for Rows<'_, V, P> {
+impl WithSimd for Product<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Rows { out, a, row0, b } = self;
+        if self.b.cols() < S::F32_LANES {
+            return self.narrow();
+        }
+        let vectors = self.b.cols().div_ceil(S::F32_LANES);
+        // Vectors per block: as many sums as the registers hold (R·V of 32 with AVX-512, of
+        // 16 with AVX2), the fewer unused vectors in the last block the better.
+        let waste = |v: usize| vectors.div_ceil(v) * v - vectors;
+        if S::F32_LANES >= 16 {
+            if waste(4) < waste(5) {
+                self.blocks::<S, 4>(simd)
+            } else {
+                self.blocks::<S, 5>(simd)
+            }
+        } else {
+            self.blocks::<S, 2>(simd)
+        }
+    }
+}
+
+impl Product<'_> {
+    /// Outputs narrower than one vector: plain code, each row's non-zero values only (a
+    /// multiplication and an addition each, as gemm's plain code for such widths).
+    fn narrow(self) {
+        let Product { out, a, g0, b } = self;
         let o = b.cols();
-        let lanes = S::F32_LANES;
-        if o < lanes {
-            // Narrower than one vector: plain code.
-            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                let (cols, vals) = a.row(row0 + r);
+        for (g, out) in out.chunks_mut(R * o).enumerate() {
+            let (cols, vals) = a.group(g0 + g);
+            for (dst, vals) in out.chunks_exact_mut(o).zip(vals) {
                 for (&c, &v) in cols.iter().zip(vals) {
-                    for (d, &w) in dst.iter_mut().zip(b.row(c as usize)) {
-                        *d += v * w;
-                    }
-                }
-            }
-            return;
-        }
-        let block = V * lanes;
-        let wide = o / block * block;
-        let whole = o / lanes * lanes;
-        // Where each output row's entries of each panel start, found once for all blocks by
-        // one walk along each row: `bounds[r · (panels + 1) + p]` is the first entry of row
-        // `r` whose column is at least `p · P`.
-        let rows = if wide > 0 { out.len() / o } else { 0 };
-        let panels = b.rows().div_ceil(P).max(1);
-        let mut bounds = vec![0usize; rows * (panels + 1)];
-        for (r, bounds) in bounds.chunks_exact_mut(panels + 1).enumerate() {
-            let (start, end) = (a.ptr[row0 + r], a.ptr[row0 + r + 1]);
-            let mut k = start;
-            for (p, bound) in bounds.iter_mut().enumerate() {
-                let first = p.saturating_mul(P);
-                while k < end && (a.idx[k] as usize) < first {
-                    k += 1;
-                }
-                *bound = k;
-            }
-            bounds[panels] = end;
-        }
-        for j in (0..wide).step_by(block) {
-            for p in 0..panels {
-                for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                    let at = r * (panels + 1) + p;
-                    let (start, stop) = (bounds[at], bounds[at + 1]);
-                    if stop == start {
-                        continue;
-                    }
-                    let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + block]);
-                    let mut s: [S::f32s; V] = std::array::from_fn(|t| acc[t]);
-                    for (&c, &v) in a.idx[start..stop].iter().zip(&a.val[start..stop]) {
-                        let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
-                        let v = simd.splat_f32s(v);
-                        for (s, &w) in s.iter_mut().zip(src) {
-                            *s = simd.mul_add_e_f32s(v, w, *s);
+                    if v != 0.0 {
+                        for (d, &w) in dst.iter_mut().zip(b.row(c as usize)) {
+                            *d += v * w;
                         }
                     }
-                    acc.copy_from_slice(&s);
                 }
             }
         }
-        for j in (wide..whole).step_by(lanes) {
-            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                let (cols, vals) = a.row(row0 + r);
-                let (acc, _) = S::as_mut_simd_f32s(&mut dst[j..j + lanes]);
-                let mut s = acc[0];
-                for (&c, &v) in cols.iter().zip(vals) {
-                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + lanes]);
-                    s = simd.mul_add_e_f32s(simd.splat_f32s(v), src[0], s);
+    }
+
+    #[inline(always)]
+    fn blocks<S: Simd, const V: usize>(self, simd: S) {
+        let Product { out, a, g0, b } = self;
+        let o = b.cols();
+        let lanes = S::F32_LANES;
+        let block = V * lanes;
+        let full = o / block * block;
+        for j in (0..o).step_by(block) {
+            for (g, out) in out.chunks_mut(R * o).enumerate() {
+                let (cols, vals) = a.group(g0 + g);
+                if cols.is_empty() {
+                    continue;
                 }
-                acc[0] = s;
+                if j < full {
+                    whole_block::<S, V>(simd, out, j, cols, vals, b);
+                } else {
+                    edge_block::<S, V>(simd, out, j, cols, vals, b);
+                }
             }
         }
-        if whole < o {
-            // The last `o − whole` columns: a whole vector ending at column `o` (overlapping
-            // the previous one) summed from zero, of which only the new lanes are added.
-            // Cheaper than a masked load per entry.
-            let (j, fresh) = (o - lanes, o - whole);
-            let mut lanes_out = vec![0f32; lanes];
-            for (r, dst) in out.chunks_exact_mut(o).enumerate() {
-                let (cols, vals) = a.row(row0 + r);
-                let mut s = simd.splat_f32s(0.0);
-                for (&c, &v) in cols.iter().zip(vals) {
-                    let (src, _) = S::as_simd_f32s(&b.row(c as usize)[j..o]);
-                    s = simd.mul_add_e_f32s(simd.splat_f32s(v), src[0], s);
-                }
-                S::as_mut_simd_f32s(&mut lanes_out).0[0] = s;
-                for (d, &v) in dst[whole..].iter_mut().zip(&lanes_out[lanes - fresh..]) {
-                    *d += v;
-                }
+    }
+}
+
+/// The sums of columns `j .. j + V·lanes` (all inside the output) of a group's rows, held in
+/// `out` (`R` rows, or fewer in the last group).
+#[inline(always)]
+fn whole_block<S: Simd, const V: usize>(
+    simd: S,
+    out: &mut [f32],
+    j: usize,
+    cols: &[u32],
+    vals: [&[f32]; R],
+    b: View<'_>,
+) {
+    let block = V * S::F32_LANES;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; V]; R];
+    for (acc, row) in acc.iter_mut().zip(out.chunks_exact(b.cols())) {
+        let (v, _) = S::as_simd_f32s(&row[j..j + block]);
+        *acc = std::array::from_fn(|t| v[t]);
+    }
+    for (q, &c) in cols.iter().enumerate() {
+        let (w, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
+        for (acc, vals) in acc.iter_mut().zip(&vals) {
+            let x = simd.splat_f32s(vals[q]);
+            for (s, &w) in acc.iter_mut().zip(w) {
+                *s = simd.mul_add_e_f32s(x, w, *s);
             }
+        }
+    }
+    for (acc, row) in acc.iter().zip(out.chunks_exact_mut(b.cols())) {
+        let (v, _) = S::as_mut_simd_f32s(&mut row[j..j + block]);
+        v.copy_from_slice(acc);
+    }
+}
+
+/// [`whole_block`] for the last block, which ends past the output's last column: vectors
+/// loaded and stored in part, or not at all.
+#[inline(always)]
+fn edge_block<S: Simd, const V: usize>(
+    simd: S,
+    out: &mut [f32],
+    j: usize,
+    cols: &[u32],
+    vals: [&[f32]; R],
+    b: View<'_>,
+) {
+    let lanes = S::F32_LANES;
+    let o = b.cols();
+    let span = |t: usize| (j + t * lanes).min(o)..(j + (t + 1) * lanes).min(o);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; V]; R];
+    for (acc, row) in acc.iter_mut().zip(out.chunks_exact(o)) {
+        *acc = std::array::from_fn(|t| simd.partial_load_f32s(&row[span(t)]));
+    }
+    for (q, &c) in cols.iter().enumerate() {
+        let src = b.row(c as usize);
+        let w: [S::f32s; V] = std::array::from_fn(|t| simd.partial_load_f32s(&src[span(t)]));
+        for (acc, vals) in acc.iter_mut().zip(&vals) {
+            let x = simd.splat_f32s(vals[q]);
+            for (s, &w) in acc.iter_mut().zip(&w) {
+                *s = simd.mul_add_e_f32s(x, w, *s);
+            }
+        }
+    }
+    for (acc, row) in acc.iter().zip(out.chunks_exact_mut(o)) {
+        for (t, &s) in acc.iter().enumerate() {
+            simd.partial_store_f32s(&mut row[span(t)], s);
         }
     }
 }
@@ -390,27 +652,74 @@ mod tests {
         out
     }
 
+    /// `[rows, cols]` stored transposed.
+    fn transposed(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0f32; rows * cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                t[j * rows + i] = a[i * cols + j];
+            }
+        }
+        t
+    }
+
+    /// `out + a·b` through [`matmul_acc`] (AVX-512 code where the CPU has it) and through
+    /// the generic code, which must agree bit for bit (the same sums in the same order).
+    fn both(out: &[f32], a: &Groups, b: View<'_>) -> Vec<f32> {
+        let mut fast = out.to_vec();
+        matmul_acc(&mut fast, a, b);
+        let mut generic = out.to_vec();
+        Arch::new().dispatch(Product {
+            out: &mut generic,
+            a,
+            g0: 0,
+            b,
+        });
+        assert!(
+            fast.iter()
+                .zip(&generic)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{}x{}x{}: the fastest code and the generic code differ",
+            a.rows(),
+            a.cols(),
+            b.cols()
+        );
+        fast
+    }
+
     #[test]
-    fn sparse_product_matches_the_dense_one_for_every_column_tail() {
-        // Widths around the vector and block sizes of AVX-512 (16, 64), AVX2 (8, 32) and
-        // scalar code: full blocks, single vectors and partial vectors all get exercised, in
-        // both loop orders (`b` with more rows than the output, and with fewer).
-        for &(m, k) in &[(37, 50), (60, 20), (9, 300)] {
-            for &n in &[1, 7, 8, 15, 16, 17, 33, 64, 65, 100, 392] {
-                let a = matrix(m, k, 0.2, 1 + n as u64);
+    fn sparse_products_match_the_dense_ones_for_every_shape() {
+        // Row counts that leave the last group short; widths around the vector and block
+        // sizes of AVX-512 (16, 64, 80), AVX2 (8, 16) and scalar code: whole blocks, a last
+        // block cut inside a vector, and outputs narrower than one vector. The forward form
+        // (`a` by rows) and the weight gradient's (`aᵀ` by columns of `a`).
+        for &(m, k) in &[(37, 50), (60, 20), (9, 300), (4, 7)] {
+            for &n in &[1, 7, 8, 15, 16, 17, 33, 64, 65, 80, 100, 392] {
+                let a = matrix(m, k, 0.08, 1 + n as u64);
                 let b = matrix(k, n, 1.0, 99);
-                let csr = Csr::sparse(View::dense(&a, m, k)).expect("20% non-zeros is sparse");
-                assert_eq!(csr.val.len(), a.iter().filter(|&&v| v != 0.0).count());
-                let mut out: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.001).collect();
-                let start = out.clone();
-                matmul_acc(&mut out, &csr, View::dense(&b, k, n));
+                let start: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.001).collect();
+                let rows = Groups::of_rows(View::dense(&a, m, k)).expect("8% is sparse");
+                assert_eq!((rows.rows(), rows.cols()), (m, k));
+                let got = both(&start, &rows, View::dense(&b, k, n));
                 let want = reference(&a, &b, m, k, n);
                 for i in 0..m * n {
                     let w = want[i] + start[i] as f64;
                     assert!(
-                        (out[i] as f64 - w).abs() < 1e-5,
+                        (got[i] as f64 - w).abs() < 1e-5,
                         "{m}x{k}x{n} [{i}]: {} vs {w}",
-                        out[i]
+                        got[i]
+                    );
+                }
+                // `aᵀ·c` with `c` `[m, n]`: the weight gradient.
+                let c = matrix(m, n, 1.0, 7);
+                let cols = Groups::of_columns(View::dense(&a, m, k)).expect("sparse");
+                assert_eq!((cols.rows(), cols.cols()), (k, m));
+                let got = both(&vec![0.0; k * n], &cols, View::dense(&c, m, n));
+                let want = reference(&transposed(&a, m, k), &c, k, m, n);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*g as f64 - w).abs() < 1e-5,
+                        "{m}x{k}x{n}ᵀ [{i}]: {g} vs {w}"
                     );
                 }
             }
@@ -418,8 +727,10 @@ mod tests {
     }
 
     #[test]
-    fn every_row_compressor_keeps_the_non_zeros_in_order() {
-        // Every row length from 1 to 40, with zeros, −0, NaN and infinities among the values.
+    fn groups_keep_exactly_the_columns_where_a_row_is_non_zero() {
+        // Zeros, −0 (zero), NaN and infinities (non-zero) in every placement, row lengths 1
+        // to 40 around the 16-column vectors, 1 to 6 rows (a group short of 4, one full, one
+        // and a part).
         let specials = [
             0.0,
             -0.0,
@@ -431,119 +742,105 @@ mod tests {
             0.0,
             1e-30,
         ];
-        for len in 1..=40 {
-            let row: Vec<f32> = (0..len)
-                .map(|i| specials[(i * 5 + len) % specials.len()])
-                .collect();
-            let want: Vec<(u32, u32)> = row
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v != 0.0)
-                .map(|(c, v)| (c as u32, v.to_bits()))
-                .collect();
-            for (name, f) in [
-                (
-                    "plain",
-                    compress_row as fn(&[f32], &mut [u32], &mut [f32]) -> usize,
-                ),
-                ("fastest", row_compressor()),
-            ] {
-                let (mut idx, mut val) = (vec![u32::MAX; len], vec![7.0f32; len]);
-                let k = f(&row, &mut idx, &mut val);
-                let got: Vec<(u32, u32)> = idx[..k]
-                    .iter()
-                    .zip(&val[..k])
-                    .map(|(&c, v)| (c, v.to_bits()))
+        for rows in 1..=6 {
+            for len in 1..=40 {
+                let a: Vec<f32> = (0..rows * len)
+                    .map(|i| specials[(i * 5 + len + rows) % specials.len()])
                     .collect();
-                assert_eq!(got, want, "{name}, row length {len}");
-            }
-        }
-    }
-
-    #[test]
-    fn panels_give_the_sums_of_one_pass_bit_for_bit() {
-        // A tall right operand taken in panels sums each output in the same order as one
-        // pass over all its rows; rows with no entries in a panel are skipped.
-        let (m, k) = (13, 300);
-        for &n in &[16, 100, 128, 392] {
-            let mut a = matrix(m, k, 0.2, 3 + n as u64);
-            // A row without entries, and rows whose entries lie in one panel (the first, a
-            // middle one, the last, shorter one), besides rows with entries in every panel.
-            a[..k].fill(0.0);
-            for (r, panel) in [(1, 0..64), (2, 128..192), (3, 256..300)] {
-                for (c, v) in a[r * k..(r + 1) * k].iter_mut().enumerate() {
-                    *v = if panel.contains(&c) {
-                        1.0 + c as f32
-                    } else {
-                        0.0
-                    };
+                let live = |v: f32| v != 0.0;
+                let by_rows = Groups::rows_within(View::dense(&a, rows, len), 1.0);
+                let by_cols = Groups::columns_within(View::dense(&a, rows, len), 1.0);
+                // Plain loops for both forms: group `g` keeps position `p` (a column of `a`,
+                // or a row of `a` for the columns form) where one of its members is live.
+                let check = |m: &Groups,
+                             members: usize,
+                             positions: usize,
+                             at: &dyn Fn(usize, usize) -> f32| {
+                    for g in 0..members.div_ceil(R) {
+                        let (idx, vals) = m.group(g);
+                        let want: Vec<u32> = (0..positions)
+                            .filter(|&p| {
+                                (0..R).any(|i| g * R + i < members && live(at(g * R + i, p)))
+                            })
+                            .map(|p| p as u32)
+                            .collect();
+                        assert_eq!(idx, &want[..], "{rows}x{len}, group {g}");
+                        for (q, &p) in idx.iter().enumerate() {
+                            for (i, v) in vals.iter().enumerate() {
+                                let want = if g * R + i < members {
+                                    at(g * R + i, p as usize)
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(
+                                    v[q].to_bits(),
+                                    want.to_bits(),
+                                    "{rows}x{len}, group {g}"
+                                );
+                            }
+                        }
+                    }
+                };
+                let by_rows = by_rows.expect("no density limit");
+                let by_cols = by_cols.expect("no density limit");
+                check(&by_rows, rows, len, &|r, c| a[r * len + c]);
+                check(&by_cols, len, rows, &|c, r| a[r * len + c]);
+                // The limit on the fraction of non-zeros: `None` past it.
+                let live = a.iter().filter(|v| **v != 0.0).count() as f64 / a.len() as f64;
+                for within in [Groups::rows_within, Groups::columns_within] {
+                    assert!(within(View::dense(&a, rows, len), live + 1e-9).is_some());
+                    assert!(within(View::dense(&a, rows, len), live - 1e-9).is_none());
+                }
+                // The plain code and the fastest give the same groups.
+                let mut plain = Groups::empty(len, rows);
+                let mut fast = Groups::empty(len, rows);
+                let push = row_pusher();
+                for r in 0..rows {
+                    let row = &a[r * len..(r + 1) * len];
+                    assert_eq!(plain.push_row(r, row), push(&mut fast, r, row));
+                }
+                assert_eq!((plain.len, plain.idx), (fast.len, fast.idx));
+                assert!(plain
+                    .val
+                    .iter()
+                    .zip(&fast.val)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()));
+                let group: [&[f32]; R] =
+                    std::array::from_fn(|i| &a[(i % rows) * len..(i % rows + 1) * len]);
+                let (mut idx, mut val) = (vec![7u32; len], vec![7f32; R * len]);
+                let (mut idx2, mut val2) = (vec![9u32; len], vec![9f32; R * len]);
+                let (k, nnz) = gather_rows(group, &mut idx, &mut val);
+                assert_eq!(
+                    (k, nnz),
+                    row_gatherer()(group, &mut idx2, &mut val2),
+                    "{rows}x{len}"
+                );
+                let live = group.iter().flat_map(|r| r.iter()).filter(|v| **v != 0.0);
+                assert_eq!(nnz, live.count());
+                assert_eq!(idx[..k], idx2[..k]);
+                for i in 0..R {
+                    let (x, y) = (&val[i * len..i * len + k], &val2[i * len..i * len + k]);
+                    assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()));
                 }
             }
-            let b = matrix(k, n, 1.0, 17);
-            let csr = Csr::sparse(View::dense(&a, m, k)).expect("sparse");
-            let start: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.25).collect();
-            let (mut one, mut panels) = (start.clone(), start.clone());
-            let bv = View::dense(&b, k, n);
-            Arch::new().dispatch(Rows::<8, { usize::MAX }> {
-                out: &mut one,
-                a: &csr,
-                row0: 0,
-                b: bv,
-            });
-            Arch::new().dispatch(Rows::<8, PANEL> {
-                out: &mut panels,
-                a: &csr,
-                row0: 0,
-                b: bv,
-            });
-            assert!(
-                one.iter()
-                    .zip(&panels)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "n = {n}"
-            );
-            assert_ne!(one, start, "the product added something");
-        }
-    }
-
-    #[test]
-    fn the_transpose_multiplies_as_the_transposed_matrix() {
-        // The weight gradient's form: `xᵀ·g` through the transpose of `x`'s compression.
-        let (m, k, n) = (20, 30, 24);
-        let a = matrix(m, k, 0.25, 7); // stored [m, k]; used as aᵀ: [k, m]
-        let b = matrix(m, n, 1.0, 8);
-        let csr = Csr::sparse(View::dense(&a, m, k))
-            .expect("sparse")
-            .transpose();
-        assert_eq!((csr.rows(), csr.cols()), (k, m));
-        let mut dense_t = vec![0f32; k * m];
-        for i in 0..m {
-            for j in 0..k {
-                dense_t[j * m + i] = a[i * k + j];
-            }
-        }
-        let mut out = vec![0f32; k * n];
-        matmul_acc(&mut out, &csr, View::dense(&b, m, n));
-        let want = reference(&dense_t, &b, k, m, n);
-        for (o, w) in out.iter().zip(&want) {
-            assert!((*o as f64 - w).abs() < 1e-5);
         }
     }
 
     #[test]
     fn dense_operands_are_left_to_gemm() {
         let a = matrix(10, 10, 0.9, 3);
-        assert!(Csr::sparse(View::dense(&a, 10, 10)).is_none());
+        assert!(Groups::of_rows(View::dense(&a, 10, 10)).is_none());
+        assert!(Groups::of_columns(View::dense(&a, 10, 10)).is_none());
         let a = matrix(10, 10, 0.1, 3);
-        assert!(Csr::sparse(View::dense(&a, 10, 10)).is_some());
+        assert!(Groups::of_rows(View::dense(&a, 10, 10)).is_some());
         // A view whose rows are not contiguous is left to gemm too.
-        assert!(Csr::sparse(View::dense(&a, 10, 10).t()).is_none());
+        assert!(Groups::of_rows(View::dense(&a, 10, 10).t()).is_none());
+        assert!(Groups::of_columns(View::dense(&a, 10, 10).t()).is_none());
         // An all-zero matrix is as sparse as it gets: the product adds nothing.
         let z = vec![0f32; 12];
-        let csr = Csr::sparse(View::dense(&z, 3, 4)).expect("sparse");
-        let b = matrix(4, 5, 1.0, 4);
-        let mut out = vec![1f32; 15];
-        matmul_acc(&mut out, &csr, View::dense(&b, 4, 5));
+        let groups = Groups::of_rows(View::dense(&z, 3, 4)).expect("sparse");
+        let b = matrix(4, 20, 1.0, 4);
+        let out = both(&[1f32; 60], &groups, View::dense(&b, 4, 20));
         assert!(out.iter().all(|&v| v == 1.0));
     }
 }
