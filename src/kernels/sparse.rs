@@ -48,19 +48,14 @@ pub(super) struct Groups {
 impl Groups {
     /// `a` in groups of rows, or `None` when more than [`MAX_DENSITY`] of its entries are
     /// non-zero, or when its rows are not contiguous (the caller then uses the dense product).
-    /// their columns or its rows are not contiguous (the caller then uses the dense product).
     pub(super) fn of_rows(a: View<'_>) -> Option<Groups> {
         Self::rows_within(a, MAX_DENSITY)
     }
 
     /// [`of_rows`](Self::of_rows) with `max_density` in place of [`MAX_DENSITY`].
     fn rows_within(a: View<'_>, max_density: f64) -> Option<Groups> {
+        let (mut m, limit) = Self::room_for(a, false, max_density)?;
         let (rows, cols) = (a.rows(), a.cols());
-        if rows == 0 || cols == 0 || u32::try_from(cols).is_err() || !a.row_contiguous() {
-            return None;
-        }
-        let mut m = Groups::empty(rows, cols);
-        let limit = (rows * cols) as f64 * max_density;
         let zeros = vec![0f32; cols];
         let gather = row_gatherer();
         let mut nnz = 0;
@@ -97,15 +92,10 @@ impl Groups {
 
     /// [`of_columns`](Self::of_columns) with `max_density` in place of [`MAX_DENSITY`].
     fn columns_within(a: View<'_>, max_density: f64) -> Option<Groups> {
-        let (rows, cols) = (a.rows(), a.cols());
-        if rows == 0 || cols == 0 || u32::try_from(rows).is_err() || !a.row_contiguous() {
-            return None;
-        }
-        let mut m = Groups::empty(cols, rows);
-        let limit = (rows * cols) as f64 * max_density;
+        let (mut m, limit) = Self::room_for(a, true, max_density)?;
         let mut nnz = 0;
         let push_row = row_pusher();
-        for r in 0..rows {
+        for r in 0..a.rows() {
             nnz += push_row(&mut m, r, a.row(r));
             if nnz as f64 > limit {
                 return None;
@@ -145,6 +135,23 @@ impl Groups {
             self.val[(g * R + i) * n + q] = v;
         }
         self.len[g] = q + 1;
+    }
+
+    /// Room for `a` grouped by rows (or, `transposed`, for `aᵀ`), with the most non-zeros
+    /// `max_density` allows; `None` for an empty `a`, one whose rows are not contiguous, or
+    /// one whose indices do not fit `u32`.
+    fn room_for(a: View<'_>, transposed: bool, max_density: f64) -> Option<(Groups, f64)> {
+        let (rows, cols) = (a.rows(), a.cols());
+        let (grouped, indexed) = if transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        if rows == 0 || cols == 0 || u32::try_from(indexed).is_err() || !a.row_contiguous() {
+            return None;
+        }
+        let limit = (rows * cols) as f64 * max_density;
+        Some((Groups::empty(grouped, indexed), limit))
     }
 
     /// Room for a `[rows, cols]` matrix, every group empty.
