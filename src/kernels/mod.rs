@@ -107,6 +107,13 @@ fn drive_waiting<R: Send>(
     })
 }
 
+/// How long a helper spins without work before it naps: longer than the driver's serial work
+/// between two parallel passes of a training step (a few hundred microseconds at most), so
+/// that the next pass does not wait for a helper to wake from a nap (BENCHMARKS.md, session
+/// 22: the mlp's second shard started 70–170 µs after the first when helpers napped after
+/// 4,096 idle polls, 10–30 µs with longer spins).
+const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Whether a [`drive`] in this process has helpers standing by.
 static HELPED: AtomicBool = AtomicBool::new(false);
 
@@ -128,19 +135,20 @@ fn stand_by(done: &AtomicBool, began: &AtomicBool, started: &AtomicUsize) {
     if busy || late {
         return;
     }
-    let mut idle = 0u32;
+    let mut idle_since: Option<std::time::Instant> = None;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
-            idle = 0;
+            idle_since = None;
+        } else if idle_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            < SPIN
+        {
+            std::hint::spin_loop();
         } else {
-            idle = idle.saturating_add(1);
-            if idle < 1 << 12 {
-                std::hint::spin_loop();
-            } else {
-                // A long idle spell (the driver writing a checkpoint, or training on a GPU):
-                // a short nap, so the core is not held for nothing.
-                std::thread::sleep(std::time::Duration::from_micros(50));
-            }
+            // A long idle spell (the driver writing a checkpoint, or training on a GPU): a
+            // short nap, so the core is not held for nothing.
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
     STANDING.with(|s| s.set(false));

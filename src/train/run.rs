@@ -14,7 +14,7 @@ use super::metrics::{self, EpochMetrics, LOSS_PLOT, METRICS_FILE};
 use super::progress::EpochProgress;
 use super::schedule::{self, ScheduleState};
 use super::step::noisy;
-pub use super::step::{evaluate_loss, step, vae_eps, StepAt};
+pub use super::step::{evaluate_loss, step, step_images, vae_eps, StepAt};
 use crate::config::{Loss, TrainConfig};
 use crate::data::batch::epoch_order;
 use crate::data::dataset::to_tensor;
@@ -255,18 +255,34 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
         };
         let done_before = done;
         for (bi, chunk) in order.chunks(config.batch_size).enumerate().skip(skip) {
-            let clean = data.train.scaled(chunk, scale);
-            let input = noisy(&clean, config, scale, epoch, bi);
-            let target = to_tensor(clean, chunk.len(), &device);
-            let x = input
-                .map(|v| to_tensor(v, chunk.len(), &device))
-                .unwrap_or_else(|| target.clone());
             let at = StepAt {
                 epoch,
                 batch: bi,
                 lr: sched.lr,
             };
-            let (next, lv) = step(model, &mut optim, config, x, target, at, &device);
+            // Without input noise, the shards convert their own images; noise is drawn for
+            // the whole batch at once (one stream per batch), so a noisy batch is made here.
+            let clean = (config.noise_std > 0.0).then(|| data.train.scaled(chunk, scale));
+            let (next, lv) = match clean {
+                None => step_images(
+                    model,
+                    &mut optim,
+                    config,
+                    &data.train,
+                    chunk,
+                    scale,
+                    at,
+                    &device,
+                ),
+                Some(clean) => {
+                    let input = noisy(&clean, config, scale, epoch, bi);
+                    let target = to_tensor(clean, chunk.len(), &device);
+                    let x = input
+                        .map(|v| to_tensor(v, chunk.len(), &device))
+                        .unwrap_or_else(|| target.clone());
+                    step(model, &mut optim, config, x, target, at, &device)
+                }
+            };
             model = next;
             if !lv.is_finite() {
                 let kept = if epoch == 0 && !opts.resume {

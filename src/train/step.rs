@@ -7,6 +7,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::loss::{loss, vae_loss};
 use crate::config::{Loss, TrainConfig};
@@ -98,7 +99,7 @@ fn shard_loss(
 }
 
 /// `n` images cut into `k` contiguous shards whose sizes differ by at most one.
-fn shard_ranges(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
     let k = k.clamp(1, n.max(1));
     let (base, extra) = (n / k, n % k);
     let mut start = 0;
@@ -170,9 +171,61 @@ pub fn step(
     device: &Device,
 ) -> (Autoencoder, f64) {
     let n = x.dims()[0];
+    let cut = |t: &Tensor<4>, r: Range<usize>| {
+        if r.len() == n {
+            t.clone()
+        } else {
+            t.clone().narrow(0, r.start, r.len())
+        }
+    };
+    step_on(
+        model,
+        optim,
+        config,
+        n,
+        &|r| (cut(&x, r.clone()), cut(&target, r)),
+        at,
+        device,
+    )
+}
+
+/// [`step`] on the images `indices` of `split`, scaled by `scale`, as both input and target
+/// (training without input noise). Each shard converts its own images on its own thread, so
+/// the conversion, a pass over scattered rows of the training set at every step, is not left
+/// to one thread while the others wait.
+#[allow(clippy::too_many_arguments)]
+pub fn step_images(
+    model: Autoencoder,
+    optim: &mut ModuleOptimizer,
+    config: &TrainConfig,
+    split: &Split,
+    indices: &[usize],
+    scale: Scale,
+    at: StepAt,
+    device: &Device,
+) -> (Autoencoder, f64) {
+    let images = |r: Range<usize>| {
+        let x = split.batch(&indices[r], scale, device);
+        (x.clone(), x)
+    };
+    step_on(model, optim, config, indices.len(), &images, at, device)
+}
+
+/// [`step`] on a batch of `n` images whose input and target tensors for any range of them
+/// `inputs` gives (called once per shard, on the shard's thread).
+fn step_on(
+    model: Autoencoder,
+    optim: &mut ModuleOptimizer,
+    config: &TrainConfig,
+    n: usize,
+    inputs: &(dyn Fn(Range<usize>) -> (Tensor<4>, Tensor<4>) + Sync),
+    at: StepAt,
+    device: &Device,
+) -> (Autoencoder, f64) {
     let eps = batch_eps(config, at.epoch, at.batch, n, device);
     let ranges = shard_ranges(n, config.shards);
     if ranges.len() == 1 {
+        let (x, target) = inputs(0..n);
         let l = shard_loss(&model, config, x, target, eps);
         let lv = l.clone().into_scalar::<f32>() as f64;
         if !lv.is_finite() {
@@ -181,17 +234,17 @@ pub fn step(
         let grads = GradientsParams::from_grads(l.backward(), &model);
         return (optim.step(at.lr, model, grads), lv);
     }
-    // Each shard cuts its images and forks the model on its own thread, as a task whose
+    // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`).
     let results: Vec<(f64, GradientsParams)> = ranges
         .par_iter()
         .map(|r| {
             crate::kernels::as_task(|| {
-                let cut4 = |t: &Tensor<4>| t.clone().narrow(0, r.start, r.len());
+                let (x, target) = inputs(r.clone());
                 let m = model.clone().fork(device);
                 let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
                 let w = r.len() as f64 / n as f64;
-                let l = shard_loss(&m, config, cut4(&x), cut4(&target), e).mul_scalar(w);
+                let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
                 let lv = l.clone().into_scalar::<f32>() as f64;
                 (lv, GradientsParams::from_grads(l.backward(), &m))
             })

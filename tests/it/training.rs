@@ -507,6 +507,81 @@ fn killing_training_mid_save_never_leaves_a_broken_checkpoint() {
     assert!(checked >= 3, "only {checked} runs got far enough to save");
 }
 
+/// A step on a batch's images, each shard converting its own, moves the weights exactly as the
+/// step on the batch's tensors does: the same images reach the same shards, for 1, 2 and 3
+/// shards (3 shards of 7 images cut unevenly) and a plain and a variational preset.
+#[test]
+fn a_step_on_images_is_the_step_on_their_tensors() {
+    use burn::optim::AdamConfig;
+    use burn::prelude::*;
+    use mnist_ae::config::TrainConfig;
+    use mnist_ae::data::{load, LoadOptions, MNIST};
+    use mnist_ae::model::Preset;
+    use mnist_ae::train::step::{step, step_images, StepAt};
+
+    let dir = mnist_dir();
+    let data = load(&LoadOptions {
+        spec: &MNIST,
+        dir: &dir,
+        allow_download: false,
+        valid_fraction: 0.1,
+        seed: 42,
+        limit_train: Some(200),
+        limit_test: Some(10),
+    })
+    .unwrap();
+    let device = Device::flex().autodiff();
+    // Scattered images in no particular order, as a shuffled epoch gives them.
+    let idx: Vec<usize> = (0..20).map(|i| (i * 37 + 11) % 180).collect();
+    let probe: Vec<usize> = (100..108).collect();
+    for preset in [Preset::Mlp, Preset::Vae] {
+        let scale = preset.activation().scale();
+        for shards in [1, 2, 3] {
+            let mut config = TrainConfig::for_preset(preset);
+            config.shards = shards;
+            let at = StepAt {
+                epoch: 1,
+                batch: 4,
+                lr: 1e-3,
+            };
+            let run = |on_images: bool| {
+                device.seed(7);
+                let model = config.model.init(&device).unwrap();
+                let mut optim = AdamConfig::new().init();
+                let (model, loss) = if on_images {
+                    step_images(
+                        model,
+                        &mut optim,
+                        &config,
+                        &data.train,
+                        &idx,
+                        scale,
+                        at,
+                        &device,
+                    )
+                } else {
+                    let x = data.train.batch(&idx, scale, &device);
+                    step(model, &mut optim, &config, x.clone(), x, at, &device)
+                };
+                let out = model.forward(data.train.batch(&probe, scale, &device));
+                (loss, out.into_data())
+            };
+            let (loss_t, out_t) = run(false);
+            let (loss_i, out_i) = run(true);
+            assert!(loss_t.is_finite() && loss_t > 0.0);
+            assert_eq!(
+                loss_i.to_bits(),
+                loss_t.to_bits(),
+                "{preset:?} {shards} shards"
+            );
+            assert_eq!(
+                out_i, out_t,
+                "{preset:?} {shards} shards: the models differ"
+            );
+        }
+    }
+}
+
 /// A step with the batch cut into shards (trained in parallel, gradients combined) moves the
 /// weights as the whole-batch step does, up to float rounding, for a plain and a variational
 /// preset, on real MNIST images; and both differ clearly from no step at all. Plain SGD, not
