@@ -115,6 +115,18 @@ impl<'a> View<'a> {
         self.cs == 1 || self.cols <= 1
     }
 
+    /// The view's first element and its row stride, for kernels that address rows themselves;
+    /// the view must be [`row_contiguous`](Self::row_contiguous) and not empty. Row `r < rows`
+    /// is then the `cols` values from `first + r·stride`, all inside the view's data.
+    pub(super) fn rows_raw(&self) -> (*const f32, usize) {
+        assert!(
+            self.row_contiguous() && self.rows > 0 && self.cols > 0,
+            "matmul: rows of an empty or strided view"
+        );
+        // `in_bounds` holds (checked on construction), so the first element lies inside.
+        (self.data[self.offset..].as_ptr(), self.rs as usize)
+    }
+
     /// Row `r` as a slice; the view must be [`row_contiguous`](Self::row_contiguous).
     pub(super) fn row(&self, r: usize) -> &'a [f32] {
         assert!(

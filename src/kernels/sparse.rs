@@ -375,6 +375,13 @@ mod avx512 {
     /// the block ends past the output's last column, so that vectors are loaded and stored
     /// in part (`masks`: the lanes inside).
     ///
+    /// The sums must stay in registers across the loop over the group's columns: every loop
+    /// here has constant bounds and the loop over columns has no bounds check (the column
+    /// indices are checked once, before it), so that the compiler can keep the `R × V`
+    /// vectors in registers. With iterator loops of run-time length it once kept them in
+    /// memory instead, storing each after every multiply-add: the product ran 70% slower
+    /// (BENCHMARKS.md, session 22).
+    ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
@@ -390,10 +397,22 @@ mod avx512 {
     ) {
         const V: usize = 5;
         let n = cols.len();
-        let vals: [&[f32]; R] = vals.map(|v| &v[..n]);
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        // The lanes a vector `t` touches in a row of `o` values, from `j`: all 16 unless
-        // `MASKED`, then those of `masks[t]`, which stop at column `o`.
+        let rows = out.len() / o;
+        assert!(
+            (1..=R).contains(&rows)
+                && out.len() == rows * o
+                && j < o
+                && o == b.cols()
+                && vals.iter().all(|v| v.len() == n)
+                && cols.iter().all(|&c| (c as usize) < b.rows()),
+            "sparse product: a group outside its operands"
+        );
+        let (first, stride) = b.rows_raw();
+        let val: [*const f32; R] = std::array::from_fn(|r| vals[r].as_ptr());
+        let col = cols.as_ptr();
+        let out = out.as_mut_ptr();
+        // The lanes of vector `t` of a row's block from column `j`: all 16 unless `MASKED`,
+        // then those of `masks[t]`, which stop at column `o`.
         let load = |p: *const f32, t: usize| {
             // SAFETY (for both loads): `p` is a row of `o` values from column `j`. Unmasked,
             // the block's `j + 80 ≤ o`, so all lanes lie inside the row; masked, only lanes
@@ -406,31 +425,44 @@ mod avx512 {
                 }
             }
         };
-        for (acc, row) in acc.iter_mut().zip(out.chunks_exact(o)) {
-            let p = row[j..].as_ptr();
-            for (t, s) in acc.iter_mut().enumerate() {
-                *s = load(p, t);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            if r < rows {
+                // SAFETY: row `r < rows` of `out` holds `o` values, `j < o`.
+                let p = unsafe { out.add(r * o + j) };
+                for (t, s) in acc.iter_mut().enumerate() {
+                    *s = load(p, t);
+                }
             }
         }
-        for (q, &c) in cols.iter().enumerate() {
-            let p = b.row(c as usize)[j..].as_ptr();
-            let w: [__m512; V] = std::array::from_fn(|t| load(p, t));
-            for (acc, vals) in acc.iter_mut().zip(&vals) {
-                let x = _mm512_set1_ps(vals[q]);
+        for q in 0..n {
+            // SAFETY: `q < n`, the length of `cols`; the column `c` is a row of `b` (checked
+            // above), whose `o` values start at `first + c·stride` (`rows_raw`), and `j < o`.
+            let p = unsafe { first.add(*col.add(q) as usize * stride + j) };
+            let mut w = [_mm512_setzero_ps(); V];
+            for (t, w) in w.iter_mut().enumerate() {
+                *w = load(p, t);
+            }
+            for (acc, &v) in acc.iter_mut().zip(&val) {
+                // SAFETY: `q < n`, the length of every row's values (checked above).
+                let x = _mm512_set1_ps(unsafe { *v.add(q) });
                 for (s, &w) in acc.iter_mut().zip(&w) {
                     *s = _mm512_fmadd_ps(x, w, *s);
                 }
             }
         }
-        for (acc, row) in acc.iter().zip(out.chunks_exact_mut(o)) {
-            let p = row[j..].as_mut_ptr();
-            for (t, &s) in acc.iter().enumerate() {
-                // SAFETY: as for the loads: the same lanes of the same kind of row.
-                unsafe {
-                    if MASKED {
-                        _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), masks[t], s);
-                    } else {
-                        _mm512_storeu_ps(p.add(t * LANES), s);
+        for (r, acc) in acc.iter().enumerate() {
+            if r < rows {
+                // SAFETY: as for the loads: row `r < rows` of `out`, from column `j < o`.
+                let p = unsafe { out.add(r * o + j) };
+                for (t, &s) in acc.iter().enumerate() {
+                    // SAFETY: the lanes the loads read, of the same row.
+                    unsafe {
+                        if MASKED {
+                            _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), masks[t], s);
+                        } else {
+                            _mm512_storeu_ps(p.add(t * LANES), s);
+                        }
                     }
                 }
             }
