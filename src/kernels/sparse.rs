@@ -176,6 +176,13 @@ impl Groups {
         self.cols
     }
 
+    /// Whether every column of groups `g0 .. g0 + groups` is below `limit` (a row of the
+    /// other operand): checked once per product, so that the kernels' loops over columns
+    /// need no check of their own.
+    fn columns_below(&self, g0: usize, groups: usize, limit: usize) -> bool {
+        (g0..g0 + groups).all(|g| self.group(g).0.iter().all(|&c| (c as usize) < limit))
+    }
+
     /// Group `g`'s columns, and each of its rows' values there.
     fn group(&self, g: usize) -> (&[u32], [&[f32]; R]) {
         let n = self.len[g];
@@ -345,6 +352,10 @@ mod avx512 {
             o > 0 && out.len().is_multiple_of(o) && g0 + (out.len() / o).div_ceil(R) <= a.len.len(),
             "sparse product: output rows outside the matrix"
         );
+        assert!(
+            a.columns_below(g0, (out.len() / o).div_ceil(R), b.rows()),
+            "sparse product: a column outside the right operand"
+        );
         const V: usize = 5;
         for j in (0..o).step_by(V * LANES) {
             // Lanes of each vector of the block inside the output: all, some, or none.
@@ -359,7 +370,8 @@ mod avx512 {
                 if cols.is_empty() {
                     continue;
                 }
-                // SAFETY: the CPU has AVX-512F (this function's contract).
+                // SAFETY: the CPU has AVX-512F (this function's contract), and the group's
+                // columns are rows of `b` (checked above).
                 unsafe {
                     if whole {
                         group_block::<false>(out, o, j, masks, cols, vals, b);
@@ -377,13 +389,13 @@ mod avx512 {
     ///
     /// The sums must stay in registers across the loop over the group's columns: every loop
     /// here has constant bounds and the loop over columns has no bounds check (the column
-    /// indices are checked once, before it), so that the compiler can keep the `R × V`
+    /// indices are checked once per product, by the caller), so that the compiler can keep the `R × V`
     /// vectors in registers. With iterator loops of run-time length it once kept them in
     /// memory instead, storing each after every multiply-add: the product ran 70% slower
     /// (BENCHMARKS.md, session 22).
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has AVX-512F, and every entry of `cols` is a row of `b`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn group_block<const MASKED: bool>(
@@ -403,8 +415,7 @@ mod avx512 {
                 && out.len() == rows * o
                 && j < o
                 && o == b.cols()
-                && vals.iter().all(|v| v.len() == n)
-                && cols.iter().all(|&c| (c as usize) < b.rows()),
+                && vals.iter().all(|v| v.len() == n),
             "sparse product: a group outside its operands"
         );
         let (first, stride) = b.rows_raw();
@@ -436,8 +447,9 @@ mod avx512 {
             }
         }
         for q in 0..n {
-            // SAFETY: `q < n`, the length of `cols`; the column `c` is a row of `b` (checked
-            // above), whose `o` values start at `first + c·stride` (`rows_raw`), and `j < o`.
+            // SAFETY: `q < n`, the length of `cols`; the column `c` is a row of `b` (this
+            // function's contract), whose `o` values start at `first + c·stride`
+            // (`rows_raw`), and `j < o`.
             let p = unsafe { first.add(*col.add(q) as usize * stride + j) };
             let mut w = [_mm512_setzero_ps(); V];
             for (t, w) in w.iter_mut().enumerate() {
@@ -568,6 +580,10 @@ impl Product<'_> {
     fn blocks<S: Simd, const V: usize>(self, simd: S) {
         let Product { out, a, g0, b } = self;
         let o = b.cols();
+        assert!(
+            a.columns_below(g0, (out.len() / o).div_ceil(R), b.rows()),
+            "sparse product: a column outside the right operand"
+        );
         let lanes = S::F32_LANES;
         let block = V * lanes;
         let full = o / block * block;
@@ -578,7 +594,8 @@ impl Product<'_> {
                     continue;
                 }
                 if j < full {
-                    whole_block::<S, V>(simd, out, j, cols, vals, b);
+                    // SAFETY: the group's columns are rows of `b` (checked above).
+                    unsafe { whole_block::<S, V>(simd, out, j, cols, vals, b) };
                 } else {
                     edge_block::<S, V>(simd, out, j, cols, vals, b);
                 }
@@ -589,8 +606,15 @@ impl Product<'_> {
 
 /// The sums of columns `j .. j + V·lanes` (all inside the output) of a group's rows, held in
 /// `out` (`R` rows, or fewer in the last group).
+///
+/// As in the AVX-512 kernel, the loops over the sums have constant bounds and the loop over
+/// columns has no checks (the caller checks the columns once per product), so that the
+/// compiler can keep the `R × V` sums in registers whatever it inlines around them.
+///
+/// # Safety
+/// Every entry of `cols` is a row of `b`.
 #[inline(always)]
-fn whole_block<S: Simd, const V: usize>(
+unsafe fn whole_block<S: Simd, const V: usize>(
     simd: S,
     out: &mut [f32],
     j: usize,
@@ -598,25 +622,65 @@ fn whole_block<S: Simd, const V: usize>(
     vals: [&[f32]; R],
     b: View<'_>,
 ) {
-    let block = V * S::F32_LANES;
+    let lanes = S::F32_LANES;
+    let o = b.cols();
+    let n = cols.len();
+    let rows = out.len() / o.max(1);
+    assert!(
+        (1..=R).contains(&rows)
+            && out.len() == rows * o
+            && j + V * lanes <= o
+            && vals.iter().all(|v| v.len() == n),
+        "sparse product: a group outside its operands"
+    );
+    let (first, stride) = b.rows_raw();
+    let val: [*const f32; R] = std::array::from_fn(|r| vals[r].as_ptr());
+    let col = cols.as_ptr();
+    let out = out.as_mut_ptr();
+    // Vector `t` of the block of a row of `o` values starting at `p` (column `j`): inside the
+    // row, as `j + V·lanes ≤ o` (checked above).
+    let load = |p: *const f32, t: usize| {
+        // SAFETY: the lanes `p + t·lanes ..` lie inside the row (see above); `S::f32s` is
+        // plain `f32` lanes, read unaligned.
+        unsafe { p.add(t * lanes).cast::<S::f32s>().read_unaligned() }
+    };
     let zero = simd.splat_f32s(0.0);
     let mut acc = [[zero; V]; R];
-    for (acc, row) in acc.iter_mut().zip(out.chunks_exact(b.cols())) {
-        let (v, _) = S::as_simd_f32s(&row[j..j + block]);
-        *acc = std::array::from_fn(|t| v[t]);
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if r < rows {
+            // SAFETY: row `r < rows` of `out` holds `o` values, its block from `j` inside.
+            let p = unsafe { out.add(r * o + j) };
+            for (t, s) in acc.iter_mut().enumerate() {
+                *s = load(p, t);
+            }
+        }
     }
-    for (q, &c) in cols.iter().enumerate() {
-        let (w, _) = S::as_simd_f32s(&b.row(c as usize)[j..j + block]);
-        for (acc, vals) in acc.iter_mut().zip(&vals) {
-            let x = simd.splat_f32s(vals[q]);
-            for (s, &w) in acc.iter_mut().zip(w) {
+    for q in 0..n {
+        // SAFETY: `q < n`, the length of `cols`; the column is a row of `b` (this function's
+        // contract), whose `o` values start at `first + c·stride` (`rows_raw`).
+        let p = unsafe { first.add(*col.add(q) as usize * stride + j) };
+        let mut w = [zero; V];
+        for (t, w) in w.iter_mut().enumerate() {
+            *w = load(p, t);
+        }
+        for (acc, &v) in acc.iter_mut().zip(&val) {
+            // SAFETY: `q < n`, the length of every row's values (checked above).
+            let x = simd.splat_f32s(unsafe { *v.add(q) });
+            for (s, &w) in acc.iter_mut().zip(&w) {
                 *s = simd.mul_add_e_f32s(x, w, *s);
             }
         }
     }
-    for (acc, row) in acc.iter().zip(out.chunks_exact_mut(b.cols())) {
-        let (v, _) = S::as_mut_simd_f32s(&mut row[j..j + block]);
-        v.copy_from_slice(acc);
+    for (r, acc) in acc.iter().enumerate() {
+        if r < rows {
+            // SAFETY: as for the loads: the same lanes of row `r < rows` of `out`.
+            unsafe {
+                let p = out.add(r * o + j);
+                for (t, &s) in acc.iter().enumerate() {
+                    p.add(t * lanes).cast::<S::f32s>().write_unaligned(s);
+                }
+            }
+        }
     }
 }
 
@@ -723,6 +787,32 @@ mod tests {
             a.cols(),
             b.cols()
         );
+        // The generic code on AVX2 as well, where this CPU has it (as on CPUs without
+        // AVX-512): vectors of 8 lanes, two to a block. The same multiply-adds in the same
+        // order as the AVX-512 code, so the same bits, except for outputs of 8 to 15 columns,
+        // which AVX-512 leaves to the plain code (separate multiplications and additions).
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            let mut avx2 = out.to_vec();
+            let op = Product {
+                out: &mut avx2,
+                a,
+                g0: 0,
+                b,
+            };
+            <pulp::x86::V3 as pulp::Simd>::vectorize(v3, op);
+            let plain_on_avx512 = b.cols() < 16;
+            assert!(
+                fast.iter().zip(&avx2).all(|(x, y)| match plain_on_avx512 {
+                    false => x.to_bits() == y.to_bits(),
+                    true => (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
+                }),
+                "{}x{}x{}: the fastest code and the AVX2 code differ",
+                a.rows(),
+                a.cols(),
+                b.cols()
+            );
+        }
         fast
     }
 
