@@ -96,10 +96,12 @@ fn messages_say_what_is_wrong_once() {
     );
     let run = crate::common::short_run();
     let r = run.to_str().unwrap();
-    let e = fails(&["eval", r, "--count", "1000000"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = elsewhere.path().to_str().unwrap();
+    let e = fails(&["eval", r, "--count", "1000000", "--out", o]);
     assert!(e.contains("invalid count: 1000000"), "{e}");
     assert!(!e.contains("index"), "{e}");
-    let e = fails(&["eval", r, "--count", "0"]);
+    let e = fails(&["eval", r, "--count", "0", "--out", o]);
     assert!(e.contains("invalid count"), "{e}");
 }
 

@@ -61,6 +61,9 @@ pub fn fails(args: &[&str]) -> String {
 
 /// A short real run shared by the tests of later commands: `mlp` with a 16-d code on 3,000
 /// MNIST images for 2 epochs (validation MSE about 0.03), trained once per test process.
+/// Tests run at once, so commands on it write elsewhere (`--out`), even those expected to
+/// fail: a command writing into a run folder holds its lock, and another test's command on
+/// the folder meanwhile would be refused ("in use by another mnist-ae process").
 pub fn short_run() -> PathBuf {
     static RUN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     RUN.get_or_init(|| {

@@ -394,6 +394,15 @@ fn eval_reads_only_the_test_files() {
     ]);
     assert!(out.contains("on 10000 test images"), "{out}");
     // A command that needs the training images says which file is missing.
-    let e = fails(&["classify", r, "--data-dir", d, "--no-download"]);
+    let o2 = only_test.path().join("classify");
+    let e = fails(&[
+        "classify",
+        r,
+        "--data-dir",
+        d,
+        "--no-download",
+        "--out",
+        o2.to_str().unwrap(),
+    ]);
     assert!(e.contains("train-images-idx3-ubyte.gz is missing"), "{e}");
 }

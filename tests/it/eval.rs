@@ -43,6 +43,7 @@ fn eval_refuses_bad_runs_and_indices() {
     let run = short_run();
     let data = mnist_dir();
     let d = data.to_str().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let e = fails(&[
         "eval",
         run.to_str().unwrap(),
@@ -50,6 +51,8 @@ fn eval_refuses_bad_runs_and_indices() {
         d,
         "--indices",
         "10000",
+        "--out",
+        elsewhere.path().to_str().unwrap(),
     ]);
     assert!(e.contains("index 10000 is beyond the test set"), "{e}");
     let e = fails(&["eval", "/nonexistent/run", "--data-dir", d]);

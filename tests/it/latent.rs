@@ -72,7 +72,16 @@ fn classify_writes_a_scikit_learn_report_and_a_confusion_matrix() {
     let codes = std::fs::read_to_string(tmp.path().join("codes_test.csv")).unwrap();
     assert_eq!(codes.lines().count(), 10_001);
     assert!(codes.lines().nth(1).unwrap().starts_with("7,"));
-    let e = fails(&["classify", r, "--data-dir", d, "--classifier", "forest"]);
+    let e = fails(&[
+        "classify",
+        r,
+        "--data-dir",
+        d,
+        "--classifier",
+        "forest",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert!(e.contains("classifier"), "{e}");
 }
 
@@ -136,6 +145,15 @@ fn tsne_maps_codes_and_groups_digits() {
             "t-SNE with --threads {threads} gave another map"
         );
     }
-    let e = fails(&["tsne", r, "--data-dir", d, "--count", "50"]);
+    let e = fails(&[
+        "tsne",
+        r,
+        "--data-dir",
+        d,
+        "--count",
+        "50",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert!(e.contains("too few"), "{e}");
 }
