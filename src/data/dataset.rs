@@ -102,8 +102,8 @@ impl Split {
         pulp::Arch::new().dispatch(|| {
             for (k, &i) in indices.iter().enumerate() {
                 // A shuffled batch's images lie scattered over the training set, mostly
-                // outside the caches: the image two ahead is fetched while this one converts
-                // (half the time per batch on MNIST's 47 MB of images; BENCHMARKS.md).
+                // outside the caches: the image two ahead is fetched while this one converts,
+                // which halves the time per batch on MNIST (see BENCHMARKS.md).
                 if let Some(&ahead) = indices.get(k + 2) {
                     self.prefetch(ahead);
                 }

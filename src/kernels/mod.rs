@@ -109,9 +109,8 @@ fn drive_waiting<R: Send>(
 
 /// How long a helper spins without work before it naps: longer than the driver's serial work
 /// between two parallel passes of a training step (a few hundred microseconds at most), so
-/// that the next pass does not wait for a helper to wake from a nap (BENCHMARKS.md, session
-/// 22: the mlp's second shard started 70–170 µs after the first when helpers napped after
-/// 4,096 idle polls, 10–30 µs with longer spins).
+/// that the next pass does not wait for a helper to wake from a nap, which on a busy virtual
+/// machine takes longer than the nap itself (see BENCHMARKS.md).
 const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether a [`drive`] in this process has helpers standing by.

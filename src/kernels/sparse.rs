@@ -389,10 +389,10 @@ mod avx512 {
     ///
     /// The sums must stay in registers across the loop over the group's columns: every loop
     /// here has constant bounds and the loop over columns has no bounds check (the column
-    /// indices are checked once per product, by the caller), so that the compiler can keep the `R × V`
-    /// vectors in registers. With iterator loops of run-time length it once kept them in
-    /// memory instead, storing each after every multiply-add: the product ran 70% slower
-    /// (BENCHMARKS.md, session 22).
+    /// indices are checked once per product, by the caller), so that the compiler keeps the
+    /// `R × V` vectors in registers whatever it inlines around this function. With loops of
+    /// run-time length it may keep them in memory instead, storing each after every
+    /// multiply-add, which makes the product much slower (see BENCHMARKS.md).
     ///
     /// # Safety
     /// The CPU has AVX-512F, and every entry of `cols` is a row of `b`.
