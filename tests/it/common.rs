@@ -59,6 +59,15 @@ pub fn fails(args: &[&str]) -> String {
     err
 }
 
+/// Held by a test from seeding burn's random generator until its model has been used (burn
+/// draws a model's weights on their first use): the generator is one for all the tests
+/// running at once, so two tests seeding it together would each get draws meant for the
+/// other.
+pub fn seed_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A short real run shared by the tests of later commands: `mlp` with a 16-d code on 3,000
 /// MNIST images for 2 epochs (validation MSE about 0.03), trained once per test process.
 /// Tests run at once, so commands on it write elsewhere (`--out`), even those expected to

@@ -507,6 +507,22 @@ fn killing_training_mid_save_never_leaves_a_broken_checkpoint() {
     assert!(checked >= 3, "only {checked} runs got far enough to save");
 }
 
+/// The first 200 MNIST training images (180 of them training, 20 held out) and 10 test
+/// images, for the step tests.
+fn small_mnist() -> mnist_ae::data::Dataset {
+    use mnist_ae::data::{load, LoadOptions, MNIST};
+    load(&LoadOptions {
+        spec: &MNIST,
+        dir: &mnist_dir(),
+        allow_download: false,
+        valid_fraction: 0.1,
+        seed: 42,
+        limit_train: Some(200),
+        limit_test: Some(10),
+    })
+    .unwrap()
+}
+
 /// A step on a batch's images, each shard converting its own, moves the weights exactly as the
 /// step on the batch's tensors does: the same images reach the same shards, for 1, 2 and 3
 /// shards (3 shards of 7 images cut unevenly) and a plain and a variational preset.
@@ -515,21 +531,10 @@ fn a_step_on_images_is_the_step_on_their_tensors() {
     use burn::optim::AdamConfig;
     use burn::prelude::*;
     use mnist_ae::config::TrainConfig;
-    use mnist_ae::data::{load, LoadOptions, MNIST};
     use mnist_ae::model::Preset;
     use mnist_ae::train::step::{step, step_images, StepAt};
 
-    let dir = mnist_dir();
-    let data = load(&LoadOptions {
-        spec: &MNIST,
-        dir: &dir,
-        allow_download: false,
-        valid_fraction: 0.1,
-        seed: 42,
-        limit_train: Some(200),
-        limit_test: Some(10),
-    })
-    .unwrap();
+    let data = small_mnist();
     let device = Device::flex().autodiff();
     // Scattered images in no particular order, as a shuffled epoch gives them.
     let idx: Vec<usize> = (0..20).map(|i| (i * 37 + 11) % 180).collect();
@@ -545,6 +550,7 @@ fn a_step_on_images_is_the_step_on_their_tensors() {
                 lr: 1e-3,
             };
             let run = |on_images: bool| {
+                let _seeded = crate::common::seed_lock();
                 device.seed(7);
                 let model = config.model.init(&device).unwrap();
                 let mut optim = AdamConfig::new().init();
@@ -591,21 +597,10 @@ fn sharded_step_matches_the_whole_batch_step() {
     use burn::optim::SgdConfig;
     use burn::prelude::*;
     use mnist_ae::config::TrainConfig;
-    use mnist_ae::data::{load, LoadOptions, MNIST};
     use mnist_ae::model::Preset;
     use mnist_ae::train::step::{step, StepAt};
 
-    let dir = mnist_dir();
-    let data = load(&LoadOptions {
-        spec: &MNIST,
-        dir: &dir,
-        allow_download: false,
-        valid_fraction: 0.1,
-        seed: 42,
-        limit_train: Some(200),
-        limit_test: Some(10),
-    })
-    .unwrap();
+    let data = small_mnist();
     let device = Device::flex().autodiff();
     for (preset, batch) in [(Preset::Conv64, 32), (Preset::Vae, 33)] {
         let idx: Vec<usize> = (0..batch).collect();
@@ -613,6 +608,7 @@ fn sharded_step_matches_the_whole_batch_step() {
         for shards in [1, 2, 3] {
             let mut config = TrainConfig::for_preset(preset);
             config.shards = shards;
+            let _seeded = crate::common::seed_lock();
             device.seed(7);
             let model = config.model.init(&device).unwrap();
             let before =
