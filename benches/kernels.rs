@@ -283,7 +283,7 @@ fn adam(c: &mut Criterion) {
             },
             |grads| {
                 let m = model.borrow_mut().take().expect("model");
-                *model.borrow_mut() = Some(optim.step(1e-4, m, grads));
+                *model.borrow_mut() = Some(optim.step(1e-4, m, vec![grads]));
             },
             BatchSize::SmallInput,
         )

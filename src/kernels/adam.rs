@@ -1,28 +1,53 @@
-//! Adam as one fused pass per parameter on the CPU, with burn's Adam state record.
+//! Adam for a whole model: on the flex CPU backend one pass over every parameter at once,
+//! which also sums the shards' gradients; burn's `Adam` elsewhere. The state is burn's
+//! [`AdamState`], and it is saved and loaded as burn's `ModuleOptimizer` record, so resume
+//! files are those of burn's optimizer.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{
-    Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
+    Adam as BurnAdam, AdamConfig, AdamState, AdaptiveMomentumState, DynState, GradientsParams,
+    LearningRate, ModuleOptimizer, Optimizer,
 };
-use burn::tensor::{Device, Tensor};
+use burn::store::RecordError;
+use burn::tensor::{Bytes, Device, GradientCheckpointingStrategy, Shape, Tensor, TensorData};
 
-use super::{fused_here, FusedAdamOps};
+use super::fused_here;
 
-/// burn's Adam (no AMSGrad), computed by [`FusedAdamOps::fused_adam`] on the flex CPU backend
-/// and by burn's own `Adam` elsewhere. The state is burn's [`AdamState`], so optimizer records
-/// (resume files) are the same as with `AdamConfig::init`.
+/// PyTorch's `Adam(lr, betas=(0.9, 0.999), eps, weight_decay)` (L2 penalty added to the
+/// gradient, as PyTorch and burn's `WeightDecay` do), for every parameter of a model.
+///
+/// [`step`](Self::step) takes the gradients of the shards of a batch and updates each
+/// parameter with their sum. On the flex backend the sum and the update of every parameter are
+/// one pass, split over the pool: the shards' sum and the optimizer are both bound by memory,
+/// and a separate sum would write and read the whole gradient once more; a pass per parameter
+/// would run the small ones on one thread. The order of the operations is burn's, so the
+/// results are those of burn's Adam applied to the shards' sum.
 #[derive(Clone)]
-pub struct FusedAdam {
+pub struct Adam {
+    hyper: Hyper,
+    /// burn's Adam with the same settings: the update on other backends.
+    fallback: BurnAdam,
+    states: HashMap<ParamId, DynState>,
+}
+
+/// Adam's settings.
+#[derive(Clone, Copy)]
+struct Hyper {
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
     weight_decay: f32,
-    fallback: Adam,
 }
 
-impl FusedAdam {
-    /// PyTorch's `Adam(lr, betas=(0.9, 0.999), eps, weight_decay)` (L2 penalty added to the
-    /// gradient, as PyTorch and burn's `WeightDecay` do).
+impl Adam {
+    /// Adam with β = (0.9, 0.999), `epsilon`, and an L2 penalty of `weight_decay` (none when
+    /// not positive).
     pub fn new(epsilon: f32, weight_decay: f32) -> Self {
         let (beta_1, beta_2) = (0.9, 0.999);
         // A penalty only when positive, on both paths (burn's `WeightDecay` is built only then).
@@ -34,57 +59,372 @@ impl FusedAdam {
             .with_epsilon(epsilon)
             .with_weight_decay(wd)
             .build();
-        FusedAdam {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
+        Adam {
+            hyper: Hyper {
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+            },
             fallback,
+            states: HashMap::new(),
         }
     }
 
-    /// The optimizer for a whole module.
-    pub fn init(self) -> ModuleOptimizer {
-        ModuleOptimizer::from(self)
+    /// One update of every parameter of `module` that has a gradient in `parts`, with the sum
+    /// of its gradients over `parts` in order (`((g₀ + g₁) + g₂) …`); returns the updated
+    /// module. Parameters without a gradient are left as they are, state included.
+    pub fn step<M: Module>(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        mut parts: Vec<GradientsParams>,
+    ) -> M {
+        let mut take = Take {
+            adam: self,
+            lr,
+            parts: &mut parts,
+            items: Vec::new(),
+        };
+        let module = module.map(&mut take);
+        let items = take.items;
+        if items.is_empty() {
+            return module;
+        }
+        let updated = self.fused(lr, items);
+        module.map(&mut Put {
+            states: &mut self.states,
+            updated,
+        })
+    }
+
+    /// The fused update of the parameters `items` took out of the module: their new values,
+    /// with the new states stored.
+    fn fused(&self, lr: LearningRate, items: Vec<Item>) -> HashMap<ParamId, Updated> {
+        let h = self.hyper;
+        let mut params = Vec::with_capacity(items.len());
+        let mut grads = Vec::new();
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        let (mut counts, mut steps) = (Vec::new(), Vec::new());
+        let mut keep = Vec::with_capacity(items.len());
+        for it in items {
+            params.push(it.param);
+            counts.push(it.grads.len());
+            grads.extend(it.grads);
+            m.push(it.m);
+            v.push(it.v);
+            steps.push(it.time + 1);
+            keep.push((it.id, it.rank, it.context, it.time + 1));
+        }
+        let (p, m, v) = super::flex::adam_all(
+            params,
+            grads,
+            m,
+            v,
+            counts,
+            steps,
+            lr as f32,
+            h.beta_1,
+            h.beta_2,
+            h.epsilon,
+            h.weight_decay,
+        );
+        keep.into_iter()
+            .zip(p.into_iter().zip(m).zip(v))
+            .map(|((id, rank, context, time), ((p, m), v))| {
+                (
+                    id,
+                    Updated {
+                        rank,
+                        context,
+                        time,
+                        p,
+                        m,
+                        v,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The state as burn's `ModuleOptimizer` (with burn's Adam state) would save it for
+    /// `module`: the bytes of its record.
+    pub fn to_bytes<M: Module>(&self, module: &M) -> Result<Bytes, RecordError> {
+        let mut ids = Vec::new();
+        module.visit(&mut Ids(&mut ids));
+        let (table, grads) = self.relay_for(module, &ids, true);
+        let mut relay = ModuleOptimizer::from(Relay {
+            table: table.clone(),
+        });
+        // The relay's "step" hands each parameter's state to burn's optimizer and leaves the
+        // (cloned) module as it was; the clone is then dropped.
+        let _ = relay.step(0.0, module.clone().map(&mut Tracked), grads);
+        relay.into_bytes()
+    }
+
+    /// Loads the state saved by [`to_bytes`](Self::to_bytes) (or by burn's `ModuleOptimizer`
+    /// with burn's Adam) for `module`, replacing the current state.
+    pub fn load_bytes<M: Module>(&mut self, module: &M, bytes: Bytes) -> Result<(), RecordError> {
+        let mut ids = Vec::new();
+        module.visit(&mut Ids(&mut ids));
+        let (table, grads) = self.relay_for(module, &ids, false);
+        let mut relay = ModuleOptimizer::from(Relay {
+            table: table.clone(),
+        })
+        .from_bytes(bytes)?;
+        let _ = relay.step(0.0, module.clone().map(&mut Tracked), grads);
+        drop(relay);
+        let table = std::mem::take(&mut *table.lock().unwrap_or_else(PoisonError::into_inner));
+        self.states = ids
+            .into_iter()
+            .zip(table)
+            .filter_map(|(id, s)| s.map(|s| (id, s)))
+            .collect();
+        Ok(())
+    }
+
+    /// For each parameter of `module` (`ids`, in visiting order): its slot in a relay table
+    /// (filled with the current states when `fill`), and a stand-in gradient naming that slot.
+    fn relay_for<M: Module>(
+        &self,
+        module: &M,
+        ids: &[ParamId],
+        fill: bool,
+    ) -> (Arc<Mutex<Vec<Option<DynState>>>>, GradientsParams) {
+        let table: Vec<Option<DynState>> = ids
+            .iter()
+            .map(|id| fill.then(|| self.states.get(id).cloned()).flatten())
+            .collect();
+        let mut grads = GradientsParams::new();
+        module.visit(&mut Slots {
+            next: 0,
+            only: fill.then_some(&self.states),
+            grads: &mut grads,
+        });
+        (Arc::new(Mutex::new(table)), grads)
     }
 }
 
-impl Optimizer for FusedAdam {
+/// A parameter taken out of the module for the fused update.
+struct Item {
+    id: ParamId,
+    rank: usize,
+    context: Context,
+    param: FlexTensor,
+    grads: Vec<FlexTensor>,
+    m: FlexTensor,
+    v: FlexTensor,
+    time: usize,
+}
+
+/// A parameter's new value and moments, to put back.
+struct Updated {
+    rank: usize,
+    context: Context,
+    time: usize,
+    p: FlexTensor,
+    m: FlexTensor,
+    v: FlexTensor,
+}
+
+/// What autodiff carries on a parameter, taken before the update on the inner backend and put
+/// back on the new value (as burn's `ModuleOptimizer` does).
+#[derive(Clone, Copy)]
+struct Context {
+    require_grad: bool,
+    checkpointing: Option<GradientCheckpointingStrategy>,
+}
+
+impl Context {
+    fn capture<const D: usize>(t: &Tensor<D>) -> Self {
+        Context {
+            require_grad: t.is_require_grad(),
+            checkpointing: t.gradient_checkpointing_strategy(),
+        }
+    }
+
+    fn restore<const D: usize>(self, inner: Tensor<D>) -> Tensor<D> {
+        let mut t = Tensor::from_inner(inner);
+        if let Some(s) = self.checkpointing {
+            t = t.with_gradient_checkpointing_strategy(s);
+        }
+        if self.require_grad {
+            t = t.require_grad();
+        }
+        t
+    }
+}
+
+/// The first pass of [`Adam::step`]: takes each parameter with gradients out of the module
+/// (leaving an empty stand-in, so that the fused pass owns the parameter's storage and
+/// updates it in place), or, off the flex backend, updates it at once with burn's Adam.
+struct Take<'a> {
+    adam: &'a mut Adam,
+    lr: LearningRate,
+    parts: &'a mut Vec<GradientsParams>,
+    items: Vec<Item>,
+}
+
+impl ModuleMapper for Take<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let grads: Vec<Tensor<D>> = self
+            .parts
+            .iter_mut()
+            .filter_map(|g| g.remove::<D>(param.id))
+            .collect();
+        if grads.is_empty() {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let context = Context::capture(&tensor);
+        let device = tensor.device();
+        let state = self
+            .adam
+            .states
+            .remove(&id)
+            .map(|s| s.downcast::<AdamState<D>>());
+        let inner = tensor.inner();
+        if !fused_here(&device) {
+            let grad = grads.into_iter().reduce(|a, b| a + b).expect("a gradient");
+            let state = state.map(|s| <BurnAdam as Optimizer>::to_device(s, &grad.device()));
+            let (t, state) = self.adam.fallback.step(self.lr, inner, grad, state);
+            if let Some(s) = state {
+                self.adam.states.insert(id, DynState::create(s, D));
+            }
+            return Param::from_mapped_value(id, context.restore(t), mapper);
+        }
+        let state = state.map(|s| <BurnAdam as Optimizer>::to_device(s, &grads[0].device()));
+        let (time, m, v) = match state {
+            Some(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
+            None => (0, grads[0].zeros_like(), grads[0].zeros_like()),
+        };
+        let stand_in = Tensor::<D>::empty(Shape::new([0; D]), &device);
+        self.items.push(Item {
+            id,
+            rank: D,
+            context,
+            param: on_flex(inner),
+            grads: grads.into_iter().map(on_flex).collect(),
+            m: on_flex(m),
+            v: on_flex(v),
+            time,
+        });
+        Param::from_mapped_value(id, stand_in, mapper)
+    }
+}
+
+/// `t`'s flex tensor; `t` is a plain tensor on the flex device ([`fused_here`]).
+fn on_flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    t.try_into_primitive::<Flex>()
+        .expect("a plain tensor on the flex device is a flex tensor")
+}
+
+/// The second pass of [`Adam::step`]: puts the updated parameters back, and keeps their
+/// states.
+struct Put<'a> {
+    states: &'a mut HashMap<ParamId, DynState>,
+    updated: HashMap<ParamId, Updated>,
+}
+
+impl ModuleMapper for Put<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(u) = self.updated.remove(&param.id) else {
+            return param;
+        };
+        debug_assert_eq!(u.rank, D, "a parameter's rank changed during the step");
+        let (id, _stand_in, mapper) = param.consume();
+        let momentum = AdaptiveMomentumState::new(
+            u.time,
+            Tensor::<D>::from_primitive::<Flex>(u.m),
+            Tensor::<D>::from_primitive::<Flex>(u.v),
+        );
+        self.states
+            .insert(id, DynState::create(AdamState::new(momentum), D));
+        let p = u.context.restore(Tensor::<D>::from_primitive::<Flex>(u.p));
+        Param::from_mapped_value(id, p, mapper)
+    }
+}
+
+/// Puts every float parameter under autodiff (burn's optimizer steps only such parameters):
+/// for a [`Relay`] step on a module loaded for inference.
+struct Tracked;
+
+impl ModuleMapper for Tracked {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, t, mapper) = param.consume();
+        let t = if t.is_autodiff() { t } else { t.autodiff() };
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// Every float parameter's id, in visiting order.
+struct Ids<'a>(&'a mut Vec<ParamId>);
+
+impl ModuleVisitor for Ids<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id);
+    }
+}
+
+/// Stand-in gradients for a [`Relay`] step: for the `i`-th parameter in visiting order a
+/// one-element tensor holding `i` (for every parameter, or only those in `only`).
+struct Slots<'a> {
+    next: usize,
+    only: Option<&'a HashMap<ParamId, DynState>>,
+    grads: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for Slots<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let slot = self.next;
+        self.next += 1;
+        if self.only.is_some_and(|s| !s.contains_key(&param.id)) {
+            return;
+        }
+        let device = param.val().inner().device();
+        let t = Tensor::<D>::from_data(TensorData::new(vec![slot as f32], [1; D]), &device);
+        self.grads.register(param.id, t);
+    }
+}
+
+/// burn's optimizer interface for moving states between [`Adam`] and burn's
+/// `ModuleOptimizer` record: a "step" that leaves the parameter unchanged and passes the state
+/// through a table, both ways. The gradient is a stand-in naming the parameter's slot in the
+/// table (see [`Slots`]). The state type is burn's Adam's, so the record is the one burn's
+/// Adam writes and reads.
+#[derive(Clone)]
+struct Relay {
+    table: Arc<Mutex<Vec<Option<DynState>>>>,
+}
+
+impl Optimizer for Relay {
     type State<const D: usize> = AdamState<D>;
 
     fn step<const D: usize>(
         &self,
-        lr: LearningRate,
+        _lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if !fused_here(&tensor.device()) {
-            return self.fallback.step(lr, tensor, grad, state);
-        }
-        let (time, m, v) = match state {
-            Some(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
-            None => (0, grad.zeros_like(), grad.zeros_like()),
+        let slot = grad
+            .into_data()
+            .try_into_vec::<f32>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .map(|s| s as usize);
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = slot.and_then(|s| table.get_mut(s)) else {
+            return (tensor, state);
         };
-        let time = time + 1;
-        let (p, m, v) = <burn::backend::Dispatch as FusedAdamOps>::fused_adam(
-            tensor.into_dispatch(),
-            grad.into_dispatch(),
-            m.into_dispatch(),
-            v.into_dispatch(),
-            lr as f32,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.weight_decay,
-            time,
-        );
-        let momentum =
-            AdaptiveMomentumState::new(time, Tensor::from_dispatch(m), Tensor::from_dispatch(v));
-        (Tensor::from_dispatch(p), Some(AdamState::new(momentum)))
+        // Loading: the record's state goes into the table. Saving: the table's state goes to
+        // burn's optimizer, which has none of its own.
+        let out = state.or_else(|| entry.take().map(|s| s.downcast::<AdamState<D>>()));
+        *entry = out.clone().map(|s| DynState::create(s, D));
+        (tensor, out)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <Adam as Optimizer>::to_device(state, device)
+        <BurnAdam as Optimizer>::to_device(state, device)
     }
 }

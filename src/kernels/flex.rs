@@ -4,14 +4,14 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorData};
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::conv;
 use super::flex_loss::recon_loss_and_grad;
 use super::matmul::{matmul_into, matmul_new, View};
 use super::sparse::{self, Groups};
-use super::{FusedAdamOps, FusedOps, LossKind};
+use super::{FusedOps, LossKind};
 
 /// Elements per rayon task of the element-wise passes: about 10–40 µs of work each.
 ///
@@ -317,70 +317,171 @@ pub(super) fn mean_pool_backward(g: &FlexTensor, shape: Shape) -> FlexTensor {
     tensor(out, shape)
 }
 
-impl FusedAdamOps for Flex {
-    fn fused_adam(
-        param: FlexTensor,
-        grad: FlexTensor,
-        m: FlexTensor,
-        v: FlexTensor,
-        lr: f32,
-        beta_1: f32,
-        beta_2: f32,
-        epsilon: f32,
-        weight_decay: f32,
-        step: usize,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        // burn's Adam (burn-optim 0.22 `AdaptiveMomentum::transform`), same order of
-        // operations: g ← g + λ·p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
-        // p ← p − lr · (m·c) / (√v + ε·√(1−β₂ᵗ)), c = √(1−β₂ᵗ) / (1−β₁ᵗ).
+/// One Adam step of every parameter `params[i]` with moments `m[i]`, `v[i]` and step number
+/// `steps[i]` (from 1), whose gradient is the sum, in order, of the next `counts[i]` tensors of
+/// `grads`; returns the new parameters and moments (written in place where the tensors are not
+/// shared). The gradients of a parameter and its moments have its size.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn adam_all(
+    params: Vec<FlexTensor>,
+    grads: Vec<FlexTensor>,
+    m: Vec<FlexTensor>,
+    v: Vec<FlexTensor>,
+    counts: Vec<usize>,
+    steps: Vec<usize>,
+    lr: f32,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+) -> (Vec<FlexTensor>, Vec<FlexTensor>, Vec<FlexTensor>) {
+    let n = params.len();
+    assert!(
+        m.len() == n
+            && v.len() == n
+            && counts.len() == n
+            && steps.len() == n
+            && counts.iter().all(|&c| c > 0)
+            && counts.iter().sum::<usize>() == grads.len(),
+        "fused_adam_all: inconsistent arguments"
+    );
+    let grads: Vec<_> = grads.iter().map(values).collect();
+    let (mut ps, mut ms, mut vs): (Vec<_>, Vec<_>, Vec<_>) = (
+        params.into_iter().map(owned).collect(),
+        m.into_iter().map(owned).collect(),
+        v.into_iter().map(owned).collect(),
+    );
+    // Every parameter cut into blocks, all of them one parallel pass: small parameters
+    // share the threads with large ones.
+    let mut pieces = Vec::new();
+    let mut first = 0;
+    for ((((p, m), v), &count), &step) in ps
+        .iter_mut()
+        .zip(ms.iter_mut())
+        .zip(vs.iter_mut())
+        .zip(&counts)
+        .zip(&steps)
+    {
+        let g = &grads[first..first + count];
+        first += count;
+        let (p, m, v) = (storage(p), storage(m), storage(v));
+        let len = p.len();
+        assert!(
+            m.len() == len && v.len() == len && g.iter().all(|g| g.len() == len),
+            "fused_adam_all: a gradient or moment of another size than its parameter"
+        );
+        let coef = AdamCoef::new(step, lr, beta_1, beta_2, epsilon, weight_decay);
+        for (k, ((p, m), v)) in p
+            .chunks_mut(BLOCK)
+            .zip(m.chunks_mut(BLOCK))
+            .zip(v.chunks_mut(BLOCK))
+            .enumerate()
+        {
+            let at = k * BLOCK..(k * BLOCK + p.len());
+            let g: Vec<&[f32]> = g.iter().map(|g| &g[at.clone()]).collect();
+            pieces.push((p, m, v, g, coef));
+        }
+    }
+    pieces
+        .into_par_iter()
+        .for_each(|(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
+    (ps, ms, vs)
+}
+
+/// The constants of one Adam step of one parameter.
+#[derive(Clone, Copy)]
+struct AdamCoef {
+    lr: f32,
+    beta_1: f32,
+    beta_2: f32,
+    f1: f32,
+    f2: f32,
+    c: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+impl AdamCoef {
+    /// burn's Adam (burn-optim 0.22 `AdaptiveMomentum::transform`) at step `step` (from 1).
+    fn new(step: usize, lr: f32, beta_1: f32, beta_2: f32, epsilon: f32, wd: f32) -> Self {
         let t = step as i32;
         let bc2 = (1.0 - beta_2.powi(t)).sqrt();
-        let c = bc2 / (1.0 - beta_1.powi(t));
-        let eps = epsilon * bc2;
-        let (f1, f2) = (1.0 - beta_1, 1.0 - beta_2);
-        let g = values(&grad);
-        let (mut p, mut m, mut v) = (owned(param), owned(m), owned(v));
-        {
-            let (ps, ms, vs) = (storage(&mut p), storage(&mut m), storage(&mut v));
-            ps.par_chunks_mut(BLOCK)
-                .zip(ms.par_chunks_mut(BLOCK))
-                .zip(vs.par_chunks_mut(BLOCK))
-                .zip(g.par_chunks(BLOCK))
-                .for_each(|(((p, m), v), g)| {
-                    // Compiled for the CPU's widest vectors (pulp picks at run time); the
-                    // same operations in the same order, so results match the plain loop.
-                    Arch::new().dispatch(|| {
-                        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                            let g = if weight_decay != 0.0 {
-                                g + weight_decay * *p
-                            } else {
-                                g
-                            };
-                            *m = *m * beta_1 + g * f1;
-                            *v = *v * beta_2 + g * g * f2;
-                            let u = (*m * c) / (v.sqrt() + eps);
-                            *p -= u * lr;
-                        }
-                    })
-                });
+        AdamCoef {
+            lr,
+            beta_1,
+            beta_2,
+            f1: 1.0 - beta_1,
+            f2: 1.0 - beta_2,
+            c: bc2 / (1.0 - beta_1.powi(t)),
+            eps: epsilon * bc2,
+            weight_decay: wd,
         }
-        (p, m, v)
     }
 
-    fn fused_sum(a: FlexTensor, b: FlexTensor) -> FlexTensor {
-        let mut a = owned(a);
-        let b = values(&b);
-        let sum = storage(&mut a);
-        assert_eq!(sum.len(), b.len(), "fused_sum: tensors of different sizes");
-        sum.par_chunks_mut(BLOCK)
-            .zip(b.par_chunks(BLOCK))
-            .for_each(|(s, b)| {
-                Arch::new().dispatch(|| {
-                    for (s, &b) in s.iter_mut().zip(b) {
-                        *s += b;
+    /// The update of one value `p` with moments `m`, `v` and gradient `g`, in burn's order of
+    /// operations: g ← g + λ·p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+    /// p ← p − lr · (m·c) / (√v + ε·√(1−β₂ᵗ)), c = √(1−β₂ᵗ) / (1−β₁ᵗ).
+    #[inline(always)]
+    fn apply(&self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        let g = if self.weight_decay != 0.0 {
+            g + self.weight_decay * *p
+        } else {
+            g
+        };
+        *m = *m * self.beta_1 + g * self.f1;
+        *v = *v * self.beta_2 + g * g * self.f2;
+        let u = (*m * self.c) / (v.sqrt() + self.eps);
+        *p -= u * self.lr;
+    }
+}
+
+/// Adam on one block of a parameter whose gradient is the sum of `g` (in order). The common
+/// cases, one and two shards, read the gradients in the same loop; more are summed first
+/// into a buffer of the block's size.
+fn adam_piece(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[&[f32]], coef: AdamCoef) {
+    Arch::new().dispatch(AdamPiece { p, m, v, g, coef })
+}
+
+/// [`adam_piece`]'s loops, compiled for the CPU's widest vectors: pulp picks them at run time
+/// and compiles this body (always inlined) with their features. The same operations in the
+/// same order as the plain loop, so the results match it.
+struct AdamPiece<'a> {
+    p: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    g: &'a [&'a [f32]],
+    coef: AdamCoef,
+}
+
+impl WithSimd for AdamPiece<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let AdamPiece { p, m, v, g, coef } = self;
+        match g {
+            [g0] => {
+                for (((p, m), v), &g0) in p.iter_mut().zip(m).zip(v).zip(*g0) {
+                    coef.apply(p, m, v, g0);
+                }
+            }
+            [g0, g1] => {
+                for ((((p, m), v), &g0), &g1) in p.iter_mut().zip(m).zip(v).zip(*g0).zip(*g1) {
+                    coef.apply(p, m, v, g0 + g1);
+                }
+            }
+            [g0, rest @ ..] => {
+                let mut sum = g0.to_vec();
+                for g in rest {
+                    for (s, &g) in sum.iter_mut().zip(*g) {
+                        *s += g;
                     }
-                })
-            });
-        a
+                }
+                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(&sum) {
+                    coef.apply(p, m, v, g);
+                }
+            }
+            [] => {}
+        }
     }
 }

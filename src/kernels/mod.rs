@@ -14,8 +14,8 @@
 //!   pass that reorders the product; the backward pass is two more products;
 //! - [`recon_loss`]: the reconstruction loss on logits (sigmoid or tanh + squared error, or
 //!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
-//! - [`adam::FusedAdam`]: burn's Adam (same state record, so resume files are unchanged) as
-//!   one pass over each parameter;
+//! - [`adam::Adam`]: burn's Adam (same state record, so resume files are unchanged) as
+//!   one pass over every parameter, which also sums the shards' gradients;
 //! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it.
 //!
 //! [`drive`] runs training's loop on rayon's pool with helpers standing by, and [`as_task`]
@@ -294,42 +294,6 @@ pub trait FusedOps: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-/// The optimizer's fused update; it works on plain tensors (no autodiff).
-#[backend_extension(Flex)]
-pub trait FusedAdamOps: Backend {
-    /// One Adam step of `param` with gradient `grad` and moments `m`, `v`; returns the new
-    /// parameter and moments. `step` counts from 1.
-    #[allow(clippy::too_many_arguments)]
-    fn fused_adam(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        m: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        lr: f32,
-        beta_1: f32,
-        beta_2: f32,
-        epsilon: f32,
-        weight_decay: f32,
-        step: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// `a + b`, element by element, for two tensors of one shape (shards' gradients of one
-    /// parameter), split over the pool's threads and written into `a` when `a` is not shared.
-    fn fused_sum(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-/// `a + b` for two gradients of one parameter (the same bits as burn's addition): on the flex
-/// backend one pass split over the pool (burn adds on one thread), elsewhere burn's addition.
-/// The tensors are gradients: `f32`, not tracked by autodiff.
-pub fn sum_grads<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    if !fused_here(&a.device()) || a.dims() != b.dims() {
-        return a + b;
-    }
-    let out =
-        <burn::backend::Dispatch as FusedAdamOps>::fused_sum(a.into_dispatch(), b.into_dispatch());
-    Tensor::from_dispatch(out)
 }
 
 /// Whether `device` (with or without autodiff) is burn's flex CPU backend, where the fused

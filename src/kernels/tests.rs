@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::adam::FusedAdam;
+use super::adam::Adam;
 use super::{linear, recon_loss, LossKind};
 
 fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
@@ -145,7 +145,7 @@ fn fused_adam_follows_burns_adam() {
     let device = Device::flex().autodiff();
     let start = layer(13, 7, &device);
     let x = Tensor::<2>::random([10, 13], Distribution::Normal(0.0, 1.0), &device);
-    let mut ours = FusedAdam::new(1e-8, 1e-3).init();
+    let mut ours = Adam::new(1e-8, 1e-3);
     let mut burns = AdamConfig::new()
         .with_epsilon(1e-8)
         .with_weight_decay(Some(WeightDecayConfig::new(1e-3)))
@@ -154,7 +154,7 @@ fn fused_adam_follows_burns_adam() {
     let (mut a, mut b) = (start.clone(), start);
     for _ in 0..5 {
         let ga = GradientsParams::from_grads(a.forward(x.clone()).square().mean().backward(), &a);
-        a = ours.step(1e-2, a, ga);
+        a = ours.step(1e-2, a, vec![ga]);
         let gb = GradientsParams::from_grads(b.forward(x.clone()).square().mean().backward(), &b);
         b = burns.step(1e-2, b, gb);
     }
@@ -163,34 +163,139 @@ fn fused_adam_follows_burns_adam() {
     // The steps moved the weights well beyond that tolerance.
     assert!(max_diff(a.weight.val().inner(), w0) > 1e-3);
     assert_eq!(a.num_params(), b.num_params());
+    // The updated weights still train: they are tracked by autodiff again.
+    let g = a.forward(x).square().mean().backward();
+    assert!(a.weight.val().grad(&g).is_some());
 }
 
-/// The sum of two shards' gradients: burn's addition to the bit, for a tensor larger than one
-/// block of the pool's split and a small one, with the left operand held only by the sum
-/// (summed in place) and held elsewhere too (which must come out unchanged).
+/// Two layers, one larger than a block of the pool's split (so its update is cut into pieces)
+/// and one smaller, and `parts` gradients of their loss on `parts` random batches.
+fn shard_grads(
+    model: &(Linear, Linear),
+    parts: usize,
+    device: &Device,
+) -> (Vec<GradientsParams>, GradientsParams) {
+    let mut grads = Vec::new();
+    let mut sum = GradientsParams::new();
+    let mut acc: Vec<Option<Tensor<2>>> = vec![None, None];
+    let mut acc_b: Vec<Option<Tensor<1>>> = vec![None, None];
+    for _ in 0..parts {
+        let x = Tensor::<2>::random([6, 300], Distribution::Normal(0.0, 1.0), device);
+        let y = model.1.forward(relu(model.0.forward(x)));
+        let g = GradientsParams::from_grads(y.square().mean().backward(), model);
+        for (k, l) in [&model.0, &model.1].into_iter().enumerate() {
+            let w = g.get::<2>(l.weight.id).expect("weight gradient");
+            acc[k] = Some(acc[k].take().map_or(w.clone(), |a| a + w));
+            let b = g
+                .get::<1>(l.bias.as_ref().expect("bias").id)
+                .expect("bias gradient");
+            acc_b[k] = Some(acc_b[k].take().map_or(b.clone(), |a| a + b));
+        }
+        grads.push(g);
+    }
+    for (k, l) in [&model.0, &model.1].into_iter().enumerate() {
+        sum.register(l.weight.id, acc[k].take().expect("summed"));
+        sum.register(
+            l.bias.as_ref().expect("bias").id,
+            acc_b[k].take().expect("summed"),
+        );
+    }
+    (grads, sum)
+}
+
+/// Adam on the gradients of 1, 2 and 3 shards (the sum fused into the update) moves the
+/// weights exactly as Adam on their sum by burn's addition, in shard order, over three steps.
 #[test]
-fn summed_gradients_are_burns_sums() {
+fn adam_on_shards_is_adam_on_their_sum() {
     let _rng = crate::rng_lock();
-    let device = Device::flex();
-    for shape in [[3, 5], [300, 257]] {
-        for keep_shared in [false, true] {
-            let a = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-            let b = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-            let want = (a.clone() + b.clone()).into_data();
-            let kept = a.clone().into_data();
-            let shared = keep_shared.then(|| a.clone());
-            let got = super::sum_grads(a, b).into_data();
-            let got = got.as_slice::<f32>().unwrap();
-            assert_eq!(got, want.as_slice::<f32>().unwrap());
-            assert_ne!(got, kept.as_slice::<f32>().unwrap());
-            if let Some(shared) = shared {
+    let device = Device::flex().autodiff();
+    for parts in [1, 2, 3] {
+        let start = (layer(300, 257, &device), layer(257, 5, &device));
+        let (mut ours, mut summed) = (Adam::new(1e-8, 1e-3), Adam::new(1e-8, 1e-3));
+        let (mut a, mut b) = (start.clone(), start.clone());
+        for _ in 0..3 {
+            // The same gradients for both: taken at `a`'s weights, which `b` shares bit for bit.
+            let (grads, sum) = shard_grads(&a, parts, &device);
+            a = ours.step(1e-2, a, grads);
+            b = summed.step(1e-2, b, vec![sum]);
+            for (la, lb) in [(&a.0, &b.0), (&a.1, &b.1)] {
                 assert_eq!(
-                    shared.into_data().as_slice::<f32>().unwrap(),
-                    kept.as_slice::<f32>().unwrap()
+                    la.weight.val().into_data(),
+                    lb.weight.val().into_data(),
+                    "{parts} parts"
+                );
+                assert_eq!(
+                    la.bias.as_ref().unwrap().val().into_data(),
+                    lb.bias.as_ref().unwrap().val().into_data(),
+                    "{parts} parts"
                 );
             }
         }
+        assert!(max_diff(a.0.weight.val().inner(), start.0.weight.val().inner()) > 1e-3);
     }
+}
+
+/// The state saved as burn's record and loaded again continues exactly where it was; a record
+/// written by burn's own optimizer (burn's Adam) loads and continues as burn's does; and ours
+/// loads into burn's optimizer. A fresh optimizer, by contrast, moves the weights elsewhere:
+/// the state matters.
+#[test]
+fn adam_state_travels_as_burns_record() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let x = Tensor::<2>::random([10, 13], Distribution::Normal(0.0, 1.0), &device);
+    let grads = |m: &Linear| {
+        GradientsParams::from_grads(m.forward(x.clone()).square().mean().backward(), m)
+    };
+    let mut ours = Adam::new(1e-8, 0.0);
+    let mut burns = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut m = layer(13, 7, &device);
+    for _ in 0..4 {
+        let g = grads(&m);
+        m = ours.step(1e-2, m, vec![g]);
+    }
+    let mut mb = m.clone();
+    for _ in 0..4 {
+        let g = grads(&mb);
+        mb = burns.step(1e-2, mb, g);
+    }
+    // Ours, saved and loaded: bit for bit the same next steps.
+    let bytes = ours.to_bytes(&m).expect("saved");
+    let mut loaded = Adam::new(1e-8, 0.0);
+    loaded.load_bytes(&m, bytes.clone()).expect("loaded");
+    let (mut a, mut b, mut fresh) = (m.clone(), m.clone(), m.clone());
+    let mut new = Adam::new(1e-8, 0.0);
+    for _ in 0..3 {
+        let (ga, gb, gf) = (grads(&a), grads(&b), grads(&fresh));
+        a = ours.step(1e-2, a, vec![ga]);
+        b = loaded.step(1e-2, b, vec![gb]);
+        fresh = new.step(1e-2, fresh, vec![gf]);
+    }
+    assert_eq!(a.weight.val().into_data(), b.weight.val().into_data());
+    assert!(max_diff(a.weight.val().inner(), fresh.weight.val().inner()) > 1e-3);
+    // burn's record into ours, ours into burn's: each continues as the other would.
+    let burns_bytes = burns.clone().into_bytes().expect("burn's record");
+    let mut from_burn = Adam::new(1e-8, 0.0);
+    from_burn
+        .load_bytes(&mb, burns_bytes)
+        .expect("burn's record loads");
+    let mut to_burn = AdamConfig::new()
+        .with_epsilon(1e-8)
+        .init()
+        .from_bytes(bytes)
+        .expect("our record loads into burn's optimizer");
+    let (mut c, mut d) = (mb.clone(), m.clone());
+    for _ in 0..3 {
+        let (gb, gc) = (grads(&mb), grads(&c));
+        mb = burns.step(1e-2, mb, gb);
+        c = from_burn.step(1e-2, c, vec![gc]);
+        let gd = grads(&d);
+        d = to_burn.step(1e-2, d, gd);
+    }
+    let dc = max_diff(c.weight.val().inner(), mb.weight.val().inner());
+    assert!(dc < 1e-6, "from burn's record: {dc}");
+    let dd = max_diff(d.weight.val().inner(), a.weight.val().inner());
+    assert!(dd < 1e-6, "into burn's optimizer: {dd}");
 }
 
 /// Fused convolution against burn's, forward and all three gradients, for each layer shape

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::optim::ModuleOptimizer;
 use burn::tensor::Bytes;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -17,6 +16,7 @@ use super::checkpoint::{
 use super::schedule::ScheduleState;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_atomic_pair};
+use crate::kernels::adam::Adam;
 use crate::model::{Autoencoder, ModelConfig};
 
 /// What resuming needs besides the weights.
@@ -47,9 +47,14 @@ pub struct ResumeState {
     pub best_epoch: usize,
 }
 
-/// Saves the optimizer and schedule state (atomically).
-pub fn save_resume(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<()> {
-    write_atomic(path, &resume_bytes(path, optim, state)?)
+/// Saves the optimizer state for `model` and the schedule state (atomically).
+pub fn save_resume(
+    path: &Path,
+    model: &Autoencoder,
+    optim: &Adam,
+    state: &ResumeState,
+) -> Result<()> {
+    write_atomic(path, &resume_bytes(path, model, optim, state)?)
 }
 
 /// Saves weights and resume state together: both files are written and synced under temporary
@@ -60,7 +65,7 @@ pub fn save_checkpoint(
     dir: &Path,
     model: &Autoencoder,
     config: &ModelConfig,
-    optim: &ModuleOptimizer,
+    optim: &Adam,
     state: &ResumeState,
 ) -> Result<()> {
     let (mp, rp) = (dir.join(MODEL_FILE), dir.join(RESUME_FILE));
@@ -73,13 +78,18 @@ pub fn save_checkpoint(
         model_sha256: Some(sha256_hex(&m)),
         ..state.clone()
     };
-    let r = resume_bytes(&rp, optim, &state)?;
+    let r = resume_bytes(&rp, model, optim, &state)?;
     write_atomic_pair([(&mp, &m), (&rp, &r)])
 }
 
-fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Result<Vec<u8>> {
+fn resume_bytes(
+    path: &Path,
+    model: &Autoencoder,
+    optim: &Adam,
+    state: &ResumeState,
+) -> Result<Vec<u8>> {
     let record = optim
-        .into_bytes()
+        .to_bytes(model)
         .map_err(|e| Error::bad_file(path, format!("encoding optimizer state: {e}")))?;
     let raw: &[u8] = &record;
     let meta = HashMap::from([
@@ -96,17 +106,18 @@ fn resume_bytes(path: &Path, optim: &ModuleOptimizer, state: &ResumeState) -> Re
     sort_metadata(path, out)
 }
 
-/// Loads the optimizer and schedule state into `optim`.
-pub fn load_resume(path: &Path, optim: ModuleOptimizer) -> Result<(ModuleOptimizer, ResumeState)> {
-    load_resume_from(path, &read(path)?, optim)
+/// Loads the optimizer state for `model`, and the schedule state, into `optim`.
+pub fn load_resume(path: &Path, model: &Autoencoder, optim: Adam) -> Result<(Adam, ResumeState)> {
+    load_resume_from(path, &read(path)?, model, optim)
 }
 
 /// Loads the bytes of a resume file into `optim`; `path` only names the file in errors.
 pub fn load_resume_from(
     path: &Path,
     bytes: &[u8],
-    optim: ModuleOptimizer,
-) -> Result<(ModuleOptimizer, ResumeState)> {
+    model: &Autoencoder,
+    mut optim: Adam,
+) -> Result<(Adam, ResumeState)> {
     let meta = metadata(path, bytes)?;
     let state: ResumeState = meta
         .get("state")
@@ -124,8 +135,8 @@ pub fn load_resume_from(
         .map_err(|_| Error::bad_file(path, "no 'optimizer' tensor"))?;
     let record = Bytes::from_bytes_vec(view.data().to_vec());
     // The burnpack decoder rejects truncated or foreign bytes with an error.
-    let optim = optim
-        .from_bytes(record)
+    optim
+        .load_bytes(model, record)
         .map_err(|e| Error::bad_file(path, format!("optimizer state: {e}")))?;
     Ok((optim, state))
 }

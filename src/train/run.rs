@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
 use super::checkpoint::{self, ResumeState, BEST_FILE, MODEL_FILE, RESUME_FILE};
@@ -20,7 +19,7 @@ use crate::data::batch::epoch_order;
 use crate::data::dataset::to_tensor;
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
-use crate::kernels::adam::FusedAdam;
+use crate::kernels::adam::Adam;
 use crate::model::{Activation, Autoencoder};
 use crate::rundir::DirLock;
 pub use crate::rundir::{load_data, parse_config, read_config, CONFIG_FILE};
@@ -64,9 +63,9 @@ pub struct TrainOutcome {
 }
 
 /// The Adam optimizer a config asks for: burn's Adam with PyTorch's defaults (burn's epsilon
-/// default is 1e-5; PyTorch uses 1e-8), fused into one pass per parameter on the CPU.
-pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    FusedAdam::new(1e-8, config.weight_decay.max(0.0) as f32).init()
+/// default is 1e-5; PyTorch uses 1e-8), fused into one pass over the model on the CPU.
+pub fn optimizer(config: &TrainConfig) -> Adam {
+    Adam::new(1e-8, config.weight_decay.max(0.0) as f32)
 }
 
 /// Loads the weights and the resume state of a run to continue it, checking that the resume
@@ -75,9 +74,9 @@ fn load_pair(
     model_path: &Path,
     resume_path: &Path,
     config: &TrainConfig,
-    optim: ModuleOptimizer,
+    optim: Adam,
     device: &Device,
-) -> Result<(Autoencoder, ModuleOptimizer, ResumeState)> {
+) -> Result<(Autoencoder, Adam, ResumeState)> {
     let bytes = crate::fsutil::read(model_path)?;
     let (model, info) = checkpoint::load_model_from(
         model_path,
@@ -85,7 +84,7 @@ fn load_pair(
         &config.model,
         config.model.init(device)?,
     )?;
-    let (optim, state) = checkpoint::load_resume(resume_path, optim)?;
+    let (optim, state) = checkpoint::load_resume(resume_path, &model, optim)?;
     let resume_at = checkpoint::WeightsInfo {
         model: info.model.clone(),
         epoch: state.epoch,

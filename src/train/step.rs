@@ -13,6 +13,7 @@ use super::loss::{loss, vae_loss};
 use crate::config::{Loss, TrainConfig};
 use crate::data::batch::{add_noise, noise_rng, rng};
 use crate::data::{dataset::to_tensor, Scale, Split};
+use crate::kernels::adam::Adam;
 use crate::model::Autoencoder;
 
 /// Batch size for validation passes (no gradients, so larger is fine).
@@ -113,27 +114,48 @@ fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Sums the shards' gradients of every parameter of the visited model. Each shard's loss was
-/// weighted by its share of the batch before its backward pass, so the sum is the gradient of
-/// the whole batch's mean loss.
-struct CombineGrads {
+/// An optimizer that a training step updates the model with, from the gradients of the
+/// batch's shards: mathematically with their sum, taken in shard order.
+pub trait ShardOptimizer {
+    /// One update of `model` at learning rate `lr` with the sum of the gradients in `parts`.
+    fn update(&mut self, lr: f64, model: Autoencoder, parts: Vec<GradientsParams>) -> Autoencoder;
+}
+
+/// Training's optimizer: the sum and the update in one pass on the CPU.
+impl ShardOptimizer for Adam {
+    fn update(&mut self, lr: f64, model: Autoencoder, parts: Vec<GradientsParams>) -> Autoencoder {
+        self.step(lr, model, parts)
+    }
+}
+
+/// Any of burn's optimizers (the tests use SGD, whose steps scale with the gradients): the
+/// shards' gradients summed with burn's addition, then burn's step.
+impl ShardOptimizer for ModuleOptimizer {
+    fn update(&mut self, lr: f64, model: Autoencoder, parts: Vec<GradientsParams>) -> Autoencoder {
+        let mut sum = SumGrads {
+            parts,
+            out: GradientsParams::new(),
+        };
+        model.visit(&mut sum);
+        self.step(lr, model, sum.out)
+    }
+}
+
+/// Sums the shards' gradients of every parameter of the visited model, in shard order.
+struct SumGrads {
     parts: Vec<GradientsParams>,
     out: GradientsParams,
 }
 
-impl ModuleVisitor for CombineGrads {
+impl ModuleVisitor for SumGrads {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let mut acc: Option<Tensor<D>> = None;
-        for g in self.parts.iter_mut() {
-            if let Some(t) = g.remove::<D>(param.id) {
-                acc = Some(match acc {
-                    Some(a) => crate::kernels::sum_grads(a, t),
-                    None => t,
-                });
-            }
-        }
-        if let Some(a) = acc {
-            self.out.register(param.id, a);
+        let sum = self
+            .parts
+            .iter_mut()
+            .filter_map(|g| g.remove::<D>(param.id))
+            .reduce(|a, b| a + b);
+        if let Some(sum) = sum {
+            self.out.register(param.id, sum);
         }
     }
 }
@@ -156,14 +178,15 @@ pub struct StepAt {
 ///
 /// With `config.shards` > 1 the batch is cut into that many shards whose forward and backward
 /// passes run in parallel (rayon tasks), each on its own autodiff graph (`fork` gives the
-/// shard's copy of the model fresh leaves sharing the weights), and the gradients are combined,
-/// weighted by shard size: mathematically the whole batch's gradient. burn's CPU kernels use
+/// shard's copy of the model fresh leaves sharing the weights). Each shard's loss is weighted
+/// by its share of the batch, so the sum of the shards' gradients, which the optimizer takes
+/// in shard order, is mathematically the whole batch's gradient. burn's CPU kernels use
 /// only part of two cores at these small sizes (see BENCHMARKS.md); shards fill them. The
 /// shard count, not the thread count, fixes the summation order, so results do not depend on
 /// the machine's cores.
 pub fn step(
     model: Autoencoder,
-    optim: &mut ModuleOptimizer,
+    optim: &mut dyn ShardOptimizer,
     config: &TrainConfig,
     x: Tensor<4>,
     target: Tensor<4>,
@@ -196,7 +219,7 @@ pub fn step(
 #[allow(clippy::too_many_arguments)]
 pub fn step_images(
     model: Autoencoder,
-    optim: &mut ModuleOptimizer,
+    optim: &mut dyn ShardOptimizer,
     config: &TrainConfig,
     split: &Split,
     indices: &[usize],
@@ -215,7 +238,7 @@ pub fn step_images(
 /// `inputs` gives (called once per shard, on the shard's thread).
 fn step_on(
     model: Autoencoder,
-    optim: &mut ModuleOptimizer,
+    optim: &mut dyn ShardOptimizer,
     config: &TrainConfig,
     n: usize,
     inputs: &(dyn Fn(Range<usize>) -> (Tensor<4>, Tensor<4>) + Sync),
@@ -232,7 +255,7 @@ fn step_on(
             return (model, lv);
         }
         let grads = GradientsParams::from_grads(l.backward(), &model);
-        return (optim.step(at.lr, model, grads), lv);
+        return (optim.update(at.lr, model, vec![grads]), lv);
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`).
@@ -254,12 +277,8 @@ fn step_on(
     if !lv.is_finite() {
         return (model, lv);
     }
-    let mut combine = CombineGrads {
-        parts: results.into_iter().map(|(_, g)| g).collect(),
-        out: GradientsParams::new(),
-    };
-    model.visit(&mut combine);
-    (optim.step(at.lr, model, combine.out), lv)
+    let parts = results.into_iter().map(|(_, g)| g).collect();
+    (optim.update(at.lr, model, parts), lv)
 }
 
 /// Mean loss and mean MSE of `model` on `split`, in batches, with seeded noise on the input
