@@ -11,7 +11,9 @@ output is tanh (data in [-1, 1]).
 With --compile the whole step (forward, backward, Adam) goes through `torch.compile`; its two
 warm-up steps (one per batch shape, where compiling happens) train too but are not timed.
 
-Prints one JSON line: model, epochs, batch_size, threads, torch, compiled, images_per_sec
+`--device cuda` runs the model, the data and the step on the GPU (timings wait for it).
+
+Prints one JSON line: model, epochs, batch_size, threads, torch, device, compiled, images_per_sec
 (over all epochs), epoch_images_per_sec, flush_denormal, test_mse.
 
 The vae trains on mnist-ae's loss for it: the negative ELBO per image, binary cross-entropy on
@@ -66,12 +68,14 @@ def main():
                    help="torch.compile the whole training step; two warm-up steps (compiling) are not timed")
     p.add_argument("--flush-denormal", action="store_true",
                    help="torch.set_flush_denormal(True): denormal floats computed as zero (mnist-ae does this)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the model, the data and the step on the GPU")
     p.add_argument("--save", help="write the trained state dict here (safetensors), for `mnist-ae import`")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.flush_denormal and not torch.set_flush_denormal(True):
         sys.exit("this CPU cannot flush denormals")
     torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
     if a.module:
         import importlib.util
         spec = importlib.util.spec_from_file_location("exported", a.module)
@@ -93,12 +97,17 @@ def main():
     keep = np.sort(rng.permutation(len(xtr))[int(round(len(xtr) * a.valid_fraction)):])
     scale = (lambda x: torch.from_numpy(x.astype(np.float32) / 127.5 - 1)) if tanh else \
         (lambda x: torch.from_numpy(x.astype(np.float32) / 255.0))
-    xtr, xte = scale(xtr[keep]), scale(xte)
+    xtr, xte = scale(xtr[keep]).to(dev), scale(xte).to(dev)
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     loss_fn = nn.MSELoss()
 
     def vae_loss(x):
-        logits, mu, logvar = model.elbo_parts(x, torch.randn(len(x), mu_dim))
+        logits, mu, logvar = model.elbo_parts(x, torch.randn(len(x), mu_dim, device=dev))
         recon = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
         kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum()
         return (recon + kl) / len(x)
@@ -117,12 +126,15 @@ def main():
         # shorter one.
         for n in {a.batch_size, len(xtr) % a.batch_size or a.batch_size}:
             step(xtr[:n])
+        sync()
     seen, seconds, per_epoch = 0, 0.0, []
     for _ in range(a.epochs):
-        perm = torch.randperm(len(xtr))
+        perm = torch.randperm(len(xtr), device=dev)
+        sync()
         t0 = time.perf_counter()
         for i in range(0, len(xtr), a.batch_size):
             step(xtr[perm[i:i + a.batch_size]])
+        sync()
         dt = time.perf_counter() - t0
         seconds += dt
         seen += len(xtr)
@@ -135,7 +147,8 @@ def main():
         from safetensors.torch import save_file
         save_file(model.state_dict(), a.save)
     print(json.dumps({"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "threads": a.threads,
-                      "torch": torch.__version__, "compiled": a.compile, "images_per_sec": seen / seconds,
+                      "torch": torch.__version__,
+                      "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "compiled": a.compile, "images_per_sec": seen / seconds,
                       "epoch_images_per_sec": per_epoch, "flush_denormal": a.flush_denormal, "test_mse": mse}))
 
 

@@ -5,6 +5,8 @@
 # Each round runs every thread count once, one after the other, so the machine's drift spreads
 # over all of them; the speed-up is taken within each round and the median over rounds quoted.
 # Images/s are over all epochs (harmonic mean of metrics.jsonl's figures, validation excluded).
+#   MNIST_AE_BIN=path/mnist-ae bench/scaling.sh 16 1   (a binary built elsewhere: no build here)
+#   LIMIT_TRAIN=20000 bench/scaling.sh                 (train on that many images, not all 54,000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max="${1:-$(nproc)}"
@@ -12,8 +14,14 @@ rounds="${2:-3}"
 epochs="${3:-2}"
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
-cargo build --release -q
-bin=target/release/mnist-ae
+if [ -n "${MNIST_AE_BIN:-}" ]; then
+  bin=$MNIST_AE_BIN
+else
+  cargo build --release -q
+  bin=target/release/mnist-ae
+fi
+limit=()
+[ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 counts=$(python3 -c "n=$max; c=[1]; exec('while c[-1]*2 <= n: c.append(c[-1]*2)'); c += [n] if c[-1] != n else []; print(*c)")
@@ -25,7 +33,7 @@ for round in $(seq 1 "$rounds"); do
       out="$tmp/$model-$t"
       rm -rf "$out"
       $bin --threads "$t" train --model "$model" --latent-dim "$latent" --batch-size "$batch" \
-        --epochs "$epochs" --data-dir "$data" --no-download --out "$out" -q >/dev/null
+        --epochs "$epochs" "${limit[@]}" --data-dir "$data" --no-download --out "$out" -q >/dev/null
       ips=$(python3 -c "import json,sys; r=[json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]; print(round(len(r)/sum(1/x for x in r)))" "$out/metrics.jsonl")
       echo "$round $model $t $ips" | tee -a "$tmp/results.txt"
     done
