@@ -77,11 +77,12 @@ print(' '.join(f'{x:.0f}' for x in r), '->', round(len(r) / sum(1 / x for x in r
   if [ -n "$torch_gpu" ]; then
     if ref=$(limited python3 bench/pytorch_ref.py --model "$model" --batch-size "$batch" \
         --epochs "$epochs" --device cuda --data-dir "$data" 2>"$tmp/pytorch.err"); then
-      echo "$ref" | python3 -c "
+      gpu=$(echo "$ref" | python3 -c "import json, sys; print(json.load(sys.stdin)['device'])")
+      rates=$(echo "$ref" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-print(f\"%-7s %5s %-13s %-40s %s -> %d\" % (r['model'], r['batch_size'], 'pytorch-cuda', r['device'][:40],
-      ' '.join(str(x) for x in r['epoch_images_per_sec']), round(r['images_per_sec'])))"
+print(' '.join(str(x) for x in r['epoch_images_per_sec']), '->', round(r['images_per_sec']))")
+      printf '%-7s %5s %-13s %-40s %s\n' "$model" "$batch" pytorch-cuda "${gpu:0:40}" "$rates"
     else
       printf '%-7s %5s %-13s failed: %s\n' "$model" "$batch" pytorch-cuda "$(tail -1 "$tmp/pytorch.err")"
     fi

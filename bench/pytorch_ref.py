@@ -100,11 +100,12 @@ def main():
     xtr, xte = scale(xtr[keep]).to(dev), scale(xte).to(dev)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    loss_fn = nn.MSELoss()
 
     def sync():
+        """Waits for the GPU's queued work, so that timings cover it."""
         if dev.type == "cuda":
             torch.cuda.synchronize()
-    loss_fn = nn.MSELoss()
 
     def vae_loss(x):
         logits, mu, logvar = model.elbo_parts(x, torch.randn(len(x), mu_dim, device=dev))
@@ -148,7 +149,8 @@ def main():
         save_file(model.state_dict(), a.save)
     print(json.dumps({"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "threads": a.threads,
                       "torch": torch.__version__,
-                      "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "compiled": a.compile, "images_per_sec": seen / seconds,
+                      "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                      "compiled": a.compile, "images_per_sec": seen / seconds,
                       "epoch_images_per_sec": per_epoch, "flush_denormal": a.flush_denormal, "test_mse": mse}))
 
 
