@@ -79,7 +79,7 @@ fn steps(c: &mut Criterion) {
                     let m = model.take().expect("model");
                     let (m, loss) = step(m, &mut optim, &config, x.clone(), x.clone(), at, &device);
                     model = Some(m);
-                    loss
+                    loss.value()
                 })
             });
         }

@@ -115,7 +115,15 @@ pub fn describe(
             }
         ),
     ];
-    Ok(lines.join("\n"))
+    let mut text = lines.join("\n");
+    if m.is_variational() && !crate::kernels::fused_here(device) {
+        // A known defect, said where it matters (see the README's GPU section).
+        text.push_str(
+            "\ncaution     a variational model on a GPU: its training diverged on an NVIDIA GPU \
+             (Vulkan) where the CPU device's did not; compare its losses with --device cpu",
+        );
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::metrics::{self, EpochMetrics, LOSS_PLOT, METRICS_FILE};
 use super::progress::EpochProgress;
 use super::schedule::{self, ScheduleState};
 use super::step::noisy;
-pub use super::step::{evaluate_loss, step, step_images, vae_eps, StepAt};
+pub use super::step::{evaluate_loss, step, step_images, vae_eps, StepAt, StepLoss};
 use crate::config::{Loss, TrainConfig};
 use crate::data::batch::epoch_order;
 use crate::data::dataset::to_tensor;
@@ -253,6 +253,24 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
             (0, 0.0, 0)
         };
         let done_before = done;
+        // Step losses not yet added to `sum` (a GPU's are read together): (loss, batch, images).
+        let mut pending: Vec<(StepLoss, usize, usize)> = Vec::new();
+        let lr = sched.lr;
+        let diverged = |lv: f64, bi: usize| {
+            let kept = if epoch == 0 && !opts.resume {
+                "no checkpoint was written".to_string()
+            } else {
+                format!(
+                    "the checkpoint of epoch {epoch} in {} is kept",
+                    dir.display()
+                )
+            };
+            Error::Diverged(format!(
+                "training loss became {lv} in epoch {} (batch {}); {kept}. HINT: lower --lr (now {lr})",
+                epoch + 1,
+                bi + 1,
+            ))
+        };
         for (bi, chunk) in order.chunks(config.batch_size).enumerate().skip(skip) {
             let at = StepAt {
                 epoch,
@@ -283,28 +301,20 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
                 }
             };
             model = next;
-            if !lv.is_finite() {
-                let kept = if epoch == 0 && !opts.resume {
-                    "no checkpoint was written".to_string()
-                } else {
-                    format!(
-                        "the checkpoint of epoch {epoch} in {} is kept",
-                        dir.display()
-                    )
-                };
-                return Err(Error::Diverged(format!(
-                    "training loss became {lv} in epoch {} (batch {}); {kept}. HINT: lower --lr (now {})",
-                    epoch + 1,
-                    bi + 1,
-                    sched.lr
-                )));
-            }
-            sum += lv * chunk.len() as f64;
             done += chunk.len();
-            if bi % 20 == 0 {
+            let stop = opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+            // A loss read as not finite stops the run at once (its step left the model as it
+            // was); pending ones are checked when read.
+            let read =
+                bi % READ_EVERY == 0 || stop || matches!(lv, StepLoss::Read(v) if !v.is_finite());
+            pending.push((lv, bi, chunk.len()));
+            if read {
+                read_pending(&mut pending, &mut sum).map_err(|(v, b)| diverged(v, b))?;
+            }
+            if bi % READ_EVERY == 0 {
                 bar.update(done, sum / done as f64);
             }
-            if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) && done < n_train {
+            if stop && done < n_train {
                 bar.finish();
                 checkpoint::save_checkpoint(
                     dir,
@@ -331,6 +341,7 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
                 });
             }
         }
+        read_pending(&mut pending, &mut sum).map_err(|(v, b)| diverged(v, b))?;
         bar.finish();
         let seconds = t0.elapsed().as_secs_f64();
         let images_this_call = done - done_before;
@@ -433,4 +444,68 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
         best_epoch,
         stopped_early,
     })
+}
+
+/// The progress bar shows the running loss, and losses left on the device are read, once
+/// per this many batches: a GPU waits for its queue about that often.
+const READ_EVERY: usize = 20;
+
+/// Reads the losses in `pending` (emptying it), adding each times its batch's image count to
+/// `sum`, in order; the first that is not finite, with its batch, is the error.
+fn read_pending(
+    pending: &mut Vec<(StepLoss, usize, usize)>,
+    sum: &mut f64,
+) -> Result<(), (f64, usize)> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (losses, at): (Vec<StepLoss>, Vec<(usize, usize)>) =
+        pending.drain(..).map(|(l, b, n)| (l, (b, n))).unzip();
+    for (v, (b, n)) in StepLoss::values(losses).into_iter().zip(at) {
+        if !v.is_finite() {
+            return Err((v, b));
+        }
+        *sum += v * n as f64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(v: f32) -> StepLoss {
+        let device = Device::flex();
+        StepLoss::Pending(Box::new(Tensor::from_data(
+            TensorData::new(vec![v], [1]),
+            &device,
+        )))
+    }
+
+    /// Pending and read losses are added in order, each times its images; the first loss that
+    /// is not finite stops the sum and names its batch, whichever kind it is.
+    #[test]
+    fn pending_losses_are_summed_in_order_and_checked() {
+        let mut sum = 1.0;
+        let mut p = vec![
+            (pending(0.5), 0, 10),
+            (StepLoss::Read(0.25), 1, 4),
+            (pending(2.0), 2, 3),
+        ];
+        assert_eq!(read_pending(&mut p, &mut sum), Ok(()));
+        assert!(p.is_empty());
+        assert_eq!(sum, 1.0 + 5.0 + 1.0 + 6.0);
+
+        let mut p = vec![
+            (pending(0.5), 7, 2),
+            (pending(f32::NAN), 8, 2),
+            (StepLoss::Read(f64::INFINITY), 9, 2),
+        ];
+        let (v, batch) = read_pending(&mut p, &mut sum).unwrap_err();
+        assert!(v.is_nan());
+        assert_eq!(batch, 8);
+        let mut p = vec![(pending(1.0), 3, 1), (StepLoss::Read(f64::INFINITY), 4, 1)];
+        assert_eq!(read_pending(&mut p, &mut sum), Err((f64::INFINITY, 4)));
+        assert_eq!(read_pending(&mut Vec::new(), &mut sum), Ok(()));
+    }
 }

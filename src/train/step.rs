@@ -172,9 +172,59 @@ pub struct StepAt {
     pub lr: f64,
 }
 
+/// A training step's loss: read at once where reading is a plain copy (the CPU), else left on
+/// the device. Reading a GPU tensor waits until the GPU has run everything queued before it;
+/// a loss read at every step would leave the GPU idle while the CPU queues the next step's
+/// work, so the training loop reads pending losses several steps at a time.
+#[derive(Debug, Clone)]
+pub enum StepLoss {
+    /// The loss, read; when it is not finite the step left the model unchanged.
+    Read(f64),
+    /// The loss as a one-value tensor not read yet; the step updated the model whatever it is.
+    Pending(Box<Tensor<1>>),
+}
+
+impl StepLoss {
+    /// The loss's value (reading a pending one waits for the device).
+    pub fn value(self) -> f64 {
+        match self {
+            StepLoss::Read(v) => v,
+            StepLoss::Pending(t) => t.into_scalar::<f32>() as f64,
+        }
+    }
+
+    /// Reads the values of `losses` with one wait for the device, in order.
+    pub fn values(losses: Vec<StepLoss>) -> Vec<f64> {
+        let mut out = vec![f64::NAN; losses.len()];
+        let mut pending = Vec::new();
+        let mut slots = Vec::new();
+        for (i, l) in losses.into_iter().enumerate() {
+            match l {
+                StepLoss::Read(v) => out[i] = v,
+                StepLoss::Pending(t) => {
+                    pending.push(*t);
+                    slots.push(i);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let read = Tensor::cat(pending, 0)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("converted to f32");
+            for (i, v) in slots.into_iter().zip(read) {
+                out[i] = v as f64;
+            }
+        }
+        out
+    }
+}
+
 /// One optimisation step on the batch `x` (input) / `target` (on an autodiff device): the loss,
-/// its gradients, one optimizer update. Returns the updated model and the batch's loss; when
-/// the loss is not finite the model comes back unchanged, for the caller to stop.
+/// its gradients, one optimizer update. Returns the updated model and the batch's loss, read
+/// on the CPU and pending elsewhere ([`StepLoss`]); when a read loss is not finite the model
+/// comes back unchanged, for the caller to stop.
 ///
 /// With `config.shards` > 1 the batch is cut into that many shards whose forward and backward
 /// passes run in parallel (rayon tasks), each on its own autodiff graph (`fork` gives the
@@ -192,7 +242,7 @@ pub fn step(
     target: Tensor<4>,
     at: StepAt,
     device: &Device,
-) -> (Autoencoder, f64) {
+) -> (Autoencoder, StepLoss) {
     let n = x.dims()[0];
     let cut = |t: &Tensor<4>, r: Range<usize>| {
         if r.len() == n {
@@ -226,7 +276,7 @@ pub fn step_images(
     scale: Scale,
     at: StepAt,
     device: &Device,
-) -> (Autoencoder, f64) {
+) -> (Autoencoder, StepLoss) {
     let images = |r: Range<usize>| {
         let x = split.batch(&indices[r], scale, device);
         (x.clone(), x)
@@ -244,14 +294,22 @@ fn step_on(
     inputs: &(dyn Fn(Range<usize>) -> (Tensor<4>, Tensor<4>) + Sync),
     at: StepAt,
     device: &Device,
-) -> (Autoencoder, f64) {
+) -> (Autoencoder, StepLoss) {
     let eps = batch_eps(config, at.epoch, at.batch, n, device);
     let ranges = shard_ranges(n, config.shards);
+    let read_now = crate::kernels::fused_here(device);
+    let take = |l: &Tensor<1>| {
+        if read_now {
+            StepLoss::Read(l.clone().into_scalar::<f32>() as f64)
+        } else {
+            StepLoss::Pending(Box::new(l.clone().detach()))
+        }
+    };
     if ranges.len() == 1 {
         let (x, target) = inputs(0..n);
         let l = shard_loss(&model, config, x, target, eps);
-        let lv = l.clone().into_scalar::<f32>() as f64;
-        if !lv.is_finite() {
+        let lv = take(&l);
+        if matches!(lv, StepLoss::Read(v) if !v.is_finite()) {
             return (model, lv);
         }
         let grads = GradientsParams::from_grads(l.backward(), &model);
@@ -259,7 +317,7 @@ fn step_on(
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`).
-    let results: Vec<(f64, GradientsParams)> = ranges
+    let results: Vec<(StepLoss, GradientsParams)> = ranges
         .par_iter()
         .map(|r| {
             crate::kernels::as_task(|| {
@@ -268,16 +326,28 @@ fn step_on(
                 let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
                 let w = r.len() as f64 / n as f64;
                 let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
-                let lv = l.clone().into_scalar::<f32>() as f64;
-                (lv, GradientsParams::from_grads(l.backward(), &m))
+                (take(&l), GradientsParams::from_grads(l.backward(), &m))
             })
         })
         .collect();
-    let lv: f64 = results.iter().map(|(l, _)| l).sum();
-    if !lv.is_finite() {
-        return (model, lv);
-    }
-    let parts = results.into_iter().map(|(_, g)| g).collect();
+    let (losses, parts): (Vec<StepLoss>, Vec<GradientsParams>) = results.into_iter().unzip();
+    let lv = if read_now {
+        let v: f64 = losses.into_iter().map(StepLoss::value).sum();
+        if !v.is_finite() {
+            return (model, StepLoss::Read(v));
+        }
+        StepLoss::Read(v)
+    } else {
+        let sum = losses
+            .into_iter()
+            .filter_map(|l| match l {
+                StepLoss::Pending(t) => Some(*t),
+                StepLoss::Read(_) => None,
+            })
+            .reduce(|a, b| a + b)
+            .expect("at least one shard");
+        StepLoss::Pending(Box::new(sum))
+    };
     (optim.update(at.lr, model, parts), lv)
 }
 

@@ -569,6 +569,7 @@ fn a_step_on_images_is_the_step_on_their_tensors() {
                     let x = data.train.batch(&idx, scale, &device);
                     step(model, &mut optim, &config, x.clone(), x, at, &device)
                 };
+                let loss = loss.value();
                 let out = model.forward(data.train.batch(&probe, scale, &device));
                 (loss, out.into_data())
             };
@@ -628,6 +629,7 @@ fn sharded_step_matches_the_whole_batch_step() {
                 at,
                 &device,
             );
+            let loss = loss.value();
             assert!(loss.is_finite() && loss > 0.0, "{preset:?} loss {loss}");
             let out = model.forward(x);
             let moved = (out.clone() - before).abs().max().into_scalar::<f32>();
