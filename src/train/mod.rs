@@ -11,4 +11,5 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 
+pub use params::{initial, named_tensors};
 pub use run::{train, TrainOptions, TrainOutcome};

@@ -190,7 +190,7 @@ pub fn initial(
 }
 
 /// A model's float tensors (weights and batch-norm statistics) as (name, shape, values).
-pub(crate) fn named_tensors(model: &Autoencoder) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub fn named_tensors(model: &Autoencoder) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     collect(&model.encoder, "encoder")
         .into_iter()
         .chain(collect(&model.decoder, "decoder"))
