@@ -7,9 +7,10 @@
 #   RUN_TIMEOUT=120 bench/gpu.sh            (seconds allowed to each training run; default none)
 # Builds mnist-ae with `--features wgpu`, and with `--features cuda` where that builds (it needs
 # the LLVM bundle that cubecl-cuda's build downloads; see the README), then trains conv64
-# (batch 32 and 256) and mlp (batch 256) for EPOCHS epochs on every GPU device it built, and on
-# the CPU for comparison, and prints each epoch's images/s and the run's (all epochs' images
-# over their seconds, validation excluded), with the devices' names. Where python3 has a PyTorch
+# (batch 32 and 256), mlp (batch 256) and the vae (batch 128) for EPOCHS epochs on every GPU
+# device it built, and on the CPU for comparison, and prints each epoch's images/s and the
+# run's (all epochs' images over their seconds, validation excluded), with the devices' names
+# and the last epoch's training loss (a GPU's should match the CPU's closely). Where python3 has a PyTorch
 # that sees a CUDA GPU, the same models train with it on that GPU too (bench/pytorch_ref.py
 # --device cuda, eager; the first epoch includes its warm-up as mnist-ae's does), for reference.
 set -euo pipefail
@@ -51,8 +52,8 @@ if python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/de
   echo "PyTorch $(python3 -c 'import torch; print(torch.__version__)') (reference, on the GPU)"
 fi
 
-printf '%-7s %5s %-13s %-40s %s\n' model batch device adapter "images/s per epoch -> run"
-for spec in "conv64 32" "conv64 256" "mlp 256"; do
+printf '%-7s %5s %-13s %-40s %s\n' model batch device adapter "images/s per epoch -> run | last training loss"
+for spec in "conv64 32" "conv64 256" "mlp 256" "vae 128"; do
   set -- $spec
   model=$1 batch=$2
   for device in $devices; do
@@ -70,8 +71,10 @@ for spec in "conv64 32" "conv64 256" "mlp 256"; do
     adapter=$(grep -m1 '^device ' "$log" | sed 's/^device *//')
     rates=$(python3 -c "
 import json, sys
-r = [json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]
-print(' '.join(f'{x:.0f}' for x in r), '->', round(len(r) / sum(1 / x for x in r)))" "$out/metrics.jsonl")
+m = [json.loads(l) for l in open(sys.argv[1])]
+r = [e['images_per_sec'] for e in m]
+print(' '.join(f'{x:.0f}' for x in r), '->', round(len(r) / sum(1 / x for x in r)),
+      f\"| {m[-1]['train_loss']:.6g}\")" "$out/metrics.jsonl")
     printf '%-7s %5s %-13s %-40s %s\n' "$model" "$batch" "$device" "${adapter:0:40}" "$rates"
   done
   if [ -n "$torch_gpu" ]; then
