@@ -203,20 +203,12 @@ const STEP_TOL: f64 = 2e-3;
 #[test]
 fn one_step_changes_every_parameter_as_on_the_cpu() {
     use burn::optim::SgdConfig;
-    use mnist_ae::data::{load, LoadOptions, MNIST};
+    use mnist_ae::train::run::load_data;
     use mnist_ae::train::step::{step, StepAt};
     use mnist_ae::train::{initial, named_tensors};
 
-    let data = load(&LoadOptions {
-        spec: &MNIST,
-        dir: &subset(),
-        allow_download: false,
-        valid_fraction: 0.1,
-        seed: 42,
-        limit_train: None,
-        limit_test: None,
-    })
-    .unwrap();
+    // The subset split as `train` splits it (every preset's default seed and validation share).
+    let data = load_data(&TrainConfig::for_preset(PRESETS[0]), &subset(), false).unwrap();
     let (cpu_device, gpu_device) = (Device::flex().autodiff(), wgpu().autodiff());
     let at = StepAt {
         epoch: 0,
