@@ -298,17 +298,14 @@ fn step_on(
     let eps = batch_eps(config, at.epoch, at.batch, n, device);
     let ranges = shard_ranges(n, config.shards);
     let read_now = crate::kernels::fused_here(device);
-    let take = |l: &Tensor<1>| {
-        if read_now {
-            StepLoss::Read(l.clone().into_scalar::<f32>() as f64)
-        } else {
-            StepLoss::Pending(Box::new(l.clone().detach()))
-        }
-    };
     if ranges.len() == 1 {
         let (x, target) = inputs(0..n);
         let l = shard_loss(&model, config, x, target, eps);
-        let lv = take(&l);
+        let lv = if read_now {
+            StepLoss::Read(l.clone().into_scalar::<f32>() as f64)
+        } else {
+            StepLoss::Pending(Box::new(l.clone().detach()))
+        };
         if matches!(lv, StepLoss::Read(v) if !v.is_finite()) {
             return (model, lv);
         }
@@ -317,7 +314,7 @@ fn step_on(
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`).
-    let results: Vec<(StepLoss, GradientsParams)> = ranges
+    let results: Vec<(Tensor<1>, GradientsParams)> = ranges
         .par_iter()
         .map(|r| {
             crate::kernels::as_task(|| {
@@ -326,27 +323,26 @@ fn step_on(
                 let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
                 let w = r.len() as f64 / n as f64;
                 let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
-                (take(&l), GradientsParams::from_grads(l.backward(), &m))
+                (
+                    l.clone().detach(),
+                    GradientsParams::from_grads(l.backward(), &m),
+                )
             })
         })
         .collect();
-    let (losses, parts): (Vec<StepLoss>, Vec<GradientsParams>) = results.into_iter().unzip();
+    let (losses, parts): (Vec<Tensor<1>>, Vec<GradientsParams>) = results.into_iter().unzip();
     let lv = if read_now {
-        let v: f64 = losses.into_iter().map(StepLoss::value).sum();
+        let v: f64 = losses
+            .into_iter()
+            .map(|l| l.into_scalar::<f32>() as f64)
+            .sum();
         if !v.is_finite() {
             return (model, StepLoss::Read(v));
         }
         StepLoss::Read(v)
     } else {
-        let sum = losses
-            .into_iter()
-            .filter_map(|l| match l {
-                StepLoss::Pending(t) => Some(*t),
-                StepLoss::Read(_) => None,
-            })
-            .reduce(|a, b| a + b)
-            .expect("at least one shard");
-        StepLoss::Pending(Box::new(sum))
+        let sum = losses.into_iter().reduce(|a, b| a + b);
+        StepLoss::Pending(Box::new(sum.expect("at least one shard")))
     };
     (optim.update(at.lr, model, parts), lv)
 }
