@@ -168,7 +168,8 @@ pub(super) fn matmul_new(a: View<'_>, b: View<'_>) -> Vec<f32> {
     // only what the first wrote), the `k ≤ 2` kernels and the one-row and one-column (gemv)
     // paths; an empty inner dimension is zero-filled by `gemm_raw`. (gemm's optional Apple AMX
     // kernels do read the destination; the `experimental-apple-amx` feature is not enabled in
-    // this build.) So all `len` elements are initialised when it returns, and `set_len`
+    // this build.) Products of rows by rows (`dot::product`) store every element without
+    // reading it too. So all `len` elements are initialised when it returns, and `set_len`
     // exposes only those.
     unsafe {
         gemm_raw(out.as_mut_ptr(), a, b, false);
@@ -177,7 +178,8 @@ pub(super) fn matmul_new(a: View<'_>, b: View<'_>) -> Vec<f32> {
     out
 }
 
-/// `dst ← (accumulate ? dst : 0) + a·b` through `gemm`, `dst` row-major `[a.rows, b.cols]`.
+/// `dst ← (accumulate ? dst : 0) + a·b`, `dst` row-major `[a.rows, b.cols]`: through
+/// [`super::dot`] when both operands run along the inner dimension and it can, else `gemm`.
 ///
 /// # Safety
 /// `dst` is valid for writes of `a.rows · b.cols` elements (and for reads of as many,
@@ -194,6 +196,13 @@ unsafe fn gemm_raw(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
             // SAFETY: the caller guarantees `m · n` writable elements at `dst`.
             unsafe { std::ptr::write_bytes(dst, 0, m * n) };
         }
+        return;
+    }
+    let bt = b.t();
+    if super::dot::usable(&a, &bt) {
+        // SAFETY: `usable` holds; the caller's contract on `dst` is `product`'s (`bt.rows` is
+        // `n`).
+        unsafe { super::dot::product(dst, a, bt, accumulate) };
         return;
     }
     let parallelism = if super::in_task() {

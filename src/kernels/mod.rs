@@ -27,6 +27,7 @@
 pub mod adam;
 mod autodiff;
 mod conv;
+mod dot;
 mod dropout;
 mod flex;
 mod flex_loss;

@@ -1,0 +1,465 @@
+//! Matrix products `a·bᵀ` whose operands both run along the inner dimension, row by row: the
+//! weight gradients of convolutions (`g·colsᵀ`: tens of rows by hundreds of columns, hundreds
+//! to thousands deep) and a linear layer's input gradient (`g·wᵀ`).
+//!
+//! gemm multiplies from packed copies of its operands, laid out for a kernel that broadcasts
+//! one operand and streams the other along the output's columns. For this form both copies are
+//! transpositions, and they took a third to a half of these products' time: 47–76 GFLOP/s
+//! against 110–115 for the kernel here, on one Zen 4 core with the operands in cache
+//! (BENCHMARKS.md, session 26). Here each 4×4 block of the output is sixteen dot products run
+//! side by side along the inner dimension, straight from the operands' rows: four vectors of
+//! `a` and four of `b` loaded for sixteen multiply-adds, the sums in sixteen registers, folded
+//! into the block's sixteen results by a tree of shuffles at the end. That needs AVX-512 (32
+//! registers) and enough depth to pay for the fold ([`MIN_DEPTH`]); elsewhere the caller keeps
+//! gemm. No crate in the build has this form of product without packing (faer and burn use
+//! gemm's kernels), hence this file.
+//!
+//! Each output value is computed the same way wherever the work is cut: blocks are aligned on
+//! the output's own rows and columns (multiples of 4 from 0), and only the last rows and
+//! columns, past the last whole block, take the edge kernel. So a product gives the same bits
+//! on one thread or many.
+
+use super::matmul::View;
+
+/// The least inner dimension for which [`product`] is used: below it the fold at the end of
+/// each block costs more than gemm's packing (64×512 outputs, 32 deep: 29 µs against gemm's
+/// 24; 64 deep: 44 against 46).
+pub(super) const MIN_DEPTH: usize = 64;
+
+/// Rows of the output per parallel task (outside a shard): whole blocks of 4.
+const TASK_ROWS: usize = 16;
+
+/// Bytes of `b`'s rows one pass over the output's rows reads, so that they stay in the core's
+/// second-level cache while every block of rows reuses them.
+const PANEL_BYTES: usize = 1 << 19;
+
+/// The least product (multiply-adds) split over threads when not in a shard.
+const PARALLEL_MIN: usize = 1 << 20;
+
+/// Whether [`product`] computes `a·bt ᵀ` on this CPU: AVX-512, rows of both operands
+/// contiguous, the same depth of at least [`MIN_DEPTH`].
+pub(super) fn usable(a: &View<'_>, bt: &View<'_>) -> bool {
+    a.cols() == bt.cols()
+        && a.cols() >= MIN_DEPTH
+        && a.rows() > 0
+        && bt.rows() > 0
+        && a.row_contiguous()
+        && bt.row_contiguous()
+        && has_avx512()
+}
+
+/// Whether the CPU has AVX-512F (never, off x86-64).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A pointer to the output, shared by the tasks that write its disjoint blocks.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: the tasks given an `Out` write disjoint elements of it (see `product`), and the
+// caller of `product` keeps the buffer alive and unaliased until every task has returned.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element `off` past the start (a method, so that closures capture the whole `Out`).
+    ///
+    /// # Safety
+    /// `off` lies inside the output buffer.
+    unsafe fn at(self, off: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(off) }
+    }
+}
+
+/// `dst ← (accumulate ? dst : 0) + a·btᵀ`, `dst` row-major `[a.rows, bt.rows]`, for operands
+/// that are [`usable`]. Runs on the calling thread in a shard ([`super::in_task`]), split over
+/// the pool's threads by blocks of rows and columns otherwise. Without `accumulate` every
+/// element of `dst` is written and none read.
+///
+/// # Safety
+/// `usable(&a, &bt)` holds; `dst` is valid for writes of `a.rows · bt.rows` elements (and for
+/// reads of as many, initialised, when `accumulate`), and aliases neither operand for the
+/// call's duration.
+pub(super) unsafe fn product(dst: *mut f32, a: View<'_>, bt: View<'_>, accumulate: bool) {
+    assert!(usable(&a, &bt), "dot::product: operands it does not take");
+    let (m, n, k) = (a.rows(), bt.rows(), a.cols());
+    // Columns per pass: `b`'s rows that fit [`PANEL_BYTES`], a multiple of 4 (block-aligned).
+    let panel = (PANEL_BYTES / (4 * k)).max(4) / 4 * 4;
+    let out = Out(dst);
+    let run = move |(r0, c0): (usize, usize)| {
+        let rows = TASK_ROWS.min(m - r0);
+        let cols = panel.min(n - c0);
+        // SAFETY: the CPU has AVX-512F (`usable`). Rows `r0..r0 + rows` of `a` and
+        // `c0..c0 + cols` of `bt` exist, each `k` long from the view's row start (`rows_raw`);
+        // the block `[r0.., c0..]` of `dst` lies inside its `m × n` elements, which the caller
+        // lets us write; tasks get disjoint blocks.
+        unsafe {
+            let (ap, lda) = a.rows_raw();
+            let (bp, ldb) = bt.rows_raw();
+            #[cfg(target_arch = "x86_64")]
+            avx512::block(
+                out.at(r0 * n + c0),
+                n,
+                (ap.add(r0 * lda), lda),
+                (bp.add(c0 * ldb), ldb),
+                (rows, cols, k),
+                accumulate,
+            );
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (out, ap, lda, bp, ldb, rows, cols, accumulate);
+        }
+    };
+    let tasks = || {
+        (0..m)
+            .step_by(TASK_ROWS)
+            .flat_map(move |r| (0..n).step_by(panel).map(move |c| (r, c)))
+    };
+    if super::in_task() || m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN {
+        // Column panels outermost: each panel of `b` is read from cache by every row block.
+        let mut blocks: Vec<_> = tasks().collect();
+        blocks.sort_by_key(|&(r, c)| (c, r));
+        blocks.into_iter().for_each(run);
+    } else {
+        use rayon::prelude::*;
+        tasks().collect::<Vec<_>>().into_par_iter().for_each(run);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+
+    /// `dst[i·ldd + j] ← (accumulate ? dst[i·ldd + j] : 0) + Σ_p a[i·lda + p] · b[j·ldb + p]`
+    /// for `i < rows`, `j < cols`, `p < k`: whole 4×4 blocks from the top left, the edge
+    /// kernel for the rows and columns past them.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds `rows` rows of `k` values at stride `lda`, `b` `cols`
+    /// rows at stride `ldb`; `dst` is writable (and readable, when `accumulate`) at every
+    /// `i·ldd + j` above and aliases neither.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(
+        dst: *mut f32,
+        ldd: usize,
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
+        (rows, cols, k): (usize, usize, usize),
+        accumulate: bool,
+    ) {
+        let (rows4, cols4) = (rows / 4 * 4, cols / 4 * 4);
+        // SAFETY (all calls below): each call's rows of `a` and `b` and block of `dst` lie
+        // inside the ones this function was given.
+        unsafe {
+            for i in (0..rows4).step_by(4) {
+                let ai = a.add(i * lda);
+                for j in (0..cols4).step_by(4) {
+                    let d = dst.add(i * ldd + j);
+                    four_by_four(d, ldd, (ai, lda), (b.add(j * ldb), ldb), k, accumulate);
+                }
+                let j = cols4;
+                let d = dst.add(i * ldd + j);
+                edge_rows::<4>(
+                    cols - cols4,
+                    d,
+                    ldd,
+                    (ai, lda),
+                    (b.add(j * ldb), ldb),
+                    k,
+                    accumulate,
+                );
+            }
+            let i = rows4;
+            let ai = a.add(i * lda);
+            for j in (0..cols).step_by(4) {
+                let d = dst.add(i * ldd + j);
+                let bj = (b.add(j * ldb), ldb);
+                let nr = (cols - j).min(4);
+                match rows - rows4 {
+                    1 => edge_rows::<1>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                    2 => edge_rows::<2>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                    3 => edge_rows::<3>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The mask of the first `k % 16` lanes, for the last, partial vector of a row.
+    fn tail_mask(k: usize) -> __mmask16 {
+        ((1u32 << (k % LANES)) - 1) as __mmask16
+    }
+
+    /// One 4×4 block of the output: `sum[4j + i]` accumulates row `i` of `a` times row `j` of
+    /// `b`, lane by lane, then a tree of shuffles folds the sixteen vectors into one whose
+    /// lanes `4i..4i + 4` are row `i` of the block.
+    ///
+    /// # Safety
+    /// As [`block`], for 4 rows and 4 columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn four_by_four(
+        dst: *mut f32,
+        ldd: usize,
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
+        k: usize,
+        accumulate: bool,
+    ) {
+        let mut sum = [_mm512_setzero_ps(); 16];
+        let whole = k / LANES * LANES;
+        // SAFETY: every load reads lanes `p..p + 16` (masked to `p..k` for the last) of a row
+        // that holds `k` values.
+        unsafe {
+            for p in (0..whole).step_by(LANES) {
+                let av: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(a.add(i * lda + p)));
+                for j in 0..4 {
+                    let bv = _mm512_loadu_ps(b.add(j * ldb + p));
+                    for i in 0..4 {
+                        sum[4 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[4 * j + i]);
+                    }
+                }
+            }
+            if whole < k {
+                let m = tail_mask(k);
+                let av: [__m512; 4] =
+                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + whole)));
+                for j in 0..4 {
+                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + whole));
+                    for i in 0..4 {
+                        sum[4 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[4 * j + i]);
+                    }
+                }
+            }
+        }
+        // Fold pairs: halves of 256 bits (8 → 8 vectors of two sums' 8 partial lanes), then
+        // quarters (each quarter of `q[r]` one sum's 4 partial lanes: sums 4r..4r + 4), then
+        // pairs of lanes inside the quarters, twice. Lane 4q + e of the result is sum 4e + q,
+        // that is row q, column e of the block.
+        let h: [__m512; 8] = std::array::from_fn(|p| {
+            let (x, y) = (sum[2 * p], sum[2 * p + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+            )
+        });
+        let q: [__m512; 4] = std::array::from_fn(|r| {
+            let (x, y) = (h[2 * r], h[2 * r + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y),
+            )
+        });
+        let pairs = |x: __m512, y: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0b10_00_10_00>(x, y),
+                _mm512_shuffle_ps::<0b11_01_11_01>(x, y),
+            )
+        };
+        let r = pairs(pairs(q[0], q[1]), pairs(q[2], q[3]));
+        let rows = [
+            _mm512_extractf32x4_ps::<0>(r),
+            _mm512_extractf32x4_ps::<1>(r),
+            _mm512_extractf32x4_ps::<2>(r),
+            _mm512_extractf32x4_ps::<3>(r),
+        ];
+        // SAFETY: row `i` of the block is 4 writable (readable when accumulating) values at
+        // `dst + i·ldd`.
+        unsafe {
+            for (i, row) in rows.into_iter().enumerate() {
+                let d = dst.add(i * ldd);
+                let v = if accumulate {
+                    _mm_add_ps(_mm_loadu_ps(d), row)
+                } else {
+                    row
+                };
+                _mm_storeu_ps(d, v);
+            }
+        }
+    }
+
+    /// `R` rows by `cols` (1 to 4) columns, each sum folded on its own: the blocks at the
+    /// output's right and bottom edges.
+    ///
+    /// # Safety
+    /// As [`block`], for `R` rows and `cols` ≤ 4 columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn edge_rows<const R: usize>(
+        cols: usize,
+        dst: *mut f32,
+        ldd: usize,
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
+        k: usize,
+        accumulate: bool,
+    ) {
+        if cols == 0 {
+            return;
+        }
+        // `sum[j][i]`: row `i` of `a` times row `j` of `b`.
+        let mut sum = [[_mm512_setzero_ps(); R]; 4];
+        let whole = k / LANES * LANES;
+        // SAFETY: as in `four_by_four`, for rows `j < cols` of `b` only.
+        unsafe {
+            for p in (0..whole).step_by(LANES) {
+                let av: [__m512; R] = std::array::from_fn(|i| _mm512_loadu_ps(a.add(i * lda + p)));
+                for (j, col) in sum.iter_mut().enumerate().take(cols) {
+                    let bv = _mm512_loadu_ps(b.add(j * ldb + p));
+                    for (s, &a) in col.iter_mut().zip(&av) {
+                        *s = _mm512_fmadd_ps(a, bv, *s);
+                    }
+                }
+            }
+            if whole < k {
+                let m = tail_mask(k);
+                let av: [__m512; R] =
+                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + whole)));
+                for (j, col) in sum.iter_mut().enumerate().take(cols) {
+                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + whole));
+                    for (s, &a) in col.iter_mut().zip(&av) {
+                        *s = _mm512_fmadd_ps(a, bv, *s);
+                    }
+                }
+            }
+            for (j, col) in sum.iter().enumerate().take(cols) {
+                for (i, s) in col.iter().enumerate() {
+                    let d = dst.add(i * ldd + j);
+                    let v = _mm512_reduce_add_ps(*s);
+                    *d = if accumulate { *d + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `a·btᵀ` in f64, `a` `[m, k]` and `bt` `[n, k]` at row strides `lda`, `ldb`.
+    fn reference(
+        a: &[f32],
+        lda: usize,
+        bt: &[f32],
+        ldb: usize,
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|p| f64::from(a[i * lda + p]) * f64::from(bt[j * ldb + p]))
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn products_match_a_reference_for_every_edge_depth_stride_and_mode() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut checked = 0;
+        for &(m, n) in &[(1, 1), (4, 4), (3, 7), (5, 9), (8, 16), (13, 6), (17, 33)] {
+            for &k in &[64, 79, 96, 257] {
+                for pad in [0, 3] {
+                    let (lda, ldb) = (k + pad, k + 2 * pad);
+                    let a = values(m * lda, 1);
+                    let b = values(n * ldb, 2);
+                    let want = reference(&a, lda, &b, ldb, (m, n, k));
+                    let av = View::strided(&a, 0, (m, k), (lda, 1));
+                    let bv = View::strided(&b, 0, (n, k), (ldb, 1));
+                    for accumulate in [false, true] {
+                        let start = values(m * n, 3);
+                        let mut got = if accumulate {
+                            start.clone()
+                        } else {
+                            vec![f32::NAN; m * n]
+                        };
+                        // SAFETY: `got` holds m·n initialised values and aliases neither operand.
+                        unsafe { product(got.as_mut_ptr(), av, bv, accumulate) };
+                        for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            let w = if accumulate {
+                                w + f64::from(start[e])
+                            } else {
+                                w
+                            };
+                            let tol = 1e-5 * (k as f64);
+                            assert!(
+                                (f64::from(g) - w).abs() <= tol,
+                                "{m}×{n}×{k} (pad {pad}, accumulate {accumulate}): element {e} is {g}, want {w}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 4 * 2 * 2);
+    }
+
+    #[test]
+    fn a_product_gives_the_same_bits_on_one_thread_and_on_many() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        // Big enough to be split over the pool (rows in several tasks, columns in several
+        // panels), with edges on both sides.
+        let (m, n, k) = (37, 1_030, 133);
+        let (a, b) = (values(m * k, 4), values(n * k, 5));
+        let (av, bv) = (View::dense(&a, m, k), View::dense(&b, n, k));
+        assert!(m * n * k >= PARALLEL_MIN && n > PANEL_BYTES / (4 * k));
+        let mut many = vec![0f32; m * n];
+        // SAFETY: buffers of m·n values, aliasing neither operand.
+        unsafe { product(many.as_mut_ptr(), av, bv, false) };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let mut one = vec![0f32; m * n];
+        pool.install(|| {
+            super::super::as_task(|| unsafe { product(one.as_mut_ptr(), av, bv, false) })
+        });
+        assert_eq!(
+            many.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn shallow_strided_or_mismatched_operands_are_not_taken() {
+        let a = values(8 * 64, 6);
+        let shallow = View::dense(&a[..8 * 63], 8, 63);
+        let deep = View::dense(&a, 8, 64);
+        assert!(!usable(&shallow, &shallow));
+        assert!(
+            !usable(&deep.t(), &deep.t()),
+            "columns, not rows, are contiguous"
+        );
+        assert!(!usable(&deep, &View::dense(&a, 4, 128)));
+        assert_eq!(usable(&deep, &deep), has_avx512());
+    }
+}
