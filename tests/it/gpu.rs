@@ -102,6 +102,10 @@ fn train_here(
     config.batch_size = 64;
     config.seed = seed;
     config.shards = 1;
+    // `train` seeds burn's random generator, one for the whole process, and draws the model's
+    // weights from it: another test seeding it meanwhile (the one-step test below, on another
+    // thread) would change the weights drawn here.
+    let _seeded = crate::common::seed_lock();
     let outcome = train(&TrainOptions {
         config,
         run_dir: out.to_path_buf(),
