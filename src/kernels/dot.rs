@@ -37,12 +37,13 @@ const PANEL_BYTES: usize = 1 << 19;
 const PARALLEL_MIN: usize = 1 << 20;
 
 /// Whether [`product`] computes `a·bt ᵀ` on this CPU: AVX-512, rows of both operands
-/// contiguous, the same depth of at least [`MIN_DEPTH`].
+/// contiguous, the same depth of at least [`MIN_DEPTH`], and at least one whole 4×4 block
+/// (with fewer rows, a product is a matrix-vector one, which gemm does without packing).
 pub(super) fn usable(a: &View<'_>, bt: &View<'_>) -> bool {
     a.cols() == bt.cols()
         && a.cols() >= MIN_DEPTH
-        && a.rows() > 0
-        && bt.rows() > 0
+        && a.rows() >= 4
+        && bt.rows() >= 4
         && a.row_contiguous()
         && bt.row_contiguous()
         && has_avx512()
@@ -382,7 +383,7 @@ mod tests {
             return;
         }
         let mut checked = 0;
-        for &(m, n) in &[(1, 1), (4, 4), (3, 7), (5, 9), (8, 16), (13, 6), (17, 33)] {
+        for &(m, n) in &[(4, 4), (4, 7), (5, 9), (8, 16), (13, 6), (7, 5), (17, 33)] {
             for &k in &[64, 79, 96, 257] {
                 for pad in [0, 3] {
                     let (lda, ldb) = (k + pad, k + 2 * pad);
@@ -460,6 +461,10 @@ mod tests {
             "columns, not rows, are contiguous"
         );
         assert!(!usable(&deep, &View::dense(&a, 4, 128)));
+        assert!(
+            !usable(&deep, &View::dense(&a[..3 * 64], 3, 64)),
+            "a matrix-vector product"
+        );
         assert_eq!(usable(&deep, &deep), has_avx512());
     }
 }
