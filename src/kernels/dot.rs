@@ -4,9 +4,8 @@
 //!
 //! gemm multiplies from packed copies of its operands, laid out for a kernel that broadcasts
 //! one operand and streams the other along the output's columns. For this form both copies are
-//! transpositions, and they took a third to a half of these products' time: 47–76 GFLOP/s
-//! against 110–115 for the kernel here, on one Zen 4 core with the operands in cache
-//! (BENCHMARKS.md, session 26). Here each 4×4 block of the output is sixteen dot products run
+//! transpositions, which cost these products about as much as their arithmetic (BENCHMARKS.md
+//! has the measurements). Here each 4×4 block of the output is sixteen dot products run
 //! side by side along the inner dimension, straight from the operands' rows: four vectors of
 //! `a` and four of `b` loaded for sixteen multiply-adds, the sums in sixteen registers, folded
 //! into the block's sixteen results by a tree of shuffles at the end. That needs AVX-512 (32
@@ -22,11 +21,11 @@
 use super::matmul::View;
 
 /// The least inner dimension for which [`product`] is used: below it the fold at the end of
-/// each block costs more than gemm's packing (64×512 outputs, 32 deep: 29 µs against gemm's
-/// 24; 64 deep: 44 against 46).
+/// each block costs more than gemm's packing saves (measured: BENCHMARKS.md).
 pub(super) const MIN_DEPTH: usize = 64;
 
-/// Rows of the output per parallel task (outside a shard): whole blocks of 4.
+/// Rows of the output per piece of work (a task on the pool, or a step of the serial loop):
+/// whole blocks of 4.
 const TASK_ROWS: usize = 16;
 
 /// Bytes of `b`'s rows one pass over the output's rows reads, so that they stay in the core's
@@ -36,9 +35,10 @@ const PANEL_BYTES: usize = 1 << 19;
 /// The least product (multiply-adds) split over threads when not in a shard.
 const PARALLEL_MIN: usize = 1 << 20;
 
-/// Whether [`product`] computes `a·bt ᵀ` on this CPU: AVX-512, rows of both operands
+/// Whether [`product`] computes `a·btᵀ` on this CPU: AVX-512, rows of both operands
 /// contiguous, the same depth of at least [`MIN_DEPTH`], and at least one whole 4×4 block
-/// (with fewer rows, a product is a matrix-vector one, which gemm does without packing).
+/// (with fewer rows or columns every value would take the edge kernel, one horizontal sum
+/// each; gemm treats such thin products as matrix-vector ones).
 pub(super) fn usable(a: &View<'_>, bt: &View<'_>) -> bool {
     a.cols() == bt.cols()
         && a.cols() >= MIN_DEPTH
@@ -81,8 +81,9 @@ impl Out {
 }
 
 /// `dst ← (accumulate ? dst : 0) + a·btᵀ`, `dst` row-major `[a.rows, bt.rows]`, for operands
-/// that are [`usable`]. Runs on the calling thread in a shard ([`super::in_task`]), split over
-/// the pool's threads by blocks of rows and columns otherwise. Without `accumulate` every
+/// that are [`usable`]. Runs on the calling thread in a shard ([`super::in_task`]) or when
+/// smaller than [`PARALLEL_MIN`], split over the pool's threads by blocks of rows and columns
+/// otherwise. Without `accumulate` every
 /// element of `dst` is written and none read.
 ///
 /// # Safety
@@ -98,7 +99,8 @@ pub(super) unsafe fn product(dst: *mut f32, a: View<'_>, bt: View<'_>, accumulat
     let run = move |(r0, c0): (usize, usize)| {
         let rows = TASK_ROWS.min(m - r0);
         let cols = panel.min(n - c0);
-        // SAFETY: the CPU has AVX-512F (`usable`). Rows `r0..r0 + rows` of `a` and
+        // SAFETY: the CPU has AVX-512F, and both views have contiguous rows and are not
+        // empty, as `rows_raw` requires (`usable`). Rows `r0..r0 + rows` of `a` and
         // `c0..c0 + cols` of `bt` exist, each `k` long from the view's row start (`rows_raw`);
         // the block `[r0.., c0..]` of `dst` lies inside its `m × n` elements, which the caller
         // lets us write; tasks get disjoint blocks.
@@ -158,8 +160,9 @@ mod avx512 {
         accumulate: bool,
     ) {
         let (rows4, cols4) = (rows / 4 * 4, cols / 4 * 4);
-        // SAFETY (all calls below): each call's rows of `a` and `b` and block of `dst` lie
-        // inside the ones this function was given.
+        // SAFETY (all pointers and calls below): rows `i < rows` of `a`, `j < cols` of `b` and
+        // elements `(i, j)` of `dst` are the ones this function was given; no pointer is formed
+        // to a row or column past them.
         unsafe {
             for i in (0..rows4).step_by(4) {
                 let ai = a.add(i * lda);
@@ -167,29 +170,22 @@ mod avx512 {
                     let d = dst.add(i * ldd + j);
                     four_by_four(d, ldd, (ai, lda), (b.add(j * ldb), ldb), k, accumulate);
                 }
-                let j = cols4;
-                let d = dst.add(i * ldd + j);
-                edge_rows::<4>(
-                    cols - cols4,
-                    d,
-                    ldd,
-                    (ai, lda),
-                    (b.add(j * ldb), ldb),
-                    k,
-                    accumulate,
-                );
+                if cols4 < cols {
+                    let (d, bj) = (dst.add(i * ldd + cols4), (b.add(cols4 * ldb), ldb));
+                    edge_rows::<4>(cols - cols4, d, ldd, (ai, lda), bj, k, accumulate);
+                }
             }
-            let i = rows4;
-            let ai = a.add(i * lda);
-            for j in (0..cols).step_by(4) {
-                let d = dst.add(i * ldd + j);
-                let bj = (b.add(j * ldb), ldb);
-                let nr = (cols - j).min(4);
-                match rows - rows4 {
-                    1 => edge_rows::<1>(nr, d, ldd, (ai, lda), bj, k, accumulate),
-                    2 => edge_rows::<2>(nr, d, ldd, (ai, lda), bj, k, accumulate),
-                    3 => edge_rows::<3>(nr, d, ldd, (ai, lda), bj, k, accumulate),
-                    _ => {}
+            if rows4 < rows {
+                let ai = a.add(rows4 * lda);
+                for j in (0..cols).step_by(4) {
+                    let d = dst.add(rows4 * ldd + j);
+                    let bj = (b.add(j * ldb), ldb);
+                    let nr = (cols - j).min(4);
+                    match rows - rows4 {
+                        1 => edge_rows::<1>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                        2 => edge_rows::<2>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                        _ => edge_rows::<3>(nr, d, ldd, (ai, lda), bj, k, accumulate),
+                    }
                 }
             }
         }
@@ -241,7 +237,7 @@ mod avx512 {
                 }
             }
         }
-        // Fold pairs: halves of 256 bits (8 → 8 vectors of two sums' 8 partial lanes), then
+        // Fold pairs: halves of 256 bits (16 → 8 vectors of two sums' 8 partial lanes), then
         // quarters (each quarter of `q[r]` one sum's 4 partial lanes: sums 4r..4r + 4), then
         // pairs of lanes inside the quarters, twice. Lane 4q + e of the result is sum 4e + q,
         // that is row q, column e of the block.
@@ -357,23 +353,31 @@ mod tests {
             .collect()
     }
 
-    /// `a·btᵀ` in f64, `a` `[m, k]` and `bt` `[n, k]` at row strides `lda`, `ldb`.
-    fn reference(
-        a: &[f32],
-        lda: usize,
-        bt: &[f32],
-        ldb: usize,
-        (m, n, k): (usize, usize, usize),
-    ) -> Vec<f64> {
+    /// `a·btᵀ` in f64 for views `a` `[m, k]` and `bt` `[n, k]`.
+    fn reference(a: View<'_>, bt: View<'_>) -> Vec<f64> {
+        let (m, n) = (a.rows(), bt.rows());
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] = (0..k)
-                    .map(|p| f64::from(a[i * lda + p]) * f64::from(bt[j * ldb + p]))
+                out[i * n + j] = (a.row(i).iter().zip(bt.row(j)))
+                    .map(|(&x, &y)| f64::from(x) * f64::from(y))
                     .sum();
             }
         }
         out
+    }
+
+    /// Asserts `got` is `want` (plus `start` when given) within rounding of a `k`-deep sum of
+    /// values in [-1, 1].
+    fn assert_close(got: &[f32], want: &[f64], start: Option<&[f32]>, k: usize, what: &str) {
+        assert_eq!(got.len(), want.len());
+        for (e, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let w = w + start.map_or(0.0, |s| f64::from(s[e]));
+            assert!(
+                (f64::from(g) - w).abs() <= 2e-6 * k as f64,
+                "{what}: element {e} is {g}, want {w}"
+            );
+        }
     }
 
     #[test]
@@ -385,13 +389,15 @@ mod tests {
         let mut checked = 0;
         for &(m, n) in &[(4, 4), (4, 7), (5, 9), (8, 16), (13, 6), (7, 5), (17, 33)] {
             for &k in &[64, 79, 96, 257] {
+                // Dense rows from the buffer's start, or padded rows from an offset with the
+                // last row ending at the buffer's end.
                 for pad in [0, 3] {
                     let (lda, ldb) = (k + pad, k + 2 * pad);
-                    let a = values(m * lda, 1);
-                    let b = values(n * ldb, 2);
-                    let want = reference(&a, lda, &b, ldb, (m, n, k));
-                    let av = View::strided(&a, 0, (m, k), (lda, 1));
-                    let bv = View::strided(&b, 0, (n, k), (ldb, 1));
+                    let a = values(pad + (m - 1) * lda + k, 1);
+                    let b = values(pad + (n - 1) * ldb + k, 2);
+                    let av = View::strided(&a, pad, (m, k), (lda, 1));
+                    let bv = View::strided(&b, pad, (n, k), (ldb, 1));
+                    let want = reference(av, bv);
                     for accumulate in [false, true] {
                         let start = values(m * n, 3);
                         let mut got = if accumulate {
@@ -401,18 +407,8 @@ mod tests {
                         };
                         // SAFETY: `got` holds m·n initialised values and aliases neither operand.
                         unsafe { product(got.as_mut_ptr(), av, bv, accumulate) };
-                        for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                            let w = if accumulate {
-                                w + f64::from(start[e])
-                            } else {
-                                w
-                            };
-                            let tol = 1e-5 * (k as f64);
-                            assert!(
-                                (f64::from(g) - w).abs() <= tol,
-                                "{m}×{n}×{k} (pad {pad}, accumulate {accumulate}): element {e} is {g}, want {w}"
-                            );
-                        }
+                        let what = format!("{m}×{n}×{k}, pad {pad}, accumulate {accumulate}");
+                        assert_close(&got, &want, accumulate.then_some(&start[..]), k, &what);
                         checked += 1;
                     }
                 }
@@ -422,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn a_product_gives_the_same_bits_on_one_thread_and_on_many() {
+    fn a_product_gives_the_same_bits_however_its_work_is_cut() {
         if !has_avx512() {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
@@ -433,21 +429,42 @@ mod tests {
         let (a, b) = (values(m * k, 4), values(n * k, 5));
         let (av, bv) = (View::dense(&a, m, k), View::dense(&b, n, k));
         assert!(m * n * k >= PARALLEL_MIN && n > PANEL_BYTES / (4 * k));
-        let mut many = vec![0f32; m * n];
-        // SAFETY: buffers of m·n values, aliasing neither operand.
+        let want = reference(av, bv);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // On the pool, in tasks.
+        let mut many = vec![f32::NAN; m * n];
+        // SAFETY (every product here): buffers of m·n values, aliasing neither operand.
         unsafe { product(many.as_mut_ptr(), av, bv, false) };
+        assert_close(&many, &want, None, k, "on the pool");
+        // In a shard: one thread, panel by panel.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
-        let mut one = vec![0f32; m * n];
+        let mut one = vec![f32::NAN; m * n];
         pool.install(|| {
             super::super::as_task(|| unsafe { product(one.as_mut_ptr(), av, bv, false) })
         });
-        assert_eq!(
-            many.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        assert_eq!(bits(&many), bits(&one), "one thread against the pool");
+        // The whole output as one block, without tasks or panels.
+        let mut whole = vec![f32::NAN; m * n];
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::block(
+                whole.as_mut_ptr(),
+                n,
+                (a.as_ptr(), k),
+                (b.as_ptr(), k),
+                (m, n, k),
+                false,
+            )
+        };
+        assert_eq!(bits(&many), bits(&whole), "one block against the pool");
+        // Accumulating, on the pool.
+        let start = values(m * n, 6);
+        let mut acc = start.clone();
+        unsafe { product(acc.as_mut_ptr(), av, bv, true) };
+        assert_close(&acc, &want, Some(&start), k, "accumulated on the pool");
     }
 
     #[test]
