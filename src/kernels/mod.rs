@@ -16,7 +16,9 @@
 //!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
 //! - [`adam::Adam`]: burn's Adam (same state record, so resume files are unchanged) as
 //!   one pass over every parameter, which also sums the shards' gradients;
-//! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it.
+//! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it;
+//! - `dot`: the products whose two operands run along the inner dimension (weight gradients,
+//!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies.
 //!
 //! [`drive`] runs training's loop on rayon's pool with helpers standing by, and [`as_task`]
 //! marks a shard of a batch, whose kernels then stay on its thread.
