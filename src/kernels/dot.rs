@@ -191,9 +191,14 @@ mod avx512 {
         }
     }
 
-    /// The mask of the first `k % 16` lanes, for the last, partial vector of a row.
-    fn tail_mask(k: usize) -> __mmask16 {
-        ((1u32 << (k % LANES)) - 1) as __mmask16
+    /// The lanes of the vector from `p` that a row of `k` values holds: all 16, or the first
+    /// `k − p` for its last, partial vector.
+    fn lanes(p: usize, k: usize) -> __mmask16 {
+        if k - p >= LANES {
+            !0
+        } else {
+            ((1u32 << (k - p)) - 1) as __mmask16
+        }
     }
 
     /// One 4×4 block of the output: `sum[4j + i]` accumulates row `i` of `a` times row `j` of
@@ -212,25 +217,15 @@ mod avx512 {
         accumulate: bool,
     ) {
         let mut sum = [_mm512_setzero_ps(); 16];
-        let whole = k / LANES * LANES;
-        // SAFETY: every load reads lanes `p..p + 16` (masked to `p..k` for the last) of a row
-        // that holds `k` values.
+        // SAFETY: every load reads the lanes of `p..p + 16` that lie in `p..k`, of a row that
+        // holds `k` values (masked-off lanes are not read).
         unsafe {
-            for p in (0..whole).step_by(LANES) {
-                let av: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(a.add(i * lda + p)));
-                for j in 0..4 {
-                    let bv = _mm512_loadu_ps(b.add(j * ldb + p));
-                    for i in 0..4 {
-                        sum[4 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[4 * j + i]);
-                    }
-                }
-            }
-            if whole < k {
-                let m = tail_mask(k);
+            for p in (0..k).step_by(LANES) {
+                let m = lanes(p, k);
                 let av: [__m512; 4] =
-                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + whole)));
+                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
                 for j in 0..4 {
-                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + whole));
+                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
                     for i in 0..4 {
                         sum[4 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[4 * j + i]);
                     }
@@ -303,24 +298,14 @@ mod avx512 {
         }
         // `sum[j][i]`: row `i` of `a` times row `j` of `b`.
         let mut sum = [[_mm512_setzero_ps(); R]; 4];
-        let whole = k / LANES * LANES;
         // SAFETY: as in `four_by_four`, for rows `j < cols` of `b` only.
         unsafe {
-            for p in (0..whole).step_by(LANES) {
-                let av: [__m512; R] = std::array::from_fn(|i| _mm512_loadu_ps(a.add(i * lda + p)));
-                for (j, col) in sum.iter_mut().enumerate().take(cols) {
-                    let bv = _mm512_loadu_ps(b.add(j * ldb + p));
-                    for (s, &a) in col.iter_mut().zip(&av) {
-                        *s = _mm512_fmadd_ps(a, bv, *s);
-                    }
-                }
-            }
-            if whole < k {
-                let m = tail_mask(k);
+            for p in (0..k).step_by(LANES) {
+                let m = lanes(p, k);
                 let av: [__m512; R] =
-                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + whole)));
+                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
                 for (j, col) in sum.iter_mut().enumerate().take(cols) {
-                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + whole));
+                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
                     for (s, &a) in col.iter_mut().zip(&av) {
                         *s = _mm512_fmadd_ps(a, bv, *s);
                     }
