@@ -139,8 +139,19 @@ pub fn set_threads(n: Option<usize>) -> Result<()> {
 /// the current one): for computations whose parallel sums would otherwise round differently
 /// from run to run, or whose pieces are too small to be worth handing to other threads.
 pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    on_threads(1, f)
+}
+
+/// Runs `f` with a rayon pool of `n` workers (flushing denormals, like the global pool's) as
+/// its pool, or in the current pool where that one has no more than `n` workers or a new pool
+/// cannot be made.
+pub fn on_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    if n > 1 && rayon::current_num_threads() <= n {
+        return f();
+    }
     match rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(n.max(1))
+        .thread_name(|i| format!("mnist-ae-step-{i}"))
         .spawn_handler(spawn_worker)
         .build()
     {

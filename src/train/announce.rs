@@ -23,13 +23,15 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// The block, without a trailing newline.
+/// The block, without a trailing newline; `threads` is the size of the pool the run was
+/// started in.
 pub fn describe(
     config: &TrainConfig,
     dir: &Path,
     done: usize,
     data: &Dataset,
     device: &Device,
+    threads: usize,
 ) -> Result<String> {
     let m = &config.model;
     let params = summarize(m)?.total_params;
@@ -107,10 +109,13 @@ pub fn describe(
         format!("early stop  {stop}; analyses use {keep}"),
         format!("device      {}", crate::device::describe(device)),
         format!(
-            "threads     {} ({cores} cores), {}",
-            rayon::current_num_threads(),
+            "threads     {threads} ({cores} cores), {}",
             match config.shards {
                 1 => "each batch whole".to_string(),
+                // `train` then runs the steps on one worker per shard.
+                s if s < threads && crate::kernels::fused_here(device) => format!(
+                    "each batch in {s} shards, one thread each (--shards N to use more)"
+                ),
                 s => format!("each batch in {s} shards"),
             }
         ),

@@ -133,19 +133,24 @@ fn load_pair(
 ///
 /// The loop runs as the driver of rayon's pool ([`crate::kernels::drive`]); on the CPU a
 /// helper stands by for each shard of a batch past the first, or every other worker when
-/// batches train whole.
+/// batches train whole. Batches cut into shards train in a pool of one worker per shard
+/// where the threads are more: a shard's kernels split their passes over idle workers, and
+/// at these sizes waking them costs more than they do (BENCHMARKS.md, "more threads than
+/// shards").
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
-    // A batch trained whole splits each operation's passes over the pool: every other
-    // worker stands by for them.
-    let helpers = match opts.config.shards {
-        _ if !crate::kernels::fused_here(&opts.device) => 0,
-        1 => rayon::current_num_threads().saturating_sub(1),
-        s => s - 1,
-    };
-    crate::kernels::drive(helpers, || train_here(opts))
+    let threads = rayon::current_num_threads();
+    let drive = |helpers| crate::kernels::drive(helpers, || train_here(opts, threads));
+    match opts.config.shards {
+        _ if !crate::kernels::fused_here(&opts.device) => drive(0),
+        // A batch trained whole splits each operation's passes over the pool: every other
+        // worker stands by for them.
+        1 => drive(rayon::current_num_threads().saturating_sub(1)),
+        s => crate::device::on_threads(s, || drive(s - 1)),
+    }
 }
 
-fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
+/// [`train`] in the pool it chose; `threads`: the pool `train` was called in.
+fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     let config = &opts.config;
     config.validate()?;
     let dir = &opts.run_dir;
@@ -221,7 +226,7 @@ fn train_here(opts: &TrainOptions) -> Result<TrainOutcome> {
     if !opts.quiet {
         crate::errln!(
             "{}",
-            super::announce::describe(config, dir, start_epoch, &data, &device)?
+            super::announce::describe(config, dir, start_epoch, &data, &device, threads)?
         );
     }
 

@@ -201,15 +201,32 @@ fn negative_seeds_count_from_two_to_the_64() {
 #[test]
 fn threads_change_the_pool_but_not_the_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let (one, all) = (tmp.path().join("one"), tmp.path().join("all"));
+    let (one, all, more) = (
+        tmp.path().join("one"),
+        tmp.path().join("all"),
+        tmp.path().join("more"),
+    );
     let err = small_train(&one, &["--epochs", "2", "--threads", "1"]);
     assert!(err.contains("\ndevice      cpu\nthreads     1 ("), "{err}");
     small_train(&all, &["--epochs", "2", "--threads", "2"]);
-    assert_eq!(
-        losses(&one),
-        losses(&all),
-        "the thread count changed the result"
+    // More threads than shards: the steps run on a pool of one worker per shard.
+    let said = small_train(&more, &["--epochs", "2", "--threads", "5"]);
+    assert!(
+        said.contains("\nthreads     5 (") && said.contains("2 shards, one thread each"),
+        "{said}"
     );
+    let model = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    for other in [&all, &more] {
+        assert_eq!(
+            losses(&one),
+            losses(other),
+            "the thread count changed the result"
+        );
+        assert!(
+            model(&one) == model(other),
+            "the thread count changed the weights"
+        );
+    }
     // The block is printed once the folder exists, and in words, not JSON.
     let block: Vec<&str> = err.lines().take(6).collect();
     assert!(block[0].starts_with("run folder  "), "{err}");
