@@ -34,13 +34,14 @@ for round in $(seq 1 "$rounds"); do
     set -- $spec
     model=$1 batch=$2 latent=$3
     for t in $counts; do
-      for s in $shards; do
-        # More shards than threads only queue up: one thread runs the default 2 shards.
-        [ "$t" = 1 ] && [ "$s" != 2 ] && continue
+      # One thread runs the default 2 shards only: the baseline of every speed-up.
+      per_t=$shards
+      [ "$t" = 1 ] && per_t=2
+      for s in $per_t; do
         out="$tmp/$model-$t-$s"
         rm -rf "$out"
         $bin --threads "$t" train --model "$model" --latent-dim "$latent" --batch-size "$batch" \
-          --shards "$s" --epochs "$epochs" "${limit[@]}" --data-dir "$data" --no-download \
+          --shards "$s" --epochs "$epochs" ${limit[@]+"${limit[@]}"} --data-dir "$data" --no-download \
           --out "$out" -q >/dev/null
         ips=$(python3 -c "import json,sys; r=[json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]; print(round(len(r)/sum(1/x for x in r)))" "$out/metrics.jsonl")
         echo "$round $model $t $s $ips" | tee -a "$tmp/results.txt"

@@ -143,15 +143,15 @@ pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Runs `f` with a rayon pool of `n` workers (flushing denormals, like the global pool's) as
-/// its pool, or in the current pool where that one has no more than `n` workers or a new pool
-/// cannot be made.
+/// its pool; with `n` > 1, in the current pool instead where that one has no more than `n`
+/// workers; in the current pool where a new one cannot be made.
 pub fn on_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
     if n > 1 && rayon::current_num_threads() <= n {
         return f();
     }
     match rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
-        .thread_name(|i| format!("mnist-ae-step-{i}"))
+        .thread_name(|i| format!("mnist-ae-pool-{i}"))
         .spawn_handler(spawn_worker)
         .build()
     {
@@ -205,6 +205,23 @@ mod tests {
     /// 1e-30 × 1e-10 = 1e-40, a denormal `f32`.
     fn tiny_product() -> f32 {
         black_box(1e-30f32) * black_box(1e-10f32)
+    }
+
+    #[test]
+    fn a_smaller_pool_only_where_the_current_one_is_larger() {
+        fn in_pool<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+                .install(f)
+        }
+        assert_eq!(in_pool(4, || on_threads(2, rayon::current_num_threads)), 2);
+        assert_eq!(in_pool(2, || on_threads(3, rayon::current_num_threads)), 2);
+        assert_eq!(in_pool(3, || on_one_thread(rayon::current_num_threads)), 1);
+        // The smaller pool's workers flush denormals, where the outer pool's do not.
+        assert_ne!(in_pool(4, tiny_product), 0.0);
+        assert_eq!(in_pool(4, || on_threads(2, tiny_product)), 0.0);
     }
 
     #[test]
