@@ -23,6 +23,7 @@ use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
 use super::pieces::{each_chunk, Scratch};
+use pulp::Arch;
 use rayon::prelude::*;
 
 mod direct;
@@ -338,14 +339,22 @@ fn to_batch_major(
 ) -> Vec<f32> {
     let mut out = vec![0f32; xt.len()];
     each_chunk(&mut out, c * l, |i, img| {
-        for ci in 0..c {
-            let src = &xt[ci * b * l + i * l..][..l];
-            let add = bias.map_or(0.0, |bias| bias[ci]);
-            for (d, &v) in img[ci * l..(ci + 1) * l].iter_mut().zip(src) {
-                let z = v + add;
-                *d = if relu { z.max(0.0) } else { z };
+        Arch::new().dispatch(|| {
+            for ci in 0..c {
+                let src = &xt[ci * b * l + i * l..][..l];
+                let add = bias.map_or(0.0, |bias| bias[ci]);
+                let dst = &mut img[ci * l..(ci + 1) * l];
+                if relu {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = (v + add).max(0.0);
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v + add;
+                    }
+                }
             }
-        }
+        })
     });
     out
 }
@@ -362,18 +371,20 @@ fn masked_channel_major(
 ) -> (Scratch, Vec<f32>) {
     let mut out = Scratch::new(g.len());
     each_chunk(&mut out, b * l, |ci, row| {
-        for i in 0..b {
-            let at = (i * c + ci) * l;
-            let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
-            match y {
-                Some(y) => {
-                    for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
-                        *d = if y > 0.0 { v } else { 0.0 };
+        Arch::new().dispatch(|| {
+            for i in 0..b {
+                let at = (i * c + ci) * l;
+                let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
+                match y {
+                    Some(y) => {
+                        for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
+                            *d = if y > 0.0 { v } else { 0.0 };
+                        }
                     }
+                    None => dst.copy_from_slice(src),
                 }
-                None => dst.copy_from_slice(src),
             }
-        }
+        })
     });
     let db = row_sums(&out, b * l, 0.0);
     (out, db)
