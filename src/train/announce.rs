@@ -24,7 +24,7 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// The block, without a trailing newline; `threads` is the size of the pool the run was
-/// started in.
+/// started in (training may run in a smaller one: the current pool).
 pub fn describe(
     config: &TrainConfig,
     dir: &Path,
@@ -112,8 +112,8 @@ pub fn describe(
             "threads     {threads} ({cores} cores), {}",
             match config.shards {
                 1 => "each batch whole".to_string(),
-                // `train` then runs the steps on one worker per shard.
-                s if s < threads && crate::kernels::fused_here(device) => format!(
+                // `train` chose a pool of one worker per shard.
+                s if rayon::current_num_threads() < threads => format!(
                     "each batch in {s} shards, one thread each (--shards N to use more)"
                 ),
                 s => format!("each batch in {s} shards"),

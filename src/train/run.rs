@@ -144,7 +144,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
         _ if !crate::kernels::fused_here(&opts.device) => drive(0),
         // A batch trained whole splits each operation's passes over the pool: every other
         // worker stands by for them.
-        1 => drive(rayon::current_num_threads().saturating_sub(1)),
+        1 => drive(threads.saturating_sub(1)),
         s => crate::device::on_threads(s, || drive(s - 1)),
     }
 }
