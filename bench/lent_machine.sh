@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # The checks for a machine lent for a few minutes (a GPU, many cores) that has no Rust: run
 # with binaries built elsewhere, in this order, each bounded so the last still runs:
-#   MNIST_AE_BIN=path/mnist-ae [MNIST_AE_TESTS=path/it] bench/lent_machine.sh
+#   MNIST_AE_BIN=path/mnist-ae [MNIST_AE_TESTS=path/it] [MNIST_AE_CHECKS_BIN=path] \
+#     bench/lent_machine.sh
 # MNIST_AE_BIN: `cargo build --release --features wgpu`'s target/release/mnist-ae;
 # MNIST_AE_TESTS: the GPU tier's test binary, as `cargo test --release --features wgpu --test it
-# --no-run` names it (target/release/deps/it-…), optional.
+# --no-run` names it (target/release/deps/it-…), optional; MNIST_AE_CHECKS_BIN: see 3,
+# optional. Stripped, each binary is about 110 MB, 21 MB with `xz`: carry them compressed
+# (xz -dc, or python3's lzma, on the other side).
 #  1. the GPU tier's one-step test: one optimisation step of every preset on the GPU against
 #     the CPU, every parameter compared, with its printout (and the autotuner's choices);
 #  2. the vae, the preset that has diverged on a GPU: 1,200 images, 2 epochs, seed 7, on the
 #     GPU and on the CPU, each run's training and validation losses, then each run's weights
-#     evaluated on the CPU (test MSE);
-#  3. CPU thread scaling, every thread count up to the cores with 2, 4 and 8 shards, one
+#     evaluated on the CPU (test MSE). The GPU run tunes afresh and logs cubecl's choices;
+#     the kernels it chose where Mesa's CPU Vulkan driver (lavapipe, on which the vae matches
+#     the CPU) chose others are printed: bench/autotune/vae-lavapipe.txt holds lavapipe's;
+#  3. with MNIST_AE_CHECKS_BIN (`cargo build --release --features wgpu-checks`): the vae's
+#     first epoch with every autotune candidate run and compared with the others, so that a
+#     kernel that computes wrongly on this GPU stops the run, named. Only such a stop counts:
+#     running the candidates changes the losses themselves (on lavapipe the validation loss
+#     came out 1,046 and 1,062 instead of 352);
+#  4. CPU thread scaling, every thread count up to the cores with 2, 4 and 8 shards, one
 #     round, 1 epoch of 20,000 images (`bench/scaling.sh`).
 # Environment: MNIST_AE_DATA (default ../shared/data/mnist), STEP_TIMEOUT (seconds allowed to
-# the test, and to each training and evaluation; default 90: 1 and 2 take at most 6 minutes),
+# the test, and to each training and evaluation; default 90: 1 to 3 take at most 8 minutes),
 # SHARDS (default "2 4 8"). Exits non-zero when a check failed or ran out of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +52,22 @@ if [ -n "${MNIST_AE_TESTS:-}" ]; then
   [ "$status" = 0 ] || failed=1
 fi
 
+# cubecl's choices, one line per tuned operation and shape: "kernel-key".
+choices() { grep '^Fastest result' "$1" | sed 's/^Fastest result //; s/\.$//' | LC_ALL=C sort -u; }
+
 echo "== 2. the vae on the GPU and on the CPU"
 for device in wgpu cpu; do
   out="$tmp/vae-$device"
-  bounded "$bin" train --model vae --device "$device" --limit-train 1200 --epochs 2 \
+  # On the GPU: tune afresh (no cached choices) and log every choice.
+  CUBECL_DEBUG_LOG="$tmp/autotune-vae.log" CUBECL_AUTOTUNE_CACHE=0 \
+    bounded "$bin" train --model vae --device "$device" --limit-train 1200 --epochs 2 \
     --seed 7 --data-dir "$data" --no-download --out "$out" 2>&1 | grep -E '^epoch [0-9]+/[0-9]+ train|error'
   status=${PIPESTATUS[0]}
+  if [ "$device" = wgpu ] && [ -f "$tmp/autotune-vae.log" ]; then
+    choices "$tmp/autotune-vae.log" >"$tmp/vae-choices.txt"
+    echo "(cubecl chose $(wc -l <"$tmp/vae-choices.txt") kernels; those lavapipe did not choose:)"
+    LC_ALL=C comm -23 "$tmp/vae-choices.txt" bench/autotune/vae-lavapipe.txt | cut -c1-300
+  fi
   echo "(train on $device: exit $status)"
   if [ "$status" = 0 ]; then
     # The GPU's weights and the CPU's, both scored on the CPU.
@@ -58,7 +78,23 @@ for device in wgpu cpu; do
   fi
 done
 
-echo "== 3. CPU threads and shards"
+if [ -n "${MNIST_AE_CHECKS_BIN:-}" ]; then
+  echo "== 3. the vae with every autotune candidate checked against the others"
+  RUST_BACKTRACE=1 CUBECL_AUTOTUNE_CACHE=0 bounded "$MNIST_AE_CHECKS_BIN" train --model vae \
+    --device wgpu --limit-train 1200 --epochs 1 --seed 7 --data-dir "$data" --no-download \
+    --out "$tmp/vae-checks" >"$tmp/checks.log" 2>&1
+  status=$?
+  grep -E '^epoch [0-9]+/[0-9]+ train' "$tmp/checks.log"
+  if [ "$status" != 0 ]; then
+    # The failed check's message, and the frames naming the operation being tuned.
+    grep -v '^ *at \|^ *[0-9]*: std::\|^ *[0-9]*: core::' "$tmp/checks.log" | grep -iE -A2 \
+      'panick|assert|mismatch|differ|tune|conv|matmul|reduce|sum' | head -60
+    failed=1
+  fi
+  echo "(exit $status)"
+fi
+
+echo "== 4. CPU threads and shards"
 SHARDS="${SHARDS:-2 4 8}" LIMIT_TRAIN=20000 MNIST_AE_BIN="$bin" bench/scaling.sh "$(nproc)" 1 1 ||
   failed=1
 exit "$failed"
