@@ -23,8 +23,10 @@
 #  4. CPU thread scaling, every thread count up to the cores with 2, 4 and 8 shards, one
 #     round, 1 epoch of 20,000 images (`bench/scaling.sh`).
 # Environment: MNIST_AE_DATA (default ../shared/data/mnist), STEP_TIMEOUT (seconds allowed to
-# the test, and to each training and evaluation; default 90: 1 to 3 take at most 8 minutes),
-# SHARDS (default "2 4 8"). Exits non-zero when a check failed or ran out of time.
+# the test, and to each training and evaluation; default 90: 1 to 3 take at most 9 minutes),
+# SHARDS (default "2 4 8"), PARTS (default "1 2 3 4": the parts to run, so that a session
+# whose commands may run 10 minutes each can run "1 2 3", then "4"). Exits non-zero when a
+# check failed or ran out of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${MNIST_AE_BIN:?set MNIST_AE_BIN to a mnist-ae built with --features wgpu}"
@@ -32,6 +34,8 @@ data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../s
 export MNIST_AE_DATA="$data"
 limit_s="${STEP_TIMEOUT:-90}"
 failed=0
+parts=" ${PARTS:-1 2 3 4} "
+want() { [[ "$parts" == *" $1 "* ]]; }
 # `train` stops at the end of its step on SIGTERM (and saves a checkpoint): killed 5 s later.
 bounded() { timeout -k 5 "$limit_s" "$@"; }
 tmp=$(mktemp -d)
@@ -43,7 +47,7 @@ bin=$MNIST_AE_BIN
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/GPU: /'
 
-if [ -n "${MNIST_AE_TESTS:-}" ]; then
+if want 1 && [ -n "${MNIST_AE_TESTS:-}" ]; then
   echo "== 1. one step of every preset, GPU against CPU"
   bounded "$MNIST_AE_TESTS" --exact gpu::one_step_changes_every_parameter_as_on_the_cpu \
     --nocapture --test-threads 1
@@ -55,30 +59,32 @@ fi
 # cubecl's choices, one line per tuned operation and shape: "kernel-key".
 choices() { grep '^Fastest result' "$1" | sed 's/^Fastest result //; s/\.$//' | LC_ALL=C sort -u; }
 
-echo "== 2. the vae on the GPU and on the CPU"
-for device in wgpu cpu; do
-  out="$tmp/vae-$device"
-  # On the GPU: tune afresh (no cached choices) and log every choice.
-  CUBECL_DEBUG_LOG="$tmp/autotune-vae.log" CUBECL_AUTOTUNE_CACHE=0 \
-    bounded "$bin" train --model vae --device "$device" --limit-train 1200 --epochs 2 \
-    --seed 7 --data-dir "$data" --no-download --out "$out" 2>&1 | grep -E '^epoch [0-9]+/[0-9]+ train|error'
-  status=${PIPESTATUS[0]}
-  if [ "$device" = wgpu ] && [ -f "$tmp/autotune-vae.log" ]; then
-    choices "$tmp/autotune-vae.log" >"$tmp/vae-choices.txt"
-    echo "(cubecl chose $(wc -l <"$tmp/vae-choices.txt") kernels; those lavapipe did not choose:)"
-    LC_ALL=C comm -23 "$tmp/vae-choices.txt" bench/autotune/vae-lavapipe.txt | cut -c1-300
-  fi
-  echo "(train on $device: exit $status)"
-  if [ "$status" = 0 ]; then
-    # The GPU's weights and the CPU's, both scored on the CPU.
-    bounded "$bin" eval "$out" --device cpu --data-dir "$data" --no-download 2>&1 | grep -iE 'mse|error'
-    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
-  else
-    failed=1
-  fi
-done
+if want 2; then
+  echo "== 2. the vae on the GPU and on the CPU"
+  for device in wgpu cpu; do
+    out="$tmp/vae-$device"
+    # On the GPU: tune afresh (no cached choices) and log every choice.
+    CUBECL_DEBUG_LOG="$tmp/autotune-vae.log" CUBECL_AUTOTUNE_CACHE=0 \
+      bounded "$bin" train --model vae --device "$device" --limit-train 1200 --epochs 2 \
+      --seed 7 --data-dir "$data" --no-download --out "$out" 2>&1 | grep -E '^epoch [0-9]+/[0-9]+ train|error'
+    status=${PIPESTATUS[0]}
+    if [ "$device" = wgpu ] && [ -f "$tmp/autotune-vae.log" ]; then
+      choices "$tmp/autotune-vae.log" >"$tmp/vae-choices.txt"
+      echo "(cubecl chose $(wc -l <"$tmp/vae-choices.txt") kernels; those lavapipe did not choose:)"
+      LC_ALL=C comm -23 "$tmp/vae-choices.txt" bench/autotune/vae-lavapipe.txt | cut -c1-300
+    fi
+    echo "(train on $device: exit $status)"
+    if [ "$status" = 0 ]; then
+      # The GPU's weights and the CPU's, both scored on the CPU.
+      bounded "$bin" eval "$out" --device cpu --data-dir "$data" --no-download 2>&1 | grep -iE 'mse|error'
+      [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    else
+      failed=1
+    fi
+  done
+fi
 
-if [ -n "${MNIST_AE_CHECKS_BIN:-}" ]; then
+if want 3 && [ -n "${MNIST_AE_CHECKS_BIN:-}" ]; then
   echo "== 3. the vae with every autotune candidate checked against the others"
   RUST_BACKTRACE=1 CUBECL_AUTOTUNE_CACHE=0 bounded "$MNIST_AE_CHECKS_BIN" train --model vae \
     --device wgpu --limit-train 1200 --epochs 1 --seed 7 --data-dir "$data" --no-download \
@@ -94,7 +100,9 @@ if [ -n "${MNIST_AE_CHECKS_BIN:-}" ]; then
   echo "(exit $status)"
 fi
 
-echo "== 4. CPU threads and shards"
-SHARDS="${SHARDS:-2 4 8}" LIMIT_TRAIN=20000 MNIST_AE_BIN="$bin" bench/scaling.sh "$(nproc)" 1 1 ||
-  failed=1
+if want 4; then
+  echo "== 4. CPU threads and shards"
+  SHARDS="${SHARDS:-2 4 8}" LIMIT_TRAIN=20000 MNIST_AE_BIN="$bin" bench/scaling.sh "$(nproc)" 1 1 ||
+    failed=1
+fi
 exit "$failed"
