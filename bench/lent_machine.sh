@@ -6,8 +6,9 @@
 # MNIST_AE_BIN: `cargo build --release --features wgpu`'s target/release/mnist-ae;
 # MNIST_AE_TESTS: the GPU tier's test binary, as `cargo test --release --features wgpu --test it
 # --no-run` names it (target/release/deps/it-…), optional; MNIST_AE_CHECKS_BIN: see 3,
-# optional. Stripped, each binary is about 110 MB, 21 MB with `xz`: carry them compressed
-# (xz -dc, or python3's lzma, on the other side).
+# optional. Stripped, each binary is about 110 MB, 21 MB with `xz`: bench/pack_for_lent.sh
+# builds and packs all three (`.xz`), and this script unpacks such files itself (with xz, or
+# python3's lzma).
 #  1. the GPU tier's one-step test: one optimisation step of every preset on the GPU against
 #     the CPU, every parameter compared, with its printout (and the autotuner's choices);
 #  2. the vae, the preset that has diverged on a GPU: 1,200 images, 2 epochs, seed 7, on the
@@ -42,7 +43,26 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # Mesa's Vulkan loader complains on every start when XDG_RUNTIME_DIR is unset.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$tmp}"
-bin=$MNIST_AE_BIN
+# Binaries carried packed (bench/pack_for_lent.sh writes `.xz` files) are unpacked here.
+unpack() {
+  case "$1" in
+    *.xz)
+      local dst
+      dst="$tmp/$(basename "${1%.xz}")"
+      if command -v xz >/dev/null; then
+        xz -dc "$1" >"$dst"
+      else
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$dst"
+      fi
+      chmod +x "$dst"
+      echo "$dst"
+      ;;
+    *) echo "$1" ;;
+  esac
+}
+bin=$(unpack "$MNIST_AE_BIN")
+[ -z "${MNIST_AE_TESTS:-}" ] || MNIST_AE_TESTS=$(unpack "$MNIST_AE_TESTS")
+[ -z "${MNIST_AE_CHECKS_BIN:-}" ] || MNIST_AE_CHECKS_BIN=$(unpack "$MNIST_AE_CHECKS_BIN")
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/GPU: /'
