@@ -76,6 +76,8 @@ if want 1 && [ -n "${MNIST_AE_TESTS:-}" ]; then
   [ "$status" = 0 ] || failed=1
 fi
 
+# The vae run of parts 2 and 3 (the same images, epochs aside, and seed in both).
+vae=(train --model vae --limit-train 1200 --seed 7 --data-dir "$data" --no-download)
 # cubecl's choices, one line per tuned operation and shape: "kernel-key".
 choices() { grep '^Fastest result' "$1" | sed 's/^Fastest result //; s/\.$//' | LC_ALL=C sort -u; }
 
@@ -85,8 +87,8 @@ if want 2; then
     out="$tmp/vae-$device"
     # On the GPU: tune afresh (no cached choices) and log every choice.
     CUBECL_DEBUG_LOG="$tmp/autotune-vae.log" CUBECL_AUTOTUNE_CACHE=0 \
-      bounded "$bin" train --model vae --device "$device" --limit-train 1200 --epochs 2 \
-      --seed 7 --data-dir "$data" --no-download --out "$out" 2>&1 | grep -E '^epoch [0-9]+/[0-9]+ train|error'
+      bounded "$bin" "${vae[@]}" --device "$device" --epochs 2 --out "$out" 2>&1 |
+      grep -E '^epoch [0-9]+/[0-9]+ train|error'
     status=${PIPESTATUS[0]}
     if [ "$device" = wgpu ] && [ -f "$tmp/autotune-vae.log" ]; then
       choices "$tmp/autotune-vae.log" >"$tmp/vae-choices.txt"
@@ -106,9 +108,8 @@ fi
 
 if want 3 && [ -n "${MNIST_AE_CHECKS_BIN:-}" ]; then
   echo "== 3. the vae with every autotune candidate checked against the others"
-  RUST_BACKTRACE=1 CUBECL_AUTOTUNE_CACHE=0 bounded "$MNIST_AE_CHECKS_BIN" train --model vae \
-    --device wgpu --limit-train 1200 --epochs 1 --seed 7 --data-dir "$data" --no-download \
-    --out "$tmp/vae-checks" >"$tmp/checks.log" 2>&1
+  RUST_BACKTRACE=1 CUBECL_AUTOTUNE_CACHE=0 bounded "$MNIST_AE_CHECKS_BIN" "${vae[@]}" \
+    --device wgpu --epochs 1 --out "$tmp/vae-checks" >"$tmp/checks.log" 2>&1
   status=$?
   grep -E '^epoch [0-9]+/[0-9]+ train' "$tmp/checks.log"
   if [ "$status" != 0 ]; then
