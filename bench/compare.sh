@@ -14,6 +14,12 @@
 # printed too (the goal is the same quality: within 2%); that is one seed, whose MSE moves by
 # several percent with the seed: bench/quality.sh compares means over seeds.
 # PyTorch is installed into bench/.venv on first use; without it only mnist-ae is timed.
+# The column `cpus` says, for each of the three runs of a row (mnist-ae, eager, compiled),
+# whether CPUs 0 and 1 were near (n: a cache line's round trip under 200 ns before and after
+# the run, bench/core_latency.rs) or far (f) from each other: a virtual machine's host can
+# move them between one cache cluster and two dies, and multi-threaded training slows down
+# when they are far (BENCHMARKS.md). Ratios between runs of different letters compare
+# placements as much as programs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
@@ -22,6 +28,22 @@ rounds="${2:-3}"
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
 cargo build --release -q
 bin=target/release/mnist-ae
+lat=target/core_latency
+[ -x "$lat" ] || rustc -O --edition 2021 -o "$lat" bench/core_latency.rs
+# Runs the command given and appends n or f (see above) to the file $placement.
+placed() {
+  local before after
+  before=$("$lat" 2>/dev/null || echo 0)
+  "$@"
+  after=$("$lat" 2>/dev/null || echo 0)
+  if [ "$before" -gt 0 ] && [ "$before" -lt 200 ] && [ "$after" -gt 0 ] && [ "$after" -lt 200 ]; then
+    printf n >>"$placement"
+  elif [ "$before" -ge 200 ] && [ "$after" -ge 200 ]; then
+    printf f >>"$placement"
+  else
+    printf '?' >>"$placement"
+  fi
+}
 py=""
 if [ -x bench/.venv/bin/python ] || { python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch numpy; } >/dev/null 2>&1; then
   py=bench/.venv/bin/python
@@ -32,7 +54,8 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 results="$tmp/results.txt"
-printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s\n' model batch epochs round mnist-ae eager compiled r_eager r_comp mse_ours mse_eager mse_comp
+placement="$tmp/placement"
+printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s %4s\n' model batch epochs round mnist-ae eager compiled r_eager r_comp mse_ours mse_eager mse_comp cpus
 encoder="conv(16,3,s1,p1) bn relu maxpool(2) conv(32,3,s1,p1) bn relu maxpool(2) flatten dropout(0.1) linear(16)"
 decoder="linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu upsample(2) conv(1,3,s1,p1)"
 models="${MODELS:-conv64 mlp conv7 linear3 cae32 vae custom}"
@@ -47,7 +70,8 @@ for round in $(seq 1 "$rounds"); do
     else
       what=(--model "$model" --latent-dim "$latent")
     fi
-    RAYON_NUM_THREADS=$threads $bin train "${what[@]}" --batch-size "$batch" \
+    : >"$placement"
+    RAYON_NUM_THREADS=$threads placed $bin train "${what[@]}" --batch-size "$batch" \
       --epochs "$epochs" --data-dir "$data" --no-download --out "$tmp/$model" -q >/dev/null
     # Images over seconds of all epochs (harmonic mean of metrics.jsonl's per-epoch figures),
     # as the PyTorch script counts.
@@ -65,7 +89,7 @@ for round in $(seq 1 "$rounds"); do
           $bin export "$tmp/$model" --torch "$tmp/custom_ae.safetensors" >/dev/null
           theirs=(--model custom --module "$tmp/custom_ae.py")
         fi
-        ref=$($py bench/pytorch_ref.py "${theirs[@]}" --batch-size "$batch" \
+        ref=$(placed $py bench/pytorch_ref.py "${theirs[@]}" --batch-size "$batch" \
           --epochs "$epochs" --threads "$threads" --data-dir "$data" $flag 2>"$tmp/pytorch.err") \
           || { cat "$tmp/pytorch.err" >&2; exit 1; }
         ips=$(echo "$ref" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['images_per_sec']))")
@@ -74,7 +98,7 @@ for round in $(seq 1 "$rounds"); do
         if [ "$mode" = eager ]; then eager=$ips mse_eager=$mse r_eager=$ratio; else compiled=$ips mse_comp=$mse r_comp=$ratio; fi
       done
     fi
-    printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$eager" "$compiled" "$r_eager" "$r_comp" "$ours_mse" "$mse_eager" "$mse_comp"
+    printf '%-7s %5s %6s %5s %9s %9s %9s %7s %7s %10s %10s %10s %4s\n' "$model" "$batch" "$epochs" "$round" "$ours" "$eager" "$compiled" "$r_eager" "$r_comp" "$ours_mse" "$mse_eager" "$mse_comp" "$(cat "$placement")"
     echo "$model $ours $eager $compiled" >> "$results"
   done
 done

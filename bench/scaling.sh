@@ -10,6 +10,12 @@
 #   SHARDS="2 4 8" bench/scaling.sh 16 1               (every thread count with each shard count:
 #                                                       on many cores, which `--shards` to use)
 # The speed-up is over 1 thread with the default 2 shards, in the same round.
+# Around each run the script times a cache line's round trip between CPUs 0 and 1
+# (bench/core_latency.rs; the larger of the figures before and after the run is kept). A
+# virtual machine's host can move its two CPUs between one cache cluster (tens of ns) and two
+# dies (hundreds), and a step's shared data, gradients and weights, then crosses between dies:
+# the summary also gives the speed-ups of the runs on "near" CPUs (round trip under 200 ns)
+# and on "far" ones separately.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max="${1:-$(nproc)}"
@@ -23,6 +29,9 @@ else
   cargo build --release -q
   bin=target/release/mnist-ae
 fi
+lat=target/core_latency
+[ -x "$lat" ] || rustc -O --edition 2021 -o "$lat" bench/core_latency.rs
+round_trip() { "$lat" 2>/dev/null || echo 0; }
 limit=()
 [ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN")
 tmp=$(mktemp -d)
@@ -40,26 +49,38 @@ for round in $(seq 1 "$rounds"); do
       for s in $per_t; do
         out="$tmp/$model-$t-$s"
         rm -rf "$out"
+        before=$(round_trip)
         $bin --threads "$t" train --model "$model" --latent-dim "$latent" --batch-size "$batch" \
           --shards "$s" --epochs "$epochs" ${limit[@]+"${limit[@]}"} --data-dir "$data" --no-download \
           --out "$out" -q >/dev/null
         ips=$(python3 -c "import json,sys; r=[json.loads(l)['images_per_sec'] for l in open(sys.argv[1])]; print(round(len(r)/sum(1/x for x in r)))" "$out/metrics.jsonl")
-        echo "$round $model $t $s $ips" | tee -a "$tmp/results.txt"
+        after=$(round_trip)
+        rt=$(( before > after ? before : after ))
+        echo "$round $model $t $s $ips $rt" | tee -a "$tmp/results.txt"
       done
     done
   done
 done
 python3 - "$tmp/results.txt" <<'PY'
 import statistics, sys
-runs = {}
+runs, trip = {}, {}
 for line in open(sys.argv[1]):
-    r, m, t, s, ips = line.split()
+    r, m, t, s, ips, rt = line.split()
     runs.setdefault(m, {}).setdefault((int(t), int(s)), {})[int(r)] = int(ips)
-print(f"{'model':<8} {'threads':>7} {'shards':>6} {'images/s':>9} {'speed-up':>8}")
+    trip[(m, int(t), int(s), int(r))] = int(rt)
+def med(xs):
+    return f"{statistics.median(xs):.2f}x ({len(xs)})" if xs else "-"
+print(f"{'model':<8} {'threads':>7} {'shards':>6} {'images/s':>9} {'speed-up':>8}"
+      f" {'near CPUs':>11} {'far CPUs':>11}")
 for m, by in runs.items():
     base = by[(1, 2)]
     for (t, s), rounds in sorted(by.items()):
         ips = statistics.median(rounds.values())
-        up = statistics.median(rounds[r] / base[r] for r in rounds)
-        print(f"{m:<8} {t:>7} {s:>6} {ips:>9.0f} {up:>7.2f}x")
+        ups = {r: rounds[r] / base[r] for r in rounds}
+        near = [u for r, u in ups.items() if 0 < trip[(m, t, s, r)] < 200]
+        far = [u for r, u in ups.items() if trip[(m, t, s, r)] >= 200]
+        split = f" {med(near):>11} {med(far):>11}" if t > 1 else ""
+        print(f"{m:<8} {t:>7} {s:>6} {ips:>9.0f} {statistics.median(ups.values()):>7.2f}x{split}")
+print("near/far: round trip between CPUs 0 and 1 under / over 200 ns around the run"
+      " (number of rounds in brackets)")
 PY
