@@ -15,8 +15,8 @@
 # several percent with the seed: bench/quality.sh compares means over seeds.
 # PyTorch is installed into bench/.venv on first use; without it only mnist-ae is timed.
 # The column `cpus` says, for each of the three runs of a row (mnist-ae, eager, compiled),
-# whether CPUs 0 and 1 were near (n: a cache line's round trip under 200 ns before and after
-# the run, bench/core_latency.rs) or far (f) from each other: a virtual machine's host can
+# whether CPUs 0 and 1 were near (n: a cache line's round trip under NEAR_NS, default 200 ns,
+# before and after the run, bench/core_latency.rs) or far (f) from each other: a virtual machine's host can
 # move them between one cache cluster and two dies, and multi-threaded training slows down
 # when they are far (BENCHMARKS.md). Ratios between runs of different letters compare
 # placements as much as programs.
@@ -31,14 +31,15 @@ bin=target/release/mnist-ae
 lat=target/core_latency
 [ -x "$lat" ] || rustc -O --edition 2021 -o "$lat" bench/core_latency.rs
 # Runs the command given and appends n or f (see above) to the file $placement.
+near_ns="${NEAR_NS:-200}"
 placed() {
   local before after
   before=$("$lat" 2>/dev/null || echo 0)
   "$@"
   after=$("$lat" 2>/dev/null || echo 0)
-  if [ "$before" -gt 0 ] && [ "$before" -lt 200 ] && [ "$after" -gt 0 ] && [ "$after" -lt 200 ]; then
+  if [ "$before" -gt 0 ] && [ "$before" -lt "$near_ns" ] && [ "$after" -gt 0 ] && [ "$after" -lt "$near_ns" ]; then
     printf n >>"$placement"
-  elif [ "$before" -ge 200 ] && [ "$after" -ge 200 ]; then
+  elif [ "$before" -ge "$near_ns" ] && [ "$after" -ge "$near_ns" ]; then
     printf f >>"$placement"
   else
     printf '?' >>"$placement"
