@@ -30,8 +30,8 @@ cargo build --release -q
 bin=target/release/mnist-ae
 lat=target/core_latency
 [ -x "$lat" ] || rustc -O --edition 2021 -o "$lat" bench/core_latency.rs
-# Runs the command given and appends n or f (see above) to the file $placement.
 near_ns="${NEAR_NS:-200}"
+# Runs the command given and appends n, f or ? (see above) to the file $placement.
 placed() {
   local before after
   before=$("$lat" 2>/dev/null || echo 0)

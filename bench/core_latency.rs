@@ -1,7 +1,7 @@
 //! How far apart two CPUs are: the round trip of a cache line between a thread pinned to CPU
 //! `a` and one pinned to CPU `b`, in nanoseconds (the median of 7 runs of 100,000 round trips).
 //!
-//!   rustc -O -o target/core_latency bench/core_latency.rs
+//!   rustc -O --edition 2021 -o target/core_latency bench/core_latency.rs
 //!   target/core_latency [A B]        (default: CPUs 0 and 1)
 //!
 //! Two cores that share a cache cluster answer in tens of nanoseconds; two on different dies

@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns off transparent huge pages for this process. mimalloc asks for them on its large
 /// regions, and then every region it hands back to the system and takes again costs the
-/// kernel a fault that zeroes 2 MiB: that took a third of a short training run's time, in
-/// bursts. The training's buffers are small enough not to need huge pages.
+/// kernel a fault that zeroes 2 MiB: in bursts, up to 15% of a training run's samples in a
+/// profile (BENCHMARKS.md). The training's buffers are small enough not to need huge pages.
 #[cfg(target_os = "linux")]
 fn no_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and only sets a flag of the
