@@ -29,7 +29,9 @@ data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../s
 cargo build --release -q
 bin=target/release/mnist-ae
 lat=target/core_latency
-[ -x "$lat" ] || { mkdir -p target && rustc -O --edition 2021 -o "$lat" bench/core_latency.rs; }
+# Without rustc (a lent machine carries only the binaries) runs go unlabelled.
+[ -x "$lat" ] || ! command -v rustc >/dev/null ||
+  { mkdir -p target && rustc -O --edition 2021 -o "$lat" bench/core_latency.rs; }
 near_ns="${NEAR_NS:-200}"
 # Runs the command given and appends n, f or ? (see above) to the file $placement.
 placed() {

@@ -32,7 +32,9 @@ else
   bin=target/release/mnist-ae
 fi
 lat=target/core_latency
-[ -x "$lat" ] || { mkdir -p target && rustc -O --edition 2021 -o "$lat" bench/core_latency.rs; }
+# Without rustc (a lent machine carries only the binaries) runs go unlabelled.
+[ -x "$lat" ] || ! command -v rustc >/dev/null ||
+  { mkdir -p target && rustc -O --edition 2021 -o "$lat" bench/core_latency.rs; }
 round_trip() { "$lat" 2>/dev/null || echo 0; }
 near_ns="${NEAR_NS:-200}"
 limit=()
