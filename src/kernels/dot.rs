@@ -5,18 +5,18 @@
 //! gemm multiplies from packed copies of its operands, laid out for a kernel that broadcasts
 //! one operand and streams the other along the output's columns. For this form both copies are
 //! transpositions, which cost these products about as much as their arithmetic (BENCHMARKS.md
-//! has the measurements). Here each 4×4 block of the output is sixteen dot products run
-//! side by side along the inner dimension, straight from the operands' rows: four vectors of
-//! `a` and four of `b` loaded for sixteen multiply-adds, the sums in sixteen registers, folded
-//! into the block's sixteen results by a tree of shuffles at the end. That needs AVX-512 (32
-//! registers) and enough depth to pay for the fold ([`MIN_DEPTH`]); elsewhere the caller keeps
-//! gemm. No crate in the build has this form of product without packing (faer and burn use
+//! has the measurements). Here each 6×4 block of the output is 24 dot products run side by
+//! side along the inner dimension, straight from the operands' rows: six vectors of `a` and
+//! four of `b` loaded for 24 multiply-adds, the sums in 24 registers, folded into the block's
+//! results by a tree of shuffles at the end (4×4 blocks where six rows do not fit). That needs
+//! AVX-512 (32 registers) and enough depth to pay for the fold ([`MIN_DEPTH`]); elsewhere the
+//! caller keeps gemm. No crate in the build has this form of product without packing (faer and burn use
 //! gemm's kernels), hence this file.
 //!
-//! Each output value is computed the same way wherever the work is cut: blocks are aligned on
-//! the output's own rows and columns (multiples of 4 from 0), and only the last rows and
-//! columns, past the last whole block, take the edge kernel. So a product gives the same bits
-//! on one thread or many.
+//! Each output value is computed the same way wherever the work is cut: both block kernels
+//! give an element the same bits, blocks are aligned on the output's own rows and columns
+//! (multiples of 4 from 0), and only the last rows and columns, past the last whole 4×4 block,
+//! take the edge kernel. So a product gives the same bits on one thread or many.
 
 use super::matmul::View;
 
@@ -25,8 +25,8 @@ use super::matmul::View;
 pub(super) const MIN_DEPTH: usize = 64;
 
 /// Rows of the output per piece of work (a task on the pool, or a step of the serial loop):
-/// whole blocks of 4.
-const TASK_ROWS: usize = 16;
+/// a multiple of 12, so that a whole task takes 6-row blocks (see `avx512::block`).
+const TASK_ROWS: usize = 24;
 
 /// Bytes of `b`'s rows one pass over the output's rows reads, so that they stay in the core's
 /// second-level cache while every block of rows reuses them.
@@ -143,8 +143,8 @@ mod avx512 {
     const LANES: usize = 16;
 
     /// `dst[i·ldd + j] ← (accumulate ? dst[i·ldd + j] : 0) + Σ_p a[i·lda + p] · b[j·ldb + p]`
-    /// for `i < rows`, `j < cols`, `p < k`: whole 4×4 blocks from the top left, the edge
-    /// kernel for the rows and columns past them.
+    /// for `i < rows`, `j < cols`, `p < k`: whole blocks from the top left (6×4 over the first
+    /// multiple of 12 rows, 4×4 below), the edge kernel for the rows and columns past them.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a` holds `rows` rows of `k` values at stride `lda`, `b` `cols`
@@ -164,16 +164,32 @@ mod avx512 {
         // elements `(i, j)` of `dst` are the ones this function was given; no pointer is formed
         // to a row or column past them.
         unsafe {
-            for i in (0..rows4).step_by(4) {
+            // Rows of blocks six high over the first multiple of twelve rows, then four high:
+            // both kernels give the same bits for an element, so where the cut falls does not
+            // matter; six rows read each vector of `b` for 24 products instead of 16.
+            let sixes = rows4 / 12 * 12;
+            let mut i = 0;
+            while i < rows4 {
+                let high = if i < sixes { 6 } else { 4 };
                 let ai = a.add(i * lda);
                 for j in (0..cols4).step_by(4) {
                     let d = dst.add(i * ldd + j);
-                    four_by_four(d, ldd, (ai, lda), (b.add(j * ldb), ldb), k, accumulate);
+                    let bj = (b.add(j * ldb), ldb);
+                    if high == 6 {
+                        six_by_four(d, ldd, (ai, lda), bj, k, accumulate);
+                    } else {
+                        four_by_four(d, ldd, (ai, lda), bj, k, accumulate);
+                    }
                 }
                 if cols4 < cols {
                     let (d, bj) = (dst.add(i * ldd + cols4), (b.add(cols4 * ldb), ldb));
-                    edge_rows::<4>(cols - cols4, d, ldd, (ai, lda), bj, k, accumulate);
+                    if high == 6 {
+                        edge_rows::<6>(cols - cols4, d, ldd, (ai, lda), bj, k, accumulate);
+                    } else {
+                        edge_rows::<4>(cols - cols4, d, ldd, (ai, lda), bj, k, accumulate);
+                    }
                 }
+                i += high;
             }
             if rows4 < rows {
                 let ai = a.add(rows4 * lda);
@@ -202,8 +218,8 @@ mod avx512 {
     }
 
     /// One 4×4 block of the output: `sum[4j + i]` accumulates row `i` of `a` times row `j` of
-    /// `b`, lane by lane, then a tree of shuffles folds the sixteen vectors into one whose
-    /// lanes `4i..4i + 4` are row `i` of the block.
+    /// `b`, lane by lane (whole vectors unmasked, then the partial last one), then [`fold`]
+    /// makes the block's rows.
     ///
     /// # Safety
     /// As [`block`], for 4 rows and 4 columns.
@@ -216,12 +232,20 @@ mod avx512 {
         k: usize,
         accumulate: bool,
     ) {
-        let mut sum = [_mm512_setzero_ps(); 16];
-        // SAFETY: every load reads the lanes of `p..p + 16` that lie in `p..k`, of a row that
-        // holds `k` values (masked-off lanes are not read).
-        unsafe {
-            for p in (0..k).step_by(LANES) {
-                let m = lanes(p, k);
+        /// `sum[4j + i]` takes lanes `m` of the vectors at `p` of row `i` of `a`, `j` of `b`.
+        ///
+        /// # Safety
+        /// Those lanes lie inside the 4 rows of `a` and of `b`.
+        #[inline(always)]
+        unsafe fn step(
+            sum: &mut [__m512; 16],
+            (a, lda): (*const f32, usize),
+            (b, ldb): (*const f32, usize),
+            p: usize,
+            m: __mmask16,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe {
                 let av: [__m512; 4] =
                     std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
                 for j in 0..4 {
@@ -232,10 +256,94 @@ mod avx512 {
                 }
             }
         }
-        // Fold pairs: halves of 256 bits (16 → 8 vectors of two sums' 8 partial lanes), then
-        // quarters (each quarter of `q[r]` one sum's 4 partial lanes: sums 4r..4r + 4), then
-        // pairs of lanes inside the quarters, twice. Lane 4q + e of the result is sum 4e + q,
-        // that is row q, column e of the block.
+        let mut sum = [_mm512_setzero_ps(); 16];
+        let whole = k / LANES * LANES;
+        // SAFETY: every load reads the lanes of `p..p + 16` that lie in `p..k`, of a row that
+        // holds `k` values; the block's 4 rows of `dst` are `block`'s.
+        unsafe {
+            for p in (0..whole).step_by(LANES) {
+                step(&mut sum, (a, lda), (b, ldb), p, !0);
+            }
+            if whole < k {
+                step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
+            }
+            store(dst, ldd, &fold(&sum), accumulate);
+        }
+    }
+
+    /// One 6×4 block of the output: as [`four_by_four`] with six rows of `a` in registers, so
+    /// that each vector of `b` loaded serves 6 products (24 sums and 6 + 1 operands: 31 of the
+    /// 32 registers). Rows 0–3 fold as a 4×4 block, rows 4–5 as one whose last two rows are
+    /// zero; a fold never adds two sums together, so every element has the bits
+    /// [`four_by_four`] gives it.
+    ///
+    /// # Safety
+    /// As [`block`], for 6 rows and 4 columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn six_by_four(
+        dst: *mut f32,
+        ldd: usize,
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
+        k: usize,
+        accumulate: bool,
+    ) {
+        /// `sum[6j + i]` takes lanes `m` of the vectors at `p` of row `i` of `a`, `j` of `b`.
+        ///
+        /// # Safety
+        /// Those lanes lie inside the 6 rows of `a` and the 4 of `b`.
+        #[inline(always)]
+        unsafe fn step(
+            sum: &mut [__m512; 24],
+            (a, lda): (*const f32, usize),
+            (b, ldb): (*const f32, usize),
+            p: usize,
+            m: __mmask16,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let av: [__m512; 6] =
+                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
+                for j in 0..4 {
+                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
+                    for i in 0..6 {
+                        sum[6 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[6 * j + i]);
+                    }
+                }
+            }
+        }
+        let mut sum = [_mm512_setzero_ps(); 24];
+        let whole = k / LANES * LANES;
+        // SAFETY: as in `four_by_four`, for the block's 6 rows.
+        unsafe {
+            for p in (0..whole).step_by(LANES) {
+                step(&mut sum, (a, lda), (b, ldb), p, !0);
+            }
+            if whole < k {
+                step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
+            }
+            let zero = _mm512_setzero_ps();
+            let top: [__m512; 16] = std::array::from_fn(|e| sum[6 * (e / 4) + e % 4]);
+            let low: [__m512; 16] = std::array::from_fn(|e| {
+                if e % 4 < 2 {
+                    sum[6 * (e / 4) + 4 + e % 4]
+                } else {
+                    zero
+                }
+            });
+            store(dst, ldd, &fold(&top), accumulate);
+            store(dst.add(4 * ldd), ldd, &fold(&low)[..2], accumulate);
+        }
+    }
+
+    /// The sixteen sums of a 4×4 block (`sum[4j + i]`: row `i`, column `j`), each a vector of
+    /// partial sums, folded into the block's four rows. Halves of 256 bits first (16 → 8
+    /// vectors of two sums' 8 partial lanes), then quarters (each quarter of `q[r]` one sum's 4
+    /// partial lanes: sums 4r..4r + 4), then pairs of lanes inside the quarters, twice. Lane
+    /// 4q + e of the result is sum 4e + q, that is row q, column e of the block. Each step
+    /// adds parts of one sum only.
+    #[target_feature(enable = "avx512f")]
+    fn fold(sum: &[__m512; 16]) -> [__m128; 4] {
         let h: [__m512; 8] = std::array::from_fn(|p| {
             let (x, y) = (sum[2 * p], sum[2 * p + 1]);
             _mm512_add_ps(
@@ -257,16 +365,23 @@ mod avx512 {
             )
         };
         let r = pairs(pairs(q[0], q[1]), pairs(q[2], q[3]));
-        let rows = [
+        [
             _mm512_extractf32x4_ps::<0>(r),
             _mm512_extractf32x4_ps::<1>(r),
             _mm512_extractf32x4_ps::<2>(r),
             _mm512_extractf32x4_ps::<3>(r),
-        ];
-        // SAFETY: row `i` of the block is 4 writable (readable when accumulating) values at
-        // `dst + i·ldd`.
+        ]
+    }
+
+    /// Stores (or adds, when `accumulate`) `rows` as the rows of 4 values at `dst + i·ldd`.
+    ///
+    /// # Safety
+    /// Each of those rows is 4 writable (readable when accumulating) values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(dst: *mut f32, ldd: usize, rows: &[__m128], accumulate: bool) {
+        // SAFETY: the caller's contract.
         unsafe {
-            for (i, row) in rows.into_iter().enumerate() {
+            for (i, &row) in rows.iter().enumerate() {
                 let d = dst.add(i * ldd);
                 let v = if accumulate {
                     _mm_add_ps(_mm_loadu_ps(d), row)
@@ -450,6 +565,50 @@ mod tests {
         let mut acc = start.clone();
         unsafe { product(acc.as_mut_ptr(), av, bv, true) };
         assert_close(&acc, &want, Some(&start), k, "accumulated on the pool");
+    }
+
+    #[test]
+    fn six_and_four_row_blocks_give_the_same_bits() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        // 24 rows: one call makes them 6-row blocks, calls of 4 rows make 4-row blocks; 9
+        // columns and a depth of 133 put edges on the right and in the last vector.
+        let (m, n, k) = (24, 9, 133);
+        let (a, b) = (values(m * k, 7), values(n * k, 8));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for accumulate in [false, true] {
+            let start = values(m * n, 9);
+            let mut six = start.clone();
+            let mut four = start.clone();
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `six` and `four` hold m·n values; `a` m rows and `b` n rows of k.
+            unsafe {
+                avx512::block(
+                    six.as_mut_ptr(),
+                    n,
+                    (a.as_ptr(), k),
+                    (b.as_ptr(), k),
+                    (m, n, k),
+                    accumulate,
+                );
+                for r in (0..m).step_by(4) {
+                    avx512::block(
+                        four.as_mut_ptr().add(r * n),
+                        n,
+                        (a.as_ptr().add(r * k), k),
+                        (b.as_ptr(), k),
+                        (4, n, k),
+                        accumulate,
+                    );
+                }
+            }
+            assert_eq!(bits(&six), bits(&four), "accumulate {accumulate}");
+            let want = reference(View::dense(&a, m, k), View::dense(&b, n, k));
+            let start = accumulate.then_some(&start[..]);
+            assert_close(&six, &want, start, k, "six-row blocks");
+        }
     }
 
     #[test]
