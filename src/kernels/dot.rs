@@ -217,9 +217,67 @@ mod avx512 {
         }
     }
 
-    /// One 4×4 block of the output: `sum[4j + i]` accumulates row `i` of `a` times row `j` of
-    /// `b`, lane by lane (whole vectors unmasked, then the partial last one), then [`fold`]
-    /// makes the block's rows.
+    /// Defines `$name`: the sums of a block of `$rows` rows of `a` by 4 of `b`, `sum[$rows·j +
+    /// i]` row `i` of `a` times row `j` of `b` lane by lane, over whole vectors unmasked, then
+    /// the partial last one. A macro rather than a function generic over the row count: the
+    /// generic form (sums as `[[__m512; R]; 4]`) kept them on the stack (BENCHMARKS.md, session
+    /// 31); written out per row count, they stay in registers.
+    macro_rules! block_sums {
+        ($name:ident, $rows:literal, $sums:literal) => {
+            /// # Safety
+            /// The CPU has AVX-512F; `a` holds the block's rows of `k` values at stride `lda`,
+            /// `b` 4 rows at stride `ldb`.
+            #[target_feature(enable = "avx512f")]
+            unsafe fn $name(
+                (a, lda): (*const f32, usize),
+                (b, ldb): (*const f32, usize),
+                k: usize,
+            ) -> [__m512; $sums] {
+                /// The sums take lanes `m` of the vectors at `p`.
+                ///
+                /// # Safety
+                /// Those lanes lie inside the rows of `a` and `b`.
+                #[inline(always)]
+                unsafe fn step(
+                    sum: &mut [__m512; $sums],
+                    (a, lda): (*const f32, usize),
+                    (b, ldb): (*const f32, usize),
+                    p: usize,
+                    m: __mmask16,
+                ) {
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let av: [__m512; $rows] =
+                            std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
+                        for j in 0..4 {
+                            let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
+                            for i in 0..$rows {
+                                sum[$rows * j + i] = _mm512_fmadd_ps(av[i], bv, sum[$rows * j + i]);
+                            }
+                        }
+                    }
+                }
+                let mut sum = [_mm512_setzero_ps(); $sums];
+                let whole = k / LANES * LANES;
+                // SAFETY: every load reads the lanes of `p..p + 16` that lie in `p..k`, of a
+                // row that holds `k` values.
+                unsafe {
+                    for p in (0..whole).step_by(LANES) {
+                        step(&mut sum, (a, lda), (b, ldb), p, !0);
+                    }
+                    if whole < k {
+                        step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
+                    }
+                }
+                sum
+            }
+        };
+    }
+
+    block_sums!(four_sums, 4, 16);
+    block_sums!(six_sums, 6, 24);
+
+    /// One 4×4 block of the output: [`four_sums`], then [`fold`] makes the block's rows.
     ///
     /// # Safety
     /// As [`block`], for 4 rows and 4 columns.
@@ -227,46 +285,14 @@ mod avx512 {
     unsafe fn four_by_four(
         dst: *mut f32,
         ldd: usize,
-        (a, lda): (*const f32, usize),
-        (b, ldb): (*const f32, usize),
+        a: (*const f32, usize),
+        b: (*const f32, usize),
         k: usize,
         accumulate: bool,
     ) {
-        /// `sum[4j + i]` takes lanes `m` of the vectors at `p` of row `i` of `a`, `j` of `b`.
-        ///
-        /// # Safety
-        /// Those lanes lie inside the 4 rows of `a` and of `b`.
-        #[inline(always)]
-        unsafe fn step(
-            sum: &mut [__m512; 16],
-            (a, lda): (*const f32, usize),
-            (b, ldb): (*const f32, usize),
-            p: usize,
-            m: __mmask16,
-        ) {
-            // SAFETY: the caller's contract.
-            unsafe {
-                let av: [__m512; 4] =
-                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
-                for j in 0..4 {
-                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
-                    for i in 0..4 {
-                        sum[4 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[4 * j + i]);
-                    }
-                }
-            }
-        }
-        let mut sum = [_mm512_setzero_ps(); 16];
-        let whole = k / LANES * LANES;
-        // SAFETY: every load reads the lanes of `p..p + 16` that lie in `p..k`, of a row that
-        // holds `k` values; the block's 4 rows of `dst` are `block`'s.
+        // SAFETY: `block`'s contract, for these 4 rows and columns.
         unsafe {
-            for p in (0..whole).step_by(LANES) {
-                step(&mut sum, (a, lda), (b, ldb), p, !0);
-            }
-            if whole < k {
-                step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
-            }
+            let sum = four_sums(a, b, k);
             store(dst, ldd, &fold(&sum), accumulate);
         }
     }
@@ -283,45 +309,14 @@ mod avx512 {
     unsafe fn six_by_four(
         dst: *mut f32,
         ldd: usize,
-        (a, lda): (*const f32, usize),
-        (b, ldb): (*const f32, usize),
+        a: (*const f32, usize),
+        b: (*const f32, usize),
         k: usize,
         accumulate: bool,
     ) {
-        /// `sum[6j + i]` takes lanes `m` of the vectors at `p` of row `i` of `a`, `j` of `b`.
-        ///
-        /// # Safety
-        /// Those lanes lie inside the 6 rows of `a` and the 4 of `b`.
-        #[inline(always)]
-        unsafe fn step(
-            sum: &mut [__m512; 24],
-            (a, lda): (*const f32, usize),
-            (b, ldb): (*const f32, usize),
-            p: usize,
-            m: __mmask16,
-        ) {
-            // SAFETY: the caller's contract.
-            unsafe {
-                let av: [__m512; 6] =
-                    std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
-                for j in 0..4 {
-                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
-                    for i in 0..6 {
-                        sum[6 * j + i] = _mm512_fmadd_ps(av[i], bv, sum[6 * j + i]);
-                    }
-                }
-            }
-        }
-        let mut sum = [_mm512_setzero_ps(); 24];
-        let whole = k / LANES * LANES;
-        // SAFETY: as in `four_by_four`, for the block's 6 rows.
+        // SAFETY: `block`'s contract, for these 6 rows and 4 columns.
         unsafe {
-            for p in (0..whole).step_by(LANES) {
-                step(&mut sum, (a, lda), (b, ldb), p, !0);
-            }
-            if whole < k {
-                step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
-            }
+            let sum = six_sums(a, b, k);
             let zero = _mm512_setzero_ps();
             let top: [__m512; 16] = std::array::from_fn(|e| sum[6 * (e / 4) + e % 4]);
             let low: [__m512; 16] = std::array::from_fn(|e| {
