@@ -228,6 +228,7 @@ mod avx512 {
             /// The CPU has AVX-512F; `a` holds the block's rows of `k` values at stride `lda`,
             /// `b` 4 rows at stride `ldb`.
             #[target_feature(enable = "avx512f")]
+            #[inline(never)]
             unsafe fn $name(
                 (a, lda): (*const f32, usize),
                 (b, ldb): (*const f32, usize),
