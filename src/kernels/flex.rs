@@ -352,7 +352,8 @@ pub(super) fn adam_all(
         v.into_iter().map(owned).collect(),
     );
     // Every parameter cut into blocks, all of them one parallel pass: small parameters
-    // share the threads with large ones.
+    // share the threads with large ones, and each thread updates the same blocks at every
+    // step, so the moments stay in its cache.
     let mut pieces = Vec::new();
     let mut first = 0;
     for ((((p, m), v), &count), &step) in ps
@@ -382,9 +383,7 @@ pub(super) fn adam_all(
             pieces.push((p, m, v, g, coef));
         }
     }
-    pieces
-        .into_par_iter()
-        .for_each(|(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
+    super::for_each_run(pieces, |(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
     (ps, ms, vs)
 }
 

@@ -165,6 +165,82 @@ pub fn as_task<R>(f: impl FnOnce() -> R) -> R {
     with_driving(false, f)
 }
 
+/// `f(0)`, …, `f(n − 1)` run as parallel tasks, their results in order. The caller runs
+/// `f(0)` itself, the others go to the pool; when it is done first it runs the pool's pending
+/// work and then spins (for at most [`SPIN`]) until the others are done, instead of going to
+/// sleep in rayon's wait. A worker that waits on a rayon join sleeps after a few rounds of
+/// looking for work, and the last task's end then has to wake it: a futex wake and a
+/// reschedule, about 60 µs on a virtual machine, at every training step whose other shard
+/// ends last (see BENCHMARKS.md). Past [`SPIN`] it waits as rayon does.
+pub fn tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if n <= 1 {
+        return (0..n).map(f).collect();
+    }
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let left = AtomicUsize::new(n - 1);
+    let put = |i: usize, v: T| {
+        *slots[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+    };
+    rayon::in_place_scope(|s| {
+        let (f, put, left) = (&f, &put, &left);
+        for i in 1..n {
+            s.spawn(move |_| {
+                put(i, f(i));
+                left.fetch_sub(1, Ordering::Release);
+            });
+        }
+        put(0, f(0));
+        let since = std::time::Instant::now();
+        while left.load(Ordering::Acquire) > 0 {
+            if rayon::yield_local() != Some(rayon::Yield::Executed) {
+                if since.elapsed() > SPIN {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .expect("every task ran")
+        })
+        .collect()
+}
+
+/// `f` on every item of `items`, in parallel: the items cut into one run of consecutive items
+/// per thread of the pool, as equal in count as can be, each run a task of [`tasks`] (so the
+/// caller spins rather than sleeps while it waits for the last run). The same items go to the
+/// same task at every call with the same items.
+pub(crate) fn for_each_run<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync) {
+    let threads = rayon::current_num_threads().min(items.len());
+    if threads <= 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let n = items.len();
+    let mut items = items.into_iter();
+    let runs: Vec<std::sync::Mutex<Vec<I>>> = (0..threads)
+        .map(|t| {
+            let len = (t + 1) * n / threads - t * n / threads;
+            std::sync::Mutex::new(items.by_ref().take(len).collect())
+        })
+        .collect();
+    tasks(threads, |t| {
+        let run = std::mem::take(
+            &mut *runs[t]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        run.into_iter().for_each(&f);
+    });
+}
+
 /// Runs `f` with [`DRIVING`] set to `on`, restoring it afterwards (also on unwinding).
 fn with_driving<R>(on: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);

@@ -837,6 +837,53 @@ fn a_panic_inside_a_drive_reaches_the_caller_and_frees_its_helpers() {
     assert_eq!(super::drive(1, || tree_sum(0, 1000)), 999 * 1000 / 2);
 }
 
+#[test]
+fn tasks_return_their_results_in_order_inside_and_outside_a_drive() {
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
+    let work = |i: usize| (i, tree_sum(0, 1000 * (i as u64 + 1)), super::in_task());
+    let expect: Vec<_> = (0..5)
+        .map(|i| (i, tree_sum(0, 1000 * (i as u64 + 1)), true))
+        .collect();
+    // In a drive, each task runs as a task (as the shards of a step do); from outside the
+    // pool too, on the pool's workers or on the caller.
+    let driven = super::drive(1, || super::tasks(5, |i| super::as_task(|| work(i))));
+    assert_eq!(driven, expect);
+    let outside = super::tasks(5, |i| super::as_task(|| work(i)));
+    assert_eq!(outside.len(), 5);
+    assert!(outside
+        .iter()
+        .zip(&expect)
+        .all(|(a, b)| (a.0, a.1) == (b.0, b.1)));
+    assert!(super::tasks(0, work).is_empty());
+    assert_eq!(super::tasks(1, |i| i + 7), vec![7]);
+    // More tasks than threads, on a pool of one thread: the caller runs them all.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    assert_eq!(one.install(|| super::tasks(4, |i| i * i)), vec![0, 1, 4, 9]);
+}
+
+#[test]
+fn every_item_of_a_run_is_seen_once() {
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
+    for n in [0usize, 1, 2, 3, 17, 100] {
+        let seen: Vec<std::sync::atomic::AtomicUsize> = (0..n)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        super::drive(1, || {
+            super::for_each_run((0..n).collect(), |i: usize| {
+                seen[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+        });
+        assert!(
+            seen.iter()
+                .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 1),
+            "{n} items"
+        );
+    }
+}
+
 /// Dropout in training on the autodiff device: every output is its input scaled by `1/keep`
 /// or zero, about `keep` of them kept; the gradient flows through the kept values only, with
 /// the same scale; the backend's seed fixes the choices, and the next call makes new ones;

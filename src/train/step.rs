@@ -6,7 +6,6 @@
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rayon::prelude::*;
 use std::ops::Range;
 
 use super::loss::{loss, vae_loss};
@@ -314,22 +313,20 @@ fn step_on(
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`).
-    let results: Vec<(Tensor<1>, GradientsParams)> = ranges
-        .par_iter()
-        .map(|r| {
-            crate::kernels::as_task(|| {
-                let (x, target) = inputs(r.clone());
-                let m = model.clone().fork(device);
-                let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
-                let w = r.len() as f64 / n as f64;
-                let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
-                (
-                    l.clone().detach(),
-                    GradientsParams::from_grads(l.backward(), &m),
-                )
-            })
+    let results: Vec<(Tensor<1>, GradientsParams)> = crate::kernels::tasks(ranges.len(), |i| {
+        let r = &ranges[i];
+        crate::kernels::as_task(|| {
+            let (x, target) = inputs(r.clone());
+            let m = model.clone().fork(device);
+            let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
+            let w = r.len() as f64 / n as f64;
+            let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
+            (
+                l.clone().detach(),
+                GradientsParams::from_grads(l.backward(), &m),
+            )
         })
-        .collect();
+    });
     let (losses, parts): (Vec<Tensor<1>>, Vec<GradientsParams>) = results.into_iter().unzip();
     let lv = if read_now {
         let v: f64 = losses
