@@ -3,6 +3,11 @@ code (next to the weights, same name with .py), loads the exported state dict in
 (strict), and compares its reconstructions of the reference test images with mnist-ae's.
 Exit status 1 when the largest absolute difference exceeds 1e-5.
 
+PyTorch runs on one thread here: with its default thread count a fresh process, started right
+after another program had exited, gave a different difference (1.59e-05 against 3.58e-07,
+same weights, inputs and reference, once in 40 runs): the CPU libraries may choose how many
+threads, and so which order of additions, from the load they find.
+
     mnist-ae export RUN --torch /tmp/w.safetensors --reference /tmp/ref.safetensors
     python bench/check_torch_export.py /tmp/w.safetensors /tmp/ref.safetensors
 """
@@ -14,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+torch.set_num_threads(1)
 weights, reference = sys.argv[1], sys.argv[2]
 code = os.path.splitext(weights)[0] + ".py"
 spec = importlib.util.spec_from_file_location("exported_model", code)
