@@ -352,8 +352,9 @@ pub(super) fn adam_all(
         v.into_iter().map(owned).collect(),
     );
     // Every parameter cut into blocks, all of them one parallel pass: small parameters
-    // share the threads with large ones, and each thread updates the same blocks at every
-    // step, so the moments stay in its cache.
+    // share the threads with large ones. Each thread updates the same blocks at every step:
+    // a split that moved blocks between threads from step to step made the next step's
+    // shards slower (see BENCHMARKS.md).
     let mut pieces = Vec::new();
     let mut first = 0;
     for ((((p, m), v), &count), &step) in ps
