@@ -346,16 +346,40 @@ pub(super) fn adam_all(
         "fused_adam_all: inconsistent arguments"
     );
     let grads: Vec<_> = grads.iter().map(values).collect();
-    let (mut ps, mut ms, mut vs): (Vec<_>, Vec<_>, Vec<_>) = (
-        params.into_iter().map(owned).collect(),
+    let (mut ms, mut vs): (Vec<_>, Vec<_>) = (
         m.into_iter().map(owned).collect(),
         v.into_iter().map(owned).collect(),
     );
-    // Every parameter cut into blocks, all of them one parallel pass: small parameters
-    // share the threads with large ones. Each thread updates the same blocks at every step:
-    // a split that moved blocks between threads from step to step made the next step's
-    // shards slower (see BENCHMARKS.md).
-    let mut pieces = Vec::new();
+    // Each parameter cut into blocks, all of them one parallel pass: small parameters share
+    // the threads with large ones. Each thread updates the same blocks at every step: a split
+    // that moved blocks between threads from step to step made the next step's shards slower
+    // (see BENCHMARKS.md).
+    let blocks: usize = params
+        .iter()
+        .map(|p| p.layout().num_elements().div_ceil(BLOCK))
+        .sum();
+    let split = rayon::current_num_threads().min(blocks) > 1;
+    let shapes: Vec<Shape> = params.iter().map(|p| p.layout().shape().clone()).collect();
+    // Split over threads, the new values go to new memory. In place, a thread's stores would
+    // first have to take each line of its share of the weights back from the other cores,
+    // which read all of them during the step: two threads trained the mlp about 6% faster
+    // with new memory, left uninitialised (zeroed first: 3%), on one thread 2% slower
+    // (BENCHMARKS.md), so one thread updates in place.
+    let mut ps: Vec<Weights> = params
+        .into_iter()
+        .map(|p| match split {
+            true => {
+                let len = p.layout().num_elements();
+                let p = match p.as_slice::<f32>().is_some() {
+                    true => p,
+                    false => tensor(values(&p).into_owned(), p.layout().shape().clone()),
+                };
+                Weights::Fresh(p, Box::new_uninit_slice(len))
+            }
+            false => Weights::InPlace(owned(p)),
+        })
+        .collect();
+    let mut pieces = Vec::with_capacity(blocks);
     let mut first = 0;
     for ((((p, m), v), &count), &step) in ps
         .iter_mut()
@@ -366,26 +390,86 @@ pub(super) fn adam_all(
     {
         let g = &grads[first..first + count];
         first += count;
-        let (p, m, v) = (storage(p), storage(m), storage(v));
-        let len = p.len();
+        let (m, v) = (storage(m), storage(v));
+        let len = m.len();
         assert!(
-            m.len() == len && v.len() == len && g.iter().all(|g| g.len() == len),
+            p.len() == len && v.len() == len && g.iter().all(|g| g.len() == len),
             "fused_adam_all: a gradient or moment of another size than its parameter"
         );
         let coef = AdamCoef::new(step, lr, beta_1, beta_2, epsilon, weight_decay);
         for (k, ((p, m), v)) in p
-            .chunks_mut(BLOCK)
+            .blocks()
+            .into_iter()
             .zip(m.chunks_mut(BLOCK))
             .zip(v.chunks_mut(BLOCK))
             .enumerate()
         {
-            let at = k * BLOCK..(k * BLOCK + p.len());
+            let at = k * BLOCK..(k * BLOCK + m.len());
             let g: Vec<&[f32]> = g.iter().map(|g| &g[at.clone()]).collect();
             pieces.push((p, m, v, g, coef));
         }
     }
     super::for_each_run(pieces, |(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
+    let ps = ps
+        .into_iter()
+        .zip(shapes)
+        .map(|(p, shape)| p.finish(shape))
+        .collect();
     (ps, ms, vs)
+}
+
+/// A parameter's values during Adam's pass: updated in place, or read from the old values
+/// and written whole to new memory.
+enum Weights {
+    InPlace(FlexTensor),
+    Fresh(FlexTensor, Box<[std::mem::MaybeUninit<f32>]>),
+}
+
+/// The values of a contiguous tensor, borrowed.
+fn values_of(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused_adam_all: parameters are made contiguous first")
+}
+
+/// Where one block of a parameter's new values go (see [`Weights`]).
+enum Dest<'a> {
+    InPlace(&'a mut [f32]),
+    Fresh(&'a [f32], &'a mut [std::mem::MaybeUninit<f32>]),
+}
+
+impl Weights {
+    fn len(&self) -> usize {
+        match self {
+            Weights::InPlace(t) => t.layout().num_elements(),
+            Weights::Fresh(old, _) => old.layout().num_elements(),
+        }
+    }
+
+    /// The parameter in blocks of [`BLOCK`] values.
+    fn blocks(&mut self) -> Vec<Dest<'_>> {
+        match self {
+            Weights::InPlace(t) => storage(t).chunks_mut(BLOCK).map(Dest::InPlace).collect(),
+            Weights::Fresh(old, new) => values_of(old)
+                .chunks(BLOCK)
+                .zip(new.chunks_mut(BLOCK))
+                .map(|(o, n)| Dest::Fresh(o, n))
+                .collect(),
+        }
+    }
+
+    /// The new values as a tensor of `shape`, once every block has been through
+    /// [`adam_piece`].
+    fn finish(self, shape: Shape) -> FlexTensor {
+        match self {
+            Weights::InPlace(t) => t,
+            Weights::Fresh(_, new) => {
+                // SAFETY: `adam_all` cut `new` into blocks that cover it, and `adam_piece`
+                // wrote every value of each block (its slices have one length, asserted).
+                let new = unsafe { new.assume_init() };
+                tensor(new.into_vec(), shape)
+            }
+        }
+    }
 }
 
 /// The constants of one Adam step of one parameter.
@@ -421,24 +505,35 @@ impl AdamCoef {
     /// The update of one value `p` with moments `m`, `v` and gradient `g`, in burn's order of
     /// operations: g ← g + λ·p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     /// p ← p − lr · (m·c) / (√v + ε·√(1−β₂ᵗ)), c = √(1−β₂ᵗ) / (1−β₁ᵗ).
+    /// Returns the new value.
     #[inline(always)]
-    fn apply(&self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+    fn apply(&self, p: f32, m: &mut f32, v: &mut f32, g: f32) -> f32 {
         let g = if self.weight_decay != 0.0 {
-            g + self.weight_decay * *p
+            g + self.weight_decay * p
         } else {
             g
         };
         *m = *m * self.beta_1 + g * self.f1;
         *v = *v * self.beta_2 + g * g * self.f2;
         let u = (*m * self.c) / (v.sqrt() + self.eps);
-        *p -= u * self.lr;
+        p - u * self.lr
     }
 }
 
 /// Adam on one block of a parameter whose gradient is the sum of `g` (in order). The common
 /// cases, one and two shards, read the gradients in the same loop; more are summed first
 /// into a buffer of the block's size.
-fn adam_piece(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[&[f32]], coef: AdamCoef) {
+fn adam_piece(p: Dest<'_>, m: &mut [f32], v: &mut [f32], g: &[&[f32]], coef: AdamCoef) {
+    let n = m.len();
+    let p_fits = match &p {
+        Dest::InPlace(p) => p.len() == n,
+        Dest::Fresh(old, new) => old.len() == n && new.len() == n,
+    };
+    // Every slice the same length, so that the loops' zips write every new value.
+    assert!(
+        p_fits && v.len() == n && g.iter().all(|g| g.len() == n),
+        "fused_adam_all: a block of another size than its parameter's"
+    );
     Arch::new().dispatch(AdamPiece { p, m, v, g, coef })
 }
 
@@ -446,11 +541,28 @@ fn adam_piece(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[&[f32]], coef: A
 /// and compiles this body (always inlined) with their features. The same operations in the
 /// same order as the plain loop, so the results match it.
 struct AdamPiece<'a> {
-    p: &'a mut [f32],
+    p: Dest<'a>,
     m: &'a mut [f32],
     v: &'a mut [f32],
     g: &'a [&'a [f32]],
     coef: AdamCoef,
+}
+
+/// The update of one block with gradients `g`, in place or to new memory.
+#[inline(always)]
+fn update(p: Dest<'_>, m: &mut [f32], v: &mut [f32], g: impl Iterator<Item = f32>, coef: AdamCoef) {
+    match p {
+        Dest::InPlace(p) => {
+            for (((p, m), v), g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                *p = coef.apply(*p, m, v, g);
+            }
+        }
+        Dest::Fresh(old, new) => {
+            for ((((new, &p), m), v), g) in new.iter_mut().zip(old).zip(m).zip(v).zip(g) {
+                new.write(coef.apply(p, m, v, g));
+            }
+        }
+    }
 }
 
 impl WithSimd for AdamPiece<'_> {
@@ -460,16 +572,8 @@ impl WithSimd for AdamPiece<'_> {
     fn with_simd<S: Simd>(self, _simd: S) {
         let AdamPiece { p, m, v, g, coef } = self;
         match g {
-            [g0] => {
-                for (((p, m), v), &g0) in p.iter_mut().zip(m).zip(v).zip(*g0) {
-                    coef.apply(p, m, v, g0);
-                }
-            }
-            [g0, g1] => {
-                for ((((p, m), v), &g0), &g1) in p.iter_mut().zip(m).zip(v).zip(*g0).zip(*g1) {
-                    coef.apply(p, m, v, g0 + g1);
-                }
-            }
+            [g0] => update(p, m, v, g0.iter().copied(), coef),
+            [g0, g1] => update(p, m, v, g0.iter().zip(*g1).map(|(a, b)| a + b), coef),
             [g0, rest @ ..] => {
                 let mut sum = g0.to_vec();
                 for g in rest {
@@ -477,9 +581,7 @@ impl WithSimd for AdamPiece<'_> {
                         *s += g;
                     }
                 }
-                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(&sum) {
-                    coef.apply(p, m, v, g);
-                }
+                update(p, m, v, sum.into_iter(), coef)
             }
             [] => {}
         }

@@ -235,6 +235,59 @@ fn adam_on_shards_is_adam_on_their_sum() {
     }
 }
 
+/// Split over two threads, Adam writes the new weights to new memory; on one, in place: the
+/// two give the same bits, weights and moments, over three steps.
+#[test]
+fn adam_in_place_and_to_new_memory_agree() {
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let start = (layer(300, 257, &device), layer(257, 5, &device));
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("a thread pool")
+    };
+    let (one, two) = (pool(1), pool(2));
+    let (mut in_place, mut fresh) = (Adam::new(1e-8, 1e-3), Adam::new(1e-8, 1e-3));
+    let (mut a, mut b) = (start.clone(), start.clone());
+    // A copy of gradients for the same parameters (the two models share their ids).
+    let copy = |parts: &[GradientsParams], m: &(Linear, Linear)| -> Vec<GradientsParams> {
+        parts
+            .iter()
+            .map(|g| {
+                let mut c = GradientsParams::new();
+                for l in [&m.0, &m.1] {
+                    let (w, b) = (l.weight.id, l.bias.as_ref().expect("bias").id);
+                    c.register(w, g.get::<2>(w).expect("weight gradient"));
+                    c.register(b, g.get::<1>(b).expect("bias gradient"));
+                }
+                c
+            })
+            .collect()
+    };
+    for _ in 0..3 {
+        let (grads, _) = shard_grads(&a, 2, &device);
+        let same = copy(&grads, &a);
+        a = one.install(|| in_place.step(1e-2, a, grads));
+        b = two.install(|| fresh.step(1e-2, b, same));
+        for (la, lb) in [(&a.0, &b.0), (&a.1, &b.1)] {
+            assert_eq!(la.weight.val().into_data(), lb.weight.val().into_data());
+            assert_eq!(
+                la.bias.as_ref().unwrap().val().into_data(),
+                lb.bias.as_ref().unwrap().val().into_data()
+            );
+        }
+    }
+    assert!(max_diff(a.0.weight.val().inner(), start.0.weight.val().inner()) > 1e-3);
+    // The moments too: the next step from each state moves the weights alike.
+    let (grads, _) = shard_grads(&a, 1, &device);
+    let same = copy(&grads, &a);
+    let a = one.install(|| in_place.step(1e-2, a, grads));
+    let b = one.install(|| fresh.step(1e-2, b, same));
+    assert_eq!(a.0.weight.val().into_data(), b.0.weight.val().into_data());
+}
+
 /// The state saved as burn's record and loaded again continues exactly where it was; a record
 /// written by burn's own optimizer (burn's Adam) loads and continues as burn's does; and ours
 /// loads into burn's optimizer. A fresh optimizer, by contrast, moves the weights elsewhere:
