@@ -3,7 +3,7 @@
 //! parallel with their gradients combined, the optimizer update; and the mean loss over a
 //! split without gradients.
 
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::ops::Range;
@@ -226,7 +226,7 @@ impl StepLoss {
 /// comes back unchanged, for the caller to stop.
 ///
 /// With `config.shards` > 1 the batch is cut into that many shards whose forward and backward
-/// passes run in parallel (rayon tasks), each on its own autodiff graph (`fork` gives the
+/// passes run in parallel (rayon tasks), each on its own autodiff graph ([`Leaves`] gives the
 /// shard's copy of the model fresh leaves sharing the weights). Each shard's loss is weighted
 /// by its share of the batch, so the sum of the shards' gradients, which the optimizer takes
 /// in shard order, is mathematically the whole batch's gradient. burn's CPU kernels use
@@ -317,7 +317,7 @@ fn step_on(
         let r = &ranges[i];
         crate::kernels::as_task(|| {
             let (x, target) = inputs(r.clone());
-            let m = model.clone().fork(device);
+            let m = model.clone().map(&mut Leaves);
             let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
             let w = r.len() as f64 / n as f64;
             let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
@@ -342,6 +342,27 @@ fn step_on(
         StepLoss::Pending(Box::new(sum.expect("at least one shard")))
     };
     (optim.update(at.lr, model, parts), lv)
+}
+
+/// A shard's copy of a model: each parameter a fresh autodiff leaf on the same storage, so
+/// that each shard's graph is its own. burn's `fork` does this through a `to_device` step
+/// whose parent is the model's own leaf, shared by every shard: that registers twice as many
+/// nodes in autodiff's graphs, all behind one lock, and the shards' graphs hang off common
+/// parents. Leaves made directly took conv64's shards on two threads from 47–54 to 25–29 µs
+/// to copy the model, and their passes from 1,114–1,162 to 1,036 µs per step
+/// (BENCHMARKS.md).
+struct Leaves;
+
+impl ModuleMapper for Leaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let trained = tensor.is_require_grad();
+        let mut leaf = Tensor::from_inner(tensor.inner());
+        if trained {
+            leaf = leaf.require_grad();
+        }
+        Param::from_mapped_value(id, leaf, mapper)
+    }
 }
 
 /// Mean loss and mean MSE of `model` on `split`, in batches, with seeded noise on the input
