@@ -362,9 +362,9 @@ pub(super) fn adam_all(
     let shapes: Vec<Shape> = params.iter().map(|p| p.layout().shape().clone()).collect();
     // Split over threads, the new values go to new memory. In place, a thread's stores would
     // first have to take each line of its share of the weights back from the other cores,
-    // which read all of them during the step: two threads trained the mlp about 6% faster
-    // with new memory, left uninitialised (zeroed first: 3%), on one thread 2% slower
-    // (BENCHMARKS.md), so one thread updates in place.
+    // which read all of them during the step; the memory is left uninitialised until the pass
+    // writes it, as a zero-fill first costs about half the gain. On one thread the lines are
+    // its own, and in place is faster (BENCHMARKS.md, session 33).
     let mut ps: Vec<Weights> = params
         .into_iter()
         .map(|p| match split {

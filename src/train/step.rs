@@ -346,11 +346,10 @@ fn step_on(
 
 /// A shard's copy of a model: each parameter a fresh autodiff leaf on the same storage, so
 /// that each shard's graph is its own. burn's `fork` does this through a `to_device` step
-/// whose parent is the model's own leaf, shared by every shard: that registers twice as many
-/// nodes in autodiff's graphs, all behind one lock, and the shards' graphs hang off common
-/// parents. Leaves made directly took conv64's shards on two threads from 47–54 to 25–29 µs
-/// to copy the model, and their passes from 1,114–1,162 to 1,036 µs per step
-/// (BENCHMARKS.md).
+/// whose parent is the model's own leaf, shared by every shard: twice as many nodes
+/// registered in autodiff's graphs, all behind one lock, and the shards' graphs hanging off
+/// common parents; leaves made directly copy the model in half the time and make the shards'
+/// passes faster on two threads (BENCHMARKS.md, session 33).
 struct Leaves;
 
 impl ModuleMapper for Leaves {
