@@ -539,21 +539,40 @@ fn backward_by_parts(
     (dx, dw, db)
 }
 
-/// Tensors of the same trailing shape one after the other along the first axis.
+/// Tensors of the same trailing shape one after the other along the first axis, each copied
+/// by a task of its own: copied one after the other, on the thread that called, they kept
+/// the other threads waiting (BENCHMARKS.md, session 33).
 fn stack<'a>(parts: impl Iterator<Item = &'a FlexTensor> + Clone) -> FlexTensor {
+    let parts: Vec<&FlexTensor> = parts.collect();
     let mut shape = parts
-        .clone()
-        .next()
+        .first()
         .expect("at least one part")
         .layout()
         .shape()
         .clone();
-    shape[0] = parts.clone().map(|t| t.layout().shape()[0]).sum();
-    let mut out = Vec::with_capacity(shape.num_elements());
-    for t in parts {
-        out.extend_from_slice(&values(t));
+    shape[0] = parts.iter().map(|t| t.layout().shape()[0]).sum();
+    let lens: Vec<usize> = parts.iter().map(|t| t.layout().num_elements()).collect();
+    let total: usize = lens.iter().sum();
+    assert_eq!(total, shape.num_elements(), "stack: parts of another shape");
+    let mut out: Box<[std::mem::MaybeUninit<f32>]> = Box::new_uninit_slice(total);
+    let mut rest: &mut [std::mem::MaybeUninit<f32>] = &mut out;
+    let mut slots = Vec::with_capacity(parts.len());
+    for &len in &lens {
+        let (slot, tail) = rest.split_at_mut(len);
+        slots.push(slot);
+        rest = tail;
     }
-    tensor(out, shape)
+    slots.into_par_iter().zip(parts).for_each(|(slot, t)| {
+        let v = values(t);
+        assert_eq!(v.len(), slot.len(), "stack: a part of another size");
+        for (d, &x) in slot.iter_mut().zip(v.iter()) {
+            d.write(x);
+        }
+    });
+    // SAFETY: the slots cover `out` (their lengths sum to `total`, asserted) and each was
+    // written whole from a part of its length (asserted).
+    let out = unsafe { out.assume_init() };
+    tensor(out.into_vec(), shape)
 }
 
 /// The sum of same-shaped tensors, added in order.

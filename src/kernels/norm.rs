@@ -8,7 +8,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 
 use super::flex::{tensor, values};
-use super::pieces::{each_chunk, each_plane, PLANE_PIECE};
+use super::pieces::{each_chunk, planes_from_zero, PLANE_PIECE};
 
 /// The layout of a batch-normalised tensor: `[b, c, rest…]` with `s` values per channel and
 /// image (`h·w` for images, 1 for flat vectors).
@@ -54,10 +54,12 @@ impl Layout {
         out
     }
 
-    /// Calls `f(p, ch, plane)` on each image's plane `p` of each channel (`ch`) of `y`
-    /// ([`each_plane`]).
-    fn each_plane(self, y: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) {
-        each_plane(y, self.s, |p, plane| f(p, p % self.c, plane));
+    /// A new tensor's values, `f(p, ch, plane)` filling each image's plane `p` of each
+    /// channel (`ch`) from zeros ([`planes_from_zero`]).
+    fn planes(self, f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+        planes_from_zero(self.b * self.c * self.s, self.s, |p, plane| {
+            f(p, p % self.c, plane)
+        })
     }
 }
 
@@ -131,8 +133,7 @@ pub(super) fn forward(
     let d: Vec<f32> = (0..lay.c)
         .map(|ch| (bt[ch] as f64 - stats[ch].0 * g[ch] as f64 * inv_std[ch]) as f32)
         .collect();
-    let mut y = vec![0f32; xs.len()];
-    lay.each_plane(&mut y, |p, ch, plane| {
+    let y = lay.planes(|p, ch, plane| {
         let (a, d) = (a[ch], d[ch]);
         let src = &xs[p * lay.s..][..lay.s];
         if relu {
@@ -188,8 +189,7 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
         }
         (total(sg), total(sgx))
     });
-    let mut dx = vec![0f32; xs.len()];
-    lay.each_plane(&mut dx, |p, ch, plane| {
+    let dx = lay.planes(|p, ch, plane| {
         let at = p * lay.s;
         let (m, is) = (st.mean[ch], st.inv_std[ch]);
         let scale = st.gamma[ch] * is;

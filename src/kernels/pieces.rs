@@ -50,6 +50,36 @@ pub(super) fn each_plane<T: Send>(
     }
 }
 
+/// `n` values in planes of `len`, each plane zero-filled and then passed to `f(p, plane)` by
+/// the piece of [`each_plane`] that owns it. A whole batch's buffer zero-filled first on the
+/// calling thread (`vec![0.0; n]`) kept the other threads waiting, and left its lines in that
+/// thread's cache for the others to take (BENCHMARKS.md, session 33).
+pub(super) fn planes_from_zero(
+    n: usize,
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    if len == 0 || n == 0 {
+        return vec![0f32; n];
+    }
+    assert!(
+        n.is_multiple_of(len),
+        "planes_from_zero: {n} values are not planes of {len}"
+    );
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    each_plane(&mut v.spare_capacity_mut()[..n], len, |p, plane| {
+        plane.fill(std::mem::MaybeUninit::new(0.0));
+        // SAFETY: every value of `plane` was written just above, and `MaybeUninit<f32>` has
+        // the layout of `f32`.
+        let plane = unsafe { &mut *(plane as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        f(p, plane);
+    });
+    // SAFETY: `each_plane` passes every `len`-long plane of the first `n` values to the
+    // closure once (`n` is a whole number of planes, asserted), which zero-filled it.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Planes per piece of [`each_plane`] for planes of `len` values.
 pub(super) fn planes_per_piece(len: usize) -> usize {
     PLANE_PIECE.div_ceil(len.max(1)).max(1)
@@ -186,5 +216,32 @@ mod tests {
         drop(Scratch::new(SCRATCH_KEPT_VALUES + 1));
         let held: usize = SCRATCH.with_borrow(|pool| pool.iter().map(Vec::len).sum());
         assert!(held <= SCRATCH_KEPT_VALUES, "{held} values kept");
+    }
+
+    /// Every plane starts from zeros, whichever piece and thread fills it (memory reused from
+    /// a freed buffer of non-zero values included), and `f` sees each plane once, with its
+    /// index: one value of each plane is written, the rest must read zero.
+    #[test]
+    fn planes_from_zero_starts_each_plane_from_zeros() {
+        let len = 37;
+        for planes in [1, 3, PLANE_PIECE / len + 5, 4 * PLANE_PIECE / len] {
+            drop(vec![7.0f32; planes * len]);
+            let seen: Vec<std::sync::atomic::AtomicUsize> =
+                (0..planes).map(|_| Default::default()).collect();
+            let v = planes_from_zero(planes * len, len, |p, plane| {
+                assert_eq!(plane.len(), len);
+                assert!(plane.iter().all(|&x| x == 0.0), "plane {p} not zeroed");
+                seen[p].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                plane[p % len] += p as f32 + 1.0;
+            });
+            assert_eq!(v.len(), planes * len);
+            for (p, plane) in v.chunks_exact(len).enumerate() {
+                assert_eq!(seen[p].load(std::sync::atomic::Ordering::Relaxed), 1);
+                for (i, &x) in plane.iter().enumerate() {
+                    let want = if i == p % len { p as f32 + 1.0 } else { 0.0 };
+                    assert_eq!(x, want, "plane {p}, value {i}");
+                }
+            }
+        }
     }
 }

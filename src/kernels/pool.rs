@@ -10,7 +10,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::flex::{tensor, values};
-use super::pieces::{each_chunk, each_plane, planes_per_piece, stay_on_this_thread};
+use super::pieces::{each_chunk, planes_from_zero, planes_per_piece, stay_on_this_thread};
 
 /// What a max pooling's backward pass keeps: the geometry, the input's shape and the winners.
 #[derive(Debug, Clone)]
@@ -172,17 +172,15 @@ impl MaxPool {
         let [oh, ow] = self.out();
         let (inp, outp) = (self.h * self.w, oh * ow);
         debug_assert_eq!((g.len(), at.len()), (planes * outp, planes * outp));
-        let mut dx = vec![0.0f32; planes * inp];
         if outp == 0 || inp == 0 {
-            return dx;
+            return vec![0.0f32; planes * inp];
         }
-        each_plane(&mut dx, inp, |p, dx| {
+        planes_from_zero(planes * inp, inp, |p, dx| {
             let from = p * outp;
             for (&gv, &a) in g[from..from + outp].iter().zip(&at[from..from + outp]) {
                 dx[a as usize] += gv;
             }
-        });
-        dx
+        })
     }
 }
 
@@ -350,11 +348,10 @@ impl Nearest {
     pub fn forward(&self, x: &[f32], planes: usize) -> Vec<f32> {
         let (inp, outp, ow) = (self.h * self.w, self.out_len(), self.cols.len());
         debug_assert_eq!(x.len(), planes * inp);
-        let mut y = vec![0.0f32; planes * outp];
         if outp == 0 || inp == 0 {
-            return y;
+            return vec![0.0f32; planes * outp];
         }
-        each_plane(&mut y, outp, |p, y| {
+        planes_from_zero(planes * outp, outp, |p, y| {
             let plane = &x[p * inp..][..inp];
             for (y, &r) in y.chunks_exact_mut(ow).zip(&self.rows) {
                 let row = &plane[r * self.w..][..self.w];
@@ -362,8 +359,7 @@ impl Nearest {
                     *y = row[c];
                 }
             }
-        });
-        y
+        })
     }
 
     /// The gradient of the input from the output's `g`: each output's gradient added to its
@@ -371,11 +367,10 @@ impl Nearest {
     pub fn backward(&self, g: &[f32], planes: usize) -> Vec<f32> {
         let (inp, outp, ow) = (self.h * self.w, self.out_len(), self.cols.len());
         debug_assert_eq!(g.len(), planes * outp);
-        let mut dx = vec![0.0f32; planes * inp];
         if outp == 0 || inp == 0 {
-            return dx;
+            return vec![0.0f32; planes * inp];
         }
-        each_plane(&mut dx, inp, |p, dx| {
+        planes_from_zero(planes * inp, inp, |p, dx| {
             let g = &g[p * outp..][..outp];
             for (g, &r) in g.chunks_exact(ow).zip(&self.rows) {
                 let row = &mut dx[r * self.w..][..self.w];
@@ -383,8 +378,7 @@ impl Nearest {
                     row[c] += gv;
                 }
             }
-        });
-        dx
+        })
     }
 }
 
