@@ -529,7 +529,7 @@ fn backward_by_parts(
         .iter()
         .map(|(dx, _, _)| dx.as_ref())
         .collect::<Option<Vec<_>>>()
-        .map(|dx| stack(dx.into_iter()));
+        .map(stack);
     let dw = done
         .iter()
         .map(|(_, dw, _)| dw.as_ref())
@@ -542,8 +542,8 @@ fn backward_by_parts(
 /// Tensors of the same trailing shape one after the other along the first axis, each copied
 /// by a task of its own: copied one after the other, on the thread that called, they kept
 /// the other threads waiting (BENCHMARKS.md, session 33).
-fn stack<'a>(parts: impl Iterator<Item = &'a FlexTensor> + Clone) -> FlexTensor {
-    let parts: Vec<&FlexTensor> = parts.collect();
+fn stack<'a>(parts: impl IntoIterator<Item = &'a FlexTensor>) -> FlexTensor {
+    let parts: Vec<&FlexTensor> = parts.into_iter().collect();
     let mut shape = parts
         .first()
         .expect("at least one part")

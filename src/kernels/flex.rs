@@ -370,9 +370,11 @@ pub(super) fn adam_all(
         .map(|p| match split {
             true => {
                 let len = p.layout().num_elements();
-                let p = match p.as_slice::<f32>().is_some() {
-                    true => p,
-                    false => tensor(values(&p).into_owned(), p.layout().shape().clone()),
+                // Only read: shared storage is fine, a strided one is made contiguous.
+                let p = if p.as_slice::<f32>().is_some() {
+                    p
+                } else {
+                    owned(p)
                 };
                 Weights::Fresh(p, Box::new_uninit_slice(len))
             }
