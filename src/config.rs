@@ -154,7 +154,7 @@ impl TrainConfig {
 
     /// The defaults for any model: 10 epochs of batch 64, Adam lr 1e-3 without weight decay,
     /// MSE (BCE for a variational model), no schedule, seed 42, 10% validation. A model with
-    /// batch norm or dropout trains each batch whole (one shard).
+    /// batch norm trains each batch whole (one shard).
     pub fn for_model(model: ModelConfig) -> Self {
         TrainConfig {
             dataset: "mnist".into(),
@@ -343,7 +343,7 @@ impl TrainConfig {
             return Err(Error::config(
                 "shards",
                 format!(
-                    "{}: this model has batch norm or dropout, which must see each batch whole; use --shards 1",
+                    "{}: this model has batch norm, which must see each batch whole; use --shards 1",
                     self.shards
                 ),
             ));

@@ -318,10 +318,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         }
     }
 
-    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64, first: u64) -> FloatTensor<Self> {
         let nodes = [x.node()];
         let x = x.into_primitive();
-        let d = DropoutSaved::new(seed, keep);
+        let d = DropoutSaved::new(seed, keep, first);
         match DropoutBackward
             .prepare::<C>(nodes)
             .compute_bound()

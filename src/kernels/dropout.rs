@@ -5,7 +5,8 @@
 //! integer operations, pieces of the tensor can run on any thread with the same result, and
 //! the backward pass recomputes the choices instead of keeping them. The seed is drawn from
 //! the backend's seeded generator for each call (see [`super::dropout`]), so a run repeats for
-//! its `--seed`.
+//! its `--seed`; a shard of a batch numbers its values from its first one's place in the whole
+//! batch, so that its choices are the whole batch's.
 //!
 //! The arithmetic is burn's: `y = (x · r) · s` and `∂x = (g · s) · r`, with `r` 1 or 0 and
 //! `s = 1/keep` rounded to `f32`.
@@ -20,28 +21,26 @@ use super::flex::{owned, storage, BLOCK};
 /// below `threshold` (`keep · 2³²`). SplitMix64's finaliser is written out here because no
 /// crate offers a counter-based generator as small: `rand`'s generators are sequential.
 #[inline]
-fn kept(seed: u64, i: usize, threshold: u64) -> bool {
-    let mut z = seed.wrapping_add(
-        (i as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
+fn kept(seed: u64, i: u64, threshold: u64) -> bool {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     (z >> 32) < threshold
 }
 
-/// What the backward pass needs: the seed and the probability of keeping a value.
+/// What the backward pass needs: the seed, the probability of keeping a value, and the
+/// number of the tensor's first value (its place in the whole batch).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DropoutSaved {
     seed: u64,
     keep: f64,
+    first: u64,
 }
 
 impl DropoutSaved {
-    pub(super) fn new(seed: u64, keep: f64) -> Self {
-        DropoutSaved { seed, keep }
+    pub(super) fn new(seed: u64, keep: f64, first: u64) -> Self {
+        DropoutSaved { seed, keep, first }
     }
 
     /// `32`-bit threshold and `f32` scale of [`kept`] and the output.
@@ -58,7 +57,7 @@ impl DropoutSaved {
         let (threshold, s) = self.parts();
         let mut t = owned(t);
         let r = |i: usize| {
-            if kept(self.seed, i, threshold) {
+            if kept(self.seed, self.first + i as u64, threshold) {
                 1.0f32
             } else {
                 0.0
@@ -98,7 +97,9 @@ impl DropoutSaved {
     #[cfg(test)]
     fn count_kept(self, n: usize) -> usize {
         let (threshold, _) = self.parts();
-        (0..n).filter(|&i| kept(self.seed, i, threshold)).count()
+        (0..n as u64)
+            .filter(|&i| kept(self.seed, i, threshold))
+            .count()
     }
 }
 
@@ -121,7 +122,7 @@ mod tests {
         for keep in [0.1, 0.5, 0.9] {
             let mut choices = vec![];
             for seed in [0u64, 1, 0xDEAD_BEEF] {
-                let d = DropoutSaved::new(seed, keep);
+                let d = DropoutSaved::new(seed, keep, 0);
                 let share = d.count_kept(n) as f64 / n as f64;
                 // The binomial's standard deviation is below 0.0012 here: 5 of them.
                 assert!(
@@ -144,13 +145,13 @@ mod tests {
     fn forward_and_backward_are_burns_arithmetic_with_the_same_choices() {
         let n = 3 * BLOCK + 17;
         let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let d = DropoutSaved::new(42, 0.7);
+        let d = DropoutSaved::new(42, 0.7, 0);
         let s = (1.0 / 0.7f64) as f32;
         let (threshold, _) = d.parts();
         // A NaN and an infinity on a kept value and on a dropped one.
         let mut x_special = x.clone();
-        let kept_at = (0..n).find(|&i| kept(42, i, threshold)).unwrap();
-        let dropped_at = (0..n).find(|&i| !kept(42, i, threshold)).unwrap();
+        let kept_at = (0..n).find(|&i| kept(42, i as u64, threshold)).unwrap();
+        let dropped_at = (0..n).find(|&i| !kept(42, i as u64, threshold)).unwrap();
         for (i, v) in [(kept_at, f32::NAN), (dropped_at, f32::INFINITY)] {
             x_special[i] = v;
         }
@@ -161,9 +162,47 @@ mod tests {
         let g = values(&d.backward(tensor(x.clone()))).into_owned();
         assert_eq!((y.len(), g.len()), (n, n));
         for i in 0..n {
-            let r = if kept(42, i, threshold) { 1.0f32 } else { 0.0 };
+            let r = if kept(42, i as u64, threshold) {
+                1.0f32
+            } else {
+                0.0
+            };
             assert_eq!(y[i].to_bits(), ((x_special[i] * r) * s).to_bits(), "{i}");
             assert_eq!(g[i].to_bits(), ((x[i] * s) * r).to_bits(), "{i}");
         }
+    }
+
+    /// A shard numbered from its first value's place in the batch makes the batch's choices:
+    /// the batch's output cut at any row is the shards' outputs, bit for bit, both ways.
+    #[test]
+    fn shards_numbered_from_their_place_choose_as_the_whole_batch() {
+        let (rows, per_row) = (7, BLOCK / 3 + 5);
+        let x: Vec<f32> = (0..rows * per_row)
+            .map(|i| (i as f32 * 0.11).cos())
+            .collect();
+        let whole = DropoutSaved::new(9, 0.6, 0);
+        let y = values(&whole.forward(tensor(x.clone()))).into_owned();
+        let g = values(&whole.backward(tensor(x.clone()))).into_owned();
+        for cut in [1, 3, 6] {
+            let at = cut * per_row;
+            let mut ys = Vec::new();
+            let mut gs = Vec::new();
+            for (part, first) in [(&x[..at], 0), (&x[at..], at as u64)] {
+                let d = DropoutSaved::new(9, 0.6, first);
+                ys.extend_from_slice(&values(&d.forward(tensor(part.to_vec()))));
+                gs.extend_from_slice(&values(&d.backward(tensor(part.to_vec()))));
+            }
+            assert!(
+                y.iter().zip(&ys).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "cut {cut}"
+            );
+            assert!(
+                g.iter().zip(&gs).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "cut {cut}"
+            );
+        }
+        // Numbered from elsewhere, the same values are chosen differently.
+        let shifted = DropoutSaved::new(9, 0.6, 1);
+        assert_ne!(y, values(&shifted.forward(tensor(x))).into_owned());
     }
 }

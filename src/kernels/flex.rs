@@ -269,8 +269,8 @@ impl FusedOps for Flex {
         super::pool::upsample_forward(&x, [oh, ow])
     }
 
-    fn fused_dropout(x: FlexTensor, keep: f64, seed: u64) -> FlexTensor {
-        super::dropout::DropoutSaved::new(seed, keep).forward(x)
+    fn fused_dropout(x: FlexTensor, keep: f64, seed: u64, first: u64) -> FlexTensor {
+        super::dropout::DropoutSaved::new(seed, keep, first).forward(x)
     }
 
     fn fused_batch_norm(

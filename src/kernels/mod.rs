@@ -360,8 +360,9 @@ pub trait FusedOps: Backend {
     fn fused_upsample(x: FloatTensor<Self>, oh: usize, ow: usize) -> FloatTensor<Self>;
 
     /// Dropout in training: each value of `x` kept with probability `keep` and scaled by
-    /// `1/keep`, or zeroed, the choices a function of `seed` and the value's position.
-    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self>;
+    /// `1/keep`, or zeroed, the choices a function of `seed` and the value's position, `x`'s
+    /// first value being number `first` (its place in the whole batch, for a shard).
+    fn fused_dropout(x: FloatTensor<Self>, keep: f64, seed: u64, first: u64) -> FloatTensor<Self>;
 
     /// Batch normalisation of `x` (`[b, c, …]`) with the batch's statistics, `γ`, `β` and
     /// `epsilon`, then ReLU when `relu`: the output, and each channel's mean and biased
@@ -659,13 +660,89 @@ pub fn upsample(layer: &Interpolate2d, x: Tensor<4>) -> Tensor<4> {
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     let active = layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0;
-    if active && layer.prob < 1.0 && x.shape().num_elements() > 0 && fused_here(&device) {
-        let seed = draw_seed(&device);
+    let n = x.shape().num_elements();
+    if active && layer.prob < 1.0 && n > 0 && fused_here(&device) {
+        let rows = x.dims()[0].max(1);
+        let (seed, first) = SHARD_DRAWS
+            .with_borrow_mut(|s| {
+                s.as_mut().map(|s| {
+                    let seed = s.draws.seed(s.next, &device);
+                    s.next += 1;
+                    (seed, (s.first_row * (n / rows)) as u64)
+                })
+            })
+            .unwrap_or_else(|| (draw_seed(&device), 0));
         let keep = 1.0 - layer.prob;
-        let y = <burn::backend::Dispatch as FusedOps>::fused_dropout(x.into_dispatch(), keep, seed);
+        let y = <burn::backend::Dispatch as FusedOps>::fused_dropout(
+            x.into_dispatch(),
+            keep,
+            seed,
+            first,
+        );
         return Tensor::from_dispatch(y);
     }
     layer.forward(x)
+}
+
+/// The seeds of a training step's dropout layers, shared by the batch's shards: the `k`-th
+/// dropout call of each shard's forward pass takes the `k`-th seed, drawn from the backend's
+/// seeded generator the first time a shard asks for it. The seeds come in the order the
+/// whole batch's forward pass draws them, one per call, so sharded and whole batches make the
+/// same choices (each shard numbering its values from its first row's place in the batch).
+#[derive(Default)]
+pub struct StepDraws(std::sync::Mutex<Vec<u64>>);
+
+impl StepDraws {
+    /// Seed `k`, drawing those not drawn yet.
+    fn seed(&self, k: usize, device: &Device) -> u64 {
+        let mut seeds = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while seeds.len() <= k {
+            seeds.push(draw_seed(device));
+        }
+        seeds[k]
+    }
+}
+
+/// A shard's place in its batch and the step's seeds, for [`dropout`] on this thread.
+struct ShardDraws {
+    draws: std::sync::Arc<StepDraws>,
+    first_row: usize,
+    next: usize,
+}
+
+thread_local! {
+    /// The shard this thread is running, if any ([`with_shard_draws`]).
+    static SHARD_DRAWS: std::cell::RefCell<Option<ShardDraws>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a shard's forward pass, whose first image is row `first_row` of the batch) with
+/// its dropout layers taking their seeds from `draws` (see [`StepDraws`]).
+pub fn with_shard_draws<R>(
+    draws: &std::sync::Arc<StepDraws>,
+    first_row: usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    /// Puts the thread's slot back as it was, when `f` returns or unwinds.
+    struct Restore(Option<ShardDraws>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            SHARD_DRAWS.with_borrow_mut(|s| *s = before);
+        }
+    }
+    let before = SHARD_DRAWS.with_borrow_mut(|s| {
+        s.replace(ShardDraws {
+            draws: draws.clone(),
+            first_row,
+            next: 0,
+        })
+    });
+    let _restore = Restore(before);
+    f()
 }
 
 /// 64 random bits from the backend's seeded generator on `device`.

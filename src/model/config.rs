@@ -213,14 +213,21 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Whether training must run the whole batch as one (batch norm's statistics are over the
-    /// batch, and dropout's draws must come in one order for a seed to repeat).
+    /// Whether training must run the whole batch as one: batch norm's statistics are over the
+    /// batch. (Dropout's choices on the CPU are the whole batch's in each shard.)
     pub fn needs_whole_batches(&self) -> bool {
-        self.spec
-            .encoder
-            .iter()
-            .chain(&self.spec.decoder)
-            .any(|l| matches!(l, spec::Layer::BatchNorm | spec::Layer::Dropout { .. }))
+        self.has_layer(|l| matches!(l, spec::Layer::BatchNorm))
+    }
+
+    /// Whether the model has dropout, which shards only on the CPU: burn's dropout, on other
+    /// devices, draws its choices in whatever order the shards run.
+    pub fn has_dropout(&self) -> bool {
+        self.has_layer(|l| matches!(l, spec::Layer::Dropout { .. }))
+    }
+
+    /// Whether any layer of the encoder or decoder is one `is` picks.
+    fn has_layer(&self, is: impl Fn(&spec::Layer) -> bool) -> bool {
+        self.spec.encoder.iter().chain(&self.spec.decoder).any(is)
     }
 
     /// Builds a freshly initialised model on `device` (seed the device first for

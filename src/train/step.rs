@@ -312,7 +312,9 @@ fn step_on(
         return (optim.update(at.lr, model, vec![grads]), lv);
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
-    // kernels stay on that thread (`as_task`).
+    // kernels stay on that thread (`as_task`); its dropout layers make the whole batch's
+    // choices for its rows (`with_shard_draws`).
+    let draws = std::sync::Arc::new(crate::kernels::StepDraws::default());
     let results: Vec<(Tensor<1>, GradientsParams)> = crate::kernels::tasks(ranges.len(), |i| {
         let r = &ranges[i];
         crate::kernels::as_task(|| {
@@ -320,7 +322,10 @@ fn step_on(
             let m = model.clone().map(&mut Leaves);
             let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
             let w = r.len() as f64 / n as f64;
-            let l = shard_loss(&m, config, x, target, e).mul_scalar(w);
+            let l = crate::kernels::with_shard_draws(&draws, r.start, || {
+                shard_loss(&m, config, x, target, e)
+            })
+            .mul_scalar(w);
             (
                 l.clone().detach(),
                 GradientsParams::from_grads(l.backward(), &m),

@@ -312,3 +312,75 @@ fn early_stopping_stops_at_patience_and_keeps_the_best_weights() {
         "the report does not say which weights it shows"
     );
 }
+
+/// A model with dropout trains in shards (the default on the CPU), each shard making the whole
+/// batch's dropout choices for its images: the same weights on 1, 2 and 5 threads, and the
+/// losses of one shard up to float rounding.
+#[test]
+fn dropout_in_shards_makes_the_whole_batchs_choices() {
+    let data = mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "train",
+            "--encoder",
+            "flatten linear(64) relu dropout(0.3) linear(8)",
+            "--decoder",
+            "linear(64) relu dropout(0.3) linear(784) reshape(1,28,28)",
+            "--output",
+            "sigmoid",
+            "--limit-train",
+            "300",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--no-download",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = mnist_ae(&args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let one = train("one", &["--threads", "1"]);
+    let two = train("two", &["--threads", "2"]);
+    let five = train("five", &["--threads", "5"]);
+    let whole = train("whole", &["--threads", "2", "--shards", "1"]);
+    let config = std::fs::read_to_string(one.join("config.json")).unwrap();
+    assert!(config.contains("\"shards\": 2"), "{config}");
+    let model = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    for other in [&two, &five] {
+        assert_eq!(
+            losses(&one),
+            losses(other),
+            "the thread count changed the result"
+        );
+        assert!(
+            model(&one) == model(other),
+            "the thread count changed the weights"
+        );
+    }
+    // Other dropout choices would move the losses by far more than rounding does.
+    for ((t, v), (tw, vw)) in losses(&one).into_iter().zip(losses(&whole)) {
+        for (a, b) in [(t, tw), (v, vw)] {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "sharded {a} against whole {b}"
+            );
+        }
+    }
+    assert!(
+        model(&one) != model(&whole),
+        "rounding should differ somewhere"
+    );
+}

@@ -103,8 +103,8 @@ pub struct TrainFlags {
     keep: KeepArg,
     /// Cut each batch into N shards trained in parallel, gradients combined (the same step up
     /// to float rounding, and the same result whatever --threads is; 1 = off) [default: 2 on
-    /// the CPU; 1 on a GPU, and for a model with batch norm or dropout, which must see each
-    /// batch whole].
+    /// the CPU; 1 on a GPU, and for a model with batch norm, which must see each batch whole;
+    /// dropout shards on the CPU only].
     #[arg(long)]
     shards: Option<usize>,
     /// Use only the first N training images (quick runs).
