@@ -654,19 +654,22 @@ pub fn upsample(layer: &Interpolate2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `layer`'s dropout on `x`: in training on the CPU one fused operation (see `dropout.rs`)
-/// whose random choices come from a seed drawn from the backend's seeded generator, so a run
-/// repeats for its seed; burn's `Dropout` elsewhere.
+/// `layer`'s dropout on `x`: in training on the CPU one fused operation (see `dropout.rs`),
+/// burn's `Dropout` elsewhere. A training step's forward pass runs inside
+/// [`with_step_draws`]: its `k`-th dropout call takes the step's `k`-th seed, and numbers `x`'s
+/// values from its first row's place in the batch (`x`'s first dimension is the batch), so a
+/// shard makes the whole batch's choices for its rows. Outside a step (a lone forward pass in
+/// training mode), the seed is drawn from the backend's seeded generator.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     let active = layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0;
     let n = x.shape().num_elements();
     if active && layer.prob < 1.0 && n > 0 && fused_here(&device) {
         let rows = x.dims()[0].max(1);
-        let (seed, first) = SHARD_DRAWS
+        let (seed, first) = STEP_DRAWS
             .with_borrow_mut(|s| {
                 s.as_mut().map(|s| {
-                    let seed = s.draws.seed(s.next, &device);
+                    let seed = s.draws.seed(s.next);
                     s.next += 1;
                     (seed, (s.first_row * (n / rows)) as u64)
                 })
@@ -684,59 +687,60 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     layer.forward(x)
 }
 
-/// The seeds of a training step's dropout layers, shared by the batch's shards: the `k`-th
-/// dropout call of each shard's forward pass takes the `k`-th seed, drawn from the backend's
-/// seeded generator the first time a shard asks for it. The seeds come in the order the
-/// whole batch's forward pass draws them, one per call, so sharded and whole batches make the
-/// same choices (each shard numbering its values from its first row's place in the batch).
-#[derive(Default)]
-pub struct StepDraws(std::sync::Mutex<Vec<u64>>);
+/// The seeds of one training step's dropout calls: seed `k` a hash of the step's own number
+/// (from the run's seed, the epoch and the batch) and `k`. A shard's `k`-th call and the whole
+/// batch's take the same seed, and a resumed run the seeds of the run it continues.
+#[derive(Debug, Clone, Copy)]
+pub struct StepDraws(u64);
 
 impl StepDraws {
-    /// Seed `k`, drawing those not drawn yet.
-    fn seed(&self, k: usize, device: &Device) -> u64 {
-        let mut seeds = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while seeds.len() <= k {
-            seeds.push(draw_seed(device));
-        }
-        seeds[k]
+    /// The seeds of the step whose own number is `step` (see [`crate::train::step`]).
+    pub fn new(step: u64) -> Self {
+        StepDraws(step)
+    }
+
+    /// Seed `k`: SplitMix64's finaliser of the step's number and `k` (a counter-based draw,
+    /// which no crate offers as small; see `dropout.rs`).
+    fn seed(self, k: usize) -> u64 {
+        let mut z = self.0.wrapping_add(
+            (k as u64)
+                .wrapping_add(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 
-/// A shard's place in its batch and the step's seeds, for [`dropout`] on this thread.
-struct ShardDraws {
-    draws: std::sync::Arc<StepDraws>,
+/// The step's seeds and this thread's place in the batch, for [`dropout`].
+struct StepPlace {
+    draws: StepDraws,
     first_row: usize,
     next: usize,
 }
 
 thread_local! {
-    /// The shard this thread is running, if any ([`with_shard_draws`]).
-    static SHARD_DRAWS: std::cell::RefCell<Option<ShardDraws>> =
+    /// The training step (or shard of one) this thread is running, if any.
+    static STEP_DRAWS: std::cell::RefCell<Option<StepPlace>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` (a shard's forward pass, whose first image is row `first_row` of the batch) with
-/// its dropout layers taking their seeds from `draws` (see [`StepDraws`]).
-pub fn with_shard_draws<R>(
-    draws: &std::sync::Arc<StepDraws>,
-    first_row: usize,
-    f: impl FnOnce() -> R,
-) -> R {
+/// Runs `f` (a step's forward pass over the batch's rows from `first_row` on: 0 for a whole
+/// batch, the shard's first row for a shard) with its dropout calls taking their seeds from
+/// `draws` (see [`dropout`]).
+pub fn with_step_draws<R>(draws: StepDraws, first_row: usize, f: impl FnOnce() -> R) -> R {
     /// Puts the thread's slot back as it was, when `f` returns or unwinds.
-    struct Restore(Option<ShardDraws>);
+    struct Restore(Option<StepPlace>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let before = self.0.take();
-            SHARD_DRAWS.with_borrow_mut(|s| *s = before);
+            STEP_DRAWS.with_borrow_mut(|s| *s = before);
         }
     }
-    let before = SHARD_DRAWS.with_borrow_mut(|s| {
-        s.replace(ShardDraws {
-            draws: draws.clone(),
+    let before = STEP_DRAWS.with_borrow_mut(|s| {
+        s.replace(StepPlace {
+            draws,
             first_row,
             next: 0,
         })

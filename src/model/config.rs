@@ -219,8 +219,8 @@ impl ModelConfig {
         self.has_layer(|l| matches!(l, spec::Layer::BatchNorm))
     }
 
-    /// Whether the model has dropout, which shards only on the CPU: burn's dropout, on other
-    /// devices, draws its choices in whatever order the shards run.
+    /// Whether the model has dropout: off the CPU's kernels it trains each batch whole, as
+    /// burn's dropout draws its choices in whatever order the shards run.
     pub fn has_dropout(&self) -> bool {
         self.has_layer(|l| matches!(l, spec::Layer::Dropout { .. }))
     }

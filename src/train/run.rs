@@ -153,16 +153,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
 fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     let config = &opts.config;
     config.validate()?;
-    if config.shards > 1 && config.model.has_dropout() && !crate::kernels::fused_here(&opts.device)
-    {
-        return Err(Error::config(
-            "shards",
-            format!(
-                "{}: this model has dropout, which shards on the CPU only; use --shards 1 on this device",
-                config.shards
-            ),
-        ));
-    }
     let dir = &opts.run_dir;
     let model_path = dir.join(MODEL_FILE);
     let resume_path = dir.join(RESUME_FILE);

@@ -21,6 +21,16 @@ const EVAL_BATCH: usize = 1000;
 const VALID_NOISE_EPOCH: usize = u32::MAX as usize;
 /// Mixed into the seed of a VAE's ε draws, apart from the input-noise streams.
 const EPS_STREAM: u64 = 0xE95_0000;
+/// Mixed into the seed of a step's dropout choices, apart from the other streams.
+const DROPOUT_STREAM: u64 = 0xD0_0000;
+
+/// The seeds of the dropout calls of batch `batch` of `epoch` (see [`crate::kernels::dropout`]):
+/// from the run's seed, so runs and resumes make the same choices.
+fn step_draws(seed: u64, epoch: usize, batch: usize) -> crate::kernels::StepDraws {
+    use rand::RngCore;
+    let mut r = rng(seed ^ DROPOUT_STREAM, ((epoch as u64) << 32) | batch as u64);
+    crate::kernels::StepDraws::new(r.next_u64())
+}
 
 /// The ε of a VAE's reparameterisation for batch `batch` of `epoch`: `[n, latent]` standard
 /// normal draws from the run's seed, so runs and resumes are reproducible.
@@ -295,11 +305,20 @@ fn step_on(
     device: &Device,
 ) -> (Autoencoder, StepLoss) {
     let eps = batch_eps(config, at.epoch, at.batch, n, device);
-    let ranges = shard_ranges(n, config.shards);
     let read_now = crate::kernels::fused_here(device);
+    // Off the CPU's kernels dropout is burn's, whose draws would come in whatever order the
+    // shards run: a model with dropout trains each batch whole there.
+    let shards = match read_now || !config.model.has_dropout() {
+        true => config.shards,
+        false => 1,
+    };
+    let ranges = shard_ranges(n, shards);
+    let draws = step_draws(config.seed, at.epoch, at.batch);
     if ranges.len() == 1 {
         let (x, target) = inputs(0..n);
-        let l = shard_loss(&model, config, x, target, eps);
+        let l = crate::kernels::with_step_draws(draws, 0, || {
+            shard_loss(&model, config, x, target, eps)
+        });
         let lv = if read_now {
             StepLoss::Read(l.clone().into_scalar::<f32>() as f64)
         } else {
@@ -313,8 +332,7 @@ fn step_on(
     }
     // Each shard gets its images and forks the model on its own thread, as a task whose
     // kernels stay on that thread (`as_task`); its dropout layers make the whole batch's
-    // choices for its rows (`with_shard_draws`).
-    let draws = std::sync::Arc::new(crate::kernels::StepDraws::default());
+    // choices for its rows (`with_step_draws`).
     let results: Vec<(Tensor<1>, GradientsParams)> = crate::kernels::tasks(ranges.len(), |i| {
         let r = &ranges[i];
         crate::kernels::as_task(|| {
@@ -322,7 +340,7 @@ fn step_on(
             let m = model.clone().map(&mut Leaves);
             let e = eps.as_ref().map(|e| e.clone().narrow(0, r.start, r.len()));
             let w = r.len() as f64 / n as f64;
-            let l = crate::kernels::with_shard_draws(&draws, r.start, || {
+            let l = crate::kernels::with_step_draws(draws, r.start, || {
                 shard_loss(&m, config, x, target, e)
             })
             .mul_scalar(w);
