@@ -112,6 +112,10 @@ pub fn describe(
             "threads     {threads} ({cores} cores), {}",
             match config.shards {
                 1 => "each batch whole".to_string(),
+                // Off the CPU's kernels dropout needs each batch whole (`train::step`).
+                _ if m.has_dropout() && !crate::kernels::fused_here(device) => {
+                    "each batch whole (dropout off the CPU)".to_string()
+                }
                 // `train` chose a pool of one worker per shard.
                 s if rayon::current_num_threads() < threads => format!(
                     "each batch in {s} shards, one thread each (--shards N to use more)"
