@@ -17,16 +17,22 @@ use rayon::prelude::*;
 
 use super::flex::{owned, storage, BLOCK};
 
-/// One value's choice: kept when the top 32 bits of SplitMix64's output for `(seed, i)` fall
-/// below `threshold` (`keep · 2³²`). SplitMix64's finaliser is written out here because no
-/// crate offers a counter-based generator as small: `rand`'s generators are sequential.
+/// Draw `i` of the stream `seed`: SplitMix64's output for `(seed, i)`. Its finaliser is
+/// written out here because no crate offers a counter-based generator as small: `rand`'s
+/// generators are sequential.
 #[inline]
-fn kept(seed: u64, i: u64, threshold: u64) -> bool {
+pub(super) fn draw(seed: u64, i: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 32) < threshold
+    z ^ (z >> 31)
+}
+
+/// One value's choice: kept when the top 32 bits of [`draw`]`(seed, i)` fall below
+/// `threshold` (`keep · 2³²`).
+#[inline]
+fn kept(seed: u64, i: u64, threshold: u64) -> bool {
+    (draw(seed, i) >> 32) < threshold
 }
 
 /// What the backward pass needs: the seed, the probability of keeping a value, and the

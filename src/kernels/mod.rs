@@ -699,17 +699,9 @@ impl StepDraws {
         StepDraws(step)
     }
 
-    /// Seed `k`: SplitMix64's finaliser of the step's number and `k` (a counter-based draw,
-    /// which no crate offers as small; see `dropout.rs`).
+    /// Seed `k`: draw `k` of the stream numbered by the step (`dropout::draw`).
     fn seed(self, k: usize) -> u64 {
-        let mut z = self.0.wrapping_add(
-            (k as u64)
-                .wrapping_add(1)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        dropout::draw(self.0, k as u64)
     }
 }
 
