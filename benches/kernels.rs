@@ -240,10 +240,14 @@ fn first_layer(c: &mut Criterion) {
         for (name, x) in [("mnist", mnist), ("uniform", uniform)] {
             let x_plain = x.clone().inner();
             group.bench_function(format!("{name}_b{n}/forward"), |bench| {
-                bench.iter(|| kernels::linear(&plain, x_plain.clone(), true).into_data())
+                bench.iter(|| kernels::linear(&plain, x_plain.clone(), true, false).into_data())
             });
             group.bench_function(format!("{name}_b{n}/forward_backward"), |bench| {
-                bench.iter(|| kernels::linear(&layer, x.clone(), true).sum().backward())
+                bench.iter(|| {
+                    kernels::linear(&layer, x.clone(), true, false)
+                        .sum()
+                        .backward()
+                })
             });
         }
     }

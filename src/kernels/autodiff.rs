@@ -12,8 +12,8 @@ use burn::tensor::Shape;
 use super::conv::{self, Parts};
 use super::dropout::DropoutSaved;
 use super::flex::{
-    linear_forward, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
-    scale_by, sparse_t_product, tensor,
+    linear_forward, live_input_grad, mean_pool_backward, mean_pool_forward, product,
+    relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
 };
 use super::flex_loss::recon_loss_and_grad;
 use super::norm::{self, NormSaved};
@@ -35,9 +35,17 @@ enum Input {
     Sparse(FlexTensor),
 }
 
+/// The weights as the backward pass needs them for `∂x = g·wᵀ`, with the input's live
+/// columns when `∂x` is wanted there only (see [`super::live`]).
+#[derive(Debug, Clone)]
+struct Weights {
+    w: FlexTensor,
+    live: Option<Vec<usize>>,
+}
+
 /// What the backward pass keeps: `x` when `w` needs a gradient, `w` when `x` does, and the
 /// output when a ReLU followed.
-type LinearState = (Option<Input>, Option<FlexTensor>, Option<FlexTensor>);
+type LinearState = (Option<Input>, Option<Weights>, Option<FlexTensor>);
 
 impl Backward<Flex, 3> for LinearBackward {
     type State = LinearState;
@@ -58,8 +66,11 @@ impl Backward<Flex, 3> for LinearBackward {
             };
             grads.register::<Flex>(node.id, dw);
         }
-        if let (Some(node), Some(w)) = (node_x, w) {
-            let dx = product(g, false, w, true);
+        if let (Some(node), Some(Weights { w, live })) = (node_x, w) {
+            let dx = match live {
+                Some(live) => live_input_grad(g, w, &live),
+                None => product(g, false, w, true),
+            };
             grads.register::<Flex>(node.id, dx);
         }
     }
@@ -243,6 +254,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         relu: bool,
+        after_relu: bool,
     ) -> FloatTensor<Self> {
         let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
         let nodes = [x.node(), w.node(), b.node()];
@@ -257,16 +269,20 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(prep) => {
                 let kept_x = w_tracked.then(|| x.clone());
-                let keep_w = x_tracked.then(|| w.clone());
-                let (y, sparse) = linear_forward(x, w, &b, relu, sparse_x);
+                let kept_w = x_tracked.then(|| w.clone());
+                let live_x = x_tracked && after_relu;
+                let (y, sparse, live) = linear_forward(x, w, &b, relu, (sparse_x, live_x));
                 let keep_x = kept_x.map(|x| match sparse {
                     true => Input::Sparse(x),
                     false => Input::Dense(x),
                 });
+                let keep_w = kept_w.map(|w| Weights { w, live });
                 let keep_y = relu.then(|| y.clone());
                 prep.finish((keep_x, keep_w, keep_y), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(linear_forward(x, w, &b, relu, sparse_x).0),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(linear_forward(x, w, &b, relu, (sparse_x, false)).0)
+            }
         }
     }
 

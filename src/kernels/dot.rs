@@ -91,19 +91,63 @@ impl Out {
 /// reads of as many, initialised, when `accumulate`), and aliases neither operand for the
 /// call's duration.
 pub(super) unsafe fn product(dst: *mut f32, a: View<'_>, bt: View<'_>, accumulate: bool) {
+    // SAFETY: the caller's contract, with every row of `bt` picked in order.
+    unsafe { product_of(dst, a, bt, None, accumulate) }
+}
+
+/// `a·bt[rows]ᵀ` into a new row-major `[a.rows, rows.len()]` buffer: the product with only
+/// the rows `rows` of `bt` (each less than `bt.rows`), as [`product`] computes them. Column
+/// `q` has the bits that column `rows[q]` of the whole product has when both fall in the same
+/// kind of block: whole blocks of 4 columns from the first, the last partial one apart.
+pub(super) fn product_picked(a: View<'_>, bt: View<'_>, rows: &[usize]) -> Vec<f32> {
+    assert!(
+        usable(&a, &bt) && rows.len() >= 4,
+        "dot::product_picked: operands it does not take"
+    );
+    assert!(
+        rows.iter().all(|&r| r < bt.rows()),
+        "dot::product_picked: a row past the operand's"
+    );
+    let len = a.rows() * rows.len();
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `usable` holds and every picked row exists (asserted above); the buffer has
+    // room for `len` elements, none of them read (no accumulation) and every one written
+    // (see `product`), so `set_len` exposes only initialised values.
+    unsafe {
+        product_of(out.as_mut_ptr(), a, bt, Some(rows), false);
+        out.set_len(len);
+    }
+    out
+}
+
+/// [`product`] over the rows `pick` of `bt` (all of them, in order, when `None`).
+///
+/// # Safety
+/// As [`product`], with `bt.rows` replaced by `pick.len()` when picked; every picked row is
+/// less than `bt.rows`.
+unsafe fn product_of(
+    dst: *mut f32,
+    a: View<'_>,
+    bt: View<'_>,
+    pick: Option<&[usize]>,
+    accumulate: bool,
+) {
     assert!(usable(&a, &bt), "dot::product: operands it does not take");
-    let (m, n, k) = (a.rows(), bt.rows(), a.cols());
+    let (m, k) = (a.rows(), a.cols());
+    let n = pick.map_or(bt.rows(), <[usize]>::len);
     // Columns per pass: `b`'s rows that fit [`PANEL_BYTES`], a multiple of 4 (block-aligned).
     let panel = (PANEL_BYTES / (4 * k)).max(4) / 4 * 4;
     let out = Out(dst);
+    let pick = pick.map(|p| Picked(p.as_ptr()));
     let run = move |(r0, c0): (usize, usize)| {
         let rows = TASK_ROWS.min(m - r0);
         let cols = panel.min(n - c0);
         // SAFETY: the CPU has AVX-512F, and both views have contiguous rows and are not
-        // empty, as `rows_raw` requires (`usable`). Rows `r0..r0 + rows` of `a` and
-        // `c0..c0 + cols` of `bt` exist, each `k` long from the view's row start (`rows_raw`);
-        // the block `[r0.., c0..]` of `dst` lies inside its `m × n` elements, which the caller
-        // lets us write; tasks get disjoint blocks.
+        // empty, as `rows_raw` requires (`usable`). Rows `r0..r0 + rows` of `a` and the
+        // `cols` rows of `bt` from the `c0`-th (picked or in order) exist, each `k` long from
+        // the view's row start (`rows_raw`, the caller's contract on `pick`); the block
+        // `[r0.., c0..]` of `dst` lies inside its `m × n` elements, which the caller lets us
+        // write; tasks get disjoint blocks.
         unsafe {
             let (ap, lda) = a.rows_raw();
             let (bp, ldb) = bt.rows_raw();
@@ -112,12 +156,12 @@ pub(super) unsafe fn product(dst: *mut f32, a: View<'_>, bt: View<'_>, accumulat
                 out.at(r0 * n + c0),
                 n,
                 (ap.add(r0 * lda), lda),
-                (bp.add(c0 * ldb), ldb),
+                avx512::Rows::new(bp, ldb, pick.map(|p| p.0)).from(c0),
                 (rows, cols, k),
                 accumulate,
             );
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (out, ap, lda, bp, ldb, rows, cols, accumulate);
+            let _ = (out, ap, lda, bp, ldb, pick, rows, cols, accumulate);
         }
     };
     let tasks = || {
@@ -136,26 +180,101 @@ pub(super) unsafe fn product(dst: *mut f32, a: View<'_>, bt: View<'_>, accumulat
     }
 }
 
+/// The picked rows' numbers, shared by the tasks that read them.
+#[derive(Clone, Copy)]
+struct Picked(*const usize);
+// SAFETY: the numbers are only read, and the caller of `product_of` keeps them alive until
+// every task has returned.
+unsafe impl Send for Picked {}
+unsafe impl Sync for Picked {}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
 
-    /// `dst[i·ldd + j] ← (accumulate ? dst[i·ldd + j] : 0) + Σ_p a[i·lda + p] · b[j·ldb + p]`
-    /// for `i < rows`, `j < cols`, `p < k`: whole blocks from the top left (6×4 over the first
+    /// Rows of the right operand `b`: row `j` at `first + j·ld`, or at `first + pick[j]·ld`
+    /// when picked.
+    #[derive(Clone, Copy)]
+    pub(super) struct Rows {
+        first: *const f32,
+        ld: usize,
+        pick: Option<*const usize>,
+    }
+
+    impl Rows {
+        /// The rows from `first` at stride `ld`, or those `pick` numbers.
+        pub(super) fn new(first: *const f32, ld: usize, pick: Option<*const usize>) -> Self {
+            Rows { first, ld, pick }
+        }
+
+        /// The rows from the `j`-th on.
+        ///
+        /// # Safety
+        /// Row `j` exists (with `pick`, `pick[j]` may be read).
+        pub(super) unsafe fn from(self, j: usize) -> Self {
+            // SAFETY: the caller's contract.
+            unsafe {
+                match self.pick {
+                    None => Rows {
+                        first: self.first.add(j * self.ld),
+                        ..self
+                    },
+                    Some(p) => Rows {
+                        pick: Some(p.add(j)),
+                        ..self
+                    },
+                }
+            }
+        }
+
+        /// Row `j`'s first value.
+        ///
+        /// # Safety
+        /// Row `j` exists.
+        #[inline(always)]
+        unsafe fn row(self, j: usize) -> *const f32 {
+            // SAFETY: the caller's contract.
+            unsafe {
+                match self.pick {
+                    None => self.first.add(j * self.ld),
+                    Some(p) => self.first.add(*p.add(j) * self.ld),
+                }
+            }
+        }
+
+        /// The first `n` (at most 4) rows' first values; the others null.
+        ///
+        /// # Safety
+        /// Rows `j < n` exist.
+        #[inline(always)]
+        unsafe fn four(self, n: usize) -> [*const f32; 4] {
+            // SAFETY: the caller's contract.
+            std::array::from_fn(|j| unsafe {
+                if j < n {
+                    self.row(j)
+                } else {
+                    std::ptr::null()
+                }
+            })
+        }
+    }
+
+    /// `dst[i·ldd + j] ← (accumulate ? dst[i·ldd + j] : 0) + Σ_p a[i·lda + p] · b_j[p]` (`b_j`
+    /// row `j` of `b`) for `i < rows`, `j < cols`, `p < k`: whole blocks from the top left (6×4 over the first
     /// multiple of 12 rows, 4×4 below), the edge kernel for the rows and columns past them.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a` holds `rows` rows of `k` values at stride `lda`, `b` `cols`
-    /// rows at stride `ldb`; `dst` is writable (and readable, when `accumulate`) at every
+    /// rows of `k` values; `dst` is writable (and readable, when `accumulate`) at every
     /// `i·ldd + j` above and aliases neither.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn block(
         dst: *mut f32,
         ldd: usize,
         (a, lda): (*const f32, usize),
-        (b, ldb): (*const f32, usize),
+        b: Rows,
         (rows, cols, k): (usize, usize, usize),
         accumulate: bool,
     ) {
@@ -174,7 +293,7 @@ mod avx512 {
                 let ai = a.add(i * lda);
                 for j in (0..cols4).step_by(4) {
                     let d = dst.add(i * ldd + j);
-                    let bj = (b.add(j * ldb), ldb);
+                    let bj = b.from(j).four(4);
                     if high == 6 {
                         six_by_four(d, ldd, (ai, lda), bj, k, accumulate);
                     } else {
@@ -182,7 +301,7 @@ mod avx512 {
                     }
                 }
                 if cols4 < cols {
-                    let (d, bj) = (dst.add(i * ldd + cols4), (b.add(cols4 * ldb), ldb));
+                    let (d, bj) = (dst.add(i * ldd + cols4), b.from(cols4).four(cols - cols4));
                     if high == 6 {
                         edge_rows::<6>(cols - cols4, d, ldd, (ai, lda), bj, k, accumulate);
                     } else {
@@ -195,8 +314,8 @@ mod avx512 {
                 let ai = a.add(rows4 * lda);
                 for j in (0..cols).step_by(4) {
                     let d = dst.add(rows4 * ldd + j);
-                    let bj = (b.add(j * ldb), ldb);
                     let nr = (cols - j).min(4);
+                    let bj = b.from(j).four(nr);
                     match rows - rows4 {
                         1 => edge_rows::<1>(nr, d, ldd, (ai, lda), bj, k, accumulate),
                         2 => edge_rows::<2>(nr, d, ldd, (ai, lda), bj, k, accumulate),
@@ -226,12 +345,12 @@ mod avx512 {
         ($name:ident, $rows:literal, $sums:literal) => {
             /// # Safety
             /// The CPU has AVX-512F; `a` holds the block's rows of `k` values at stride `lda`,
-            /// `b` 4 rows at stride `ldb`.
+            /// each of `b`'s 4 pointers a row of `k` values.
             #[target_feature(enable = "avx512f")]
             #[inline(never)]
             unsafe fn $name(
                 (a, lda): (*const f32, usize),
-                (b, ldb): (*const f32, usize),
+                b: [*const f32; 4],
                 k: usize,
             ) -> [__m512; $sums] {
                 /// The sums take lanes `m` of the vectors at `p`.
@@ -242,7 +361,7 @@ mod avx512 {
                 unsafe fn step(
                     sum: &mut [__m512; $sums],
                     (a, lda): (*const f32, usize),
-                    (b, ldb): (*const f32, usize),
+                    b: &[*const f32; 4],
                     p: usize,
                     m: __mmask16,
                 ) {
@@ -250,8 +369,8 @@ mod avx512 {
                     unsafe {
                         let av: [__m512; $rows] =
                             std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
-                        for j in 0..4 {
-                            let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
+                        for (j, b) in b.iter().enumerate() {
+                            let bv = _mm512_maskz_loadu_ps(m, b.add(p));
                             for i in 0..$rows {
                                 sum[$rows * j + i] = _mm512_fmadd_ps(av[i], bv, sum[$rows * j + i]);
                             }
@@ -264,10 +383,10 @@ mod avx512 {
                 // row that holds `k` values.
                 unsafe {
                     for p in (0..whole).step_by(LANES) {
-                        step(&mut sum, (a, lda), (b, ldb), p, !0);
+                        step(&mut sum, (a, lda), &b, p, !0);
                     }
                     if whole < k {
-                        step(&mut sum, (a, lda), (b, ldb), whole, lanes(whole, k));
+                        step(&mut sum, (a, lda), &b, whole, lanes(whole, k));
                     }
                 }
                 sum
@@ -287,7 +406,7 @@ mod avx512 {
         dst: *mut f32,
         ldd: usize,
         a: (*const f32, usize),
-        b: (*const f32, usize),
+        b: [*const f32; 4],
         k: usize,
         accumulate: bool,
     ) {
@@ -311,7 +430,7 @@ mod avx512 {
         dst: *mut f32,
         ldd: usize,
         a: (*const f32, usize),
-        b: (*const f32, usize),
+        b: [*const f32; 4],
         k: usize,
         accumulate: bool,
     ) {
@@ -400,7 +519,7 @@ mod avx512 {
         dst: *mut f32,
         ldd: usize,
         (a, lda): (*const f32, usize),
-        (b, ldb): (*const f32, usize),
+        b: [*const f32; 4],
         k: usize,
         accumulate: bool,
     ) {
@@ -416,7 +535,7 @@ mod avx512 {
                 let av: [__m512; R] =
                     std::array::from_fn(|i| _mm512_maskz_loadu_ps(m, a.add(i * lda + p)));
                 for (j, col) in sum.iter_mut().enumerate().take(cols) {
-                    let bv = _mm512_maskz_loadu_ps(m, b.add(j * ldb + p));
+                    let bv = _mm512_maskz_loadu_ps(m, b[j].add(p));
                     for (s, &a) in col.iter_mut().zip(&av) {
                         *s = _mm512_fmadd_ps(a, bv, *s);
                     }
@@ -550,7 +669,7 @@ mod tests {
                 whole.as_mut_ptr(),
                 n,
                 (a.as_ptr(), k),
-                (b.as_ptr(), k),
+                avx512::Rows::new(b.as_ptr(), k, None),
                 (m, n, k),
                 false,
             )
@@ -585,7 +704,7 @@ mod tests {
                     six.as_mut_ptr(),
                     n,
                     (a.as_ptr(), k),
-                    (b.as_ptr(), k),
+                    avx512::Rows::new(b.as_ptr(), k, None),
                     (m, n, k),
                     accumulate,
                 );
@@ -594,7 +713,7 @@ mod tests {
                         four.as_mut_ptr().add(r * n),
                         n,
                         (a.as_ptr().add(r * k), k),
-                        (b.as_ptr(), k),
+                        avx512::Rows::new(b.as_ptr(), k, None),
                         (4, n, k),
                         accumulate,
                     );
@@ -623,5 +742,52 @@ mod tests {
             "a matrix-vector product"
         );
         assert_eq!(usable(&deep, &deep), has_avx512());
+    }
+
+    #[test]
+    fn picked_rows_give_the_whole_products_bits_in_their_columns() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        // 26 rows (6- and 4-row blocks and an edge), depth 133 (a partial last vector), 43
+        // rows of `b` of which the last 3 are past the whole blocks: the picked columns keep
+        // the whole product's kind of block when 3 of the first 40 are left out (37 is not a
+        // multiple of 4: one column past them) and when 4 are.
+        let (m, n, k) = (26, 43, 133);
+        let (a, b) = (values(m * k, 10), values(n * k, 11));
+        let (av, bv) = (View::dense(&a, m, k), View::dense(&b, n, k));
+        let mut whole = vec![f32::NAN; m * n];
+        // SAFETY: `whole` holds m·n values and aliases neither operand.
+        unsafe { product(whole.as_mut_ptr(), av, bv, false) };
+        for left_out in [&[1usize, 2, 7, 30][..], &[0, 5, 6, 39], &[]] {
+            let rows: Vec<usize> = (0..n).filter(|r| !left_out.contains(r)).collect();
+            let got = product_picked(av, bv, &rows);
+            assert_eq!(got.len(), m * rows.len());
+            for i in 0..m {
+                for (q, &r) in rows.iter().enumerate() {
+                    let (g, w) = (got[i * rows.len() + q], whole[i * n + r]);
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "row {i}, column {r}: {g} against {w}"
+                    );
+                }
+            }
+        }
+        // In any order, on one thread in a shard: the values of the whole product, within
+        // rounding (the columns may change kind of block).
+        let rows = [42, 3, 3, 17, 0, 41];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let got = pool.install(|| super::super::as_task(|| product_picked(av, bv, &rows)));
+        for i in 0..m {
+            for (q, &r) in rows.iter().enumerate() {
+                let (g, w) = (got[i * rows.len() + q], whole[i * n + r]);
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} against {w}");
+            }
+        }
     }
 }

@@ -122,14 +122,16 @@ pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
 /// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
 /// it, then the ReLU applied in place. When `sparse_x` (`x` may be mostly zeros: a model's
 /// input) and `x` is, the product takes the sparse kernel; the flag returned says so, for the
-/// backward pass.
+/// backward pass. When `live_x` (`x` is a ReLU's output whose gradient is wanted), its live
+/// columns are returned too, when few enough for `∂x` to skip the others
+/// ([`super::live`]).
 pub(super) fn linear_forward(
     x: FlexTensor,
     w: FlexTensor,
     b: &FlexTensor,
     relu: bool,
-    sparse_x: bool,
-) -> (FlexTensor, bool) {
+    (sparse_x, live_x): (bool, bool),
+) -> (FlexTensor, bool, Option<Vec<usize>>) {
     let bias = values(b);
     let (x, w) = (viewable(x), viewable(w));
     let (xv, wv) = (view(&x), view(&w));
@@ -146,6 +148,7 @@ pub(super) fn linear_forward(
     let groups = (sparse_x && wv.row_contiguous())
         .then(|| Groups::of_rows(xv))
         .flatten();
+    let live = live_x.then(|| super::live::live_columns(xv)).flatten();
     match &groups {
         Some(x) => sparse::matmul_acc(&mut y, x, wv),
         None => matmul_into(&mut y, xv, wv, true),
@@ -159,7 +162,24 @@ pub(super) fn linear_forward(
             })
         });
     }
-    (tensor(y, Shape::new([n, o])), groups.is_some())
+    (tensor(y, Shape::new([n, o])), groups.is_some(), live)
+}
+
+/// `∂x = g·wᵀ` (`w`: `[k, o]`) in the columns `live` of `x` only, zero in the others: the
+/// products of rows by rows with the rows `live` of `w`, spread into `x`'s width. The whole
+/// product where that kernel does not apply.
+pub(super) fn live_input_grad(g: FlexTensor, w: FlexTensor, live: &[usize]) -> FlexTensor {
+    let (g, w) = (viewable(g), viewable(w));
+    let (gv, wv) = (view(&g), view(&w));
+    if live.len() < 4 || !super::dot::usable(&gv, &wv) {
+        return product(g, false, w, true);
+    }
+    let part = super::dot::product_picked(gv, wv, live);
+    let (n, k) = (gv.rows(), wv.rows());
+    tensor(
+        super::live::spread_columns(&part, live, k),
+        Shape::new([n, k]),
+    )
 }
 
 /// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result
@@ -241,10 +261,16 @@ impl FusedOps for Flex {
         conv::conv_transpose2d_forward(&x, &w, &b, (stride, padding, padding_out, relu), false).0
     }
 
-    fn fused_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
+    fn fused_linear(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        relu: bool,
+        _after_relu: bool,
+    ) -> FlexTensor {
         // Without autodiff (evaluation) any layer's input may be sparse; the check stops
         // early on dense ones.
-        linear_forward(x, w, &b, relu, true).0
+        linear_forward(x, w, &b, relu, (true, false)).0
     }
 
     fn fused_recon_loss(

@@ -286,6 +286,7 @@ pub(crate) fn matmul_at_b(dst: &mut [f32], a: &[f32], (k, m): (usize, usize), b:
     let b = matmul::View::dense(b, k, n);
     matmul::matmul_into(dst, a, b, false);
 }
+mod live;
 mod matmul;
 mod norm;
 mod phases;
@@ -306,11 +307,15 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
     /// `x·w + b` (`x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`), then ReLU when `relu`.
+    /// `after_relu` says that `x` is a ReLU's output, so that the gradient reaching its zeros
+    /// is never used: `x`'s gradient may then skip the columns of `x` that are zero in every
+    /// row, and be zero there.
     fn fused_linear(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         relu: bool,
+        after_relu: bool,
     ) -> FloatTensor<Self>;
 
     /// Convolution of `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`) and bias `b`, stride
@@ -385,8 +390,9 @@ pub fn fused_here(device: &Device) -> bool {
     )
 }
 
-/// `layer`'s output for `x`, followed by ReLU when `relu`: one fused operation on the CPU.
-pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
+/// `layer`'s output for `x`, followed by ReLU when `relu_after`: one fused operation on the
+/// CPU. `after_relu`: `x` is a ReLU's output (see [`FusedOps::fused_linear`]).
+pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool, after_relu: bool) -> Tensor<2> {
     let [n, _] = x.dims();
     let o = layer.weight.dims()[1];
     match &layer.bias {
@@ -396,6 +402,7 @@ pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool) -> Tensor<2> {
                 layer.weight.val().into_dispatch(),
                 bias.val().into_dispatch(),
                 relu_after,
+                after_relu,
             );
             Tensor::from_dispatch(y)
         }

@@ -30,7 +30,7 @@ fn fused_linear_matches_burn_forward_and_gradients() {
             Tensor::<2>::random([23, 37], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let t = Tensor::<2>::random([23, 19], Distribution::Normal(0.0, 1.0), &device);
 
-        let y = linear(&l, x.clone(), relu_after);
+        let y = linear(&l, x.clone(), relu_after, false);
         let mut reference = l.forward(x.clone());
         if relu_after {
             reference = relu(reference);
@@ -75,7 +75,7 @@ fn fused_linear_on_a_sparse_input_matches_burn() {
         .into_scalar::<f32>();
     assert!(nonzero > 0.05 && nonzero < 0.3, "density {nonzero}");
     let t = Tensor::<2>::random([33, 70], Distribution::Normal(0.0, 1.0), &device);
-    let y = linear(&l, x.clone(), true);
+    let y = linear(&l, x.clone(), true, false);
     let reference = relu(l.forward(x));
     assert!(max_diff(y.clone().inner(), reference.clone().inner()) < 1e-5);
     let g1 = (y * t.clone()).sum().backward();
@@ -94,7 +94,45 @@ fn fused_linear_on_a_sparse_input_matches_burn() {
         Distribution::Normal(-1.0, 1.0),
         &plain,
     ));
-    assert!(max_diff(linear(&lp, xp.clone(), false), lp.forward(xp)) < 1e-5);
+    assert!(max_diff(linear(&lp, xp.clone(), false, false), lp.forward(xp)) < 1e-5);
+}
+
+#[test]
+fn a_layer_after_a_relu_with_dead_units_gives_burns_gradients() {
+    // Two layers: 100 hidden units, 30 of them never on (a bias far below zero), feeding a
+    // layer of 70. The second is told its input is a ReLU's output, so its input gradient
+    // skips the dead units; every gradient of the pair must be burn's.
+    let _rng = crate::rng_lock();
+    let device = Device::flex().autodiff();
+    let mut l1 = layer(20, 100, &device);
+    let l2 = layer(100, 70, &device);
+    let bias: Vec<f32> = (0..100)
+        .map(|u| if u % 10 < 3 { -1e3 } else { 0.5 })
+        .collect();
+    l1.bias = Some(burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+        bias.as_slice(),
+        &device,
+    )));
+    let x = Tensor::<2>::random([33, 20], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let t = Tensor::<2>::random([33, 70], Distribution::Normal(0.0, 1.0), &device);
+    let h = linear(&l1, x.clone(), true, false);
+    let dead = h.clone().inner().sum_dim(0).equal_elem(0.0).int().sum();
+    assert_eq!(dead.into_scalar::<i64>(), 30, "30 dead units");
+    let y = linear(&l2, h, false, true);
+    let reference = l2.forward(relu(l1.forward(x.clone())));
+    assert!(max_diff(y.clone().inner(), reference.clone().inner()) < 1e-5);
+    let g1 = (y * t.clone()).sum().backward();
+    let g2 = (reference * t).sum().backward();
+    let dx = |g| x.grad(g).expect("x has a gradient");
+    assert!(dx(&g1).abs().sum().into_scalar::<f32>() > 0.0);
+    assert!(max_diff(dx(&g1), dx(&g2)) < 1e-4, "dx");
+    for (name, l) in [("first", &l1), ("second", &l2)] {
+        let dw = |g| l.weight.grad(g).expect("w has a gradient");
+        assert!(max_diff(dw(&g1), dw(&g2)) < 1e-4, "{name} layer: dw");
+        let bias = l.bias.as_ref().expect("bias");
+        let db = |g| bias.grad(g).expect("b has a gradient");
+        assert!(max_diff(db(&g1), db(&g2)) < 1e-4, "{name} layer: db");
+    }
 }
 
 #[test]
@@ -105,7 +143,7 @@ fn fused_linear_without_autodiff_and_on_a_narrowed_batch() {
     let x = Tensor::<2>::random([9, 11], Distribution::Normal(0.0, 1.0), &device);
     // A batch cut from a larger one starts at an offset in its storage.
     let part = x.clone().narrow(0, 4, 5);
-    let y = linear(&l, part.clone(), true);
+    let y = linear(&l, part.clone(), true, false);
     assert!(max_diff(y, relu(l.forward(part))) < 1e-5);
 }
 

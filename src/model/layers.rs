@@ -87,9 +87,9 @@ impl Apply for Linear {
     type In = Tensor<2>;
     type Out = Tensor<2>;
     fn apply(&self, x: Tensor<2>) -> Tensor<2> {
-        kernels::linear(self, x, false)
+        kernels::linear(self, x, false, false)
     }
     fn apply_relu(&self, x: Tensor<2>) -> Tensor<2> {
-        kernels::linear(self, x, true)
+        kernels::linear(self, x, true, false)
     }
 }

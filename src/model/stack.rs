@@ -157,15 +157,18 @@ fn build(half: &str, traced: &Traced, init: Init, device: &Device) -> Vec<Block>
         .collect()
 }
 
-/// Runs `blocks` on `x`; a block followed by `relu` takes it fused.
+/// Runs `blocks` on `x`; a block followed by `relu` takes it fused. A linear layer right
+/// after a ReLU is told so, for its input gradient to skip the units no image turned on
+/// (see [`crate::kernels::linear`]).
 pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
     let mut i = 0;
+    let mut after_relu = false;
     while i < blocks.len() {
         let fuse = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
         x = match &blocks[i] {
             Block::Linear(l) => {
                 let x = x.flat();
-                Flow::Flat(if fuse { l.apply_relu(x) } else { l.apply(x) })
+                Flow::Flat(crate::kernels::linear(l, x, fuse, after_relu))
             }
             Block::Conv(c) => {
                 let x = x.image();
@@ -189,15 +192,12 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
             Block::Upsample(m) => Flow::Image(crate::kernels::upsample(m, x.image())),
             Block::Op(op) => apply_op(op, x),
         };
-        i += if matches!(
+        let fused = matches!(
             blocks[i],
             Block::Linear(_) | Block::Conv(_) | Block::ConvT(_) | Block::Norm(_)
-        ) && fuse
-        {
-            2
-        } else {
-            1
-        };
+        ) && fuse;
+        after_relu = fused || matches!(blocks[i], Block::Op(Layer::Relu));
+        i += if fused { 2 } else { 1 };
     }
     x
 }
