@@ -148,7 +148,10 @@ pub(super) fn linear_forward(
     let groups = (sparse_x && wv.row_contiguous())
         .then(|| Groups::of_rows(xv))
         .flatten();
-    let live = live_x.then(|| super::live::live_columns(xv)).flatten();
+    // Only where `∂x` takes products of rows by rows (deep enough, see `live_input_grad`).
+    let live = (live_x && o >= super::dot::MIN_DEPTH)
+        .then(|| super::live::live_columns(xv))
+        .flatten();
     match &groups {
         Some(x) => sparse::matmul_acc(&mut y, x, wv),
         None => matmul_into(&mut y, xv, wv, true),
