@@ -40,21 +40,17 @@ impl Scale {
         }
     }
 
-    /// [`apply`](Self::apply) without a division: the quotient `p / d` from the product by
-    /// `1/d`, corrected once with two fused multiply-adds, which gives the correctly rounded
-    /// quotient, the same bits as the division, for every one of the 256 pixel values (a test
-    /// checks them all). A batch is converted at every training step, and a vector division
-    /// costs about as much as the rest of the conversion.
-    #[inline(always)]
-    fn apply_fast(self, p: u8) -> f32 {
-        let (d, shift) = match self {
-            Scale::ZeroOne => (255.0f32, 0.0),
-            Scale::MinusOneOne => (127.5f32, 1.0),
+    /// [`apply`](Self::apply) for each of the 256 pixel values, computed once: a batch is
+    /// converted at every training step, and a vector division costs more than the rest of
+    /// the conversion (a table of the divisions' results has their bits by construction).
+    fn table(self) -> &'static [f32; 256] {
+        static TABLES: [std::sync::OnceLock<[f32; 256]>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let slot = match self {
+            Scale::ZeroOne => 0,
+            Scale::MinusOneOne => 1,
         };
-        let (p, r) = (p as f32, 1.0 / d);
-        let q = p * r;
-        let e = (-q).mul_add(d, p);
-        e.mul_add(r, q) - shift
+        TABLES[slot].get_or_init(|| std::array::from_fn(|p| self.apply(p as u8)))
     }
 
     /// The (low, high) range of scaled values.
@@ -114,6 +110,7 @@ impl Split {
     /// Scaled pixels of the images at `indices`, as a flat vector.
     pub fn scaled(&self, indices: &[usize], scale: Scale) -> Vec<f32> {
         let mut out = Vec::with_capacity(indices.len() * PIXELS);
+        let table = scale.table();
         // Compiled for the CPU's widest vectors by pulp (chosen at run time): a batch is
         // converted at every training step.
         pulp::Arch::new().dispatch(|| {
@@ -124,7 +121,7 @@ impl Split {
                 if let Some(&ahead) = indices.get(k + 2) {
                     self.prefetch(ahead);
                 }
-                out.extend(self.image(i).iter().map(|&p| scale.apply_fast(p)));
+                out.extend(self.image(i).iter().map(|&p| table[p as usize]));
             }
         });
         out
@@ -281,27 +278,20 @@ mod tests {
     use super::Scale;
 
     #[test]
-    fn the_conversion_without_division_gives_the_divisions_bits_for_every_pixel() {
+    fn a_batch_is_scaled_as_each_pixel_is() {
+        let split = super::Split {
+            images: (0..3 * 784).map(|i| (i * 7 % 256) as u8).collect(),
+            labels: vec![0; 3],
+        };
         for scale in [Scale::ZeroOne, Scale::MinusOneOne] {
-            for p in 0..=255u8 {
-                let (fast, want) = (scale.apply_fast(p), scale.apply(p));
-                assert_eq!(
-                    fast.to_bits(),
-                    want.to_bits(),
-                    "{scale:?} {p}: {fast} vs {want}"
-                );
-            }
-            // Vectorised as in a batch's conversion, with the CPU's widest vectors.
-            let pixels: Vec<u8> = (0..=255).cycle().take(784 * 3).collect();
-            let fast: Vec<f32> = pulp::Arch::new()
-                .dispatch(|| pixels.iter().map(|&p| scale.apply_fast(p)).collect());
-            for (v, &p) in fast.iter().zip(&pixels) {
-                assert_eq!(
-                    v.to_bits(),
-                    scale.apply(p).to_bits(),
-                    "{scale:?} {p} in a vector"
-                );
+            let got = split.scaled(&[2, 0, 2], scale);
+            let want = [2, 0, 2].iter().flat_map(|&i| split.image(i).iter());
+            assert_eq!(got.len(), 3 * 784);
+            for (v, &p) in got.iter().zip(want) {
+                assert_eq!(v.to_bits(), scale.apply(p).to_bits(), "{scale:?} {p}");
             }
         }
+        assert_eq!(Scale::ZeroOne.table()[255], 1.0);
+        assert_eq!(Scale::MinusOneOne.table()[0], -1.0);
     }
 }
