@@ -751,9 +751,9 @@ mod tests {
             return;
         }
         // 26 rows (6- and 4-row blocks and an edge), depth 133 (a partial last vector), 43
-        // rows of `b` of which the last 3 are past the whole blocks: the picked columns keep
-        // the whole product's kind of block when 3 of the first 40 are left out (37 is not a
-        // multiple of 4: one column past them) and when 4 are.
+        // rows of `b` of which the last 3 are past the whole blocks: with 4 (or none) of the
+        // first 40 left out, the kept ones still fill whole blocks and the last 3 stay past
+        // them, so every picked column keeps the whole product's kind of block.
         let (m, n, k) = (26, 43, 133);
         let (a, b) = (values(m * k, 10), values(n * k, 11));
         let (av, bv) = (View::dense(&a, m, k), View::dense(&b, n, k));

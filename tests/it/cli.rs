@@ -151,6 +151,27 @@ fn losses(run: &Path) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The bytes of a run's model.
+fn model(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+/// Asserts that the runs in `others`, trained on other thread counts, have `first`'s losses
+/// and its model's bytes.
+fn same_run_whatever_the_threads(first: &Path, others: &[&std::path::PathBuf]) {
+    for other in others {
+        assert_eq!(
+            losses(first),
+            losses(other),
+            "the thread count changed the result"
+        );
+        assert!(
+            model(first) == model(other.as_path()),
+            "the thread count changed the weights"
+        );
+    }
+}
+
 /// `train` on 300 MNIST images with `extra` flags, into `out`; returns stderr (and stdout,
 /// through [`small_train_out`]).
 fn small_train(out: &Path, extra: &[&str]) -> String {
@@ -215,18 +236,7 @@ fn threads_change_the_pool_but_not_the_result() {
         said.contains("\nthreads     5 (") && said.contains("2 shards, one thread each"),
         "{said}"
     );
-    let model = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
-    for other in [&all, &more] {
-        assert_eq!(
-            losses(&one),
-            losses(other),
-            "the thread count changed the result"
-        );
-        assert!(
-            model(&one) == model(other),
-            "the thread count changed the weights"
-        );
-    }
+    same_run_whatever_the_threads(&one, &[&all, &more]);
     // The block is printed once the folder exists, and in words, not JSON.
     let block: Vec<&str> = err.lines().take(6).collect();
     assert!(block[0].starts_with("run folder  "), "{err}");
@@ -358,18 +368,7 @@ fn dropout_in_shards_makes_the_whole_batchs_choices() {
     let whole = train("whole", &["--threads", "2", "--shards", "1"]);
     let config = std::fs::read_to_string(one.join("config.json")).unwrap();
     assert!(config.contains("\"shards\": 2"), "{config}");
-    let model = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
-    for other in [&two, &five] {
-        assert_eq!(
-            losses(&one),
-            losses(other),
-            "the thread count changed the result"
-        );
-        assert!(
-            model(&one) == model(other),
-            "the thread count changed the weights"
-        );
-    }
+    same_run_whatever_the_threads(&one, &[&two, &five]);
     // Other dropout choices would move the losses by far more than rounding does.
     for ((t, v), (tw, vw)) in losses(&one).into_iter().zip(losses(&whole)) {
         for (a, b) in [(t, tw), (v, vw)] {
