@@ -29,11 +29,13 @@
 pub mod adam;
 mod autodiff;
 mod conv;
+mod dense;
 mod dot;
 mod dropout;
 mod flex;
 mod flex_loss;
 mod gather;
+pub use dense::{dense_pass, DenseLayer};
 pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;

@@ -70,6 +70,19 @@ impl Autoencoder {
         self.decoder.forward(self.encoder.forward(x))
     }
 
+    /// The linear layers of a model made only of linear layers, ReLUs right after them,
+    /// flattens and reshapes (not variational), every parameter trained: what
+    /// [`crate::kernels::dense_pass`] trains without autodiff's graph. `None` for any other.
+    pub fn dense_layers(&self) -> Option<Vec<crate::kernels::DenseLayer<'_>>> {
+        if self.encoder.logvar.is_some() {
+            return None;
+        }
+        let mut out = Vec::new();
+        (stack::dense(&self.encoder.layers, &mut out)
+            && stack::dense(&self.decoder.layers, &mut out))
+        .then_some(out)
+    }
+
     /// A VAE's training pass: logits of the decoding of z = μ + exp(½ log σ²)·`eps`, with μ and
     /// log σ²; `None` for a plain autoencoder.
     pub fn forward_variational(

@@ -22,6 +22,7 @@ use super::arch::{Init, ModelSpec};
 use super::layers::{conv, convt, Apply};
 use super::shape::{Shape, Traced};
 use super::spec::Layer;
+use crate::kernels::DenseLayer;
 
 // A parameter-free layer is its own module: it holds no tensors.
 use burn::empty;
@@ -200,6 +201,38 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
         i += if fused { 2 } else { 1 };
     }
     x
+}
+
+/// Appends the linear layers of `blocks` to `out`, as [`run`] would run them (a following
+/// `relu` fused, `after_relu` from the layer before, from `false` at the start of `blocks`),
+/// for [`crate::kernels::dense_pass`]. `false` when `blocks` hold anything but linear
+/// layers with biases whose parameters are trained, ReLUs right after them, flattens and
+/// reshapes (which leave a row's values in order).
+pub fn dense<'a>(blocks: &'a [Block], out: &mut Vec<DenseLayer<'a>>) -> bool {
+    let mut i = 0;
+    let mut after_relu = false;
+    while i < blocks.len() {
+        match &blocks[i] {
+            Block::Linear(l) => {
+                let trained = l.weight.val().is_require_grad()
+                    && l.bias.as_ref().is_some_and(|b| b.val().is_require_grad());
+                if !trained {
+                    return false;
+                }
+                let relu = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
+                out.push(DenseLayer {
+                    linear: l,
+                    relu,
+                    after_relu,
+                });
+                after_relu = relu;
+                i += if relu { 2 } else { 1 };
+            }
+            Block::Op(Layer::Flatten | Layer::Reshape { .. }) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// An element-wise function on either kind of tensor.

@@ -8,7 +8,7 @@ use crate::kernels::{self, LossKind};
 use crate::model::Activation;
 
 /// The fused kernel's name for a training loss on a model's output activation.
-fn fused_kind(loss: Loss, act: Activation) -> LossKind {
+pub(crate) fn fused_kind(loss: Loss, act: Activation) -> LossKind {
     match (loss, act) {
         (Loss::Bce, _) => LossKind::Bce,
         (Loss::Mse, Activation::Sigmoid) => LossKind::SigmoidMse,

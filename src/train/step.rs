@@ -8,7 +8,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::ops::Range;
 
-use super::loss::{loss, vae_loss};
+use super::loss::{fused_kind, loss, vae_loss};
 use crate::config::{Loss, TrainConfig};
 use crate::data::batch::{add_noise, noise_rng, rng};
 use crate::data::{dataset::to_tensor, Scale, Split};
@@ -105,6 +105,29 @@ fn shard_loss(
         config.model.activation(),
         model.forward(x),
         target,
+    )
+}
+
+/// The mean training loss of some images and its gradients for a model of linear layers
+/// ([`Autoencoder::dense_layers`]), computed without autodiff's graph, the loss weighted by
+/// `weight` (a shard's share of the batch) when given: the numbers of [`shard_loss`] and
+/// its backward pass.
+fn dense_shard(
+    layers: &[crate::kernels::DenseLayer<'_>],
+    config: &TrainConfig,
+    x: Tensor<4>,
+    target: Tensor<4>,
+    weight: Option<f64>,
+) -> (f32, GradientsParams) {
+    let kind = fused_kind(config.loss, config.model.activation());
+    let scale = 1.0 / target.shape().num_elements() as f64;
+    crate::kernels::dense_pass(
+        layers,
+        x,
+        target,
+        kind,
+        scale as f32,
+        weight.map(|w| w as f32),
     )
 }
 
@@ -313,6 +336,25 @@ fn step_on(
         false => 1,
     };
     let ranges = shard_ranges(n, shards);
+    if read_now {
+        if let Some(layers) = model.dense_layers() {
+            let parts = crate::kernels::tasks(ranges.len(), |i| {
+                let r = &ranges[i];
+                crate::kernels::as_task(|| {
+                    let (x, target) = inputs(r.clone());
+                    let w = (ranges.len() > 1).then(|| r.len() as f64 / n as f64);
+                    dense_shard(&layers, config, x, target, w)
+                })
+            });
+            drop(layers);
+            let (losses, parts): (Vec<f32>, Vec<GradientsParams>) = parts.into_iter().unzip();
+            let v: f64 = losses.into_iter().map(f64::from).sum();
+            if !v.is_finite() {
+                return (model, StepLoss::Read(v));
+            }
+            return (optim.update(at.lr, model, parts), StepLoss::Read(v));
+        }
+    }
     let draws = step_draws(config.seed, at.epoch, at.batch);
     if ranges.len() == 1 {
         let (x, target) = inputs(0..n);
@@ -454,4 +496,169 @@ pub(crate) fn noisy(
         );
         v
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{Init, ModelSpec};
+    use crate::model::stack::Block;
+    use crate::model::{Activation, ModelConfig, PRESETS};
+
+    /// `n` images of which about four pixels in five are zero, as in MNIST, on `device`.
+    fn sparse_images(n: usize, seed: u32, device: &Device) -> Tensor<4> {
+        let mut s = seed;
+        let v: Vec<f32> = (0..n * 784)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let u = (s >> 8) as f32 / (1 << 24) as f32;
+                if u < 0.8 {
+                    0.0
+                } else {
+                    (u - 0.8) * 5.0
+                }
+            })
+            .collect();
+        Tensor::<1>::from_floats(v.as_slice(), device).reshape([n, 1, 28, 28])
+    }
+
+    /// The values of a gradient.
+    fn values<const D: usize>(g: &mut GradientsParams, id: burn::module::ParamId) -> Vec<f32> {
+        g.remove::<D>(id)
+            .expect("a gradient for every parameter")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    }
+
+    /// Asserts that `a` and `b` hold the same values, bit for bit.
+    fn same_bits(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: sizes");
+        let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits());
+        assert_eq!(differ.count(), 0, "{what}: values that differ");
+    }
+
+    #[test]
+    fn a_model_of_linear_layers_gets_the_graphs_loss_and_gradients_bit_for_bit() {
+        // The encoder ends in a ReLU and the decoder's hidden layer has units no image turns
+        // on (a bias far below zero): the paths of sparse input, fused ReLUs and input
+        // gradients over live units are all taken. Each loss, whole or weighted as a shard.
+        let _rng = crate::rng_lock();
+        let device = Device::flex().autodiff();
+        for (act, kind) in [
+            (Activation::Sigmoid, Loss::Mse),
+            (Activation::Sigmoid, Loss::Bce),
+            (Activation::Tanh, Loss::Mse),
+        ] {
+            let spec = ModelSpec::parse(
+                "flatten linear(96) relu linear(8) relu",
+                "linear(80) relu linear(784) reshape(1,28,28)",
+                act,
+                false,
+                Init::Pytorch,
+            )
+            .unwrap();
+            let mc = ModelConfig::custom(spec).unwrap();
+            let mut model = mc.init(&device).unwrap();
+            let Block::Linear(l) = &mut model.decoder.layers[0] else {
+                panic!("the decoder starts with a linear layer")
+            };
+            let bias: Vec<f32> = (0..80)
+                .map(|u| if u % 10 < 3 { -1e3 } else { 0.1 })
+                .collect();
+            l.bias = Some(burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+                bias.as_slice(),
+                &device,
+            )));
+            let mut config = TrainConfig::for_model(mc);
+            config.loss = kind;
+            let layers = model.dense_layers().expect("linear layers only");
+            assert_eq!(layers.len(), 4);
+            for (n, weight) in [(64, None), (37, Some(37.0 / 100.0))] {
+                let x = sparse_images(n, n as u32, &device);
+                let m = model.clone().map(&mut Leaves);
+                let mut l = shard_loss(&m, &config, x.clone(), x.clone(), None);
+                if let Some(w) = weight {
+                    l = l.mul_scalar(w);
+                }
+                let want = l.clone().into_scalar::<f32>();
+                let mut graph = GradientsParams::from_grads(l.backward(), &m);
+                let (got, mut dense) = dense_shard(&layers, &config, x.clone(), x, weight);
+                let case = format!("{act:?} {kind:?} n={n}");
+                assert_eq!(got.to_bits(), want.to_bits(), "{case}: loss");
+                for layer in &layers {
+                    let w = layer.linear.weight.id;
+                    let dw = values::<2>(&mut dense, w);
+                    assert!(dw.iter().any(|&v| v != 0.0), "{case}: a gradient");
+                    same_bits(
+                        &dw,
+                        &values::<2>(&mut graph, w),
+                        &format!("{case}: weights"),
+                    );
+                    let b = layer.linear.bias.as_ref().expect("a bias").id;
+                    let db = values::<1>(&mut dense, b);
+                    same_bits(&db, &values::<1>(&mut graph, b), &format!("{case}: bias"));
+                }
+                assert!(
+                    dense.is_empty() && graph.is_empty(),
+                    "{case}: no other gradient"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_models_of_linear_layers_are_trained_without_the_graph() {
+        let device = Device::flex().autodiff();
+        let dense = |enc: &str, dec: &str| {
+            let spec =
+                ModelSpec::parse(enc, dec, Activation::Sigmoid, false, Init::Pytorch).unwrap();
+            let m = ModelConfig::custom(spec).unwrap().init(&device).unwrap();
+            m.dense_layers()
+                .map(|l| l.iter().map(|l| (l.relu, l.after_relu)).collect::<Vec<_>>())
+        };
+        // The flags of `run`: a ReLU after a layer fused, and the next layer told so within
+        // its half.
+        assert_eq!(
+            dense(
+                "flatten linear(32) relu linear(4) relu",
+                "linear(32) relu linear(784) reshape(1,28,28)"
+            ),
+            Some(vec![
+                (true, false),
+                (true, true),
+                (true, false),
+                (false, true)
+            ])
+        );
+        assert_eq!(
+            dense(
+                "flatten linear(32) linear(4)",
+                "linear(784) reshape(1,28,28)"
+            ),
+            Some(vec![(false, false), (false, false), (false, false)])
+        );
+        for (enc, dec) in [
+            (
+                "flatten linear(32) tanh linear(4)",
+                "linear(784) reshape(1,28,28)",
+            ),
+            (
+                "flatten linear(32) dropout(0.2) linear(4)",
+                "linear(784) reshape(1,28,28)",
+            ),
+            (
+                "flatten linear(32) bn relu linear(4)",
+                "linear(784) reshape(1,28,28)",
+            ),
+            (
+                "conv(4,3,s2,p1) relu flatten linear(4)",
+                "linear(784) reshape(1,28,28)",
+            ),
+        ] {
+            assert_eq!(dense(enc, dec), None, "{enc} | {dec}");
+        }
+        let vae = ModelConfig::preset(PRESETS[5]).init(&device).unwrap();
+        assert!(vae.dense_layers().is_none(), "a variational model");
+    }
 }
