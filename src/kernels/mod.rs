@@ -28,14 +28,14 @@
 
 pub mod adam;
 mod autodiff;
+mod chain;
 mod conv;
-mod dense;
 mod dot;
 mod dropout;
 mod flex;
 mod flex_loss;
 mod gather;
-pub use dense::{dense_pass, DenseLayer};
+pub use chain::{chain_pass, Link};
 pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;
@@ -424,12 +424,30 @@ pub fn linear(layer: &Linear, x: Tensor<2>, relu_after: bool, after_relu: bool) 
 /// or a layer too large for [`indexable`]), for the caller to use burn's convolution.
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4>> {
     let bias = layer.bias.as_ref()?;
+    let (s, p) = conv2d_args(layer, x.dims())?;
+    if !fused_here(&x.device()) {
+        return None;
+    }
+    let y = <burn::backend::Dispatch as FusedOps>::fused_conv2d(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        s,
+        p,
+        relu_after,
+    );
+    Some(Tensor::from_dispatch(y))
+}
+
+/// The stride and padding of [`conv2d`]'s fused convolution for an input of `dims`; `None`
+/// where it does not apply.
+fn conv2d_args(layer: &Conv2d, [b, c, h, w]: [usize; 4]) -> Option<(usize, usize)> {
+    layer.bias.as_ref()?;
     let p = match layer.padding {
         PaddingConfig2d::Valid => 0,
         PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
         _ => return None,
     };
-    let [b, c, h, w] = x.dims();
     let [kh, kw] = layer.kernel_size;
     let [sh, sw] = layer.stride;
     let o = layer.weight.dims()[0];
@@ -442,18 +460,7 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, relu_after: bool) -> Option<Tensor<4
         return None;
     }
     let grid = [(h + 2 * p - kh) / sh + 1, (w + 2 * p - kw) / sh + 1];
-    if !indexable([c, h, w], [kh, kw], b, grid) || !fused_here(&x.device()) {
-        return None;
-    }
-    let y = <burn::backend::Dispatch as FusedOps>::fused_conv2d(
-        x.into_dispatch(),
-        layer.weight.val().into_dispatch(),
-        bias.val().into_dispatch(),
-        sh,
-        p,
-        relu_after,
-    );
-    Some(Tensor::from_dispatch(y))
+    indexable([c, h, w], [kh, kw], b, grid).then_some((sh, p))
 }
 
 /// Whether the fused convolutions' `u32` offset tables can index a layer: one image of the
@@ -477,7 +484,29 @@ pub fn conv_transpose2d(
     relu_after: bool,
 ) -> Option<Tensor<4>> {
     let bias = layer.bias.as_ref()?;
-    let [b, _, h, w] = x.dims();
+    let (s, p, op) = conv_transpose2d_args(layer, x.dims())?;
+    if !fused_here(&x.device()) {
+        return None;
+    }
+    let y = <burn::backend::Dispatch as FusedOps>::fused_conv_transpose2d(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        s,
+        p,
+        op,
+        relu_after,
+    );
+    Some(Tensor::from_dispatch(y))
+}
+
+/// The stride, padding and output padding of [`conv_transpose2d`]'s fused operation for an
+/// input of `dims`; `None` where it does not apply.
+fn conv_transpose2d_args(
+    layer: &ConvTranspose2d,
+    [b, _, h, w]: [usize; 4],
+) -> Option<(usize, usize, usize)> {
+    layer.bias.as_ref()?;
     let [kh, kw] = layer.kernel_size;
     let [s, s2] = layer.stride;
     let o = layer.weight.dims()[1];
@@ -502,19 +531,7 @@ pub fn conv_transpose2d(
         (h - 1) * s + kh + op - 2 * p,
         (w - 1) * s + kw + op - 2 * p,
     ];
-    if !indexable(big, [kh, kw], b, [h, w]) || !fused_here(&x.device()) {
-        return None;
-    }
-    let y = <burn::backend::Dispatch as FusedOps>::fused_conv_transpose2d(
-        x.into_dispatch(),
-        layer.weight.val().into_dispatch(),
-        bias.val().into_dispatch(),
-        s,
-        p,
-        op,
-        relu_after,
-    );
-    Some(Tensor::from_dispatch(y))
+    indexable(big, [kh, kw], b, [h, w]).then_some((s, p, op))
 }
 
 /// The element-wise reconstruction losses the fused kernel knows.
@@ -619,7 +636,18 @@ pub fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu_after: b
 /// with 64-bit indices, copied twice more by the autodiff graph), burn's elsewhere and for
 /// what specs never build (padding, dilation, ceiling mode, uneven windows).
 pub fn max_pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
+    match max_pool_args(layer, x.dims()) {
+        Some((k, s)) if fused_here(&x.device()) => {
+            let y = <burn::backend::Dispatch as FusedOps>::fused_max_pool(x.into_dispatch(), k, s);
+            Tensor::from_dispatch(y)
+        }
+        _ => layer.forward(x),
+    }
+}
+
+/// The window and stride of [`max_pool`]'s own pooling for an input of `dims`; `None` where
+/// burn's pools.
+fn max_pool_args(layer: &MaxPool2d, [b, c, h, w]: [usize; 4]) -> Option<(usize, usize)> {
     let ([k, k2], [s, s2]) = (layer.kernel_size, layer.stride);
     let unpadded = match layer.padding {
         PaddingConfig2d::Valid => true,
@@ -637,29 +665,32 @@ pub fn max_pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         && h >= k
         && w >= k
         && h.checked_mul(w).is_some_and(|n| n < u32::MAX as usize);
-    if plain && fused_here(&x.device()) {
-        let y = <burn::backend::Dispatch as FusedOps>::fused_max_pool(x.into_dispatch(), k, s);
-        Tensor::from_dispatch(y)
-    } else {
-        layer.forward(x)
-    }
+    plain.then_some((k, s))
 }
 
 /// `layer`'s nearest-neighbour resizing of `x`: one operation on the CPU, burn's elsewhere
 /// and for other modes.
 pub fn upsample(layer: &Interpolate2d, x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    match layer.output_size {
-        Some([oh, ow])
-            if matches!(layer.mode, InterpolateMode::Nearest)
-                && b * c * h * w * oh * ow > 0
-                && fused_here(&x.device()) =>
-        {
+    match upsample_args(layer, x.dims()) {
+        Some([oh, ow]) if fused_here(&x.device()) => {
             let y =
                 <burn::backend::Dispatch as FusedOps>::fused_upsample(x.into_dispatch(), oh, ow);
             Tensor::from_dispatch(y)
         }
         _ => layer.forward(x),
+    }
+}
+
+/// The output size of [`upsample`]'s own resizing of an input of `dims`; `None` where burn's
+/// resizes.
+fn upsample_args(layer: &Interpolate2d, [b, c, h, w]: [usize; 4]) -> Option<[usize; 2]> {
+    match layer.output_size {
+        Some([oh, ow])
+            if matches!(layer.mode, InterpolateMode::Nearest) && b * c * h * w * oh * ow > 0 =>
+        {
+            Some([oh, ow])
+        }
+        _ => None,
     }
 }
 

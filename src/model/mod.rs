@@ -70,16 +70,16 @@ impl Autoencoder {
         self.decoder.forward(self.encoder.forward(x))
     }
 
-    /// The linear layers of a model made only of linear layers, ReLUs right after them,
-    /// flattens and reshapes (not variational), every parameter trained: what
-    /// [`crate::kernels::dense_pass`] trains without autodiff's graph. `None` for any other.
-    pub fn dense_layers(&self) -> Option<Vec<crate::kernels::DenseLayer<'_>>> {
+    /// The layers of a model whose every layer runs as one of the CPU's fused operations
+    /// ([`stack::chain`]; not variational), every parameter trained: what
+    /// [`crate::kernels::chain_pass`] trains without autodiff's graph. `None` for any other.
+    pub fn chain(&self) -> Option<Vec<crate::kernels::Link<'_>>> {
         if self.encoder.logvar.is_some() {
             return None;
         }
         let mut out = Vec::new();
-        (stack::dense(&self.encoder.layers, &mut out)
-            && stack::dense(&self.decoder.layers, &mut out))
+        (stack::chain(&self.encoder.layers, &mut out)
+            && stack::chain(&self.decoder.layers, &mut out))
         .then_some(out)
     }
 

@@ -6,7 +6,7 @@
 //! and upsampling. Batch norm and dropout train on an autodiff device and run in inference mode
 //! everywhere else.
 
-use burn::module::{ParamId, RunningState};
+use burn::module::{Param, ParamId, RunningState};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
 use burn::nn::pool::{
@@ -22,7 +22,7 @@ use super::arch::{Init, ModelSpec};
 use super::layers::{conv, convt, Apply};
 use super::shape::{Shape, Traced};
 use super::spec::Layer;
-use crate::kernels::DenseLayer;
+use crate::kernels::Link;
 
 // A parameter-free layer is its own module: it holds no tensors.
 use burn::empty;
@@ -203,34 +203,43 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
     x
 }
 
-/// Appends the linear layers of `blocks` to `out`, as [`run`] would run them (a following
-/// `relu` fused, `after_relu` from the layer before, from `false` at the start of `blocks`),
-/// for [`crate::kernels::dense_pass`]. `false` when `blocks` hold anything but linear
-/// layers with biases whose parameters are trained, ReLUs right after them, flattens and
-/// reshapes (which leave a row's values in order).
-pub fn dense<'a>(blocks: &'a [Block], out: &mut Vec<DenseLayer<'a>>) -> bool {
+/// Appends the layers of `blocks` to `out` as [`run`] runs them (a `relu` after a linear
+/// layer or a convolution fused, `after_relu` from the layer before, from `false` at the
+/// start of `blocks`), for [`crate::kernels::chain_pass`]. `false` when `blocks` hold
+/// anything else: batch norm, dropout, average pooling other than to one value per channel,
+/// an activation other than a `relu` right after a layer with parameters, or parameters
+/// without a bias or not trained.
+pub fn chain<'a>(blocks: &'a [Block], out: &mut Vec<Link<'a>>) -> bool {
+    fn trained<const D: usize>(w: &Param<Tensor<D>>, b: &Option<Param<Tensor<1>>>) -> bool {
+        w.val().is_require_grad() && b.as_ref().is_some_and(|b| b.val().is_require_grad())
+    }
     let mut i = 0;
     let mut after_relu = false;
     while i < blocks.len() {
-        match &blocks[i] {
-            Block::Linear(l) => {
-                let trained = l.weight.val().is_require_grad()
-                    && l.bias.as_ref().is_some_and(|b| b.val().is_require_grad());
-                if !trained {
-                    return false;
-                }
-                let relu = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
-                out.push(DenseLayer {
-                    linear: l,
-                    relu,
-                    after_relu,
-                });
-                after_relu = relu;
-                i += if relu { 2 } else { 1 };
-            }
-            Block::Op(Layer::Flatten | Layer::Reshape { .. }) => i += 1,
+        let relu = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
+        let link = match &blocks[i] {
+            Block::Linear(l) if trained(&l.weight, &l.bias) => Link::Linear {
+                layer: l,
+                relu,
+                after_relu,
+            },
+            Block::Conv(c) if trained(&c.weight, &c.bias) => Link::Conv { layer: c, relu },
+            Block::ConvT(c) if trained(&c.weight, &c.bias) => Link::ConvT { layer: c, relu },
+            Block::Adaptive(m) if m.output_size == [1, 1] => Link::MeanPool,
+            Block::MaxPool(m) => Link::MaxPool(m),
+            Block::Upsample(m) => Link::Upsample(m),
+            Block::Op(Layer::Flatten) => Link::Flatten,
+            Block::Op(Layer::Reshape { c, h, w }) => Link::Reshape([*c, *h, *w]),
             _ => return false,
-        }
+        };
+        let fused = relu
+            && matches!(
+                link,
+                Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
+            );
+        out.push(link);
+        after_relu = fused;
+        i += if fused { 2 } else { 1 };
     }
     true
 }

@@ -108,27 +108,54 @@ fn shard_loss(
     )
 }
 
-/// The mean training loss of some images and its gradients for a model of linear layers
-/// ([`Autoencoder::dense_layers`]), computed without autodiff's graph, the loss weighted by
-/// `weight` (a shard's share of the batch) when given: the numbers of [`shard_loss`] and
-/// its backward pass.
-fn dense_shard(
-    layers: &[crate::kernels::DenseLayer<'_>],
+/// The mean training loss of some images and its gradients for a model whose layers all run
+/// as fused operations ([`Autoencoder::chain`]), computed without autodiff's graph, the loss
+/// weighted by `weight` (a shard's share of the batch) when given: the numbers of
+/// [`shard_loss`] and its backward pass. `None` where a layer does not run fused for these
+/// images.
+fn chain_shard(
+    links: &[crate::kernels::Link<'_>],
     config: &TrainConfig,
     x: Tensor<4>,
     target: Tensor<4>,
     weight: Option<f64>,
-) -> (f32, GradientsParams) {
+) -> Option<(f32, GradientsParams)> {
     let kind = fused_kind(config.loss, config.model.activation());
     let scale = 1.0 / target.shape().num_elements() as f64;
-    crate::kernels::dense_pass(
-        layers,
+    crate::kernels::chain_pass(
+        links,
         x,
         target,
         kind,
         scale as f32,
         weight.map(|w| w as f32),
     )
+}
+
+/// The shards' losses and gradients from [`chain_shard`], each shard on its own thread as
+/// in the graph's step (a batch trained whole on the calling thread); `None` where the
+/// model's layers do not all run fused.
+fn chain_shards(
+    model: &Autoencoder,
+    config: &TrainConfig,
+    n: usize,
+    ranges: &[Range<usize>],
+    inputs: &(dyn Fn(Range<usize>) -> (Tensor<4>, Tensor<4>) + Sync),
+) -> Option<Vec<(f32, GradientsParams)>> {
+    let links = model.chain()?;
+    let shard = |r: &Range<usize>| {
+        let (x, target) = inputs(r.clone());
+        let w = (ranges.len() > 1).then(|| r.len() as f64 / n as f64);
+        chain_shard(&links, config, x, target, w)
+    };
+    if let [r] = ranges {
+        return shard(r).map(|one| vec![one]);
+    }
+    crate::kernels::tasks(ranges.len(), |i| {
+        crate::kernels::as_task(|| shard(&ranges[i]))
+    })
+    .into_iter()
+    .collect()
 }
 
 /// `n` images cut into `k` contiguous shards whose sizes differ by at most one.
@@ -336,18 +363,9 @@ fn step_on(
         false => 1,
     };
     let ranges = shard_ranges(n, shards);
-    if read_now {
-        if let Some(layers) = model.dense_layers() {
-            let parts = crate::kernels::tasks(ranges.len(), |i| {
-                let r = &ranges[i];
-                crate::kernels::as_task(|| {
-                    let (x, target) = inputs(r.clone());
-                    let w = (ranges.len() > 1).then(|| r.len() as f64 / n as f64);
-                    dense_shard(&layers, config, x, target, w)
-                })
-            });
-            drop(layers);
-            let (losses, parts): (Vec<f32>, Vec<GradientsParams>) = parts.into_iter().unzip();
+    if read_now && eps.is_none() {
+        if let Some(done) = chain_shards(&model, config, n, &ranges, inputs) {
+            let (losses, parts): (Vec<f32>, Vec<GradientsParams>) = done.into_iter().unzip();
             let v: f64 = losses.into_iter().map(f64::from).sum();
             if !v.is_finite() {
                 return (model, StepLoss::Read(v));
@@ -501,6 +519,7 @@ pub(crate) fn noisy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Link;
     use crate::model::arch::{Init, ModelSpec};
     use crate::model::stack::Block;
     use crate::model::{Activation, ModelConfig, PRESETS};
@@ -522,13 +541,21 @@ mod tests {
         Tensor::<1>::from_floats(v.as_slice(), device).reshape([n, 1, 28, 28])
     }
 
-    /// The values of a gradient.
-    fn values<const D: usize>(g: &mut GradientsParams, id: burn::module::ParamId) -> Vec<f32> {
-        g.remove::<D>(id)
-            .expect("a gradient for every parameter")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32")
+    /// Takes the gradient of every parameter of the visited model out of `grads`, in order.
+    struct Take<'a> {
+        grads: &'a mut GradientsParams,
+        out: Vec<Vec<f32>>,
+    }
+
+    impl ModuleVisitor for Take<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let g = self
+                .grads
+                .remove::<D>(param.id)
+                .expect("a gradient for every parameter");
+            self.out
+                .push(g.into_data().try_to_vec::<f32>().expect("f32 values"));
+        }
     }
 
     /// Asserts that `a` and `b` hold the same values, bit for bit.
@@ -536,6 +563,52 @@ mod tests {
         assert_eq!(a.len(), b.len(), "{what}: sizes");
         let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits());
         assert_eq!(differ.count(), 0, "{what}: values that differ");
+    }
+
+    /// Asserts that the chain's pass gives the graph's loss and gradients, bit for bit, on
+    /// `n` images, whole (outside a task, as a batch trained whole) or as a shard weighted by
+    /// `weight` (inside a task, as the step runs shards).
+    fn same_as_the_graph(model: &Autoencoder, config: &TrainConfig, n: usize, weight: Option<f64>) {
+        let device = Device::flex().autodiff();
+        let case = format!("{:?} {:?} n={n}", config.model.activation(), config.loss);
+        let x = sparse_images(n, n as u32, &device);
+        let links = model.chain().expect("layers that run fused");
+        let run = || {
+            let m = model.clone().map(&mut Leaves);
+            let mut l = shard_loss(&m, config, x.clone(), x.clone(), None);
+            if let Some(w) = weight {
+                l = l.mul_scalar(w);
+            }
+            let want = l.clone().into_scalar::<f32>();
+            let graph = GradientsParams::from_grads(l.backward(), &m);
+            let got = chain_shard(&links, config, x.clone(), x.clone(), weight);
+            (want, graph, got.expect("every layer runs fused"))
+        };
+        let (want, mut graph, (got, mut chain)) = match weight {
+            Some(_) => crate::kernels::as_task(run),
+            None => run(),
+        };
+        assert_eq!(got.to_bits(), want.to_bits(), "{case}: loss");
+        let take = |grads: &mut GradientsParams| {
+            let mut t = Take {
+                grads,
+                out: Vec::new(),
+            };
+            model.visit(&mut t);
+            t.out
+        };
+        let (a, b) = (take(&mut chain), take(&mut graph));
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                a.iter().any(|&v| v != 0.0),
+                "{case}: parameter {i} has a gradient"
+            );
+            same_bits(a, b, &format!("{case}: parameter {i}"));
+        }
+        assert!(
+            chain.is_empty() && graph.is_empty(),
+            "{case}: no other gradient"
+        );
     }
 
     #[test]
@@ -566,77 +639,85 @@ mod tests {
             let bias: Vec<f32> = (0..80)
                 .map(|u| if u % 10 < 3 { -1e3 } else { 0.1 })
                 .collect();
-            l.bias = Some(burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+            l.bias = Some(Param::from_tensor(Tensor::<1>::from_floats(
                 bias.as_slice(),
                 &device,
             )));
             let mut config = TrainConfig::for_model(mc);
             config.loss = kind;
-            let layers = model.dense_layers().expect("linear layers only");
-            assert_eq!(layers.len(), 4);
-            for (n, weight) in [(64, None), (37, Some(37.0 / 100.0))] {
-                let x = sparse_images(n, n as u32, &device);
-                let m = model.clone().map(&mut Leaves);
-                let mut l = shard_loss(&m, &config, x.clone(), x.clone(), None);
-                if let Some(w) = weight {
-                    l = l.mul_scalar(w);
-                }
-                let want = l.clone().into_scalar::<f32>();
-                let mut graph = GradientsParams::from_grads(l.backward(), &m);
-                let (got, mut dense) = dense_shard(&layers, &config, x.clone(), x, weight);
-                let case = format!("{act:?} {kind:?} n={n}");
-                assert_eq!(got.to_bits(), want.to_bits(), "{case}: loss");
-                for layer in &layers {
-                    let w = layer.linear.weight.id;
-                    let dw = values::<2>(&mut dense, w);
-                    assert!(dw.iter().any(|&v| v != 0.0), "{case}: a gradient");
-                    same_bits(
-                        &dw,
-                        &values::<2>(&mut graph, w),
-                        &format!("{case}: weights"),
-                    );
-                    let b = layer.linear.bias.as_ref().expect("a bias").id;
-                    let db = values::<1>(&mut dense, b);
-                    same_bits(&db, &values::<1>(&mut graph, b), &format!("{case}: bias"));
-                }
-                assert!(
-                    dense.is_empty() && graph.is_empty(),
-                    "{case}: no other gradient"
-                );
-            }
+            same_as_the_graph(&model, &config, 64, None);
+            same_as_the_graph(&model, &config, 37, Some(37.0 / 100.0));
         }
     }
 
     #[test]
-    fn only_models_of_linear_layers_are_trained_without_the_graph() {
+    fn convolutional_models_get_the_graphs_loss_and_gradients_bit_for_bit() {
+        // conv64 (convolutions, transposed convolutions, the mean pooling, reshapes) and a
+        // model with max pooling and upsampling; 20 images whole are cut in parts by each
+        // convolution, as a batch trained whole is.
+        let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
-        let dense = |enc: &str, dec: &str| {
+        let pools = ModelSpec::parse(
+            "conv(8,3,s1,p1) relu maxpool(2) conv(8,3,s2,p1) relu flatten linear(10)",
+            "linear(392) relu reshape(8,7,7) upsample(2) conv(4,3,s1,p1) relu convt(1,4,s2,p1)",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        )
+        .unwrap();
+        for mc in [
+            ModelConfig::preset(PRESETS[0]).with_latent(16).unwrap(),
+            ModelConfig::custom(pools).unwrap(),
+        ] {
+            let model = mc.init(&device).unwrap();
+            let config = TrainConfig::for_model(mc);
+            same_as_the_graph(&model, &config, 20, None);
+            same_as_the_graph(&model, &config, 13, Some(13.0 / 32.0));
+        }
+    }
+
+    #[test]
+    fn only_models_of_fused_layers_are_trained_without_the_graph() {
+        let device = Device::flex().autodiff();
+        let chain = |enc: &str, dec: &str| {
             let spec =
                 ModelSpec::parse(enc, dec, Activation::Sigmoid, false, Init::Pytorch).unwrap();
             let m = ModelConfig::custom(spec).unwrap().init(&device).unwrap();
-            m.dense_layers()
-                .map(|l| l.iter().map(|l| (l.relu, l.after_relu)).collect::<Vec<_>>())
+            m.chain().map(|links| {
+                links
+                    .iter()
+                    .map(|l| match l {
+                        Link::Linear {
+                            relu, after_relu, ..
+                        } => format!("linear {relu} {after_relu}"),
+                        Link::Conv { relu, .. } => format!("conv {relu}"),
+                        Link::ConvT { relu, .. } => format!("convt {relu}"),
+                        other => format!("{other:?}").chars().take(7).collect(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
         };
-        // The flags of `run`: a ReLU after a layer fused, and the next layer told so within
-        // its half.
+        // The flags of `run`: a ReLU after a layer fused, and a linear layer told that its
+        // input is a ReLU's output within its half.
         assert_eq!(
-            dense(
+            chain(
                 "flatten linear(32) relu linear(4) relu",
                 "linear(32) relu linear(784) reshape(1,28,28)"
-            ),
-            Some(vec![
-                (true, false),
-                (true, true),
-                (true, false),
-                (false, true)
-            ])
+            )
+            .as_deref(),
+            Some(
+                "Flatten, linear true false, linear true true, linear true false, \
+                 linear false true, Reshape"
+            )
         );
         assert_eq!(
-            dense(
-                "flatten linear(32) linear(4)",
-                "linear(784) reshape(1,28,28)"
-            ),
-            Some(vec![(false, false), (false, false), (false, false)])
+            chain(
+                "conv(4,3,s2,p1) relu flatten linear(4)",
+                "linear(784) relu reshape(1,28,28)"
+            )
+            .as_deref(),
+            Some("conv true, Flatten, linear false false, linear true false, Reshape")
         );
         for (enc, dec) in [
             (
@@ -651,14 +732,15 @@ mod tests {
                 "flatten linear(32) bn relu linear(4)",
                 "linear(784) reshape(1,28,28)",
             ),
+            ("relu flatten linear(4)", "linear(784) reshape(1,28,28)"),
             (
-                "conv(4,3,s2,p1) relu flatten linear(4)",
+                "avgpool(2,2) flatten linear(4)",
                 "linear(784) reshape(1,28,28)",
             ),
         ] {
-            assert_eq!(dense(enc, dec), None, "{enc} | {dec}");
+            assert_eq!(chain(enc, dec), None, "{enc} | {dec}");
         }
         let vae = ModelConfig::preset(PRESETS[5]).init(&device).unwrap();
-        assert!(vae.dense_layers().is_none(), "a variational model");
+        assert!(vae.chain().is_none(), "a variational model");
     }
 }

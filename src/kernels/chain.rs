@@ -1,0 +1,335 @@
+//! A training pass of a chain of layers, forward and backward, without autodiff's graph.
+//!
+//! For a model whose layers all run as the fused operations of this module (linear layers,
+//! convolutions and transposed convolutions, each followed or not by a ReLU, mean and max
+//! pooling, nearest upsampling, flattens and reshapes), the chain rule is a fixed sequence:
+//! each layer's backward pass takes the gradient of its output and gives those of its
+//! parameters and its input. burn's autodiff records every operation of a shard in a graph,
+//! registered behind one lock for the process, and walks it back; for steps of one or a few
+//! milliseconds that bookkeeping, the shards' fresh leaves and the gradients' map cost a
+//! noticeable part of the step, more so on two threads (BENCHMARKS.md). Here the same kernels
+//! run in the same order on the same tensors, so the gradients have the same bits as the
+//! graph's (tested), without the graph.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::interpolate::Interpolate2d;
+use burn::nn::pool::MaxPool2d;
+use burn::nn::Linear;
+use burn::optim::GradientsParams;
+use burn::tensor::{Shape, Tensor};
+
+use super::conv::{self, Parts};
+use super::flex::{
+    linear_forward, live_input_grad, mean_pool_backward, mean_pool_forward, product,
+    relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
+};
+use super::flex_loss::recon_loss_and_grad;
+use super::pool::{
+    max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
+};
+use super::LossKind;
+
+/// A layer of a chain, as the model's forward pass runs it (see `model::stack::run`).
+#[derive(Debug, Clone, Copy)]
+pub enum Link<'a> {
+    /// A linear layer with its bias, followed by a ReLU (`relu`), taking a ReLU's output
+    /// (`after_relu`, which lets its input gradient skip the units no image turned on).
+    Linear {
+        /// The layer.
+        layer: &'a Linear,
+        /// A ReLU follows, fused.
+        relu: bool,
+        /// Its input is a ReLU's output.
+        after_relu: bool,
+    },
+    /// A convolution with its bias, followed by a ReLU when `relu`.
+    Conv {
+        /// The layer.
+        layer: &'a Conv2d,
+        /// A ReLU follows, fused.
+        relu: bool,
+    },
+    /// A transposed convolution with its bias, followed by a ReLU when `relu`.
+    ConvT {
+        /// The layer.
+        layer: &'a ConvTranspose2d,
+        /// A ReLU follows, fused.
+        relu: bool,
+    },
+    /// Adaptive average pooling to one value per channel.
+    MeanPool,
+    /// Max pooling.
+    MaxPool(&'a MaxPool2d),
+    /// Nearest-neighbour resizing.
+    Upsample(&'a Interpolate2d),
+    /// The values of each image as one row.
+    Flatten,
+    /// The values of each image as `[c, h, w]`.
+    Reshape([usize; 3]),
+}
+
+/// What the backward pass of one link keeps from its forward pass (one per layer of a
+/// shard: their sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Kept {
+    Linear {
+        x: FlexTensor,
+        sparse: bool,
+        live: Option<Vec<usize>>,
+        w: FlexTensor,
+        y: Option<FlexTensor>,
+    },
+    Conv {
+        transposed: bool,
+        parts: Parts,
+    },
+    MeanPool(Shape),
+    MaxPool(MaxPoolSaved),
+    Upsample(Shape),
+    Shape,
+}
+
+/// `t`'s flex tensor (the value of a parameter or an input on the flex device).
+fn on_flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    t.inner()
+        .try_into_primitive::<Flex>()
+        .expect("the chain's pass runs on the flex device")
+}
+
+/// A parameter's value as a flex tensor.
+fn value<const D: usize>(p: &Param<Tensor<D>>) -> FlexTensor {
+    on_flex(p.val())
+}
+
+/// A gradient as the optimizer takes it.
+fn grad<const D: usize>(t: FlexTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(t)
+}
+
+/// `t` as rows (`[n, k]`), as a linear layer takes it.
+fn rows(t: FlexTensor) -> FlexTensor {
+    let s = t.layout().shape();
+    let n = s[0];
+    let k = s.num_elements() / n.max(1);
+    if s.num_dims() == 2 {
+        t
+    } else {
+        t.reshape(Shape::new([n, k]))
+    }
+}
+
+/// `t` as images (`[n, c, h, w]`); rows become `[n, k, 1, 1]`, as `model::stack` turns them.
+fn images(t: FlexTensor) -> FlexTensor {
+    let s = t.layout().shape();
+    if s.num_dims() == 4 {
+        t
+    } else {
+        let n = s[0];
+        let k = s.num_elements() / n.max(1);
+        t.reshape(Shape::new([n, k, 1, 1]))
+    }
+}
+
+/// The dims of images from [`images`].
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// The bias of a layer of a chain.
+fn bias<const D: usize>(b: &Option<Param<Tensor<D>>>) -> &Param<Tensor<D>> {
+    b.as_ref().expect("the layers of a chain have biases")
+}
+
+/// The loss of a shard for a chain of layers, and the gradients of its parameters.
+///
+/// `links` run in order on `x`; the last one's output (logits) is compared with `target` by
+/// `kind`, summed and scaled by `scale`, then multiplied by `weight` when given (a shard's
+/// share of the batch). Returns that value and the gradient of every parameter, by id: what
+/// `GradientsParams::from_grads(loss.backward(), model)` gives for the same model run
+/// through the module's fused operations and [`super::recon_loss`], bit for bit. `None`
+/// where one of the layers does not run as a fused operation for this input (burn's own
+/// operation then runs in the graph's pass).
+///
+/// The layers with parameters must have biases, and the device must be flex
+/// ([`super::fused_here`]).
+pub fn chain_pass(
+    links: &[Link<'_>],
+    x: Tensor<4>,
+    target: Tensor<4>,
+    kind: LossKind,
+    scale: f32,
+    weight: Option<f32>,
+) -> Option<(f32, GradientsParams)> {
+    let mut h = on_flex(x);
+    let mut kept = Vec::with_capacity(links.len());
+    // Whether `h` depends on a parameter: the data does not, and its gradient is not wanted.
+    let mut tracked = false;
+    for link in links {
+        let (y, k) = match *link {
+            Link::Linear {
+                layer,
+                relu,
+                after_relu,
+            } => {
+                let w = value(&layer.weight);
+                let x = rows(h);
+                let (y, sparse, live) = linear_forward(
+                    x.clone(),
+                    w.clone(),
+                    &value(bias(&layer.bias)),
+                    relu,
+                    (!tracked, tracked && after_relu),
+                );
+                let y_kept = relu.then(|| y.clone());
+                let k = Kept::Linear {
+                    x,
+                    sparse,
+                    live,
+                    w,
+                    y: y_kept,
+                };
+                (y, k)
+            }
+            Link::Conv { layer, relu } => {
+                let x = images(h);
+                let (s, p) = super::conv2d_args(layer, dims4(&x))?;
+                let w = value(&layer.weight);
+                let b = value(bias(&layer.bias));
+                let (y, mut parts) = conv::conv2d_forward(&x, &w, &b, (s, p, relu), true);
+                parts.keep_weight(tracked.then_some(w));
+                let k = Kept::Conv {
+                    transposed: false,
+                    parts,
+                };
+                (y, k)
+            }
+            Link::ConvT { layer, relu } => {
+                let x = images(h);
+                let (s, p, op) = super::conv_transpose2d_args(layer, dims4(&x))?;
+                let w = value(&layer.weight);
+                let b = value(bias(&layer.bias));
+                let (y, mut parts) =
+                    conv::conv_transpose2d_forward(&x, &w, &b, (s, p, op, relu), true);
+                parts.keep_weight(tracked.then_some(w));
+                let k = Kept::Conv {
+                    transposed: true,
+                    parts,
+                };
+                (y, k)
+            }
+            Link::MeanPool => {
+                let x = images(h);
+                let [b, c, hh, ww] = dims4(&x);
+                if b * c * hh * ww == 0 {
+                    return None;
+                }
+                let shape = x.layout().shape().clone();
+                (mean_pool_forward(&x), Kept::MeanPool(shape))
+            }
+            Link::MaxPool(layer) => {
+                let x = images(h);
+                let (k, s) = super::max_pool_args(layer, dims4(&x))?;
+                let (y, saved) = max_pool_forward(&x, k, s, tracked);
+                (y, Kept::MaxPool(saved))
+            }
+            Link::Upsample(layer) => {
+                let x = images(h);
+                let out = super::upsample_args(layer, dims4(&x))?;
+                let shape = x.layout().shape().clone();
+                (upsample_forward(&x, out), Kept::Upsample(shape))
+            }
+            Link::Flatten => (rows(h), Kept::Shape),
+            Link::Reshape([c, hh, ww]) => {
+                let n = h.layout().shape()[0];
+                (h.reshape(Shape::new([n, c, hh, ww])), Kept::Shape)
+            }
+        };
+        tracked |= matches!(
+            link,
+            Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
+        );
+        kept.push((y.layout().shape().clone(), k));
+        h = y;
+    }
+    let (logits, target) = (rows(h), rows(on_flex(target)));
+    let (mut loss, g) = recon_loss_and_grad(&logits, &target, kind, scale, true);
+    drop((logits, target));
+    let mut g = g.expect("the loss's gradient was asked for");
+    if let Some(w) = weight {
+        loss *= w;
+        g = scale_by(g, &tensor(vec![w], Shape::new([1])));
+    }
+    let mut grads = GradientsParams::new();
+    // Back from the last link to the first one with parameters: the data's gradient is not
+    // wanted.
+    let first = links.iter().position(|l| {
+        matches!(
+            l,
+            Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
+        )
+    });
+    let Some(first) = first else {
+        return Some((loss, grads));
+    };
+    for (i, (link, (out_shape, k))) in links.iter().zip(kept).enumerate().rev() {
+        if i < first {
+            break;
+        }
+        g = g.reshape(out_shape);
+        g = match (k, *link) {
+            (
+                Kept::Linear {
+                    x,
+                    sparse,
+                    live,
+                    w,
+                    y,
+                },
+                Link::Linear { layer, .. },
+            ) => {
+                let (masked, db) = relu_mask_and_bias_grad(g, y.as_ref());
+                let o = db.len();
+                let dw = match sparse {
+                    true => sparse_t_product(x, masked.clone()),
+                    false => product(x, true, masked.clone(), false),
+                };
+                grads.register(layer.weight.id, grad::<2>(dw));
+                grads.register(bias(&layer.bias).id, grad::<1>(tensor(db, Shape::new([o]))));
+                if i == first {
+                    break;
+                }
+                match live {
+                    Some(live) => live_input_grad(masked, w, &live),
+                    None => product(masked, false, w, true),
+                }
+            }
+            (Kept::Conv { transposed, parts }, link) => {
+                let (dx, dw, db) = match transposed {
+                    false => conv::conv2d_backward(g, parts),
+                    true => conv::conv_transpose2d_backward(g, parts),
+                };
+                let (w_id, b_id) = match link {
+                    Link::Conv { layer, .. } => (layer.weight.id, bias(&layer.bias).id),
+                    Link::ConvT { layer, .. } => (layer.weight.id, bias(&layer.bias).id),
+                    _ => unreachable!("a convolution's state comes from a convolution"),
+                };
+                grads.register(w_id, grad::<4>(dw.expect("the weight's data was kept")));
+                grads.register(b_id, grad::<1>(db));
+                if i == first {
+                    break;
+                }
+                dx.expect("the weight was kept for the input's gradient")
+            }
+            (Kept::MeanPool(shape), _) => mean_pool_backward(&g, shape),
+            (Kept::MaxPool(saved), _) => max_pool_backward(&g, &saved),
+            (Kept::Upsample(shape), _) => upsample_backward(&g, shape),
+            (Kept::Shape, _) => g,
+            (Kept::Linear { .. }, _) => unreachable!("a linear layer's state comes from one"),
+        };
+    }
+    Some((loss, grads))
+}
