@@ -17,16 +17,18 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::Interpolate2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::Linear;
+use burn::nn::{BatchNorm, Dropout, Linear};
 use burn::optim::GradientsParams;
 use burn::tensor::{Shape, Tensor};
 
 use super::conv::{self, Parts};
+use super::dropout::DropoutSaved;
 use super::flex::{
     linear_forward, live_input_grad, mean_pool_backward, mean_pool_forward, product,
     relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
 };
 use super::flex_loss::recon_loss_and_grad;
+use super::norm::{self, NormSaved};
 use super::pool::{
     max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
 };
@@ -59,6 +61,16 @@ pub enum Link<'a> {
         /// A ReLU follows, fused.
         relu: bool,
     },
+    /// Batch normalisation with the batch's statistics (training), followed by a ReLU when
+    /// `relu`; the layer's running statistics are updated as its forward pass runs.
+    Norm {
+        /// The layer.
+        layer: &'a BatchNorm,
+        /// A ReLU follows, fused.
+        relu: bool,
+    },
+    /// Dropout, with the step's seeds (see [`super::dropout`]).
+    Dropout(&'a Dropout),
     /// Adaptive average pooling to one value per channel.
     MeanPool,
     /// Max pooling.
@@ -69,6 +81,16 @@ pub enum Link<'a> {
     Flatten,
     /// The values of each image as `[c, h, w]`.
     Reshape([usize; 3]),
+}
+
+impl Link<'_> {
+    /// Whether the link has parameters (its input's gradient is then wanted after it).
+    fn has_parameters(&self) -> bool {
+        matches!(
+            self,
+            Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. } | Link::Norm { .. }
+        )
+    }
 }
 
 /// What the backward pass of one link keeps from its forward pass (one per layer of a
@@ -86,6 +108,8 @@ enum Kept {
         transposed: bool,
         parts: Parts,
     },
+    Norm(NormSaved),
+    Dropout(DropoutSaved),
     MeanPool(Shape),
     MaxPool(MaxPoolSaved),
     Upsample(Shape),
@@ -150,7 +174,9 @@ fn bias<const D: usize>(b: &Option<Param<Tensor<D>>>) -> &Param<Tensor<D>> {
 /// `kind`, summed and scaled by `scale`, then multiplied by `weight` when given (a shard's
 /// share of the batch). Returns that value and the gradient of every parameter, by id: what
 /// `GradientsParams::from_grads(loss.backward(), model)` gives for the same model run
-/// through the module's fused operations and [`super::recon_loss`], bit for bit. `None`
+/// through the module's fused operations and [`super::recon_loss`], bit for bit, with the
+/// same updates of batch norms' running statistics and the same dropout choices (inside
+/// [`super::with_step_draws`], as the graph's pass runs). `None`
 /// where one of the layers does not run as a fused operation for this input (burn's own
 /// operation then runs in the graph's pass).
 ///
@@ -164,6 +190,7 @@ pub fn chain_pass(
     scale: f32,
     weight: Option<f32>,
 ) -> Option<(f32, GradientsParams)> {
+    let device = x.device();
     let mut h = on_flex(x);
     let mut kept = Vec::with_capacity(links.len());
     // Whether `h` depends on a parameter: the data does not, and its gradient is not wanted.
@@ -221,6 +248,31 @@ pub fn chain_pass(
                 };
                 (y, k)
             }
+            Link::Norm { layer, relu } => {
+                let dims: Vec<usize> = h.layout().shape().as_slice().to_vec();
+                if dims.iter().product::<usize>() == 0 || !layer.training.is_enabled() {
+                    return None;
+                }
+                let (gamma, beta) = (value(&layer.gamma), value(&layer.beta));
+                let (y, mean, var, saved) = norm::forward(&h, &gamma, &beta, layer.epsilon, relu);
+                let batch = |t| Tensor::<1>::from_inner(Tensor::from_primitive::<Flex>(t));
+                super::update_running_stats(layer, batch(mean), batch(var), &dims, &device);
+                (y, Kept::Norm(saved))
+            }
+            Link::Dropout(layer) => {
+                let n = h.layout().num_elements();
+                let active = layer.training.is_enabled() && layer.prob > 0.0 && n > 0;
+                if !active {
+                    (h, Kept::Shape)
+                } else if layer.prob < 1.0 {
+                    let rows = h.layout().shape()[0];
+                    let (seed, first) = super::dropout_seed(n, rows, &device);
+                    let d = DropoutSaved::new(seed, 1.0 - layer.prob, first);
+                    (d.forward(h), Kept::Dropout(d))
+                } else {
+                    return None;
+                }
+            }
             Link::MeanPool => {
                 let x = images(h);
                 let [b, c, hh, ww] = dims4(&x);
@@ -248,10 +300,7 @@ pub fn chain_pass(
                 (h.reshape(Shape::new([n, c, hh, ww])), Kept::Shape)
             }
         };
-        tracked |= matches!(
-            link,
-            Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
-        );
+        tracked |= link.has_parameters();
         kept.push((y.layout().shape().clone(), k));
         h = y;
     }
@@ -266,12 +315,7 @@ pub fn chain_pass(
     let mut grads = GradientsParams::new();
     // Back from the last link to the first one with parameters: the data's gradient is not
     // wanted.
-    let first = links.iter().position(|l| {
-        matches!(
-            l,
-            Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
-        )
-    });
+    let first = links.iter().position(Link::has_parameters);
     let Some(first) = first else {
         return Some((loss, grads));
     };
@@ -324,11 +368,23 @@ pub fn chain_pass(
                 }
                 dx.expect("the weight was kept for the input's gradient")
             }
+            (Kept::Norm(saved), Link::Norm { layer, .. }) => {
+                let (dx, dgamma, dbeta) = norm::backward(&g, &saved);
+                grads.register(layer.gamma.id, grad::<1>(dgamma));
+                grads.register(layer.beta.id, grad::<1>(dbeta));
+                if i == first {
+                    break;
+                }
+                dx
+            }
+            (Kept::Dropout(d), _) => d.backward(g),
             (Kept::MeanPool(shape), _) => mean_pool_backward(&g, shape),
             (Kept::MaxPool(saved), _) => max_pool_backward(&g, &saved),
             (Kept::Upsample(shape), _) => upsample_backward(&g, shape),
             (Kept::Shape, _) => g,
-            (Kept::Linear { .. }, _) => unreachable!("a linear layer's state comes from one"),
+            (Kept::Linear { .. } | Kept::Norm(_), _) => {
+                unreachable!("a layer's state comes from a layer of its kind")
+            }
         };
     }
     Some((loss, grads))

@@ -609,6 +609,19 @@ pub fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu_after: b
         );
         (relu_if(r.output), r.mean, r.variance)
     };
+    update_running_stats(layer, mean, var, &dims, &device);
+    y
+}
+
+/// Folds a training batch's per-channel `mean` and biased `var` (of an input of `dims`) into
+/// `layer`'s running statistics, as burn's `BatchNorm` does (the variance made unbiased).
+fn update_running_stats(
+    layer: &BatchNorm,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    dims: &[usize],
+    device: &Device,
+) {
     let n = dims.iter().product::<usize>() / dims[1];
     let unbiased = if n > 1 {
         n as f64 / (n - 1) as f64
@@ -617,7 +630,7 @@ pub fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu_after: b
     };
     let m = layer.momentum;
     let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>, k: f64| {
-        let running = state.value_sync().to_device(&device);
+        let running = state.value_sync().to_device(device);
         let new = running
             .mul_scalar(1.0 - m)
             .add(batch.detach().mul_scalar(m * k));
@@ -629,7 +642,6 @@ pub fn batch_norm<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu_after: b
     };
     update(&layer.running_mean, mean, 1.0);
     update(&layer.running_var, var, unbiased);
-    y
 }
 
 /// `layer`'s max pooling of `x`: one operation on the CPU (burn's pools through its 3-d kernel
@@ -705,16 +717,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let active = layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0;
     let n = x.shape().num_elements();
     if active && layer.prob < 1.0 && n > 0 && fused_here(&device) {
-        let rows = x.dims()[0].max(1);
-        let (seed, first) = STEP_DRAWS
-            .with_borrow_mut(|s| {
-                s.as_mut().map(|s| {
-                    let seed = s.draws.seed(s.next);
-                    s.next += 1;
-                    (seed, (s.first_row * (n / rows)) as u64)
-                })
-            })
-            .unwrap_or_else(|| (draw_seed(&device), 0));
+        let (seed, first) = dropout_seed(n, x.dims()[0], &device);
         let keep = 1.0 - layer.prob;
         let y = <burn::backend::Dispatch as FusedOps>::fused_dropout(
             x.into_dispatch(),
@@ -725,6 +728,22 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return Tensor::from_dispatch(y);
     }
     layer.forward(x)
+}
+
+/// The seed of a dropout call on `n` values in `rows` rows, and the number of its first value
+/// (see [`dropout`]): the step's next seed inside [`with_step_draws`], else one drawn from the
+/// backend's generator on `device`.
+fn dropout_seed(n: usize, rows: usize, device: &Device) -> (u64, u64) {
+    let rows = rows.max(1);
+    STEP_DRAWS
+        .with_borrow_mut(|s| {
+            s.as_mut().map(|s| {
+                let seed = s.draws.seed(s.next);
+                s.next += 1;
+                (seed, (s.first_row * (n / rows)) as u64)
+            })
+        })
+        .unwrap_or_else(|| (draw_seed(device), 0))
 }
 
 /// The seeds of one training step's dropout calls: seed `k` a hash of the step's own number

@@ -206,25 +206,31 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
 /// Appends the layers of `blocks` to `out` as [`run`] runs them (a `relu` after a linear
 /// layer or a convolution fused, `after_relu` from the layer before, from `false` at the
 /// start of `blocks`), for [`crate::kernels::chain_pass`]. `false` when `blocks` hold
-/// anything else: batch norm, dropout, average pooling other than to one value per channel,
-/// an activation other than a `relu` right after a layer with parameters, or parameters
-/// without a bias or not trained.
+/// anything else: average pooling other than to one value per channel, an activation other
+/// than a `relu` right after a layer with parameters, a batch norm not in training mode, or
+/// parameters without a bias or not trained.
 pub fn chain<'a>(blocks: &'a [Block], out: &mut Vec<Link<'a>>) -> bool {
-    fn trained<const D: usize>(w: &Param<Tensor<D>>, b: &Option<Param<Tensor<1>>>) -> bool {
-        w.val().is_require_grad() && b.as_ref().is_some_and(|b| b.val().is_require_grad())
+    fn trained<const D: usize>(w: &Param<Tensor<D>>, b: Option<&Param<Tensor<1>>>) -> bool {
+        w.val().is_require_grad() && b.is_some_and(|b| b.val().is_require_grad())
     }
     let mut i = 0;
     let mut after_relu = false;
     while i < blocks.len() {
         let relu = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
         let link = match &blocks[i] {
-            Block::Linear(l) if trained(&l.weight, &l.bias) => Link::Linear {
+            Block::Linear(l) if trained(&l.weight, l.bias.as_ref()) => Link::Linear {
                 layer: l,
                 relu,
                 after_relu,
             },
-            Block::Conv(c) if trained(&c.weight, &c.bias) => Link::Conv { layer: c, relu },
-            Block::ConvT(c) if trained(&c.weight, &c.bias) => Link::ConvT { layer: c, relu },
+            Block::Conv(c) if trained(&c.weight, c.bias.as_ref()) => Link::Conv { layer: c, relu },
+            Block::ConvT(c) if trained(&c.weight, c.bias.as_ref()) => {
+                Link::ConvT { layer: c, relu }
+            }
+            Block::Norm(n) if n.training.is_enabled() && trained(&n.gamma, Some(&n.beta)) => {
+                Link::Norm { layer: n, relu }
+            }
+            Block::Dropout(d) if d.prob < 1.0 => Link::Dropout(d),
             Block::Adaptive(m) if m.output_size == [1, 1] => Link::MeanPool,
             Block::MaxPool(m) => Link::MaxPool(m),
             Block::Upsample(m) => Link::Upsample(m),
@@ -235,7 +241,7 @@ pub fn chain<'a>(blocks: &'a [Block], out: &mut Vec<Link<'a>>) -> bool {
         let fused = relu
             && matches!(
                 link,
-                Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. }
+                Link::Linear { .. } | Link::Conv { .. } | Link::ConvT { .. } | Link::Norm { .. }
             );
         out.push(link);
         after_relu = fused;
