@@ -20,6 +20,10 @@
 //! - `dot`: the products whose two operands run along the inner dimension (weight gradients,
 //!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies.
 //!
+//! [`chain_pass`] trains a model whose layers all run as these operations without burn's
+//! autodiff graph: each shard's forward passes, the loss, then the backward passes in reverse,
+//! the same kernels in the same order, so the gradients are the graph's to the bit.
+//!
 //! [`drive`] runs training's loop on rayon's pool with helpers standing by, and [`as_task`]
 //! marks a shard of a batch, whose kernels then stay on its thread.
 //!
