@@ -380,12 +380,12 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let (logits, target) = (logits.into_primitive(), target.into_primitive());
         match LossBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (l, g) = recon_loss_and_grad(&logits, &target, kind, scale, true);
+                let (l, g) = recon_loss_and_grad(&logits, &target, kind, scale, Some(1.0));
                 let g = g.unwrap_or_else(|| tensor(Vec::new(), Shape::new([0])));
                 prep.finish(g, tensor(vec![l], Shape::new([1])))
             }
             OpsKind::UnTracked(prep) => {
-                let (l, _) = recon_loss_and_grad(&logits, &target, kind, scale, false);
+                let (l, _) = recon_loss_and_grad(&logits, &target, kind, scale, None);
                 prep.finish(tensor(vec![l], Shape::new([1])))
             }
         }

@@ -25,7 +25,7 @@ use super::conv::{self, Parts};
 use super::dropout::DropoutSaved;
 use super::flex::{
     linear_forward, live_input_grad, mean_pool_backward, mean_pool_forward, product,
-    relu_mask_and_bias_grad, scale_by, sparse_t_product, tensor,
+    relu_mask_and_bias_grad, sparse_t_product, tensor,
 };
 use super::flex_loss::recon_loss_and_grad;
 use super::norm::{self, NormSaved};
@@ -305,12 +305,14 @@ pub fn chain_pass(
         h = y;
     }
     let (logits, target) = (rows(h), rows(on_flex(target)));
-    let (mut loss, g) = recon_loss_and_grad(&logits, &target, kind, scale, true);
+    // A shard's weight multiplies the loss and, in the same pass, its gradient (as the
+    // graph's backward pass multiplies the gradient the loss kept).
+    let (mut loss, g) =
+        recon_loss_and_grad(&logits, &target, kind, scale, Some(weight.unwrap_or(1.0)));
     drop((logits, target));
     let mut g = g.expect("the loss's gradient was asked for");
     if let Some(w) = weight {
         loss *= w;
-        g = scale_by(g, &tensor(vec![w], Shape::new([1])));
     }
     let mut grads = GradientsParams::new();
     // Back from the last link to the first one with parameters: the data's gradient is not

@@ -282,7 +282,7 @@ impl FusedOps for Flex {
         kind: usize,
         scale: f32,
     ) -> FlexTensor {
-        let (l, _) = recon_loss_and_grad(&logits, &target, LossKind::from_code(kind), scale, false);
+        let (l, _) = recon_loss_and_grad(&logits, &target, LossKind::from_code(kind), scale, None);
         tensor(vec![l], Shape::new([1]))
     }
 

@@ -70,13 +70,14 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
 const LANE_SUM: usize = 256;
 
 /// One block of the sigmoid + squared-error loss pass: the sum of `(σ(x) − t)²` and, when
-/// `g` is given, `g = scale · 2(σ(x) − t)·σ(x)(1 − σ(x))`. A [`WithSimd`] operation so that
+/// `g` is given, `g = (scale · 2(σ(x) − t)·σ(x)(1 − σ(x))) · post`. A [`WithSimd`] operation so that
 /// pulp compiles it for the CPU's widest vectors (chosen at run time).
 struct SigmoidMse<'a> {
     x: &'a [f32],
     t: &'a [f32],
     g: Option<&'a mut [f32]>,
     scale: f32,
+    post: f32,
 }
 
 impl WithSimd for SigmoidMse<'_> {
@@ -85,12 +86,18 @@ impl WithSimd for SigmoidMse<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) -> f64 {
         #[inline(always)]
-        fn one(x: f32, t: f32, scale: f32) -> (f32, f32) {
+        fn one(x: f32, t: f32, scale: f32, post: f32) -> (f32, f32) {
             let a = 1.0 / (1.0 + exp_fast(-x));
             let d = a - t;
-            (d * d, 2.0 * d * a * (1.0 - a) * scale)
+            (d * d, 2.0 * d * a * (1.0 - a) * scale * post)
         }
-        let SigmoidMse { x, t, mut g, scale } = self;
+        let SigmoidMse {
+            x,
+            t,
+            mut g,
+            scale,
+            post,
+        } = self;
         let mut total = 0f64;
         for (i, (x, t)) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)).enumerate() {
             let mut lanes = [0f32; 16];
@@ -102,7 +109,7 @@ impl WithSimd for SigmoidMse<'_> {
             for (k, (x, t)) in x16.zip(t16).enumerate() {
                 let mut d = [0f32; 16];
                 for l in 0..16 {
-                    let (v, dl) = one(x[l], t[l], scale);
+                    let (v, dl) = one(x[l], t[l], scale, post);
                     lanes[l] += v;
                     d[l] = dl;
                 }
@@ -112,7 +119,7 @@ impl WithSimd for SigmoidMse<'_> {
             }
             let rest = x.len() - xr.len();
             for (k, (&x, &t)) in xr.iter().zip(tr).enumerate() {
-                let (v, d) = one(x, t, scale);
+                let (v, d) = one(x, t, scale, post);
                 lanes[0] += v;
                 if let Some(g) = g.as_deref_mut() {
                     g[rest + k] = d;
@@ -127,7 +134,12 @@ impl WithSimd for SigmoidMse<'_> {
 /// The sigmoid + squared-error loss (the default loss of every sigmoid preset) over blocks
 /// of [`BLOCK`] elements: each block's sum (see [`SigmoidMse`]), and `grad` written when it is
 /// not empty. The result does not depend on the thread count.
-fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec<f64> {
+fn sigmoid_mse_blocks(
+    x: &[f32],
+    t: &[f32],
+    grad: &mut [f32],
+    (scale, post): (f32, f32),
+) -> Vec<f64> {
     let arch = Arch::new();
     if grad.is_empty() {
         x.par_chunks(BLOCK)
@@ -138,6 +150,7 @@ fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec
                     t,
                     g: None,
                     scale,
+                    post,
                 })
             })
             .collect()
@@ -151,22 +164,25 @@ fn sigmoid_mse_blocks(x: &[f32], t: &[f32], grad: &mut [f32], scale: f32) -> Vec
                     t,
                     g: Some(g),
                     scale,
+                    post,
                 })
             })
             .collect()
     }
 }
 
-/// `scale · Σ loss` and, when `with_grad`, `scale · ∂loss/∂logit` per element. Partial sums
-/// are taken per block in f64 and added in block order, so the result does not depend on the
-/// thread count.
+/// `scale · Σ loss` and, when `grad_times` is given, `(scale · ∂loss/∂logit) · grad_times` per
+/// element (a scalar loss's incoming gradient, applied as the graph's backward pass applies
+/// it, in the same pass). Partial sums are taken per block in f64 and added in block order,
+/// so the result does not depend on the thread count.
 pub(super) fn recon_loss_and_grad(
     logits: &FlexTensor,
     target: &FlexTensor,
     kind: LossKind,
     scale: f32,
-    with_grad: bool,
+    grad_times: Option<f32>,
 ) -> (f32, Option<FlexTensor>) {
+    let (with_grad, post) = (grad_times.is_some(), grad_times.unwrap_or(1.0));
     let x = values(logits);
     let t = values(target);
     assert_eq!(
@@ -182,7 +198,7 @@ pub(super) fn recon_loss_and_grad(
     let sums: Vec<f64> = if kind == LossKind::SigmoidMse {
         let mut empty = Vec::new();
         let g = if with_grad { &mut grad } else { &mut empty };
-        sigmoid_mse_blocks(&x, &t, g, scale)
+        sigmoid_mse_blocks(&x, &t, g, (scale, post))
     } else if with_grad {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
@@ -192,7 +208,7 @@ pub(super) fn recon_loss_and_grad(
                 for ((&x, &t), g) in x.iter().zip(t).zip(g.iter_mut()) {
                     let (l, d) = loss_and_grad(kind, x, t);
                     s += l as f64;
-                    *g = d * scale;
+                    *g = d * scale * post;
                 }
                 s
             })
