@@ -62,7 +62,7 @@ pub enum Link<'a> {
         relu: bool,
     },
     /// Batch normalisation with the batch's statistics (training), followed by a ReLU when
-    /// `relu`; the layer's running statistics are updated as its forward pass runs.
+    /// `relu`; the layer's running statistics are updated after the forward pass.
     Norm {
         /// The layer.
         layer: &'a BatchNorm,
@@ -168,12 +168,34 @@ fn bias<const D: usize>(b: &Option<Param<Tensor<D>>>) -> &Param<Tensor<D>> {
     b.as_ref().expect("the layers of a chain have biases")
 }
 
+/// A shard's pass through a chain: its loss and gradients, and its batch norms' statistics,
+/// which [`finish`](Self::finish) folds into their running statistics once every shard of
+/// the step has run fused (a step sent back to the graph leaves them to the graph's pass).
+pub struct ShardPass<'a> {
+    loss: f32,
+    grads: GradientsParams,
+    stats: Vec<(&'a BatchNorm, FlexTensor, FlexTensor, Vec<usize>)>,
+    device: burn::tensor::Device,
+}
+
+impl ShardPass<'_> {
+    /// The loss and gradients, after updating the running statistics.
+    pub fn finish(self) -> (f32, GradientsParams) {
+        for (layer, mean, var, dims) in self.stats {
+            let batch = |t| Tensor::<1>::from_inner(Tensor::from_primitive::<Flex>(t));
+            super::update_running_stats(layer, batch(mean), batch(var), &dims, &self.device);
+        }
+        (self.loss, self.grads)
+    }
+}
+
 /// The loss of a shard for a chain of layers, and the gradients of its parameters.
 ///
 /// `links` run in order on `x`; the last one's output (logits) is compared with `target` by
 /// `kind`, summed and scaled by `scale`, then multiplied by `weight` when given (a shard's
-/// share of the batch). Returns that value and the gradient of every parameter, by id: what
-/// `GradientsParams::from_grads(loss.backward(), model)` gives for the same model run
+/// share of the batch). Returns that value and the gradient of every parameter, by id (see
+/// [`ShardPass`]): what `GradientsParams::from_grads(loss.backward(), model)` gives for the
+/// same model run
 /// through the module's fused operations and [`super::recon_loss`], bit for bit, with the
 /// same updates of batch norms' running statistics and the same dropout choices (inside
 /// [`super::with_step_draws`], as the graph's pass runs). `None`
@@ -182,17 +204,19 @@ fn bias<const D: usize>(b: &Option<Param<Tensor<D>>>) -> &Param<Tensor<D>> {
 ///
 /// The layers with parameters must have biases, and the device must be flex
 /// ([`super::fused_here`]).
-pub fn chain_pass(
-    links: &[Link<'_>],
+pub fn chain_pass<'a>(
+    links: &[Link<'a>],
     x: Tensor<4>,
     target: Tensor<4>,
     kind: LossKind,
     scale: f32,
     weight: Option<f32>,
-) -> Option<(f32, GradientsParams)> {
+) -> Option<ShardPass<'a>> {
     let device = x.device();
     let mut h = on_flex(x);
     let mut kept = Vec::with_capacity(links.len());
+    // Each batch norm's statistics, for its running statistics ([`ShardPass::finish`]).
+    let mut stats = Vec::new();
     // Whether `h` depends on a parameter: the data does not, and its gradient is not wanted.
     let mut tracked = false;
     for link in links {
@@ -255,8 +279,7 @@ pub fn chain_pass(
                 }
                 let (gamma, beta) = (value(&layer.gamma), value(&layer.beta));
                 let (y, mean, var, saved) = norm::forward(&h, &gamma, &beta, layer.epsilon, relu);
-                let batch = |t| Tensor::<1>::from_inner(Tensor::from_primitive::<Flex>(t));
-                super::update_running_stats(layer, batch(mean), batch(var), &dims, &device);
+                stats.push((layer, mean, var, dims));
                 (y, Kept::Norm(saved))
             }
             Link::Dropout(layer) => {
@@ -319,7 +342,12 @@ pub fn chain_pass(
     // wanted.
     let first = links.iter().position(Link::has_parameters);
     let Some(first) = first else {
-        return Some((loss, grads));
+        return Some(ShardPass {
+            loss,
+            grads,
+            stats,
+            device,
+        });
     };
     for (i, (link, (out_shape, k))) in links.iter().zip(kept).enumerate().rev() {
         if i < first {
@@ -389,5 +417,10 @@ pub fn chain_pass(
             }
         };
     }
-    Some((loss, grads))
+    Some(ShardPass {
+        loss,
+        grads,
+        stats,
+        device,
+    })
 }

@@ -39,7 +39,7 @@ mod dropout;
 mod flex;
 mod flex_loss;
 mod gather;
-pub use chain::{chain_pass, Link};
+pub use chain::{chain_pass, Link, ShardPass};
 pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;

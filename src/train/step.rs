@@ -113,13 +113,13 @@ fn shard_loss(
 /// weighted by `weight` (a shard's share of the batch) when given: the numbers of
 /// [`shard_loss`] and its backward pass. `None` where a layer does not run fused for these
 /// images.
-fn chain_shard(
-    links: &[crate::kernels::Link<'_>],
+fn chain_shard<'a>(
+    links: &[crate::kernels::Link<'a>],
     config: &TrainConfig,
     x: Tensor<4>,
     target: Tensor<4>,
     weight: Option<f64>,
-) -> Option<(f32, GradientsParams)> {
+) -> Option<crate::kernels::ShardPass<'a>> {
     let kind = fused_kind(config.loss, config.model.activation());
     let scale = 1.0 / target.shape().num_elements() as f64;
     crate::kernels::chain_pass(
@@ -150,14 +150,22 @@ fn chain_shards(
             chain_shard(&links, config, x, target, w)
         })
     };
-    if let [r] = ranges {
-        return shard(r).map(|one| vec![one]);
-    }
-    crate::kernels::tasks(ranges.len(), |i| {
-        crate::kernels::as_task(|| shard(&ranges[i]))
-    })
-    .into_iter()
-    .collect()
+    let passes: Option<Vec<_>> = if let [r] = ranges {
+        shard(r).map(|one| vec![one])
+    } else {
+        crate::kernels::tasks(ranges.len(), |i| {
+            crate::kernels::as_task(|| shard(&ranges[i]))
+        })
+        .into_iter()
+        .collect()
+    };
+    // Every shard ran fused: their batch norms' running statistics move on, in shard order.
+    Some(
+        passes?
+            .into_iter()
+            .map(crate::kernels::ShardPass::finish)
+            .collect(),
+    )
 }
 
 /// `n` images cut into `k` contiguous shards whose sizes differ by at most one.
@@ -621,7 +629,7 @@ mod tests {
         };
         let chain = || {
             crate::kernels::with_step_draws(draws, first, || {
-                chain_shard(&links, config, x.clone(), x.clone(), weight)
+                chain_shard(&links, config, x.clone(), x.clone(), weight).map(|p| p.finish())
             })
         };
         let ((want, mut graph), got) = match weight {
@@ -732,6 +740,39 @@ mod tests {
             same_as_the_graph(&mc, &config, 20, None, |_| {});
             same_as_the_graph(&mc, &config, 13, Some(13.0 / 32.0), |_| {});
         }
+    }
+
+    #[test]
+    fn running_statistics_move_only_when_the_chains_pass_is_finished() {
+        // A step that a layer sends back to the graph must leave them to the graph's pass.
+        let _rng = crate::rng_lock();
+        let device = Device::flex().autodiff();
+        let spec = ModelSpec::parse(
+            "conv(4,3,s2,p1) bn relu flatten linear(8)",
+            "linear(784) reshape(1,28,28)",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        );
+        let mc = ModelConfig::custom(spec.unwrap()).unwrap();
+        let model = crate::train::params::initial(&mc, 3, &device).unwrap();
+        let config = TrainConfig::for_model(mc);
+        let links = model.chain().expect("layers that run fused");
+        let x = sparse_images(8, 8, &device);
+        let before = running_stats(&model);
+        let pass = chain_shard(&links, &config, x.clone(), x, None).expect("fused");
+        assert_eq!(
+            running_stats(&model),
+            before,
+            "not before the pass is finished"
+        );
+        let _ = pass.finish();
+        let after = running_stats(&model);
+        assert_eq!(after.len(), 2);
+        assert!(
+            after.iter().zip(&before).all(|(a, b)| a != b),
+            "moved once finished"
+        );
     }
 
     #[test]
