@@ -1,8 +1,9 @@
 //! A training pass of a chain of layers, forward and backward, without autodiff's graph.
 //!
-//! For a model whose layers all run as the fused operations of this module (linear layers,
-//! convolutions and transposed convolutions, each followed or not by a ReLU, mean and max
-//! pooling, nearest upsampling, flattens and reshapes), the chain rule is a fixed sequence:
+//! For a model whose layers all run as the fused operations of [`super`] (linear layers,
+//! convolutions, transposed convolutions and batch norms, each followed or not by a ReLU,
+//! mean and max pooling, nearest upsampling, dropout, flattens and reshapes), the chain rule
+//! is a fixed sequence:
 //! each layer's backward pass takes the gradient of its output and gives those of its
 //! parameters and its input. burn's autodiff records every operation of a shard in a graph,
 //! registered behind one lock for the process, and walks it back; for steps of one or a few
@@ -195,12 +196,11 @@ impl ShardPass<'_> {
 /// `kind`, summed and scaled by `scale`, then multiplied by `weight` when given (a shard's
 /// share of the batch). Returns that value and the gradient of every parameter, by id (see
 /// [`ShardPass`]): what `GradientsParams::from_grads(loss.backward(), model)` gives for the
-/// same model run
-/// through the module's fused operations and [`super::recon_loss`], bit for bit, with the
-/// same updates of batch norms' running statistics and the same dropout choices (inside
-/// [`super::with_step_draws`], as the graph's pass runs). `None`
-/// where one of the layers does not run as a fused operation for this input (burn's own
-/// operation then runs in the graph's pass).
+/// same model run through the fused operations and [`super::recon_loss`], bit for bit, with
+/// the same updates of batch norms' running statistics and the same dropout choices (inside
+/// [`super::with_step_draws`], as the graph's pass runs). `None` where one of the layers
+/// does not run as a fused operation for this input (burn's own operation then runs in the
+/// graph's pass).
 ///
 /// The layers with parameters must have biases, and the device must be flex
 /// ([`super::fused_here`]).
