@@ -168,6 +168,17 @@ fn chain_shards(
     )
 }
 
+/// Frees what burn's autodiff still holds for the model's replaced parameters. Each update
+/// puts the parameters back as fresh tracked leaves, and burn-autodiff registers each in its
+/// graphs; it frees the entries of dropped tensors only after a backward pass, which a step
+/// through the chain never runs: without this, a run's memory grew with its steps (about 8
+/// MiB per epoch of conv64 on 20,000 images). The smallest backward pass (one value) sweeps
+/// them.
+fn sweep_graphs(device: &Device) {
+    let one = Tensor::<1>::zeros([1], device).require_grad();
+    let _ = one.sum().backward();
+}
+
 /// `n` images cut into `k` contiguous shards whose sizes differ by at most one.
 fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
     let k = k.clamp(1, n.max(1));
@@ -381,7 +392,9 @@ fn step_on(
             if !v.is_finite() {
                 return (model, StepLoss::Read(v));
             }
-            return (optim.update(at.lr, model, parts), StepLoss::Read(v));
+            let model = optim.update(at.lr, model, parts);
+            sweep_graphs(device);
+            return (model, StepLoss::Read(v));
         }
     }
     if ranges.len() == 1 {
