@@ -14,7 +14,7 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::Interpolate2d;
 use burn::nn::pool::MaxPool2d;
@@ -108,6 +108,8 @@ enum Kept {
     Conv {
         transposed: bool,
         parts: Parts,
+        /// The ids of the weight and the bias.
+        ids: (ParamId, ParamId),
     },
     Norm(NormSaved),
     Dropout(DropoutSaved),
@@ -255,6 +257,7 @@ pub fn chain_pass<'a>(
                 let k = Kept::Conv {
                     transposed: false,
                     parts,
+                    ids: (layer.weight.id, bias(&layer.bias).id),
                 };
                 (y, k)
             }
@@ -269,6 +272,7 @@ pub fn chain_pass<'a>(
                 let k = Kept::Conv {
                     transposed: true,
                     parts,
+                    ids: (layer.weight.id, bias(&layer.bias).id),
                 };
                 (y, k)
             }
@@ -381,15 +385,17 @@ pub fn chain_pass<'a>(
                     None => product(masked, false, w, true),
                 }
             }
-            (Kept::Conv { transposed, parts }, link) => {
+            (
+                Kept::Conv {
+                    transposed,
+                    parts,
+                    ids: (w_id, b_id),
+                },
+                _,
+            ) => {
                 let (dx, dw, db) = match transposed {
                     false => conv::conv2d_backward(g, parts),
                     true => conv::conv_transpose2d_backward(g, parts),
-                };
-                let (w_id, b_id) = match link {
-                    Link::Conv { layer, .. } => (layer.weight.id, bias(&layer.bias).id),
-                    Link::ConvT { layer, .. } => (layer.weight.id, bias(&layer.bias).id),
-                    _ => unreachable!("a convolution's state comes from a convolution"),
                 };
                 grads.register(w_id, grad::<4>(dw.expect("the weight's data was kept")));
                 grads.register(b_id, grad::<1>(db));
