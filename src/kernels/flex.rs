@@ -379,15 +379,16 @@ pub(super) fn adam_all(
         m.into_iter().map(owned).collect(),
         v.into_iter().map(owned).collect(),
     );
-    // Each parameter cut into blocks, all of them one parallel pass: small parameters share
-    // the threads with large ones. Each thread updates the same blocks at every step: a split
-    // that moved blocks between threads from step to step made the next step's shards slower
-    // (see BENCHMARKS.md).
-    let blocks: usize = params
-        .iter()
-        .map(|p| p.layout().num_elements().div_ceil(BLOCK))
-        .sum();
-    let split = rayon::current_num_threads().min(blocks) > 1;
+    // All parameters end to end, cut into one equal share of the values per thread (the
+    // same shares at every step: a split that moved values between threads from step to
+    // step made the next step's shards slower, see BENCHMARKS.md), each share into pieces
+    // of at most [`BLOCK`] values within one parameter: small parameters share a thread
+    // with large ones, and each thread has the same work.
+    let total: usize = params.iter().map(|p| p.layout().num_elements()).sum();
+    let threads = rayon::current_num_threads()
+        .min(total.div_ceil(BLOCK))
+        .max(1);
+    let split = threads > 1;
     let shapes: Vec<Shape> = params.iter().map(|p| p.layout().shape().clone()).collect();
     // Split over threads, the new values go to new memory. In place, a thread's stores would
     // first have to take each line of its share of the weights back from the other cores,
@@ -410,8 +411,11 @@ pub(super) fn adam_all(
             false => Weights::InPlace(owned(p)),
         })
         .collect();
-    let mut pieces = Vec::with_capacity(blocks);
+    // Thread `t`'s share: values `share(t) .. share(t + 1)` of all parameters end to end.
+    let share = |t: usize| t * total / threads;
+    let mut runs: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     let mut first = 0;
+    let mut offset = 0;
     for ((((p, m), v), &count), &step) in ps
         .iter_mut()
         .zip(ms.iter_mut())
@@ -421,26 +425,32 @@ pub(super) fn adam_all(
     {
         let g = &grads[first..first + count];
         first += count;
-        let (m, v) = (storage(m), storage(v));
+        let (mut m, mut v) = (storage(m), storage(v));
         let len = m.len();
         assert!(
             p.len() == len && v.len() == len && g.iter().all(|g| g.len() == len),
             "fused_adam_all: a gradient or moment of another size than its parameter"
         );
         let coef = AdamCoef::new(step, lr, beta_1, beta_2, epsilon, weight_decay);
-        for (k, ((p, m), v)) in p
-            .blocks()
-            .into_iter()
-            .zip(m.chunks_mut(BLOCK))
-            .zip(v.chunks_mut(BLOCK))
-            .enumerate()
-        {
-            let at = k * BLOCK..(k * BLOCK + m.len());
-            let g: Vec<&[f32]> = g.iter().map(|g| &g[at.clone()]).collect();
-            pieces.push((p, m, v, g, coef));
+        let mut p = p.dest();
+        let mut at = 0;
+        while at < len {
+            // The thread whose share holds this value, and where its share or this block ends.
+            let t = (1..threads)
+                .take_while(|&t| share(t) <= offset + at)
+                .count();
+            let end = (share(t + 1) - offset).min(len).min(at + BLOCK);
+            let (p_piece, p_rest) = p.split_at(end - at);
+            let (m_piece, m_rest) = std::mem::take(&mut m).split_at_mut(end - at);
+            let (v_piece, v_rest) = std::mem::take(&mut v).split_at_mut(end - at);
+            let g: Vec<&[f32]> = g.iter().map(|g| &g[at..end]).collect();
+            runs[t].push((p_piece, m_piece, v_piece, g, coef));
+            (p, m, v) = (p_rest, m_rest, v_rest);
+            at = end;
         }
+        offset += len;
     }
-    super::for_each_run(pieces, |(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
+    super::for_each_of_runs(runs, |(p, m, v, g, coef)| adam_piece(p, m, v, &g, coef));
     let ps = ps
         .into_iter()
         .zip(shapes)
@@ -468,6 +478,22 @@ enum Dest<'a> {
     Fresh(&'a [f32], &'a mut [std::mem::MaybeUninit<f32>]),
 }
 
+impl<'a> Dest<'a> {
+    /// The first `mid` values' destination, and the rest's.
+    fn split_at(self, mid: usize) -> (Dest<'a>, Dest<'a>) {
+        match self {
+            Dest::InPlace(p) => {
+                let (a, b) = p.split_at_mut(mid);
+                (Dest::InPlace(a), Dest::InPlace(b))
+            }
+            Dest::Fresh(old, new) => {
+                let ((o1, o2), (n1, n2)) = (old.split_at(mid), new.split_at_mut(mid));
+                (Dest::Fresh(o1, n1), Dest::Fresh(o2, n2))
+            }
+        }
+    }
+}
+
 impl Weights {
     fn len(&self) -> usize {
         match self {
@@ -476,15 +502,11 @@ impl Weights {
         }
     }
 
-    /// The parameter in blocks of [`BLOCK`] values.
-    fn blocks(&mut self) -> Vec<Dest<'_>> {
+    /// Where all of the parameter's new values go.
+    fn dest(&mut self) -> Dest<'_> {
         match self {
-            Weights::InPlace(t) => storage(t).chunks_mut(BLOCK).map(Dest::InPlace).collect(),
-            Weights::Fresh(old, new) => values_of(old)
-                .chunks(BLOCK)
-                .zip(new.chunks_mut(BLOCK))
-                .map(|(o, n)| Dest::Fresh(o, n))
-                .collect(),
+            Weights::InPlace(t) => Dest::InPlace(storage(t)),
+            Weights::Fresh(old, new) => Dest::Fresh(values_of(old), new),
         }
     }
 

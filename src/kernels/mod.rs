@@ -219,24 +219,16 @@ pub fn tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
         .collect()
 }
 
-/// `f` on every item of `items`, in parallel: the items cut into one run of consecutive items
-/// per thread of the pool, as equal in count as can be, each run a task of [`tasks`] (so the
-/// caller spins rather than sleeps while it waits for the last run). The same items go to the
-/// same task at every call with the same items.
-pub(crate) fn for_each_run<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync) {
-    let threads = rayon::current_num_threads().min(items.len());
-    if threads <= 1 {
-        items.into_iter().for_each(f);
+/// `f` on every item of every run of `runs`, each run a task of [`tasks`] (so the caller
+/// spins rather than sleeps while it waits for the last run): run `t` on the caller when
+/// `t` is 0, else on the pool.
+pub(crate) fn for_each_of_runs<I: Send>(runs: Vec<Vec<I>>, f: impl Fn(I) + Sync) {
+    if runs.len() <= 1 {
+        runs.into_iter().flatten().for_each(f);
         return;
     }
-    let n = items.len();
-    let mut items = items.into_iter();
-    let runs: Vec<std::sync::Mutex<Vec<I>>> = (0..threads)
-        .map(|t| {
-            let len = (t + 1) * n / threads - t * n / threads;
-            std::sync::Mutex::new(items.by_ref().take(len).collect())
-        })
-        .collect();
+    let threads = runs.len();
+    let runs: Vec<std::sync::Mutex<Vec<I>>> = runs.into_iter().map(std::sync::Mutex::new).collect();
     tasks(threads, |t| {
         let run = std::mem::take(
             &mut *runs[t]

@@ -273,8 +273,9 @@ fn adam_on_shards_is_adam_on_their_sum() {
     }
 }
 
-/// Split over two threads, Adam writes the new weights to new memory; on one, in place: the
-/// two give the same bits, weights and moments, over three steps.
+/// Split over threads, Adam writes the new weights to new memory; on one, in place: the two
+/// give the same bits, weights and moments, over three steps, whether the threads' shares
+/// of the values end at a block's end or inside one (two and three threads).
 #[test]
 fn adam_in_place_and_to_new_memory_agree() {
     let _rng = crate::rng_lock();
@@ -286,10 +287,14 @@ fn adam_in_place_and_to_new_memory_agree() {
             .build()
             .expect("a thread pool")
     };
-    let (one, two) = (pool(1), pool(2));
-    let (mut in_place, mut fresh) = (Adam::new(1e-8, 1e-3), Adam::new(1e-8, 1e-3));
-    let (mut a, mut b) = (start.clone(), start.clone());
-    // A copy of gradients for the same parameters (the two models share their ids).
+    let one = pool(1);
+    let mut in_place = Adam::new(1e-8, 1e-3);
+    let mut a = start.clone();
+    let mut split: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|n| (pool(n), Adam::new(1e-8, 1e-3), start.clone()))
+        .collect();
+    // A copy of gradients for the same parameters (the models share their ids).
     let copy = |parts: &[GradientsParams], m: &(Linear, Linear)| -> Vec<GradientsParams> {
         parts
             .iter()
@@ -304,11 +309,7 @@ fn adam_in_place_and_to_new_memory_agree() {
             })
             .collect()
     };
-    for _ in 0..3 {
-        let (grads, _) = shard_grads(&a, 2, &device);
-        let same = copy(&grads, &a);
-        a = one.install(|| in_place.step(1e-2, a, grads));
-        b = two.install(|| fresh.step(1e-2, b, same));
+    let same_weights = |a: &(Linear, Linear), b: &(Linear, Linear)| {
         for (la, lb) in [(&a.0, &b.0), (&a.1, &b.1)] {
             assert_eq!(la.weight.val().into_data(), lb.weight.val().into_data());
             assert_eq!(
@@ -316,14 +317,29 @@ fn adam_in_place_and_to_new_memory_agree() {
                 lb.bias.as_ref().unwrap().val().into_data()
             );
         }
+    };
+    for _ in 0..3 {
+        let (grads, _) = shard_grads(&a, 2, &device);
+        for (pool, fresh, b) in &mut split {
+            let same = copy(&grads, &a);
+            *b = pool.install(|| fresh.step(1e-2, b.clone(), same));
+        }
+        a = one.install(|| in_place.step(1e-2, a, grads));
+        for (_, _, b) in &split {
+            same_weights(&a, b);
+        }
     }
     assert!(max_diff(a.0.weight.val().inner(), start.0.weight.val().inner()) > 1e-3);
     // The moments too: the next step from each state moves the weights alike.
     let (grads, _) = shard_grads(&a, 1, &device);
-    let same = copy(&grads, &a);
+    for (_, fresh, b) in &mut split {
+        let same = copy(&grads, &a);
+        *b = one.install(|| fresh.step(1e-2, b.clone(), same));
+    }
     let a = one.install(|| in_place.step(1e-2, a, grads));
-    let b = one.install(|| fresh.step(1e-2, b, same));
-    assert_eq!(a.0.weight.val().into_data(), b.0.weight.val().into_data());
+    for (_, _, b) in &split {
+        same_weights(&a, b);
+    }
 }
 
 /// The state saved as burn's record and loaded again continues exactly where it was; a record
@@ -962,15 +978,23 @@ fn every_item_of_a_run_is_seen_once() {
         let seen: Vec<std::sync::atomic::AtomicUsize> = (0..n)
             .map(|_| std::sync::atomic::AtomicUsize::new(0))
             .collect();
-        super::drive(1, || {
-            super::for_each_run((0..n).collect(), |i: usize| {
-                seen[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            })
-        });
+        // Runs of every length, empty ones too, as many as the threads or more.
+        let runs = |k: usize| -> Vec<Vec<usize>> {
+            (0..k)
+                .map(|t| (t * n / k..(t + 1) * n / k).collect())
+                .collect()
+        };
+        for k in [1, 2, 5] {
+            super::drive(1, || {
+                super::for_each_of_runs(runs(k), |i: usize| {
+                    seen[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+            });
+        }
         assert!(
             seen.iter()
-                .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 1),
-            "{n} items"
+                .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 3),
+            "{n} items: once in each of the three calls"
         );
     }
 }
