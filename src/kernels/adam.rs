@@ -3,6 +3,7 @@
 //! [`AdamState`], and it is saved and loaded as burn's `ModuleOptimizer` record, so resume
 //! files are those of burn's optimizer.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -34,6 +35,10 @@ pub struct Adam {
     /// burn's Adam with the same settings: the update on other backends.
     fallback: BurnAdam,
     states: HashMap<ParamId, DynState>,
+    /// One empty tensor per rank, cloned into the module in place of each parameter that the
+    /// fused pass takes out: a clone only counts a reference, where making an empty tensor
+    /// goes through the device's settings and autodiff for every parameter at every step.
+    stand_ins: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 /// Adam's settings.
@@ -68,6 +73,7 @@ impl Adam {
             },
             fallback,
             states: HashMap::new(),
+            stand_ins: Vec::new(),
         }
     }
 
@@ -78,24 +84,68 @@ impl Adam {
         &mut self,
         lr: LearningRate,
         module: M,
-        mut parts: Vec<GradientsParams>,
+        parts: Vec<GradientsParams>,
     ) -> M {
+        self.step_as(lr, module, parts, false).0
+    }
+
+    /// [`step`](Self::step), every updated parameter put back untracked by autodiff, for
+    /// steps that take their gradients without autodiff's graph; with whether any of them
+    /// was tracked before. A tracked parameter registers in autodiff's graphs, which free a
+    /// dropped tensor's entry only at some later backward pass.
+    pub fn step_untracked<M: Module>(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        parts: Vec<GradientsParams>,
+    ) -> (M, bool) {
+        self.step_as(lr, module, parts, true)
+    }
+
+    /// [`step`](Self::step), the parameters put back untracked when `untrack`; with whether
+    /// any of them was tracked before then.
+    fn step_as<M: Module>(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        mut parts: Vec<GradientsParams>,
+        untrack: bool,
+    ) -> (M, bool) {
         let mut take = Take {
             adam: self,
             lr,
             parts: &mut parts,
             items: Vec::new(),
+            untrack,
+            was_tracked: false,
         };
         let module = module.map(&mut take);
-        let items = take.items;
+        let (items, was_tracked) = (take.items, take.was_tracked);
         if items.is_empty() {
-            return module;
+            return (module, was_tracked);
         }
         let updated = self.fused(lr, items);
-        module.map(&mut Put {
+        let module = module.map(&mut Put {
             states: &mut self.states,
             updated,
-        })
+        });
+        (module, was_tracked)
+    }
+
+    /// An empty tensor of rank `D` on `device`, to stand in a module for a parameter.
+    fn stand_in<const D: usize>(&mut self, device: &Device) -> Tensor<D> {
+        let kept = self
+            .stand_ins
+            .iter()
+            .find_map(|t| t.downcast_ref::<Tensor<D>>())
+            .filter(|t| t.device() == *device);
+        if let Some(t) = kept {
+            return t.clone();
+        }
+        let t = Tensor::<D>::empty(Shape::new([0; D]), device);
+        self.stand_ins.retain(|k| !k.is::<Tensor<D>>());
+        self.stand_ins.push(Arc::new(t.clone()));
+        t
     }
 
     /// The fused update of the parameters `items` took out of the module: their new values,
@@ -263,6 +313,10 @@ struct Take<'a> {
     lr: LearningRate,
     parts: &'a mut Vec<GradientsParams>,
     items: Vec<Item>,
+    /// Put the parameters back untracked.
+    untrack: bool,
+    /// Whether a parameter with a gradient was tracked.
+    was_tracked: bool,
 }
 
 impl ModuleMapper for Take<'_> {
@@ -276,7 +330,11 @@ impl ModuleMapper for Take<'_> {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
-        let context = Context::capture(&tensor);
+        let mut context = Context::capture(&tensor);
+        self.was_tracked |= context.require_grad;
+        if self.untrack {
+            context.require_grad = false;
+        }
         let device = tensor.device();
         let state = self
             .adam
@@ -298,7 +356,7 @@ impl ModuleMapper for Take<'_> {
             Some(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
             None => (0, grads[0].zeros_like(), grads[0].zeros_like()),
         };
-        let stand_in = Tensor::<D>::empty(Shape::new([0; D]), &device);
+        let stand_in = self.adam.stand_in::<D>(&device);
         self.items.push(Item {
             id,
             rank: D,

@@ -6,7 +6,7 @@
 //! and upsampling. Batch norm and dropout train on an autodiff device and run in inference mode
 //! everywhere else.
 
-use burn::module::{Param, ParamId, RunningState};
+use burn::module::{ParamId, RunningState};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
 use burn::nn::pool::{
@@ -208,28 +208,22 @@ pub fn run(blocks: &[Block], mut x: Flow) -> Flow {
 /// start of `blocks`), for [`crate::kernels::chain_pass`]. `false` when `blocks` hold
 /// anything else: average pooling other than to one value per channel, an activation other
 /// than a `relu` right after a layer with parameters, a batch norm not in training mode, or
-/// parameters without a bias or not trained.
+/// a layer without a bias. Every parameter is trained, whether autodiff tracks it or not
+/// (steps through the chain keep them untracked).
 pub fn chain<'a>(blocks: &'a [Block], out: &mut Vec<Link<'a>>) -> bool {
-    fn trained<const D: usize>(w: &Param<Tensor<D>>, b: Option<&Param<Tensor<1>>>) -> bool {
-        w.val().is_require_grad() && b.is_some_and(|b| b.val().is_require_grad())
-    }
     let mut i = 0;
     let mut after_relu = false;
     while i < blocks.len() {
         let relu = matches!(blocks.get(i + 1), Some(Block::Op(Layer::Relu)));
         let link = match &blocks[i] {
-            Block::Linear(l) if trained(&l.weight, l.bias.as_ref()) => Link::Linear {
+            Block::Linear(l) if l.bias.is_some() => Link::Linear {
                 layer: l,
                 relu,
                 after_relu,
             },
-            Block::Conv(c) if trained(&c.weight, c.bias.as_ref()) => Link::Conv { layer: c, relu },
-            Block::ConvT(c) if trained(&c.weight, c.bias.as_ref()) => {
-                Link::ConvT { layer: c, relu }
-            }
-            Block::Norm(n) if n.training.is_enabled() && trained(&n.gamma, Some(&n.beta)) => {
-                Link::Norm { layer: n, relu }
-            }
+            Block::Conv(c) if c.bias.is_some() => Link::Conv { layer: c, relu },
+            Block::ConvT(c) if c.bias.is_some() => Link::ConvT { layer: c, relu },
+            Block::Norm(n) if n.training.is_enabled() => Link::Norm { layer: n, relu },
             Block::Dropout(d) if d.prob < 1.0 => Link::Dropout(d),
             Block::Adaptive(m) if m.output_size == [1, 1] => Link::MeanPool,
             Block::MaxPool(m) => Link::MaxPool(m),

@@ -168,12 +168,12 @@ fn chain_shards(
     )
 }
 
-/// Frees what burn's autodiff still holds for the model's replaced parameters. Each update
-/// puts the parameters back as fresh tracked leaves, and burn-autodiff registers each in its
-/// graphs; it frees the entries of dropped tensors only after a backward pass, which a step
-/// through the chain never runs: without this, a run's memory grew with its steps (about 8
-/// MiB per epoch of conv64 on 20,000 images). The smallest backward pass (one value) sweeps
-/// them.
+/// Frees what burn's autodiff still holds for parameters that were tracked and have been
+/// replaced: burn-autodiff registers each tracked leaf in its graphs, and frees the entries
+/// of dropped tensors only after a backward pass, which a step through the chain never
+/// runs. Steps through the chain keep the parameters untracked ([`Track`]); the first one
+/// replaces tracked parameters, and so does the first after a step through the graph. The
+/// smallest backward pass (one value) sweeps them.
 fn sweep_graphs(device: &Device) {
     let one = Tensor::<1>::zeros([1], device).require_grad();
     let _ = one.sum().backward();
@@ -199,12 +199,65 @@ fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
 pub trait ShardOptimizer {
     /// One update of `model` at learning rate `lr` with the sum of the gradients in `parts`.
     fn update(&mut self, lr: f64, model: Autoencoder, parts: Vec<GradientsParams>) -> Autoencoder;
+
+    /// [`update`](Self::update) for a step whose gradients came without autodiff's graph: the
+    /// parameters go back untracked by autodiff (see [`Track`]), with whether any of them
+    /// was tracked before.
+    fn update_untracked(
+        &mut self,
+        lr: f64,
+        model: Autoencoder,
+        parts: Vec<GradientsParams>,
+    ) -> (Autoencoder, bool) {
+        let mut untrack = Track {
+            on: false,
+            was_tracked: false,
+        };
+        let model = self.update(lr, model, parts).map(&mut untrack);
+        (model, untrack.was_tracked)
+    }
 }
 
 /// Training's optimizer: the sum and the update in one pass on the CPU.
 impl ShardOptimizer for Adam {
     fn update(&mut self, lr: f64, model: Autoencoder, parts: Vec<GradientsParams>) -> Autoencoder {
         self.step(lr, model, parts)
+    }
+
+    fn update_untracked(
+        &mut self,
+        lr: f64,
+        model: Autoencoder,
+        parts: Vec<GradientsParams>,
+    ) -> (Autoencoder, bool) {
+        self.step_untracked(lr, model, parts)
+    }
+}
+
+/// Puts every parameter under autodiff's tracking (`on`), for a step through autodiff's
+/// graph, or takes them out of it, noting whether any was tracked.
+///
+/// A model trained without the graph ([`Autoencoder::chain`]) keeps its parameters untracked
+/// between steps: a tracked parameter is registered in autodiff's graphs, which free a
+/// dropped tensor's entry only at some later backward pass, and such steps run none. Every
+/// parameter of a model in training is trained, so a step through the graph tracks them
+/// all.
+struct Track {
+    on: bool,
+    was_tracked: bool,
+}
+
+impl ModuleMapper for Track {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tracked = tensor.is_require_grad();
+        self.was_tracked |= tracked;
+        let tensor = match (self.on, tracked) {
+            (true, false) => tensor.require_grad(),
+            (false, true) => Tensor::from_inner(tensor.inner()),
+            _ => tensor,
+        };
+        Param::from_mapped_value(id, tensor, mapper)
     }
 }
 
@@ -392,11 +445,17 @@ fn step_on(
             if !v.is_finite() {
                 return (model, StepLoss::Read(v));
             }
-            let model = optim.update(at.lr, model, parts);
-            sweep_graphs(device);
+            let (model, was_tracked) = optim.update_untracked(at.lr, model, parts);
+            if was_tracked {
+                sweep_graphs(device);
+            }
             return (model, StepLoss::Read(v));
         }
     }
+    let model = model.map(&mut Track {
+        on: true,
+        was_tracked: false,
+    });
     if ranges.len() == 1 {
         let (x, target) = inputs(0..n);
         let l = crate::kernels::with_step_draws(draws, 0, || {
@@ -724,6 +783,91 @@ mod tests {
             same_as_the_graph(&mc, &config, 64, None, dead_units);
             same_as_the_graph(&mc, &config, 37, Some(37.0 / 100.0), dead_units);
         }
+    }
+
+    /// Whether each parameter of `model` is tracked by autodiff, in visiting order.
+    fn tracking(model: &Autoencoder) -> Vec<bool> {
+        struct Tracking(Vec<bool>);
+        impl ModuleVisitor for Tracking {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push(param.val().is_require_grad());
+            }
+        }
+        let mut t = Tracking(Vec::new());
+        model.visit(&mut t);
+        t.0
+    }
+
+    #[test]
+    fn steps_without_the_graph_leave_the_parameters_untracked_and_the_graph_tracks_them() {
+        let _rng = crate::rng_lock();
+        let device = Device::flex().autodiff();
+        let spec = ModelSpec::parse(
+            "flatten linear(32) relu linear(4) relu",
+            "linear(32) relu linear(784) reshape(1,28,28)",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        )
+        .unwrap();
+        let config = TrainConfig::for_model(ModelConfig::custom(spec).unwrap());
+        let mut model = config.model.init(&device).unwrap();
+        let mut optim = Adam::new(1e-8, 0.0);
+        let x = sparse_images(16, 7, &device);
+        assert!(
+            tracking(&model).iter().all(|&t| t),
+            "a new model is tracked"
+        );
+        for (batch, was) in [(0, true), (1, false)] {
+            let grads = chain_shards(
+                &model,
+                &config,
+                (16, std::slice::from_ref(&(0..16))),
+                &|_| (x.clone(), x.clone()),
+                step_draws(1, 0, batch),
+            )
+            .expect("every layer runs fused");
+            let parts = grads.into_iter().map(|(_, g)| g).collect();
+            let (next, was_tracked) = optim.update_untracked(1e-3, model, parts);
+            assert_eq!(was_tracked, was, "step {batch}: tracked before");
+            assert!(
+                tracking(&next).iter().all(|&t| !t),
+                "step {batch}: untracked"
+            );
+            model = next;
+        }
+        // The chain takes untracked parameters; a step through the graph tracks them all
+        // again, and each then gets its gradient.
+        assert!(model.chain().is_some());
+        let model = model.map(&mut Track {
+            on: true,
+            was_tracked: false,
+        });
+        assert!(tracking(&model).iter().all(|&t| t), "tracked for the graph");
+        let l = shard_loss(&model, &config, x.clone(), x, None);
+        let mut grads = GradientsParams::from_grads(l.backward(), &model);
+        let mut take = Take {
+            grads: &mut grads,
+            out: Vec::new(),
+        };
+        model.visit(&mut take);
+        assert_eq!(take.out.len(), 8);
+        assert!(take.out.iter().all(Option::is_some), "a gradient each");
+        // And a whole step through `step` leaves them untracked once more.
+        let (model, _) = step(
+            model,
+            &mut optim,
+            &config,
+            sparse_images(16, 8, &device),
+            sparse_images(16, 8, &device),
+            StepAt {
+                epoch: 0,
+                batch: 2,
+                lr: 1e-3,
+            },
+            &device,
+        );
+        assert!(tracking(&model).iter().all(|&t| !t));
     }
 
     #[test]
