@@ -785,6 +785,12 @@ mod tests {
         }
     }
 
+    /// A model of your own with these layers and a sigmoid output.
+    fn custom(enc: &str, dec: &str) -> ModelConfig {
+        let spec = ModelSpec::parse(enc, dec, Activation::Sigmoid, false, Init::Pytorch);
+        ModelConfig::custom(spec.unwrap()).unwrap()
+    }
+
     /// Whether each parameter of `model` is tracked by autodiff, in visiting order.
     fn tracking(model: &Autoencoder) -> Vec<bool> {
         struct Tracking(Vec<bool>);
@@ -802,15 +808,10 @@ mod tests {
     fn steps_without_the_graph_leave_the_parameters_untracked_and_the_graph_tracks_them() {
         let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
-        let spec = ModelSpec::parse(
+        let config = TrainConfig::for_model(custom(
             "flatten linear(32) relu linear(4) relu",
             "linear(32) relu linear(784) reshape(1,28,28)",
-            Activation::Sigmoid,
-            false,
-            Init::Pytorch,
-        )
-        .unwrap();
-        let config = TrainConfig::for_model(ModelConfig::custom(spec).unwrap());
+        ));
         let mut model = config.model.init(&device).unwrap();
         let mut optim = Adam::new(1e-8, 0.0);
         let x = sparse_images(16, 7, &device);
@@ -877,15 +878,11 @@ mod tests {
         // dropout); 20 images whole are cut in parts by each convolution, as a batch trained
         // whole is.
         let _rng = crate::rng_lock();
-        let spec = |enc: &str, dec: &str| {
-            let s = ModelSpec::parse(enc, dec, Activation::Sigmoid, false, Init::Pytorch);
-            ModelConfig::custom(s.unwrap()).unwrap()
-        };
-        let pools = spec(
+        let pools = custom(
             "conv(8,3,s1,p1) relu maxpool(2) conv(8,3,s2,p1) relu flatten linear(10)",
             "linear(392) relu reshape(8,7,7) upsample(2) conv(4,3,s1,p1) relu convt(1,4,s2,p1)",
         );
-        let yours = spec(
+        let yours = custom(
             "conv(16,3,s1,p1) bn relu maxpool(2) conv(32,3,s1,p1) bn relu maxpool(2) flatten \
              dropout(0.1) linear(16)",
             "linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu upsample(2) \
@@ -904,14 +901,10 @@ mod tests {
         // A step that a layer sends back to the graph must leave them to the graph's pass.
         let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
-        let spec = ModelSpec::parse(
+        let mc = custom(
             "conv(4,3,s2,p1) bn relu flatten linear(8)",
             "linear(784) reshape(1,28,28)",
-            Activation::Sigmoid,
-            false,
-            Init::Pytorch,
         );
-        let mc = ModelConfig::custom(spec.unwrap()).unwrap();
         let model = crate::train::params::initial(&mc, 3, &device).unwrap();
         let config = TrainConfig::for_model(mc);
         let links = model.chain().expect("layers that run fused");
@@ -938,9 +931,7 @@ mod tests {
         let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
         let chain = |enc: &str, dec: &str| {
-            let spec =
-                ModelSpec::parse(enc, dec, Activation::Sigmoid, false, Init::Pytorch).unwrap();
-            let m = ModelConfig::custom(spec).unwrap().init(&device).unwrap();
+            let m = custom(enc, dec).init(&device).unwrap();
             m.chain().map(|links| {
                 links
                     .iter()
