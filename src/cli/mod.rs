@@ -59,7 +59,7 @@ enum Command {
     Anomaly(explore::AnomalyArgs),
     /// Train one run per code size and tabulate reconstruction vs denoising quality.
     Sweep(Box<explore::SweepArgs>),
-    /// Fit linear classifiers on the codes: classification report and confusion matrix.
+    /// Fit classifiers on the codes (logistic, linear or RBF SVM, MLP): report, confusion matrix.
     Classify(latent::ClassifyArgs),
     /// Map the test codes to 2-D with t-SNE (and PCA), coloured by digit.
     Tsne(latent::TsneArgs),

@@ -1,5 +1,5 @@
-//! Latent-space analysis: linear classifiers on the codes with a scikit-learn style report
-//! and confusion matrix, and 2-D maps of the codes (t-SNE, PCA).
+//! Latent-space analysis: classifiers on the codes (linear, RBF-kernel SVM, MLP) with a
+//! scikit-learn style report and confusion matrix, and 2-D maps of the codes (t-SNE, PCA).
 
 pub mod classifier;
 pub mod kernel_svm;
