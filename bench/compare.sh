@@ -48,7 +48,7 @@ placed() {
   fi
 }
 py=""
-if [ -x bench/.venv/bin/python ] || { python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch numpy; } >/dev/null 2>&1; then
+if [ -x bench/.venv/bin/python ] || { python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch numpy safetensors; } >/dev/null 2>&1; then
   py=bench/.venv/bin/python
 else
   echo "PyTorch could not be installed (no pip or no network): timing mnist-ae only"

@@ -13,6 +13,8 @@ model="${1:-mlp}" latent="${2:-8}" batch="${3:-256}" epochs="${4:-3}" seeds="${5
 data="${MNIST_AE_DATA:-$(cd ../shared/data/mnist 2>/dev/null && pwd || echo ../shared/data/mnist)}"
 py=bench/.venv/bin/python
 [ -x "$py" ] || { echo "bench/.venv is missing: run bench/compare.sh once to create it"; exit 1; }
+"$py" -c "import torch, safetensors" 2>/dev/null ||
+  { echo "bench/.venv lacks torch or safetensors: bench/.venv/bin/pip install torch safetensors numpy"; exit 1; }
 cargo build --release -q
 bin=target/release/mnist-ae
 tmp=$(mktemp -d)
@@ -24,7 +26,7 @@ for seed in $(seq 1 "$seeds"); do
   $bin eval "$tmp/ours$seed" --data-dir "$data" --no-download >/dev/null
   ours=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['test']['mse'])" "$tmp/ours$seed/eval.json")
   # Untrained weights: a learning rate so small that no weight moves in float32.
-  $bin train "${common[@]}" --epochs 1 --limit-train "$batch" --lr 1e-30 --seed "$seed" --out "$tmp/init$seed" >/dev/null
+  $bin train "${common[@]}" --epochs 1 --limit-train "$batch" --valid-fraction 0 --lr 1e-30 --seed "$seed" --out "$tmp/init$seed" >/dev/null
   $bin export "$tmp/init$seed" --torch "$tmp/init$seed.safetensors" --data-dir "$data" --no-download >/dev/null
   ref=(--model "$model" --latent-dim "$latent" --batch-size "$batch" --epochs "$epochs" --seed "$seed" --data-dir "$data")
   theirs=$($py bench/pytorch_ref.py "${ref[@]}" | python3 -c "import json,sys; print(json.load(sys.stdin)['test_mse'])")
