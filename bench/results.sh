@@ -3,7 +3,7 @@
 # Latent analysis passages quote, run in a scratch folder, and one summary of their numbers
 # (results.md for people, results.json for programs) next to the run folders.
 #   bench/results.sh [OUT]          (default: target/results; OUT must not exist)
-#   FULL=1 bench/results.sh         (also the 30-epoch vae, about 5 more minutes on 2 cores)
+#   FULL=1 bench/results.sh         (also the 30-epoch vae and its judged samples)
 #   MNIST_AE_BIN=path/mnist-ae bench/results.sh   (a binary built elsewhere: no build here)
 # One build gives the same numbers on every run (bit for bit), so one run of each command is
 # the figure; the wall times are one run each, on whatever else the machine does then. The
@@ -29,18 +29,13 @@ cd "$out"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores" | tee cpu.txt
 "$bin" --version | tee version.txt
 
-# Seconds of wall time of a command, written to FILE (`timed FILE cmd …`).
-timed() {
-  local file=$1
-  shift
-  local t0
-  t0=$(date +%s.%N)
-  "$@"
-  python3 -c "import sys; print(float(sys.argv[1]) - float(sys.argv[2]))" "$(date +%s.%N)" "$t0" > "$file"
-}
+# The two timed commands: bash's `time` prints their wall seconds (%R) on the stderr of the
+# `{ …; }` group, which goes to a file; each command's own output goes where its own
+# redirections send it.
+TIMEFORMAT=%R
 
 echo "== the main job: mnist-ae train --report"
-timed main.seconds "$bin" train --report > main.log 2>&1
+{ time "$bin" train --report > main.log 2>&1; } 2> main.seconds
 
 echo "== conv64 over seeds, lr 1e-3 and 2e-3"
 for lr in 1e-3 2e-3; do
@@ -69,9 +64,9 @@ if [ -n "${FULL:-}" ]; then
 fi
 
 echo "== the README's model of your own, with its report"
-timed mine.seconds "$bin" train --report -q --out runs/mine --output sigmoid \
+{ time "$bin" train --report -q --out runs/mine --output sigmoid \
   --encoder "conv(16,3,s1,p1) bn relu maxpool(2) conv(32,3,s1,p1) bn relu maxpool(2) flatten dropout(0.1) linear(16)" \
-  --decoder "linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu upsample(2) conv(1,3,s1,p1)" > /dev/null
+  --decoder "linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu upsample(2) conv(1,3,s1,p1)" > /dev/null 2>&4; } 4>&2 2> mine.seconds
 
 echo "== the sweep"
 "$bin" sweep --model mlp --latent-dims 2,4,8,16,32,64 --epochs 5 -q > /dev/null
@@ -83,6 +78,8 @@ def load(path):
     with open(path) as f:
         return json.load(f)
 
+CLASSIFIERS = ("logistic", "svm", "rbf", "mlp")
+
 def mse(run):
     return load(f"runs/{run}/eval.json")["test"]["mse"]
 
@@ -91,7 +88,7 @@ r["main_job_seconds"] = round(float(open("main.seconds").read()), 1)
 main = load("runs/conv64/eval.json")
 r["conv64"] = {k: main["test"][k] for k in ("mse", "psnr_db", "ssim")}
 r["classify"] = {}
-for kind in ("logistic", "svm", "rbf", "mlp"):
+for kind in CLASSIFIERS:
     rep = load(f"runs/conv64/classify-{kind}/classification_report.json")
     r["classify"][kind] = {"test_accuracy": rep["report"]["accuracy"],
                            "train_accuracy": rep["train_accuracy"], "fit_seconds": rep["fit_seconds"]}
@@ -114,10 +111,10 @@ r["mine"] = {"seconds": round(float(open("mine.seconds").read()), 1),
              "mse": e["mse"], "psnr": e["psnr_db"], "ssim": e["ssim"],
              "denoised": {"psnr": d["psnr_db"], "ssim": d["ssim"]},
              "classify": {k: load(f"runs/mine/classify-{k}/classification_report.json")["report"]["accuracy"]
-                          for k in ("logistic", "svm", "rbf", "mlp")}}
+                          for k in CLASSIFIERS}}
 speeds = [json.loads(l) for l in open("runs/mine/metrics.jsonl") if l.strip()]
 r["mine"]["epoch_seconds"] = [round(m["seconds"], 1) for m in speeds if "seconds" in m]
-judged = [("mlp", "runs/vae/samples.json"), ("logistic", "runs/vae/judged-logistic/samples.json")]
+judged = [("vae, mlp", "runs/vae/samples.json"), ("vae, logistic", "runs/vae/judged-logistic/samples.json")]
 if os.path.exists("runs/vae30/samples.json"):
     judged.append(("vae30, logistic", "runs/vae30/samples.json"))
 for name, path in judged:
@@ -151,7 +148,7 @@ lines.append(f"- the model of your own: test MSE {m['mse']:.6f}, PSNR {m['psnr']
              "classifiers " + " / ".join(f"{v:.4f}" for v in m["classify"].values())
              + f"; {m['seconds']} s with the report, epochs {m['epoch_seconds']} s")
 for name, j in r["vae_judged"].items():
-    lines.append(f"- vae samples, {name} judge: mean {j['mean_confidence']:.3f}, "
+    lines.append(f"- {name} judge of the samples: mean {j['mean_confidence']:.3f}, "
                  f"{100 * j['share_at_least_0_9']:.1f}% at ≥ 0.9; real test images "
                  f"{j['real_mean_confidence']:.3f}, {100 * j['real_share_at_least_0_9']:.1f}%, "
                  f"{100 * j['real_accuracy']:.1f}% correct")
