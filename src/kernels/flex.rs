@@ -114,8 +114,7 @@ pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
         owned(g)
     };
     let gv = view(&g);
-    let mut out = vec![0f32; xt.rows() * gv.cols()];
-    sparse::matmul_acc(&mut out, &xt, gv);
+    let out = sparse::matmul_new(&xt, gv);
     tensor(out, Shape::new([xt.rows(), gv.cols()]))
 }
 

@@ -480,15 +480,54 @@ mod avx512 {
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn product(out: &mut [f32], a: &Groups, g0: usize, b: View<'_>) {
+        // SAFETY: `out` is initialised and borrowed mutably for the call; the CPU has
+        // AVX-512F (this function's contract).
+        unsafe { product_raw::<false>(out.as_mut_ptr(), out.len(), a, g0, b) }
+    }
+
+    /// [`product`] into `len` values at `out` that need not be initialised: each output value
+    /// is stored, never read (the groups' sums start from zero, and a group without columns
+    /// stores zeros), with the bits [`product`] gives on a zero-filled output.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for writes of `len` values and aliases neither
+    /// operand for the call.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product_fresh(
+        out: *mut f32,
+        len: usize,
+        a: &Groups,
+        g0: usize,
+        b: View<'_>,
+    ) {
+        // SAFETY: this function's contract.
+        unsafe { product_raw::<true>(out, len, a, g0, b) }
+    }
+
+    /// [`product`] (`FRESH` false: `out` is initialised, the sums start from its values)
+    /// and [`product_fresh`] (`FRESH`: they start from zero, `out` is only written).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for writes (and, unless `FRESH`, reads of
+    /// initialised values) of `len` values, and aliases neither operand for the call.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn product_raw<const FRESH: bool>(
+        out: *mut f32,
+        len: usize,
+        a: &Groups,
+        g0: usize,
+        b: View<'_>,
+    ) {
         let o = b.cols();
         assert!(
-            o > 0 && out.len().is_multiple_of(o) && g0 + (out.len() / o).div_ceil(R) <= a.len.len(),
+            o > 0 && len.is_multiple_of(o) && g0 + (len / o).div_ceil(R) <= a.len.len(),
             "sparse product: output rows outside the matrix"
         );
         assert!(
-            a.columns_below(g0, (out.len() / o).div_ceil(R), b.rows()),
+            a.columns_below(g0, (len / o).div_ceil(R), b.rows()),
             "sparse product: a column outside the right operand"
         );
+        let rows = len / o;
         const V: usize = 5;
         for j in (0..o).step_by(V * LANES) {
             // Lanes of each vector of the block inside the output: all, some, or none.
@@ -498,27 +537,47 @@ mod avx512 {
                 ((1u32 << n) - 1) as u16
             });
             let whole = j + V * LANES <= o;
-            for (g, out) in out.chunks_mut(R * o).enumerate() {
+            for g in 0..rows.div_ceil(R) {
                 let (cols, vals) = a.group(g0 + g);
+                let group_rows = (rows - g * R).min(R);
+                // SAFETY: group `g`'s rows start at row `g·R < rows` of `out`.
+                let out = unsafe { out.add(g * R * o) };
                 if cols.is_empty() {
+                    if FRESH {
+                        for r in 0..group_rows {
+                            for (t, &mask) in masks.iter().enumerate() {
+                                // SAFETY: row `r` of the group lies inside `out`, and the
+                                // mask's lanes stop at its column `o`.
+                                unsafe {
+                                    _mm512_mask_storeu_ps(
+                                        out.wrapping_add(r * o + j + t * LANES),
+                                        mask,
+                                        _mm512_setzero_ps(),
+                                    )
+                                };
+                            }
+                        }
+                    }
                     continue;
                 }
-                // SAFETY: the CPU has AVX-512F (this function's contract), and the group's
-                // columns are rows of `b` (checked above).
+                // SAFETY: the CPU has AVX-512F (this function's contract), the group's
+                // `group_rows` rows of `o` values lie inside `out`, and its columns are rows
+                // of `b` (checked above).
                 unsafe {
                     if whole {
-                        group_block::<false>(out, o, j, masks, cols, vals, b);
+                        group_block::<false, FRESH>(out, group_rows, o, j, masks, cols, vals, b);
                     } else {
-                        group_block::<true>(out, o, j, masks, cols, vals, b);
+                        group_block::<true, FRESH>(out, group_rows, o, j, masks, cols, vals, b);
                     }
                 }
             }
         }
     }
 
-    /// One group's sums over columns `j ..` of the output (see [`product`]); `MASKED` when
-    /// the block ends past the output's last column, so that vectors are loaded and stored
-    /// in part (`masks`: the lanes inside).
+    /// One group's sums over columns `j ..` of the output (see [`product`]), whose `rows`
+    /// rows of `o` values start at `out`; `MASKED` when the block ends past the output's last
+    /// column, so that vectors are loaded and stored in part (`masks`: the lanes inside);
+    /// `FRESH` when the sums start from zero rather than from the output's values.
     ///
     /// The sums must stay in registers across the loop over the group's columns: every loop
     /// here has constant bounds and the loop over columns has no bounds check (the column
@@ -528,11 +587,14 @@ mod avx512 {
     /// multiply-add, which makes the product much slower (see BENCHMARKS.md).
     ///
     /// # Safety
-    /// The CPU has AVX-512F, and every entry of `cols` is a row of `b`.
+    /// The CPU has AVX-512F, every entry of `cols` is a row of `b`, and `out` is valid for
+    /// writes (and, unless `FRESH`, reads of initialised values) of `rows · o` values.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn group_block<const MASKED: bool>(
-        out: &mut [f32],
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn group_block<const MASKED: bool, const FRESH: bool>(
+        out: *mut f32,
+        rows: usize,
         o: usize,
         j: usize,
         masks: [u16; 5],
@@ -542,19 +604,13 @@ mod avx512 {
     ) {
         const V: usize = 5;
         let n = cols.len();
-        let rows = out.len() / o;
         assert!(
-            (1..=R).contains(&rows)
-                && out.len() == rows * o
-                && j < o
-                && o == b.cols()
-                && vals.iter().all(|v| v.len() == n),
+            (1..=R).contains(&rows) && j < o && o == b.cols() && vals.iter().all(|v| v.len() == n),
             "sparse product: a group outside its operands"
         );
         let (first, stride) = b.rows_raw();
         let val: [*const f32; R] = std::array::from_fn(|r| vals[r].as_ptr());
         let col = cols.as_ptr();
-        let out = out.as_mut_ptr();
         // The lanes of vector `t` of a row's block from column `j`: all 16 unless `MASKED`,
         // then those of `masks[t]`, which stop at column `o`.
         let load = |p: *const f32, t: usize| {
@@ -571,7 +627,8 @@ mod avx512 {
         };
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for (r, acc) in acc.iter_mut().enumerate() {
-            if r < rows {
+            // Fresh, the sums start from zero: the bits of a zero-filled output's.
+            if r < rows && !FRESH {
                 // SAFETY: row `r < rows` of `out` holds `o` values, `j < o`.
                 let p = unsafe { out.add(r * o + j) };
                 for (t, s) in acc.iter_mut().enumerate() {
@@ -655,6 +712,48 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Groups, b: View<'_>) {
             .enumerate()
             .for_each(|(i, out)| task(i * GROUPS_PER_TASK, out));
     }
+}
+
+/// `a·b` in a new row-major `[rows, o]` buffer: [`matmul_acc`] onto zeros, with the same
+/// bits. Where the AVX-512 kernel runs, the buffer is not zero-filled first: the kernel stores
+/// every value without reading it (for the mlp's first layer, a 1.2 MB weight gradient per
+/// shard, the fill was a pass over memory of its own: BENCHMARKS.md).
+pub(super) fn matmul_new(a: &Groups, b: View<'_>) -> Vec<f32> {
+    let o = b.cols();
+    assert_eq!(a.cols(), b.rows(), "sparse matmul: inner dimensions differ");
+    assert!(
+        b.row_contiguous(),
+        "sparse matmul: right operand rows not contiguous"
+    );
+    let len = a
+        .rows()
+        .checked_mul(o)
+        .expect("sparse matmul: output size overflows");
+    #[cfg(target_arch = "x86_64")]
+    if o >= 16 && a.rows() > 0 && std::arch::is_x86_feature_detected!("avx512f") {
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let task = |g0: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
+            // SAFETY: the CPU has AVX-512F (checked above); `out` is a part of the buffer
+            // borrowed mutably for the call, holding the rows of the groups from `g0` on.
+            unsafe { avx512::product_fresh(out.as_mut_ptr().cast(), out.len(), a, g0, b) }
+        };
+        let spare = &mut out.spare_capacity_mut()[..len];
+        if super::in_task() {
+            task(0, spare);
+        } else {
+            spare
+                .par_chunks_mut(GROUPS_PER_TASK * R * o)
+                .enumerate()
+                .for_each(|(i, out)| task(i * GROUPS_PER_TASK, out));
+        }
+        // SAFETY: `product_fresh` stored every one of the `len` values (each group's rows,
+        // columns `0..o` block by block, zeros for a group without columns).
+        unsafe { out.set_len(len) };
+        return out;
+    }
+    let mut out = vec![0f32; len];
+    matmul_acc(&mut out, a, b);
+    out
 }
 
 /// The output rows of the groups from `g0` on, held in `out` (see [`matmul_acc`]).
@@ -963,6 +1062,10 @@ mod tests {
                 let rows = Groups::of_rows(View::dense(&a, m, k)).expect("8% is sparse");
                 assert_eq!((rows.rows(), rows.cols()), (m, k));
                 let got = both(&start, &rows, View::dense(&b, k, n));
+                let onto_zeros = both(&vec![0.0; m * n], &rows, View::dense(&b, k, n));
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let fresh = matmul_new(&rows, View::dense(&b, k, n));
+                assert_eq!(bits(&fresh), bits(&onto_zeros), "{m}x{k}x{n}, a new output");
                 let want = reference(&a, &b, m, k, n);
                 for i in 0..m * n {
                     let w = want[i] + start[i] as f64;
@@ -977,6 +1080,34 @@ mod tests {
                 let cols = Groups::of_columns(View::dense(&a, m, k)).expect("sparse");
                 assert_eq!((cols.rows(), cols.cols()), (k, m));
                 let got = both(&vec![0.0; k * n], &cols, View::dense(&c, m, n));
+                // A new output, not zero-filled first (groups without columns among them:
+                // 8% non-zeros in 4 to 60 rows), on the pool and on one thread as in a shard.
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let fresh = matmul_new(&cols, View::dense(&c, m, n));
+                let serial = super::super::as_task(|| matmul_new(&cols, View::dense(&c, m, n)));
+                assert_eq!(bits(&fresh), bits(&got), "{m}x{k}x{n}ᵀ, a new output");
+                assert_eq!(
+                    bits(&serial),
+                    bits(&got),
+                    "{m}x{k}x{n}ᵀ, a new output, one thread"
+                );
+                // Stored whole: over NaNs, none is left (a new buffer may hold zeros anyway).
+                #[cfg(target_arch = "x86_64")]
+                if n >= 16 && std::arch::is_x86_feature_detected!("avx512f") {
+                    let mut poisoned = vec![f32::NAN; k * n];
+                    // SAFETY: the CPU has AVX-512F; `poisoned` holds the `k·n` values of all
+                    // the groups' rows and is borrowed mutably for the call.
+                    unsafe {
+                        avx512::product_fresh(
+                            poisoned.as_mut_ptr(),
+                            k * n,
+                            &cols,
+                            0,
+                            View::dense(&c, m, n),
+                        )
+                    };
+                    assert_eq!(bits(&poisoned), bits(&got), "{m}x{k}x{n}ᵀ, over NaNs");
+                }
                 let want = reference(&transposed(&a, m, k), &c, k, m, n);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
