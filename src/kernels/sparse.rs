@@ -705,6 +705,13 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Groups, b: View<'_>) {
         }
         arch.dispatch(Product { out, a, g0, b })
     };
+    by_groups(out, o, task);
+}
+
+/// Runs `task(g0, rows)` over `out`'s rows (of `o` values) in parts of whole groups, `g0` the
+/// first group of each part: the whole on the calling thread in a rayon task (a shard: see
+/// [`super::in_task`]), parts of [`GROUPS_PER_TASK`] groups over the pool otherwise.
+fn by_groups<T: Send>(out: &mut [T], o: usize, task: impl Fn(usize, &mut [T]) + Sync) {
     if super::in_task() {
         task(0, out);
     } else {
@@ -737,15 +744,7 @@ pub(super) fn matmul_new(a: &Groups, b: View<'_>) -> Vec<f32> {
             // borrowed mutably for the call, holding the rows of the groups from `g0` on.
             unsafe { avx512::product_fresh(out.as_mut_ptr().cast(), out.len(), a, g0, b) }
         };
-        let spare = &mut out.spare_capacity_mut()[..len];
-        if super::in_task() {
-            task(0, spare);
-        } else {
-            spare
-                .par_chunks_mut(GROUPS_PER_TASK * R * o)
-                .enumerate()
-                .for_each(|(i, out)| task(i * GROUPS_PER_TASK, out));
-        }
+        by_groups(&mut out.spare_capacity_mut()[..len], o, task);
         // SAFETY: `product_fresh` stored every one of the `len` values (each group's rows,
         // columns `0..o` block by block, zeros for a group without columns).
         unsafe { out.set_len(len) };
