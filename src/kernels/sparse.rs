@@ -292,6 +292,10 @@ mod avx512 {
 
     const LANES: usize = 16;
 
+    /// How many columns ahead of its sums a group's product asks for the row of `b` it will
+    /// read (measured on the mlp's first layer: 2 gains less, 8 no more; BENCHMARKS.md).
+    const AHEAD: usize = 4;
+
     /// [`super::gather_rows`].
     ///
     /// # Safety
@@ -637,6 +641,17 @@ mod avx512 {
             }
         }
         for q in 0..n {
+            // The block of `b`'s row that this group reads `AHEAD` columns later, asked into
+            // the first-level cache now: a group's columns pick rows scattered over `b`, which
+            // the CPU's own prefetchers cannot foresee. A prefetch reads nothing and never
+            // faults, so the addresses past the block (its lines cover at most 6 of them) are
+            // harmless.
+            // SAFETY: `min(q + AHEAD, n − 1) < n`, the length of `cols`.
+            let ahead = unsafe { *col.add((q + AHEAD).min(n - 1)) } as usize;
+            let pf = first.wrapping_add(ahead * stride + j).cast::<i8>();
+            for line in 0..6 {
+                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(line * 64));
+            }
             // SAFETY: `q < n`, the length of `cols`; the column `c` is a row of `b` (this
             // function's contract), whose `o` values start at `first + c·stride`
             // (`rows_raw`), and `j < o`.
