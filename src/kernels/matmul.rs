@@ -127,6 +127,22 @@ impl<'a> View<'a> {
         (self.data[self.offset..].as_ptr(), self.rs as usize)
     }
 
+    /// The view's first element and its row and column strides, for kernels that address
+    /// elements themselves; the view must not be empty. Element `(r, c)` of the view is at
+    /// `first + r·rs + c·cs`, inside its data.
+    pub(super) fn raw(&self) -> (*const f32, usize, usize) {
+        assert!(
+            self.rows > 0 && self.cols > 0,
+            "matmul: elements of an empty view"
+        );
+        // `in_bounds` holds (checked on construction) and strides are non-negative.
+        (
+            self.data[self.offset..].as_ptr(),
+            self.rs as usize,
+            self.cs as usize,
+        )
+    }
+
     /// Row `r` as a slice; the view must be [`row_contiguous`](Self::row_contiguous).
     pub(super) fn row(&self, r: usize) -> &'a [f32] {
         assert!(
@@ -169,8 +185,8 @@ pub(super) fn matmul_new(a: View<'_>, b: View<'_>) -> Vec<f32> {
     // paths; an empty inner dimension is zero-filled by `gemm_raw`. (gemm's optional Apple AMX
     // kernels do read the destination; the `experimental-apple-amx` feature is not enabled in
     // this build.) Products of rows by rows (`dot::product`) store every element without
-    // reading it too. So all `len` elements are initialised when it returns, and `set_len`
-    // exposes only those.
+    // reading it too, and so do the products with a short side (`skinny::product`). So all
+    // `len` elements are initialised when it returns, and `set_len` exposes only those.
     unsafe {
         gemm_raw(out.as_mut_ptr(), a, b, false);
         out.set_len(len);
@@ -179,7 +195,8 @@ pub(super) fn matmul_new(a: View<'_>, b: View<'_>) -> Vec<f32> {
 }
 
 /// `dst ← (accumulate ? dst : 0) + a·b`, `dst` row-major `[a.rows, b.cols]`: through
-/// [`super::dot`] when both operands run along the inner dimension and it can, else `gemm`.
+/// [`super::dot`] when both operands run along the inner dimension and it can, through
+/// [`super::skinny`] when a side is short and it can, else `gemm`.
 ///
 /// # Safety
 /// `dst` is valid for writes of `a.rows · b.cols` elements (and for reads of as many,
@@ -203,6 +220,11 @@ unsafe fn gemm_raw(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
         // SAFETY: `usable` holds; the caller's contract on `dst` is `product`'s (`bt.rows` is
         // `n`).
         unsafe { super::dot::product(dst, a, bt, accumulate) };
+        return;
+    }
+    if let Some(how) = super::skinny::shape(&a, &b) {
+        // SAFETY: `how` is `shape(&a, &b)`; the caller's contract on `dst` is `product`'s.
+        unsafe { super::skinny::product(dst, a, b, how, accumulate) };
         return;
     }
     let parallelism = if super::in_task() {

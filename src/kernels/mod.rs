@@ -290,6 +290,7 @@ mod norm;
 mod phases;
 mod pieces;
 mod pool;
+mod skinny;
 mod sparse;
 
 use burn::backend::tensor::FloatTensor;
