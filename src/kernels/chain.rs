@@ -25,10 +25,10 @@ use burn::tensor::{Shape, Tensor};
 use super::conv::{self, Parts};
 use super::dropout::DropoutSaved;
 use super::flex::{
-    linear_forward, live_input_grad, mean_pool_backward, mean_pool_forward, product,
-    relu_mask_and_bias_grad, sparse_t_product, tensor,
+    linear_forward, linear_logits, live_input_grad, mean_pool_backward, mean_pool_forward, product,
+    relu_mask_and_bias_grad, sparse_t_product, tensor, values,
 };
-use super::flex_loss::recon_loss_and_grad;
+use super::flex_loss::biased_loss_and_grad;
 use super::norm::{self, NormSaved};
 use super::pool::{
     max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
@@ -221,8 +221,33 @@ pub fn chain_pass<'a>(
     let mut stats = Vec::new();
     // Whether `h` depends on a parameter: the data does not, and its gradient is not wanted.
     let mut tracked = false;
-    for link in links {
+    // The link whose output the loss reads as logits, when it is a linear layer without a
+    // ReLU (only reshapes after it): its bias can be left to the loss.
+    let logits_link = links
+        .iter()
+        .rposition(|l| !matches!(l, Link::Flatten | Link::Reshape(_)))
+        .filter(|&i| matches!(links[i], Link::Linear { relu: false, .. }));
+    // That bias, when the layer left it out.
+    let mut left_bias = None;
+    for (li, link) in links.iter().enumerate() {
         let (y, k) = match *link {
+            Link::Linear {
+                layer, after_relu, ..
+            } if Some(li) == logits_link && tracked => {
+                let w = value(&layer.weight);
+                let x = rows(h);
+                let b = value(bias(&layer.bias));
+                let (y, live, left) = linear_logits(x.clone(), w.clone(), &b, after_relu);
+                left_bias = left.then_some(b);
+                let k = Kept::Linear {
+                    x,
+                    sparse: false,
+                    live,
+                    w,
+                    y: None,
+                };
+                (y, k)
+            }
             Link::Linear {
                 layer,
                 relu,
@@ -334,9 +359,15 @@ pub fn chain_pass<'a>(
     let (logits, target) = (rows(h), rows(on_flex(target)));
     // A shard's weight multiplies the loss and, in the same pass, its gradient (as the
     // graph's backward pass multiplies the gradient the loss kept).
-    let (mut loss, g) =
-        recon_loss_and_grad(&logits, &target, kind, scale, Some(weight.unwrap_or(1.0)));
-    drop((logits, target));
+    let left_bias = left_bias.as_ref().map(values);
+    let (mut loss, g) = biased_loss_and_grad(
+        (&logits, left_bias.as_deref()),
+        &target,
+        kind,
+        scale,
+        Some(weight.unwrap_or(1.0)),
+    );
+    drop((logits, target, left_bias));
     let mut g = g.expect("the loss's gradient was asked for");
     if let Some(w) = weight {
         loss *= w;

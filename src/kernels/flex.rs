@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::conv;
 use super::flex_loss::recon_loss_and_grad;
-use super::matmul::{matmul_into, matmul_new, View};
+use super::matmul::{adds_once, matmul_into, matmul_new, View};
 use super::sparse::{self, Groups};
 use super::{FusedOps, LossKind};
 
@@ -118,12 +118,15 @@ pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
     tensor(out, Shape::new([xt.rows(), gv.cols()]))
 }
 
-/// [`FusedOps::fused_linear`]: the bias is written first and the product accumulated onto
-/// it, then the ReLU applied in place. When `sparse_x` (`x` may be mostly zeros: a model's
-/// input) and `x` is, the product takes the sparse kernel; the flag returned says so, for the
-/// backward pass. When `live_x` (`x` is a ReLU's output whose gradient is wanted), its live
-/// columns are returned too, when few enough for `∂x` to skip the others
-/// ([`super::live`]).
+/// [`FusedOps::fused_linear`]: `x·w + b`, then the ReLU in place when `relu`. When `sparse_x`
+/// (`x` may be mostly zeros: a model's input) and `x` is, the product takes the sparse kernel,
+/// summing onto the bias written first; the flag returned says so, for the backward pass. A
+/// dense product that gemm adds to its output once ([`adds_once`]) is computed on its own and
+/// the bias added after, with the ReLU, in one pass over the output: the bits of
+/// accumulating onto the bias, without first writing the bias into every row. Others
+/// accumulate onto the bias. When `live_x` (`x` is a ReLU's output whose
+/// gradient is wanted), its live columns are returned too, when few enough for `∂x` to skip
+/// the others ([`super::live`]).
 pub(super) fn linear_forward(
     x: FlexTensor,
     w: FlexTensor,
@@ -131,6 +134,34 @@ pub(super) fn linear_forward(
     relu: bool,
     (sparse_x, live_x): (bool, bool),
 ) -> (FlexTensor, bool, Option<Vec<usize>>) {
+    let (y, sparse, live, _) = linear_parts(x, w, b, relu, (sparse_x, live_x), false);
+    (y, sparse, live)
+}
+
+/// The logits of a model's last linear layer (no ReLU after it), for the loss: as
+/// [`linear_forward`], except that where the bias would be added after the product, it is
+/// left for the loss to add as it reads each logit ([`super::flex_loss`]), with the same
+/// bits, saving a pass over the output. The flag returned says whether the bias was left out.
+pub(super) fn linear_logits(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: &FlexTensor,
+    live_x: bool,
+) -> (FlexTensor, Option<Vec<usize>>, bool) {
+    let (y, _, live, left) = linear_parts(x, w, b, false, (false, live_x), true);
+    (y, live, left)
+}
+
+/// [`linear_forward`], leaving out the bias where it would be added after the product when
+/// `leave_bias` (the last flag returned says so).
+fn linear_parts(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: &FlexTensor,
+    relu: bool,
+    (sparse_x, live_x): (bool, bool),
+    leave_bias: bool,
+) -> (FlexTensor, bool, Option<Vec<usize>>, bool) {
     let bias = values(b);
     let (x, w) = (viewable(x), viewable(w));
     let (xv, wv) = (view(&x), view(&w));
@@ -140,10 +171,6 @@ pub(super) fn linear_forward(
         o,
         "fused_linear: bias size differs from the output width"
     );
-    let mut y = Vec::with_capacity(n * o);
-    for _ in 0..n {
-        y.extend_from_slice(&bias);
-    }
     let groups = (sparse_x && wv.row_contiguous())
         .then(|| Groups::of_rows(xv))
         .flatten();
@@ -151,6 +178,17 @@ pub(super) fn linear_forward(
     let live = (live_x && o >= super::dot::MIN_DEPTH)
         .then(|| super::live::live_columns(xv))
         .flatten();
+    if groups.is_none() && adds_once(n, xv.cols()) {
+        let mut y = matmul_new(xv, wv);
+        if !leave_bias {
+            add_bias(&mut y, &bias, relu);
+        }
+        return (tensor(y, Shape::new([n, o])), false, live, leave_bias);
+    }
+    let mut y = Vec::with_capacity(n * o);
+    for _ in 0..n {
+        y.extend_from_slice(&bias);
+    }
     match &groups {
         Some(x) => sparse::matmul_acc(&mut y, x, wv),
         None => matmul_into(&mut y, xv, wv, true),
@@ -164,7 +202,22 @@ pub(super) fn linear_forward(
             })
         });
     }
-    (tensor(y, Shape::new([n, o])), groups.is_some(), live)
+    (tensor(y, Shape::new([n, o])), groups.is_some(), live, false)
+}
+
+/// `y ← y + b` row by row (`b` one value per column), then `max(·, 0)` when `relu`.
+fn add_bias(y: &mut [f32], b: &[f32], relu: bool) {
+    let o = b.len().max(1);
+    y.par_chunks_mut((BLOCK / o).max(1) * o).for_each(|rows| {
+        Arch::new().dispatch(|| {
+            for row in rows.chunks_exact_mut(o) {
+                for (v, &b) in row.iter_mut().zip(b) {
+                    let s = *v + b;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+        })
+    });
 }
 
 /// `∂x = g·wᵀ` (`w`: `[k, o]`) in the columns `live` of `x` only, zero in the others: the

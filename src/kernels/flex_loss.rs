@@ -1,6 +1,7 @@
 //! The fused loss on flex tensors: the loss of every logit against its target and its
 //! gradient in one pass (sigmoid + MSE vectorised with `pulp`).
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use burn::backend::flex::FlexTensor;
@@ -80,6 +81,21 @@ struct SigmoidMse<'a> {
     g: Option<&'a mut [MaybeUninit<f32>]>,
     scale: f32,
     post: f32,
+    /// A bias to add to each logit first: one value per column, and the column of `x[0]`.
+    bias: Option<(&'a [f32], usize)>,
+}
+
+/// The column after `col` + `step` in rows of `o` columns.
+#[inline(always)]
+fn next_column(col: usize, step: usize, o: usize) -> usize {
+    let c = col + step;
+    if c < o {
+        c
+    } else if c - o < o {
+        c - o
+    } else {
+        c % o
+    }
 }
 
 impl WithSimd for SigmoidMse<'_> {
@@ -99,7 +115,13 @@ impl WithSimd for SigmoidMse<'_> {
             mut g,
             scale,
             post,
+            bias,
         } = self;
+        // The column of the next logit, for the bias.
+        let (b, o, mut col) = match bias {
+            Some((b, col)) => (b, b.len(), col),
+            None => (&[][..], 1, 0),
+        };
         let mut total = 0f64;
         for (i, (x, t)) in x.chunks(LANE_SUM).zip(t.chunks(LANE_SUM)).enumerate() {
             let mut lanes = [0f32; 16];
@@ -109,6 +131,19 @@ impl WithSimd for SigmoidMse<'_> {
             let (x16, t16) = (x.chunks_exact(16), t.chunks_exact(16));
             let (xr, tr) = (x16.remainder(), t16.remainder());
             for (k, (x, t)) in x16.zip(t16).enumerate() {
+                let mut x: [f32; 16] = std::array::from_fn(|l| x[l]);
+                if bias.is_some() {
+                    if col + 16 <= o {
+                        for (x, &b) in x.iter_mut().zip(&b[col..col + 16]) {
+                            *x += b;
+                        }
+                    } else {
+                        for (l, x) in x.iter_mut().enumerate() {
+                            *x += b[(col + l) % o];
+                        }
+                    }
+                    col = next_column(col, 16, o);
+                }
                 let mut d = [0f32; 16];
                 for l in 0..16 {
                     let (v, dl) = one(x[l], t[l], scale, post);
@@ -123,6 +158,14 @@ impl WithSimd for SigmoidMse<'_> {
             }
             let rest = x.len() - xr.len();
             for (k, (&x, &t)) in xr.iter().zip(tr).enumerate() {
+                let x = match bias {
+                    Some(_) => {
+                        let x = x + b[col];
+                        col = next_column(col, 1, o);
+                        x
+                    }
+                    None => x,
+                };
                 let (v, d) = one(x, t, scale, post);
                 lanes[0] += v;
                 if let Some(g) = g.as_deref_mut() {
@@ -137,42 +180,55 @@ impl WithSimd for SigmoidMse<'_> {
 
 /// The sigmoid + squared-error loss (the default loss of every sigmoid preset) over blocks
 /// of [`BLOCK`] elements: each block's sum (see [`SigmoidMse`]), and `grad` written when it is
-/// not empty. The result does not depend on the thread count.
+/// not empty; `bias` (one value per column) added to each logit first when given. The result
+/// does not depend on the thread count.
 fn sigmoid_mse_blocks(
     x: &[f32],
     t: &[f32],
     grad: &mut [MaybeUninit<f32>],
     (scale, post): (f32, f32),
+    bias: Option<&[f32]>,
 ) -> Vec<f64> {
     let arch = Arch::new();
+    let op = |i: usize, x, t, g| SigmoidMse {
+        x,
+        t,
+        g,
+        scale,
+        post,
+        bias: bias.map(|b| (b, (i * BLOCK) % b.len().max(1))),
+    };
     if grad.is_empty() {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
-            .map(|(x, t)| {
-                arch.dispatch(SigmoidMse {
-                    x,
-                    t,
-                    g: None,
-                    scale,
-                    post,
-                })
-            })
+            .enumerate()
+            .map(|(i, (x, t))| arch.dispatch(op(i, x, t, None)))
             .collect()
     } else {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
             .zip(grad.par_chunks_mut(BLOCK))
-            .map(|((x, t), g)| {
-                arch.dispatch(SigmoidMse {
-                    x,
-                    t,
-                    g: Some(g),
-                    scale,
-                    post,
-                })
-            })
+            .enumerate()
+            .map(|(i, ((x, t), g))| arch.dispatch(op(i, x, t, Some(g))))
             .collect()
     }
+}
+
+/// `x + bias`, `bias` one value per column and `first` the index of `x[0]` in the rows (`x`
+/// itself without a bias).
+fn with_bias<'x>(x: &'x [f32], bias: Option<&[f32]>, first: usize) -> Cow<'x, [f32]> {
+    let Some(b) = bias else {
+        return Cow::Borrowed(x);
+    };
+    let o = b.len().max(1);
+    let mut col = first % o;
+    x.iter()
+        .map(|&x| {
+            let v = x + b[col];
+            col = next_column(col, 1, o);
+            v
+        })
+        .collect()
 }
 
 /// `scale · Σ loss` and, when `grad_times` is given, `(scale · ∂loss/∂logit) · grad_times` per
@@ -186,6 +242,19 @@ pub(super) fn recon_loss_and_grad(
     scale: f32,
     grad_times: Option<f32>,
 ) -> (f32, Option<FlexTensor>) {
+    biased_loss_and_grad((logits, None), target, kind, scale, grad_times)
+}
+
+/// [`recon_loss_and_grad`] of `logits + bias` (`bias` one value per column of the logits'
+/// rows, added to each logit as it is read: what a linear layer that left its bias out gives,
+/// with the bits of its output with the bias, [`super::flex::linear_logits`]).
+pub(super) fn biased_loss_and_grad(
+    (logits, bias): (&FlexTensor, Option<&[f32]>),
+    target: &FlexTensor,
+    kind: LossKind,
+    scale: f32,
+    grad_times: Option<f32>,
+) -> (f32, Option<FlexTensor>) {
     let (with_grad, post) = (grad_times.is_some(), grad_times.unwrap_or(1.0));
     let x = values(logits);
     let t = values(target);
@@ -194,19 +263,29 @@ pub(super) fn recon_loss_and_grad(
         target.layout().shape(),
         "fused_recon_loss: logits and target differ in shape"
     );
+    if let Some(b) = bias {
+        let o = *logits.layout().shape().as_slice().last().unwrap_or(&0);
+        assert_eq!(
+            b.len(),
+            o,
+            "fused_recon_loss: bias size differs from the rows'"
+        );
+    }
+    let biased = |i, x| with_bias(x, bias, i * BLOCK);
     // Not zero-filled first: every value is written below (a pass over 400 KB per mlp shard
     // saved).
     let mut grad: Vec<f32> = Vec::with_capacity(if with_grad { x.len() } else { 0 });
     let sums: Vec<f64> = if kind == LossKind::SigmoidMse {
         let g = &mut grad.spare_capacity_mut()[..if with_grad { x.len() } else { 0 }];
-        sigmoid_mse_blocks(&x, &t, g, (scale, post))
+        sigmoid_mse_blocks(&x, &t, g, (scale, post), bias)
     } else if with_grad {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
             .zip(grad.spare_capacity_mut()[..x.len()].par_chunks_mut(BLOCK))
-            .map(|((x, t), g)| {
+            .enumerate()
+            .map(|(i, ((x, t), g))| {
                 let mut s = 0f64;
-                for ((&x, &t), g) in x.iter().zip(t).zip(g.iter_mut()) {
+                for ((&x, &t), g) in biased(i, x).iter().zip(t).zip(g.iter_mut()) {
                     let (l, d) = loss_and_grad(kind, x, t);
                     s += l as f64;
                     g.write(d * scale * post);
@@ -217,8 +296,10 @@ pub(super) fn recon_loss_and_grad(
     } else {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
-            .map(|(x, t)| {
-                x.iter()
+            .enumerate()
+            .map(|(i, (x, t))| {
+                biased(i, x)
+                    .iter()
                     .zip(t)
                     .map(|(&x, &t)| loss_and_grad(kind, x, t).0 as f64)
                     .sum::<f64>()
@@ -237,7 +318,43 @@ pub(super) fn recon_loss_and_grad(
 
 #[cfg(test)]
 mod tests {
-    use super::exp_fast;
+    use super::*;
+    use burn::tensor::Shape;
+
+    /// A bias left to the loss gives the loss and gradient of the logits with the bias added
+    /// first, to the bit, for every kind of loss, rows of any width (shorter than a vector,
+    /// not a multiple of one, or cut by blocks of the pass) and with or without a gradient.
+    #[test]
+    fn a_bias_left_to_the_loss_gives_the_biased_logits_loss() {
+        let kinds = [LossKind::SigmoidMse, LossKind::TanhMse, LossKind::Bce];
+        for (rows, o) in [(3, 5), (7, 16), (9, 37), (40, 784), (25, 1000)] {
+            let n = rows * o;
+            let logits: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+                .collect();
+            let target: Vec<f32> = (0..n).map(|i| (i * 13 % 17) as f32 / 16.0).collect();
+            let bias: Vec<f32> = (0..o).map(|j| (j % 11) as f32 / 3.0 - 1.7).collect();
+            let added: Vec<f32> = (0..n).map(|i| logits[i] + bias[i % o]).collect();
+            let shape = Shape::new([rows, o]);
+            let (x, xb, t) = (
+                tensor(logits, shape.clone()),
+                tensor(added, shape.clone()),
+                tensor(target, shape),
+            );
+            for kind in kinds {
+                for grad_times in [None, Some(0.5)] {
+                    let (want, want_g) = recon_loss_and_grad(&xb, &t, kind, 0.3, grad_times);
+                    let (got, got_g) =
+                        biased_loss_and_grad((&x, Some(&bias)), &t, kind, 0.3, grad_times);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{kind:?} {rows}×{o}");
+                    let bits = |g: Option<FlexTensor>| {
+                        g.map(|g| values(&g).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                    };
+                    assert_eq!(bits(got_g), bits(want_g), "{kind:?} {rows}×{o} gradient");
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_fast_is_within_a_few_ulp_of_libm() {

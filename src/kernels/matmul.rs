@@ -154,6 +154,20 @@ impl<'a> View<'a> {
     }
 }
 
+/// The depth up to which a product's every value is summed from zero in one pass and then
+/// added to the destination once, by gemm (its least block of depth is 512: deeper products
+/// it sums in blocks, each added to the destination) as by [`super::skinny`].
+pub(super) const ONE_PASS_DEPTH: usize = 512;
+
+/// Whether accumulating `a·b` onto a destination ([`matmul_into`]) gives the bits of the
+/// product alone ([`matmul_new`]) then added to it, for `a` of `m` rows and depth `k`: a
+/// depth from 3 to [`ONE_PASS_DEPTH`] and two rows or more. gemm's kernels for one row (its
+/// matrix–vector path) and for depths of 1 or 2 (its outer products) fold the destination in
+/// differently (each checked against gemm 0.19 over 1 to 2,000 rows, one thread and many).
+pub(super) fn adds_once(m: usize, k: usize) -> bool {
+    m >= 2 && (3..=ONE_PASS_DEPTH).contains(&k)
+}
+
 /// `dst ← (accumulate ? dst : 0) + a·b` with `dst` row-major `[a.rows, b.cols]`. Runs on the
 /// calling thread in a rayon task (a shard: see [`super::in_task`]), on all threads otherwise.
 pub(super) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {

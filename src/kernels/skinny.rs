@@ -26,10 +26,10 @@ const SHORT: usize = 16;
 /// products: BENCHMARKS.md).
 const MIN_DEPTH: usize = 17;
 
-/// The greatest depth: gemm sums deeper products in blocks of depth (512 on the machines
-/// measured), each added to the output, which these kernels do not reproduce; such products
-/// stay with gemm, so that every model trains to the same values as before these kernels.
-const MAX_DEPTH: usize = 512;
+/// The greatest depth: gemm sums deeper products in blocks of depth, each added to the
+/// output, which these kernels do not reproduce; such products stay with gemm, so that every
+/// model trains to the same values as before these kernels.
+const MAX_DEPTH: usize = super::matmul::ONE_PASS_DEPTH;
 
 /// The least product (multiply-adds) split over threads when not in a shard.
 const PARALLEL_MIN: usize = 1 << 20;
