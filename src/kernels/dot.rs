@@ -18,7 +18,7 @@
 //! (multiples of 4 from 0), and only the last rows and columns, past the last whole 4×4 block,
 //! take the edge kernel. So a product gives the same bits on one thread or many.
 
-use super::matmul::View;
+use super::matmul::{has_avx512, Out, View};
 
 /// The least inner dimension for which [`product`] is used: below it the fold at the end of
 /// each block costs more than gemm's packing saves (measured: BENCHMARKS.md).
@@ -47,37 +47,6 @@ pub(super) fn usable(a: &View<'_>, bt: &View<'_>) -> bool {
         && a.row_contiguous()
         && bt.row_contiguous()
         && has_avx512()
-}
-
-/// Whether the CPU has AVX-512F (never, off x86-64).
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// A pointer to the output, shared by the tasks that write its disjoint blocks.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the tasks given an `Out` write disjoint elements of it (see `product`), and the
-// caller of `product` keeps the buffer alive and unaliased until every task has returned.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The element `off` past the start (a method, so that closures capture the whole `Out`).
-    ///
-    /// # Safety
-    /// `off` lies inside the output buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(off) }
-    }
 }
 
 /// `dst ← (accumulate ? dst : 0) + a·btᵀ`, `dst` row-major `[a.rows, bt.rows]`, for operands

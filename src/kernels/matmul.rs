@@ -154,6 +154,38 @@ impl<'a> View<'a> {
     }
 }
 
+/// Whether the CPU has AVX-512F (never, off x86-64), which the hand-written products need.
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A pointer to a product's output, shared by the tasks that write its disjoint blocks.
+#[derive(Clone, Copy)]
+pub(super) struct Out(pub(super) *mut f32);
+// SAFETY: the tasks given an `Out` write disjoint elements of it, and whoever makes one keeps
+// the buffer alive and unaliased until every task has returned (`dot::product`,
+// `skinny::product`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element `off` past the start (a method, so that closures capture the whole `Out`).
+    ///
+    /// # Safety
+    /// `off` lies inside the output buffer.
+    pub(super) unsafe fn at(self, off: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(off) }
+    }
+}
+
 /// The depth up to which a product's every value is summed from zero in one pass and then
 /// added to the destination once, by gemm (its least block of depth is 512: deeper products
 /// it sums in blocks, each added to the destination) as by [`super::skinny`].

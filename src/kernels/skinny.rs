@@ -17,7 +17,7 @@
 //! No crate in the build has kernels for these shapes (faer and burn use gemm's), hence this
 //! file.
 
-use super::matmul::View;
+use super::matmul::{has_avx512, View};
 
 /// The most rows (or columns) of a product's short side.
 const SHORT: usize = 16;
@@ -62,18 +62,6 @@ pub(super) fn shape(a: &View<'_>, b: &View<'_>) -> Option<Shape> {
         Some(Shape::Narrow)
     } else {
         None
-    }
-}
-
-/// Whether the CPU has AVX-512F (never, off x86-64).
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -129,30 +117,12 @@ pub(super) unsafe fn product(
     let _ = (dst, accumulate);
 }
 
-/// A pointer to the output, shared by the tasks that write its disjoint tiles.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the tasks given an `Out` write disjoint tiles of it, and the caller of `tiles`
-// keeps the buffer alive and unaliased until every task has returned.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The element `off` past the start (a method, so that closures capture the whole `Out`).
-    ///
-    /// # Safety
-    /// `off` lies inside the output buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(off) }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Out, View, PARALLEL_MIN, SHORT};
+    use super::super::matmul::Out;
+    use super::{View, PARALLEL_MIN, SHORT};
 
     const LANES: usize = 16;
     /// Rows per tile.
