@@ -3,8 +3,8 @@
 //! `[392, n]·[n, 8]`).
 //!
 //! gemm runs these through kernels that fill 64 × 6 tiles of the output, packing operands for
-//! them, so with 8 rows or 8 columns most of each tile is padding: about twice the time of
-//! the kernel here on the mlp's shapes (BENCHMARKS.md). Here a tile of `R` rows by `V` vectors
+//! them, so with 8 rows or 8 columns most of each tile is padding: 1.7 to 3 times the time of
+//! the kernels here on the mlp's shapes, timed in training (BENCHMARKS.md). Here a tile of `R` rows by `V` vectors
 //! of the output holds its sums in registers over the whole depth: for each step of the depth,
 //! `V` vectors of the right operand's row are loaded and each of the `R` values of the left
 //! operand's column broadcast. A product with few columns and a left operand stored by
@@ -13,7 +13,7 @@
 //!
 //! Every output is summed from zero over the whole depth in order, by fused multiply-adds,
 //! and added to the destination once when accumulating: what gemm does for depths within one
-//! of its blocks (512 on the machines measured), so the results are gemm's there to the bit.
+//! of its blocks (at least 512 deep), so the results are gemm's there to the bit.
 //! No crate in the build has kernels for these shapes (faer and burn use gemm's), hence this
 //! file.
 
@@ -47,8 +47,9 @@ pub(super) enum Shape {
 }
 
 /// The way [`product`] computes `a·b`, or `None` where gemm should: without AVX-512, a depth
-/// outside [`MIN_DEPTH`]`..=`[`MAX_DEPTH`], no short side, an output of at most 16 × 16 (gemm's own small-product
-/// kernels), or an operand laid out otherwise than the tiles read it.
+/// outside [`MIN_DEPTH`]`..=`[`MAX_DEPTH`], no short side, an output of at most 16 × 16
+/// (gemm's own small-product kernels), or an operand laid out otherwise than the tiles read
+/// it.
 pub(super) fn shape(a: &View<'_>, b: &View<'_>) -> Option<Shape> {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     if !(MIN_DEPTH..=MAX_DEPTH).contains(&k) || m < 2 || n < 2 || m * n <= 256 || !has_avx512() {
