@@ -25,14 +25,16 @@ use burn::tensor::{Shape, Tensor};
 use super::conv::{self, Parts};
 use super::dropout::DropoutSaved;
 use super::flex::{
-    linear_forward, linear_logits, live_input_grad, mean_pool_backward, mean_pool_forward, product,
-    relu_mask_and_bias_grad, sparse_t_product, tensor, values,
+    data_linear_forward, grouped_t_product, linear_forward, linear_logits, live_input_grad,
+    mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad, sparse_t_product,
+    tensor, values,
 };
 use super::flex_loss::biased_loss_and_grad;
 use super::norm::{self, NormSaved};
 use super::pool::{
     max_pool_backward, max_pool_forward, upsample_backward, upsample_forward, MaxPoolSaved,
 };
+use super::sparse::Groups;
 use super::LossKind;
 
 /// A layer of a chain, as the model's forward pass runs it (see `model::stack::run`).
@@ -101,6 +103,8 @@ enum Kept {
     Linear {
         x: FlexTensor,
         sparse: bool,
+        /// `x` in groups of columns, when the forward pass built them.
+        groups: Option<Groups>,
         live: Option<Vec<usize>>,
         w: FlexTensor,
         y: Option<FlexTensor>,
@@ -242,6 +246,7 @@ pub fn chain_pass<'a>(
                 let k = Kept::Linear {
                     x,
                     sparse: false,
+                    groups: None,
                     live,
                     w,
                     y: None,
@@ -255,17 +260,21 @@ pub fn chain_pass<'a>(
             } => {
                 let w = value(&layer.weight);
                 let x = rows(h);
-                let (y, sparse, live) = linear_forward(
-                    x.clone(),
-                    w.clone(),
-                    &value(bias(&layer.bias)),
-                    relu,
-                    (!tracked, tracked && after_relu),
-                );
+                let b = value(bias(&layer.bias));
+                // The data (untracked) may be sparse: its groups serve the weight gradient.
+                let (y, sparse, groups, live) = if tracked {
+                    let (y, sparse, live) =
+                        linear_forward(x.clone(), w.clone(), &b, relu, (false, after_relu));
+                    (y, sparse, None, live)
+                } else {
+                    let (y, sparse, groups) = data_linear_forward(x.clone(), w.clone(), &b, relu);
+                    (y, sparse, groups, None)
+                };
                 let y_kept = relu.then(|| y.clone());
                 let k = Kept::Linear {
                     x,
                     sparse,
+                    groups,
                     live,
                     w,
                     y: y_kept,
@@ -394,6 +403,7 @@ pub fn chain_pass<'a>(
                 Kept::Linear {
                     x,
                     sparse,
+                    groups,
                     live,
                     w,
                     y,
@@ -402,9 +412,10 @@ pub fn chain_pass<'a>(
             ) => {
                 let (masked, db) = relu_mask_and_bias_grad(g, y.as_ref());
                 let o = db.len();
-                let dw = match sparse {
-                    true => sparse_t_product(x, masked.clone()),
-                    false => product(x, true, masked.clone(), false),
+                let dw = match (groups, sparse) {
+                    (Some(xt), _) => grouped_t_product(&xt, masked.clone()),
+                    (None, true) => sparse_t_product(x, masked.clone()),
+                    (None, false) => product(x, true, masked.clone(), false),
                 };
                 grads.register(layer.weight.id, grad::<2>(dw));
                 grads.register(bias(&layer.bias).id, grad::<1>(tensor(db, Shape::new([o]))));

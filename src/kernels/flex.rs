@@ -106,6 +106,11 @@ pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
     let Some(xt) = Groups::of_columns(view(&x)) else {
         return product(x, true, g, false);
     };
+    grouped_t_product(&xt, g)
+}
+
+/// `xᵀ·g` for `x` in groups of columns (`xt`, from [`data_linear_forward`]).
+pub(super) fn grouped_t_product(xt: &Groups, g: FlexTensor) -> FlexTensor {
     // Read in place: the caller still holds `g` for `∂x`, so `owned` would copy it.
     let g = viewable(g);
     let g = if view(&g).row_contiguous() {
@@ -114,8 +119,36 @@ pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
         owned(g)
     };
     let gv = view(&g);
-    let out = sparse::matmul_new(&xt, gv);
+    let out = sparse::matmul_new(xt, gv);
     tensor(out, Shape::new([xt.rows(), gv.cols()]))
+}
+
+/// [`linear_forward`] for a layer fed the data (`x` may be mostly zeros) whose weight
+/// gradient is wanted. Where the sparse product runs by groups of `x`'s columns
+/// ([`sparse::linear_by_columns`]), those groups are returned for the weight gradient
+/// ([`grouped_t_product`]), which takes the same groups; the flag says whether `x` was taken
+/// as sparse. Same bits as [`linear_forward`].
+pub(super) fn data_linear_forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: &FlexTensor,
+    relu: bool,
+) -> (FlexTensor, bool, Option<Groups>) {
+    let (x, w) = (viewable(x), viewable(w));
+    let (xv, wv) = (view(&x), view(&w));
+    let (n, o) = (xv.rows(), wv.cols());
+    let bias = values(b);
+    if wv.row_contiguous() && bias.len() == o && sparse::scatters(o) {
+        let Some(xt) = Groups::of_columns(xv) else {
+            // Too dense for either grouping (they count the same non-zeros).
+            let (y, ..) = linear_parts(x, w, b, relu, (false, false), false);
+            return (y, false, None);
+        };
+        let y = sparse::linear_by_columns(&xt, wv, &bias, relu);
+        return (tensor(y, Shape::new([n, o])), true, Some(xt));
+    }
+    let (y, sparse, _) = linear_forward(x, w, b, relu, (true, false));
+    (y, sparse, None)
 }
 
 /// [`FusedOps::fused_linear`]: `x·w + b`, then the ReLU in place when `relu`. When `sparse_x`

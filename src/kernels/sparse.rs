@@ -11,7 +11,10 @@
 //! non-zero and their groups of 4 keep 38% of the columns). That is the forward product of the
 //! layer (`x·w`, `x` sparse, rows grouped) and its weight gradient (`xᵀ·g`: groups of 4
 //! adjacent pixels, whose columns are the batch's images, where neighbouring pixels are
-//! mostly non-zero together: 27% of the columns kept). No crate does this for dense right
+//! mostly non-zero together: 27% of the columns kept). A training step's forward product takes
+//! those groups of columns too ([`linear_by_columns`]: each group's rows of the right operand
+//! held in registers, added to the output rows it keeps), so that both products share them.
+//! No crate does this for dense right
 //! operands at gemm-like speed (sparse crates such as sprs multiply scalar by scalar), hence
 //! this file; the SIMD goes through `pulp` (already in the build through `gemm`), which picks
 //! AVX-512, AVX2+FMA or plain code at run time, safely.
@@ -211,8 +214,9 @@ impl Drop for Groups {
     }
 }
 
-/// Buffers of [`Groups`] kept per thread for reuse: a step builds two at a time (the input in
-/// groups of rows, then of columns), each dropped before the next step's.
+/// Buffers of [`Groups`] kept per thread for reuse: a step builds one or two (the input in
+/// groups of columns for both products, or in groups of rows then of columns), each dropped
+/// before the next step's.
 const SPARE_KEPT: usize = 2;
 
 thread_local! {
@@ -475,6 +479,213 @@ mod avx512 {
         nnz
     }
 
+    /// Vector `t` of a row's block that starts at `p`: all 16 lanes unless `MASKED`, then
+    /// those of `mask` (the address beyond them is never dereferenced).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the lanes read lie inside the row.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_part<const MASKED: bool>(p: *const f32, t: usize, mask: u16) -> __m512 {
+        // SAFETY: this function's contract.
+        unsafe {
+            if MASKED {
+                _mm512_maskz_loadu_ps(mask, p.wrapping_add(t * LANES))
+            } else {
+                _mm512_loadu_ps(p.add(t * LANES))
+            }
+        }
+    }
+
+    /// [`load_part`]'s lanes written with `v`.
+    ///
+    /// # Safety
+    /// As [`load_part`], for writes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_part<const MASKED: bool>(p: *mut f32, t: usize, mask: u16, v: __m512) {
+        // SAFETY: this function's contract.
+        unsafe {
+            if MASKED {
+                _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), mask, v);
+            } else {
+                _mm512_storeu_ps(p.add(t * LANES), v);
+            }
+        }
+    }
+
+    /// [`super::linear_by_columns`]'s work for the output rows `rows` (at most
+    /// [`super::SCATTER_ROWS`]) and its blocks of `V` vectors of columns `blocks`: each block
+    /// of those rows is set to the bias, then for every group of `R` rows of `b` (adjacent
+    /// columns of `a`), each kept row of the output has the group's `R` products added to it
+    /// in order (read, `R` multiply-adds per vector, written back), then the ReLU when
+    /// `relu`. The block's rows stay in the first-level cache while every group adds to them.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for writes of `at.cols() · b.cols()` values and
+    /// aliases no operand; `at.rows() == b.rows()`, `bias` has `b.cols()` values, `rows` lies
+    /// within `0..at.cols()`, `starts[g]..ends[g]` are the entries of group `g` whose rows lie
+    /// in `rows`, and every entry is a row of the output (checked by the caller).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn scatter<const V: usize>(
+        out: *mut f32,
+        at: &Groups,
+        b: View<'_>,
+        bias: &[f32],
+        relu: bool,
+        rows: std::ops::Range<usize>,
+        (starts, ends): (&[usize], &[usize]),
+        blocks: std::ops::Range<usize>,
+    ) {
+        let o = b.cols();
+        let k = b.rows();
+        let groups = at.len.len();
+        assert!(
+            at.rows == k
+                && bias.len() == o
+                && rows.end <= at.cols
+                && starts.len() == groups
+                && ends.len() == groups
+                && blocks.end <= o.div_ceil(V * LANES),
+            "sparse scatter: operands of other shapes"
+        );
+        let (first, stride) = b.rows_raw();
+        for blk in blocks {
+            let j = blk * V * LANES;
+            let masks: [u16; V] = std::array::from_fn(|t| {
+                let start = (j + t * LANES).min(o);
+                let n = (o - start).min(LANES);
+                ((1u32 << n) - 1) as u16
+            });
+            // SAFETY (the bias's loads): the mask's lanes stop at column `o`.
+            let bias_v: [__m512; V] = std::array::from_fn(|t| unsafe {
+                _mm512_maskz_loadu_ps(masks[t], bias.as_ptr().wrapping_add(j + t * LANES))
+            });
+            for i in rows.clone() {
+                let p = out.wrapping_add(i * o + j);
+                for (t, &v) in bias_v.iter().enumerate() {
+                    // SAFETY: row `i` of the output, lanes before column `o`.
+                    unsafe { _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), masks[t], v) };
+                }
+            }
+            let whole = j + V * LANES <= o;
+            for g in 0..groups {
+                let (s, e) = (starts[g], ends[g]);
+                if s >= e {
+                    continue;
+                }
+                let p0 = g * R;
+                let w = first.wrapping_add(p0 * stride + j);
+                let n = at.cols;
+                let idx = at.idx.as_ptr().wrapping_add(g * n);
+                let val = at.val.as_ptr().wrapping_add(g * R * n);
+                let group = GroupBlock {
+                    out,
+                    o,
+                    j,
+                    masks,
+                    w,
+                    stride,
+                    idx,
+                    val,
+                    n,
+                };
+                // SAFETY: the group's rows of `b` from `p0` (fewer than `R` in a last group
+                // cut short) and its entries `s..e`, rows of the output (this function's
+                // contract).
+                unsafe {
+                    match ((k - p0).min(R), whole) {
+                        (R, true) => scatter_group::<false, V, R>(group, s..e),
+                        (R, false) => scatter_group::<true, V, R>(group, s..e),
+                        (3, _) => scatter_group::<true, V, 3>(group, s..e),
+                        (2, _) => scatter_group::<true, V, 2>(group, s..e),
+                        (_, _) => scatter_group::<true, V, 1>(group, s..e),
+                    }
+                }
+            }
+            if relu {
+                for i in rows.clone() {
+                    let p = out.wrapping_add(i * o + j);
+                    for (t, &mask) in masks.iter().enumerate() {
+                        // SAFETY: the lanes set above, of row `i`.
+                        unsafe {
+                            let q = p.wrapping_add(t * LANES);
+                            let v = _mm512_maskz_loadu_ps(mask, q);
+                            _mm512_mask_storeu_ps(q, mask, _mm512_max_ps(v, _mm512_setzero_ps()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where [`scatter_group`] adds a group's products: the output (`o` values a row) and its
+    /// block of `V` vectors from column `j` (`masks`: the lanes inside the output), the
+    /// group's rows of `b` from `w` at `stride`, and its entries `idx[q]` with values
+    /// `val[r·n + q]`.
+    #[derive(Clone, Copy)]
+    struct GroupBlock<const V: usize> {
+        out: *mut f32,
+        o: usize,
+        j: usize,
+        masks: [u16; V],
+        w: *const f32,
+        stride: usize,
+        idx: *const u32,
+        val: *const f32,
+        n: usize,
+    }
+
+    /// One group's products added to its kept rows `entries` of the output, over the block
+    /// `at` describes: `P` rows of `b`, held in registers.
+    ///
+    /// # Safety
+    /// As [`scatter`]; `MASKED` unless the block lies inside the output's columns, `P` the
+    /// group's rows of `b`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn scatter_group<const MASKED: bool, const V: usize, const P: usize>(
+        at: GroupBlock<V>,
+        entries: std::ops::Range<usize>,
+    ) {
+        let GroupBlock {
+            out,
+            o,
+            j,
+            masks,
+            w,
+            stride,
+            idx,
+            val,
+            n,
+        } = at;
+        // SAFETY: `p` is a row's block from column `j`: unmasked, the whole block lies
+        // inside the row; masked, only the lanes before column `o` are read.
+        let load = |p: *const f32, t: usize| unsafe { load_part::<MASKED>(p, t, masks[t]) };
+        let wv: [[__m512; V]; P] =
+            std::array::from_fn(|r| std::array::from_fn(|t| load(w.wrapping_add(r * stride), t)));
+        for q in entries {
+            // SAFETY: `q` is an entry of the group, whose row is a row of the output.
+            let (i, x) = unsafe {
+                let x: [f32; P] = std::array::from_fn(|r| *val.add(r * n + q));
+                (*idx.add(q) as usize, x)
+            };
+            let p = out.wrapping_add(i * o + j);
+            let mut acc: [__m512; V] = std::array::from_fn(|t| load(p, t));
+            for (r, &x) in x.iter().enumerate() {
+                let x = _mm512_set1_ps(x);
+                for (s, &w) in acc.iter_mut().zip(&wv[r]) {
+                    *s = _mm512_fmadd_ps(x, w, *s);
+                }
+            }
+            for (t, &s) in acc.iter().enumerate() {
+                // SAFETY: the lanes loaded above.
+                unsafe { store_part::<MASKED>(p, t, masks[t], s) };
+            }
+        }
+    }
+
     /// [`super::matmul_acc`]'s work for the groups from `g0` on, whose output rows `out`
     /// holds: [`super::Product`] in AVX-512 code, five vectors by four rows of sums in
     /// registers (`std::arch`: pulp's generic code kept these arrays of vectors in memory, and
@@ -617,18 +828,10 @@ mod avx512 {
         let col = cols.as_ptr();
         // The lanes of vector `t` of a row's block from column `j`: all 16 unless `MASKED`,
         // then those of `masks[t]`, which stop at column `o`.
-        let load = |p: *const f32, t: usize| {
-            // SAFETY (for both loads): `p` is a row of `o` values from column `j`. Unmasked,
-            // the block's `j + 80 ≤ o`, so all lanes lie inside the row; masked, only lanes
-            // before column `o` are read (the address itself is never dereferenced beyond).
-            unsafe {
-                if MASKED {
-                    _mm512_maskz_loadu_ps(masks[t], p.wrapping_add(t * LANES))
-                } else {
-                    _mm512_loadu_ps(p.add(t * LANES))
-                }
-            }
-        };
+        // SAFETY: `p` is a row of `o` values from column `j`. Unmasked, the block's
+        // `j + 80 ≤ o`, so all lanes lie inside the row; masked, only lanes before column `o`
+        // are read.
+        let load = |p: *const f32, t: usize| unsafe { load_part::<MASKED>(p, t, masks[t]) };
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for (r, acc) in acc.iter_mut().enumerate() {
             // Fresh, the sums start from zero: the bits of a zero-filled output's.
@@ -674,13 +877,7 @@ mod avx512 {
                 let p = unsafe { out.add(r * o + j) };
                 for (t, &s) in acc.iter().enumerate() {
                     // SAFETY: the lanes the loads read, of the same row.
-                    unsafe {
-                        if MASKED {
-                            _mm512_mask_storeu_ps(p.wrapping_add(t * LANES), masks[t], s);
-                        } else {
-                            _mm512_storeu_ps(p.add(t * LANES), s);
-                        }
-                    }
+                    unsafe { store_part::<MASKED>(p, t, masks[t], s) };
                 }
             }
         }
@@ -721,6 +918,118 @@ pub(super) fn matmul_acc(out: &mut [f32], a: &Groups, b: View<'_>) {
         arch.dispatch(Product { out, a, g0, b })
     };
     by_groups(out, o, task);
+}
+
+/// Output rows per pass of [`linear_by_columns`]: a block of their columns (128 rows by
+/// [`SCATTER_V`] vectors, 40 KB) stays in the first-level cache while every group adds to it.
+const SCATTER_ROWS: usize = 128;
+
+/// Vectors of columns per block of [`linear_by_columns`]: the block of `b`'s `R` rows that a
+/// group adds is `R × SCATTER_V` registers.
+const SCATTER_V: usize = 5;
+
+/// Whether [`linear_by_columns`] runs on this CPU for an output `o` columns wide: AVX-512, and
+/// at least one vector of columns.
+pub(super) fn scatters(o: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        o >= 16 && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = o;
+        false
+    }
+}
+
+/// `max(bias + a·b, 0)` (without the ReLU unless `relu`) in a new row-major `[rows, o]`
+/// buffer, `at` being `a` in groups of columns ([`Groups::of_columns`]: `[C, rows]`), `b` a
+/// `[C, o]` view with contiguous rows, `bias` one value per column; where [`scatters`]`(o)`.
+///
+/// [`matmul_acc`] holds a group of rows' sums in registers and reads, for each column the
+/// group keeps, a row of `b` (38% of the columns for groups of 4 MNIST images, half of them
+/// zero for a given image). Here a group is `R` adjacent columns of `a` (pixels, mostly
+/// non-zero together), whose `R` rows of `b` are held in registers, and each output row the
+/// group keeps (27% of them) has the `R` products added to it, read from and written back to
+/// the first-level cache. Each output's sum runs from its bias through its non-zero columns
+/// in increasing order, adding exact zeros where the row itself is zero, as in
+/// [`matmul_acc`] onto the bias: the same bits (`0·b` adds nothing for finite `b`), but for
+/// the sign of a sum that stays at a bias of exactly −0 (its row adds only zeros), where the
+/// other kernel may add a `+0` (the ReLU then makes both +0). The
+/// groups are those the weight gradient (`aᵀ·g`) takes, so the forward pass builds them once
+/// for both. Runs on the calling thread in a rayon task (a shard: see [`super::in_task`]),
+/// split over blocks of rows and columns otherwise.
+pub(super) fn linear_by_columns(at: &Groups, b: View<'_>, bias: &[f32], relu: bool) -> Vec<f32> {
+    let (m, o) = (at.cols(), b.cols());
+    assert!(
+        scatters(o) && at.rows() == b.rows() && bias.len() == o && b.row_contiguous(),
+        "sparse linear: operands it does not take"
+    );
+    let groups = at.len.len();
+    assert!(
+        at.columns_below(0, groups, m),
+        "sparse linear: an entry outside the output"
+    );
+    let len = m
+        .checked_mul(o)
+        .expect("sparse linear: output size overflows");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let blocks = o.div_ceil(SCATTER_V * 16);
+    // Each pass's rows, and the range of every group's entries within them (entries are in
+    // increasing row order).
+    let passes: Vec<(std::ops::Range<usize>, Vec<usize>, Vec<usize>)> = (0..m)
+        .step_by(SCATTER_ROWS)
+        .map(|r0| {
+            let rows = r0..(r0 + SCATTER_ROWS).min(m);
+            let (starts, ends) = (0..groups)
+                .map(|g| {
+                    let (idx, _) = at.group(g);
+                    let at_row = |r: usize| idx.partition_point(|&i| (i as usize) < r);
+                    (at_row(rows.start), at_row(rows.end))
+                })
+                .unzip();
+            (rows, starts, ends)
+        })
+        .collect();
+    let dst = super::matmul::Out(out.as_mut_ptr());
+    let task = |pass: usize, blocks: std::ops::Range<usize>| {
+        let (rows, starts, ends) = &passes[pass];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `scatters(o)` holds (checked above), so the CPU has AVX-512F; the buffer has
+        // room for the `m · o` values, each task writes the blocks `blocks` of its pass's rows
+        // (disjoint from every other task's), `at.rows() == b.rows()`, `bias` has `o` values,
+        // and the ranges of entries and the entries themselves were found and checked above.
+        unsafe {
+            avx512::scatter::<SCATTER_V>(
+                dst.at(0),
+                at,
+                b,
+                bias,
+                relu,
+                rows.clone(),
+                (starts, ends),
+                blocks,
+            )
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (rows, starts, ends, blocks, dst, relu);
+    };
+    if super::in_task() {
+        for pass in 0..passes.len() {
+            task(pass, 0..blocks);
+        }
+    } else {
+        (0..passes.len() * blocks)
+            .into_par_iter()
+            .for_each(|t| task(t / blocks, t % blocks..t % blocks + 1));
+    }
+    // SAFETY: the tasks set every block of every pass's rows, that is all `m · o` values
+    // (`scatter` writes the bias into each before adding to it).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Runs `task(g0, rows)` over `out`'s rows (of `o` values) in parts of whole groups, `g0` the
@@ -1060,6 +1369,68 @@ mod tests {
             );
         }
         fast
+    }
+
+    #[test]
+    fn the_product_by_groups_of_columns_gives_the_bits_of_the_one_by_groups_of_rows() {
+        if !scatters(16) {
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // Rows over one pass (128) and a last pass cut short; inner sizes that leave the last
+        // group of columns with 1 to 3 of them; widths inside one block (80), at its edge, and
+        // past it with a last block cut inside a vector; with and without the ReLU.
+        for &(m, k) in &[(5, 7), (130, 50), (300, 33), (128, 784)] {
+            for &n in &[16, 17, 80, 81, 100, 392] {
+                let mut a = matrix(m, k, 0.15, 3 + n as u64);
+                // A row without any non-zero: its outputs are the bias, −0 included.
+                a[..k].fill(0.0);
+                let b = matrix(k, n, 1.0, 11);
+                let mut bias = matrix(1, n, 1.0, 5);
+                bias[0] = -0.0;
+                let bv = View::dense(&b, k, n);
+                let rows = Groups::of_rows(View::dense(&a, m, k)).expect("15% is sparse");
+                let cols = Groups::of_columns(View::dense(&a, m, k)).expect("15% is sparse");
+                for relu in [false, true] {
+                    let mut want = Vec::with_capacity(m * n);
+                    for _ in 0..m {
+                        want.extend_from_slice(&bias);
+                    }
+                    matmul_acc(&mut want, &rows, bv);
+                    if relu {
+                        for v in &mut want {
+                            *v = v.max(0.0);
+                        }
+                    }
+                    // On the pool (split by passes and blocks) and on one thread, as in a shard.
+                    let pooled = linear_by_columns(&cols, bv, &bias, relu);
+                    let alone = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap()
+                        .install(|| linear_by_columns(&cols, bv, &bias, relu));
+                    // The one difference: a sum that stays at a −0 bias (its row adds only
+                    // zeros) keeps its sign here, where the groups of rows may add `+0`. The
+                    // ReLU makes both +0.
+                    let signless = |v: &[f32]| {
+                        v.iter()
+                            .map(|&v| if v == 0.0 && !relu { 0 } else { v.to_bits() })
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        signless(&pooled),
+                        signless(&want),
+                        "{m}x{k}x{n} relu {relu}"
+                    );
+                    assert_eq!(
+                        bits(&alone),
+                        bits(&pooled),
+                        "{m}x{k}x{n} relu {relu}, one thread"
+                    );
+                    assert!(pooled[0].to_bits() == (-0f32).to_bits() || relu);
+                }
+            }
+        }
     }
 
     #[test]
