@@ -25,9 +25,9 @@ use burn::tensor::{Shape, Tensor};
 use super::conv::{self, Parts};
 use super::dropout::DropoutSaved;
 use super::flex::{
-    data_linear_forward, grouped_t_product, linear_forward, linear_logits, live_input_grad,
-    mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad, sparse_t_product,
-    tensor, values,
+    data_linear_forward, grouped_t_product, input_grad_masked, linear_forward, linear_logits,
+    live_input_grad, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
+    sparse_t_product, tensor, values,
 };
 use super::flex_loss::biased_loss_and_grad;
 use super::norm::{self, NormSaved};
@@ -393,7 +393,12 @@ pub fn chain_pass<'a>(
             device,
         });
     };
-    for (i, (link, (out_shape, k))) in links.iter().zip(kept).enumerate().rev() {
+    // The bias gradient of the next link back, when the input gradient `g` it takes is
+    // already masked by its ReLU ([`input_grad_masked`]).
+    let mut masked_db: Option<Vec<f32>> = None;
+    let mut kept = kept;
+    while let Some((out_shape, k)) = kept.pop() {
+        let (i, link) = (kept.len(), &links[kept.len()]);
         if i < first {
             break;
         }
@@ -410,7 +415,10 @@ pub fn chain_pass<'a>(
                 },
                 Link::Linear { layer, .. },
             ) => {
-                let (masked, db) = relu_mask_and_bias_grad(g, y.as_ref());
+                let (masked, db) = match masked_db.take() {
+                    Some(db) => (g, db),
+                    None => relu_mask_and_bias_grad(g, y.as_ref()),
+                };
                 let o = db.len();
                 let dw = match (groups, sparse) {
                     (Some(xt), _) => grouped_t_product(&xt, masked.clone()),
@@ -422,9 +430,18 @@ pub fn chain_pass<'a>(
                 if i == first {
                     break;
                 }
-                match live {
-                    Some(live) => live_input_grad(masked, w, &live),
-                    None => product(masked, false, w, true),
+                // A linear layer with its ReLU right before: its mask and bias gradient are
+                // taken with the input gradient.
+                match kept.last() {
+                    Some((_, Kept::Linear { y: Some(y), .. })) => {
+                        let (dx, db) = input_grad_masked(masked, w, live.as_deref(), y);
+                        masked_db = Some(db);
+                        dx
+                    }
+                    _ => match live {
+                        Some(live) => live_input_grad(masked, w, &live),
+                        None => product(masked, false, w, true),
+                    },
                 }
             }
             (

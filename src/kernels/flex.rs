@@ -211,6 +211,10 @@ fn linear_parts(
     let live = (live_x && o >= super::dot::MIN_DEPTH)
         .then(|| super::live::live_columns(xv))
         .flatten();
+    if groups.is_none() && super::shallow::fits(&xv, &wv) {
+        let y = super::shallow::linear(xv, wv, (!leave_bias).then_some(&bias[..]), relu);
+        return (tensor(y, Shape::new([n, o])), false, live, leave_bias);
+    }
     if groups.is_none() && adds_once(n, xv.cols()) {
         let mut y = matmul_new(xv, wv);
         if !leave_bias {
@@ -268,6 +272,38 @@ pub(super) fn live_input_grad(g: FlexTensor, w: FlexTensor, live: &[usize]) -> F
         super::live::spread_columns(&part, live, k),
         Shape::new([n, k]),
     )
+}
+
+/// The input gradient of a linear layer (`g·wᵀ`, over the columns `live` when given, as
+/// [`live_input_grad`] and [`product`]) followed by the ReLU's backward pass from that
+/// input, `y` (the layer before's output), and the column sums of the result (that layer's
+/// bias gradient): [`relu_mask_and_bias_grad`] of the input gradient, with the same bits,
+/// the mask and the sums taken as the live columns are spread where that kernel runs.
+pub(super) fn input_grad_masked(
+    g: FlexTensor,
+    w: FlexTensor,
+    live: Option<&[usize]>,
+    y: &FlexTensor,
+) -> (FlexTensor, Vec<f32>) {
+    let (g, w) = (viewable(g), viewable(w));
+    let (gv, wv) = (view(&g), view(&w));
+    let (n, k) = (gv.rows(), wv.rows());
+    match live {
+        Some(live)
+            if live.len() >= 4
+                && super::dot::usable(&gv, &wv)
+                && y.layout().num_elements() == n * k =>
+        {
+            let part = super::dot::product_picked(gv, wv, live);
+            let (dx, db) = super::live::spread_masked(&part, live, k, &values(y));
+            (tensor(dx, Shape::new([n, k])), db)
+        }
+        Some(live) => relu_mask_and_bias_grad(live_input_grad(g, w, live), Some(y)),
+        None => match super::shallow::masked(gv, wv, &values(y)) {
+            Some((dx, db)) => (tensor(dx, Shape::new([n, k])), db),
+            None => relu_mask_and_bias_grad(product(g, false, w, true), Some(y)),
+        },
+    }
 }
 
 /// `g ← g ⊙ [y > 0]` (the ReLU's backward from its output) and the column sums of the result

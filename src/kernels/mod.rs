@@ -18,7 +18,10 @@
 //!   one pass over every parameter, which also sums the shards' gradients;
 //! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it;
 //! - `dot`: the products whose two operands run along the inner dimension (weight gradients,
-//!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies.
+//!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies;
+//! - `sparse`: the first layer's products over the images' non-zero pixels, `skinny` and
+//!   `shallow` the products with a short side or a shallow depth (a narrow code), the latter
+//!   with the bias and ReLU, or the ReLU's mask and the bias gradient, in the same pass.
 //!
 //! [`chain_pass`] trains a model whose layers all run as these operations without burn's
 //! autodiff graph: each shard's forward passes, the loss, then the backward passes in reverse,
@@ -290,6 +293,7 @@ mod norm;
 mod phases;
 mod pieces;
 mod pool;
+mod shallow;
 mod skinny;
 mod sparse;
 
