@@ -1,16 +1,18 @@
-//! Linear layers out of a narrow code: `x·w + b` with a depth of at most [`MAX_DEPTH`]
-//! (`[n, 8]·[8, 392]` in the mlp's decoder), the bias and the ReLU applied as each output is
-//! stored.
+//! Products with a shallow depth (at most [`MAX_DEPTH`]), with what follows them done as each
+//! output is stored: a linear layer out of a narrow code (`[n, 8]·[8, 392]` in the mlp's
+//! decoder) with its bias and ReLU, and a linear layer's input gradient into a narrow code
+//! (`[n, 8]·[8, 392]` in its encoder) with the ReLU's mask and the bias gradient of the layer
+//! before.
 //!
-//! gemm runs such a product at its full cost per output, and the bias and ReLU then take a
-//! pass of their own over an output 49 times the size of the input: the mlp's 8 → 392 layer
-//! took 27 µs per shard of 128 images that way (BENCHMARKS.md). Here each output row is
-//! summed in registers, a block of vectors at a time, from the input row's `k` values
-//! broadcast and `k` rows of `w` (in the first-level cache), and stored once with its bias
-//! and ReLU. Every output is summed from zero over the depth in order by fused multiply-adds,
-//! then the bias added: what gemm does for depths of 3 to 512 followed by the bias's pass
-//! (`flex::add_bias`), so the results are those bits. No crate in the build fuses a bias into
-//! a product (faer and burn use gemm's kernels), hence this file.
+//! gemm runs such a product at its full cost per output, and the bias and ReLU (or the mask
+//! and the column sums) then take a pass of their own over an output 49 times the size of
+//! the input: the mlp's 8 → 392 layer took 27 µs per shard of 128 images that way
+//! (BENCHMARKS.md). Here a block of `w`'s columns (`k` rows by up to 4 vectors) is held in
+//! registers and every row summed over it, from the row's `k` values broadcast, then stored
+//! once with what follows. Every output is summed from zero over the depth in order by fused
+//! multiply-adds: what gemm does for depths of 3 to 512, so the results are gemm's product
+//! followed by the separate pass, to the bit. No crate in the build fuses these into a
+//! product (faer and burn use gemm's kernels), hence this file.
 
 use rayon::prelude::*;
 
