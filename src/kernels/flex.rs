@@ -319,11 +319,12 @@ pub(super) fn relu_mask_and_bias_grad(
         relu_mask(gs, &values(y));
     }
     // Column sums in f32, row by row (the summation order of a plain loop, vectorised along
-    // the row); rows are split over two halves summed separately then added.
+    // the row); rows are split over two halves (`live::first_half`, as the fused forms split
+    // them) summed separately then added.
     let rows = gs.len() / o.max(1);
-    let half = rows.div_ceil(2) * o;
+    let half = super::live::first_half(rows) * o;
     let sums: Vec<Vec<f32>> = gs
-        .par_chunks(half.max(o))
+        .par_chunks(half.max(1))
         .map(|part| {
             let mut acc = vec![0f32; o];
             Arch::new().dispatch(|| {

@@ -931,15 +931,7 @@ const SCATTER_V: usize = 5;
 /// Whether [`linear_by_columns`] runs on this CPU for an output `o` columns wide: AVX-512, and
 /// at least one vector of columns.
 pub(super) fn scatters(o: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        o >= 16 && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = o;
-        false
-    }
+    o >= 16 && super::matmul::has_avx512()
 }
 
 /// `max(bias + a·b, 0)` (without the ReLU unless `relu`) in a new row-major `[rows, o]`
