@@ -18,6 +18,7 @@ use burn::optim::{
 use burn::store::RecordError;
 use burn::tensor::{Bytes, Device, GradientCheckpointingStrategy, Shape, Tensor, TensorData};
 
+use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
 use super::fused_here;
 
 /// PyTorch's `Adam(lr, betas=(0.9, 0.999), eps, weight_decay)` (L2 penalty added to the
@@ -25,10 +26,11 @@ use super::fused_here;
 ///
 /// [`step`](Self::step) takes the gradients of the shards of a batch and updates each
 /// parameter with their sum. On the flex backend the sum and the update of every parameter are
-/// one pass, split over the pool: the shards' sum and the optimizer are both bound by memory,
-/// and a separate sum would write and read the whole gradient once more; a pass per parameter
-/// would run the small ones on one thread. The order of the operations is burn's, so the
-/// results are those of burn's Adam applied to the shards' sum.
+/// one pass ([`super::adam_pass`]), shared with the pool's other threads from the first
+/// parameter taken out of the model: the shards' sum and the optimizer are both bound by
+/// memory, and a separate sum would write and read the whole gradient once more; a pass per
+/// parameter would run the small ones on one thread. The order of the operations is burn's,
+/// so the results are those of burn's Adam applied to the shards' sum.
 #[derive(Clone)]
 pub struct Adam {
     hyper: Hyper,
@@ -39,6 +41,9 @@ pub struct Adam {
     /// fused pass takes out: a clone only counts a reference, where making an empty tensor
     /// goes through the device's settings and autodiff for every parameter at every step.
     stand_ins: Vec<Arc<dyn Any + Send + Sync>>,
+    /// How many values the last step's fused pass updated (0 before the first, or when it
+    /// updated none): the parameters' sizes do not change from step to step.
+    pass_values: usize,
 }
 
 /// Adam's settings.
@@ -74,6 +79,7 @@ impl Adam {
             fallback,
             states: HashMap::new(),
             stand_ins: Vec::new(),
+            pass_values: 0,
         }
     }
 
@@ -111,25 +117,68 @@ impl Adam {
         mut parts: Vec<GradientsParams>,
         untrack: bool,
     ) -> (M, bool) {
-        let mut take = Take {
-            adam: self,
-            lr,
-            parts: &mut parts,
-            items: Vec::new(),
-            untrack,
-            was_tracked: false,
-        };
-        let module = module.map(&mut take);
-        let (items, was_tracked) = (take.items, take.was_tracked);
-        if items.is_empty() {
+        let h = self.hyper;
+        let helpers = self.pass_helpers();
+        let pass = AdamPass::new(
+            Settings {
+                lr: lr as f32,
+                beta_1: h.beta_1,
+                beta_2: h.beta_2,
+                epsilon: h.epsilon,
+                weight_decay: h.weight_decay,
+            },
+            helpers > 0,
+        );
+        let pieces = Pieces::new();
+        let work = AdamWork::new(&pieces);
+        let (module, was_tracked) = super::with_helpers(
+            helpers,
+            |_| work.help(),
+            || {
+                let closing = work.closing();
+                let mut take = Take {
+                    adam: self,
+                    lr,
+                    parts: &mut parts,
+                    pass: &pass,
+                    pieces: &pieces,
+                    untrack,
+                    was_tracked: false,
+                };
+                let module = module.map(&mut take);
+                let was_tracked = take.was_tracked;
+                drop(closing);
+                pieces.finish();
+                (module, was_tracked)
+            },
+        );
+        drop((work, pieces));
+        let updated: HashMap<ParamId, Updated> = pass
+            .into_results()
+            .into_iter()
+            .map(|(tag, p, m, v)| (tag.id, Updated { tag, p, m, v }))
+            .collect();
+        self.pass_values = updated.values().map(|u| u.p.layout().num_elements()).sum();
+        if updated.is_empty() {
             return (module, was_tracked);
         }
-        let updated = self.fused(lr, items);
         let module = module.map(&mut Put {
             states: &mut self.states,
             updated,
         });
         (module, was_tracked)
+    }
+
+    /// How many of the pool's threads help the calling one with the next step's pass: one
+    /// per thread of the pool, but for a block of values ([`super::flex::BLOCK`]) at least
+    /// each, sized on the last step's pass (none before the first, and off the flex backend,
+    /// where burn's Adam updates the parameters).
+    fn pass_helpers(&self) -> usize {
+        let threads = rayon::current_num_threads();
+        match self.pass_values {
+            0 => 0,
+            n => threads.min(n.div_ceil(super::flex::BLOCK)).max(1) - 1,
+        }
     }
 
     /// An empty tensor of rank `D` on `device`, to stand in a module for a parameter.
@@ -146,55 +195,6 @@ impl Adam {
         self.stand_ins.retain(|k| !k.is::<Tensor<D>>());
         self.stand_ins.push(Arc::new(t.clone()));
         t
-    }
-
-    /// The fused update of the parameters `items` took out of the module: their new values,
-    /// with the new states stored.
-    fn fused(&self, lr: LearningRate, items: Vec<Item>) -> HashMap<ParamId, Updated> {
-        let h = self.hyper;
-        let mut params = Vec::with_capacity(items.len());
-        let mut grads = Vec::new();
-        let (mut m, mut v) = (Vec::new(), Vec::new());
-        let (mut counts, mut steps) = (Vec::new(), Vec::new());
-        let mut keep = Vec::with_capacity(items.len());
-        for it in items {
-            params.push(it.param);
-            counts.push(it.grads.len());
-            grads.extend(it.grads);
-            m.push(it.m);
-            v.push(it.v);
-            steps.push(it.time + 1);
-            keep.push((it.id, it.rank, it.context, it.time + 1));
-        }
-        let (p, m, v) = super::flex::adam_all(
-            params,
-            grads,
-            m,
-            v,
-            counts,
-            steps,
-            lr as f32,
-            h.beta_1,
-            h.beta_2,
-            h.epsilon,
-            h.weight_decay,
-        );
-        keep.into_iter()
-            .zip(p.into_iter().zip(m).zip(v))
-            .map(|((id, rank, context, time), ((p, m), v))| {
-                (
-                    id,
-                    Updated {
-                        rank,
-                        context,
-                        time,
-                        p,
-                        m,
-                        v,
-                    },
-                )
-            })
-            .collect()
     }
 
     /// The state as burn's `ModuleOptimizer` (with burn's Adam state) would save it for
@@ -255,23 +255,18 @@ impl Adam {
     }
 }
 
-/// A parameter taken out of the module for the fused update.
-struct Item {
+/// What a parameter taken out of the module for the fused update needs when it is put back.
+struct Tag {
     id: ParamId,
     rank: usize,
     context: Context,
-    param: FlexTensor,
-    grads: Vec<FlexTensor>,
-    m: FlexTensor,
-    v: FlexTensor,
+    /// Its state's step count after this step.
     time: usize,
 }
 
 /// A parameter's new value and moments, to put back.
 struct Updated {
-    rank: usize,
-    context: Context,
-    time: usize,
+    tag: Tag,
     p: FlexTensor,
     m: FlexTensor,
     v: FlexTensor,
@@ -306,20 +301,22 @@ impl Context {
 }
 
 /// The first pass of [`Adam::step`]: takes each parameter with gradients out of the module
-/// (leaving an empty stand-in, so that the fused pass owns the parameter's storage and
-/// updates it in place), or, off the flex backend, updates it at once with burn's Adam.
-struct Take<'a> {
+/// into the fused pass (leaving an empty stand-in, so that the pass owns the parameter's
+/// storage and can update it in place), or, off the flex backend, updates it at once with
+/// burn's Adam.
+struct Take<'a, 'p> {
     adam: &'a mut Adam,
     lr: LearningRate,
     parts: &'a mut Vec<GradientsParams>,
-    items: Vec<Item>,
+    pass: &'p AdamPass<Tag>,
+    pieces: &'a Pieces<'p>,
     /// Put the parameters back untracked.
     untrack: bool,
     /// Whether a parameter with a gradient was tracked.
     was_tracked: bool,
 }
 
-impl ModuleMapper for Take<'_> {
+impl ModuleMapper for Take<'_, '_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let grads: Vec<Tensor<D>> = self
             .parts
@@ -357,16 +354,19 @@ impl ModuleMapper for Take<'_> {
             None => (0, grads[0].zeros_like(), grads[0].zeros_like()),
         };
         let stand_in = self.adam.stand_in::<D>(&device);
-        self.items.push(Item {
-            id,
-            rank: D,
-            context,
-            param: on_flex(inner),
-            grads: grads.into_iter().map(on_flex).collect(),
-            m: on_flex(m),
-            v: on_flex(v),
-            time,
-        });
+        self.pass.add(
+            self.pieces,
+            Tag {
+                id,
+                rank: D,
+                context,
+                time: time + 1,
+            },
+            on_flex(inner),
+            grads.into_iter().map(on_flex).collect(),
+            (on_flex(m), on_flex(v)),
+            time + 1,
+        );
         Param::from_mapped_value(id, stand_in, mapper)
     }
 }
@@ -389,16 +389,19 @@ impl ModuleMapper for Put<'_> {
         let Some(u) = self.updated.remove(&param.id) else {
             return param;
         };
-        debug_assert_eq!(u.rank, D, "a parameter's rank changed during the step");
+        debug_assert_eq!(u.tag.rank, D, "a parameter's rank changed during the step");
         let (id, _stand_in, mapper) = param.consume();
         let momentum = AdaptiveMomentumState::new(
-            u.time,
+            u.tag.time,
             Tensor::<D>::from_primitive::<Flex>(u.m),
             Tensor::<D>::from_primitive::<Flex>(u.v),
         );
         self.states
             .insert(id, DynState::create(AdamState::new(momentum), D));
-        let p = u.context.restore(Tensor::<D>::from_primitive::<Flex>(u.p));
+        let p = u
+            .tag
+            .context
+            .restore(Tensor::<D>::from_primitive::<Flex>(u.p));
         Param::from_mapped_value(id, p, mapper)
     }
 }

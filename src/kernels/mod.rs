@@ -15,7 +15,8 @@
 //! - [`recon_loss`]: the reconstruction loss on logits (sigmoid or tanh + squared error, or
 //!   BCE with logits) in one pass that also writes the gradient the backward pass returns;
 //! - [`adam::Adam`]: burn's Adam (same state record, so resume files are unchanged) as
-//!   one pass over every parameter, which also sums the shards' gradients;
+//!   one pass over every parameter, which also sums the shards' gradients and starts on the
+//!   pool's other threads while the parameters are still being taken out of the model;
 //! - [`mean_pool`]: adaptive average pooling to one value per channel, as burn computes it;
 //! - `dot`: the products whose two operands run along the inner dimension (weight gradients,
 //!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies;
@@ -34,6 +35,7 @@
 //! wrappers compose burn's own operations instead, so GPU builds are unaffected.
 
 pub mod adam;
+mod adam_pass;
 mod autodiff;
 mod chain;
 mod conv;
@@ -175,43 +177,20 @@ pub fn as_task<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// `f(0)`, …, `f(n − 1)` run as parallel tasks, their results in order. The caller runs
-/// `f(0)` itself, the others go to the pool; when it is done first it runs the pool's pending
-/// work and then spins (for at most [`SPIN`]) until the others are done, instead of going to
-/// sleep in rayon's wait. A worker that waits on a rayon join sleeps after a few rounds of
-/// looking for work, and the last task's end then has to wake it: a futex wake and a
-/// reschedule, about 60 µs on a virtual machine, at every training step whose other shard
-/// ends last (see BENCHMARKS.md). Past [`SPIN`] it waits as rayon does.
+/// `f(0)` itself, the others go to the pool, and the caller waits for them as
+/// [`with_helpers`] does.
 pub fn tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     if n <= 1 {
         return (0..n).map(f).collect();
     }
     let slots: Vec<std::sync::Mutex<Option<T>>> =
         (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-    let left = AtomicUsize::new(n - 1);
     let put = |i: usize, v: T| {
         *slots[i]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
     };
-    rayon::in_place_scope(|s| {
-        let (f, put, left) = (&f, &put, &left);
-        for i in 1..n {
-            s.spawn(move |_| {
-                put(i, f(i));
-                left.fetch_sub(1, Ordering::Release);
-            });
-        }
-        put(0, f(0));
-        let since = std::time::Instant::now();
-        while left.load(Ordering::Acquire) > 0 {
-            if rayon::yield_local() != Some(rayon::Yield::Executed) {
-                if since.elapsed() > SPIN {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-        }
-    });
+    with_helpers(n - 1, |i| put(i, f(i)), || put(0, f(0)));
     slots
         .into_iter()
         .map(|s| {
@@ -222,24 +201,43 @@ pub fn tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
         .collect()
 }
 
-/// `f` on every item of every run of `runs`, each run a task of [`tasks`] (so the caller
-/// spins rather than sleeps while it waits for the last run): run `t` on the caller when
-/// `t` is 0, else on the pool.
-pub(crate) fn for_each_of_runs<I: Send>(runs: Vec<Vec<I>>, f: impl Fn(I) + Sync) {
-    if runs.len() <= 1 {
-        runs.into_iter().flatten().for_each(f);
-        return;
+/// `drive()` on the calling thread while `help(1)`, …, `help(n)` run as tasks on the pool;
+/// returns `drive`'s result once every helper is done. When the caller is done first it runs
+/// the pool's pending work (a helper's task no other thread took) and then spins (for at
+/// most [`SPIN`]) until the helpers are done, instead of going to sleep in rayon's wait. A
+/// worker that waits on a rayon join sleeps after a few rounds of looking for work, and the
+/// last task's end then has to wake it: a futex wake and a reschedule, about 60 µs on a
+/// virtual machine, at every training step whose other shard ends last (see BENCHMARKS.md).
+/// Past [`SPIN`] it waits as rayon does.
+pub(crate) fn with_helpers<R>(
+    n: usize,
+    help: impl Fn(usize) + Sync,
+    drive: impl FnOnce() -> R,
+) -> R {
+    if n == 0 {
+        return drive();
     }
-    let threads = runs.len();
-    let runs: Vec<std::sync::Mutex<Vec<I>>> = runs.into_iter().map(std::sync::Mutex::new).collect();
-    tasks(threads, |t| {
-        let run = std::mem::take(
-            &mut *runs[t]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        run.into_iter().for_each(&f);
-    });
+    let left = AtomicUsize::new(n);
+    rayon::in_place_scope(|s| {
+        let (help, left) = (&help, &left);
+        for i in 1..=n {
+            s.spawn(move |_| {
+                help(i);
+                left.fetch_sub(1, Ordering::Release);
+            });
+        }
+        let r = drive();
+        let since = std::time::Instant::now();
+        while left.load(Ordering::Acquire) > 0 {
+            if rayon::yield_local() != Some(rayon::Yield::Executed) {
+                if since.elapsed() > SPIN {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        r
+    })
 }
 
 /// Runs `f` with [`DRIVING`] set to `on`, restoring it afterwards (also on unwinding).

@@ -971,32 +971,105 @@ fn tasks_return_their_results_in_order_inside_and_outside_a_drive() {
     assert_eq!(one.install(|| super::tasks(4, |i| i * i)), vec![0, 1, 4, 9]);
 }
 
+/// `n` pseudo-random values in [-0.5, 0.5), or their magnitudes when `positive`.
+fn adam_pass_values(n: usize, seed: usize, positive: bool) -> Vec<f32> {
+    let mut s = seed as u32 * 2_654_435_761 + 1;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let u = (s >> 8) as f32 / (1 << 24) as f32 - 0.5;
+            if positive {
+                u.abs()
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+/// A parameter's tag, new values and new moments from Adam's pass.
+type AdamPassResult = (usize, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// Adam's pass over parameters from [`adam_pass_values`], `shared` with `helpers` or on the
+/// calling thread, the caller's part done when `finish`; with each parameter's tag, new
+/// values and moments. The parameters: one value, fewer than a piece, a piece and one more
+/// value, several pieces ending inside one; each with two gradients.
+fn adam_pass_run(shared: bool, helpers: usize, finish: bool) -> Vec<AdamPassResult> {
+    use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
+    let settings = Settings {
+        lr: 1e-2,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 1e-3,
+    };
+    let values = |n: usize, seed: usize, positive: bool| {
+        super::flex::tensor(
+            adam_pass_values(n, seed, positive),
+            burn::tensor::Shape::new([n]),
+        )
+    };
+    let pass = AdamPass::new(settings, shared);
+    let pieces = Pieces::new();
+    let work = AdamWork::new(&pieces);
+    super::with_helpers(
+        helpers,
+        |_| work.help(),
+        || {
+            let closing = work.closing();
+            for (i, n) in [1, 3, 4097, 40_000].into_iter().enumerate() {
+                let g = vec![values(n, 10 + i, false), values(n, 20 + i, false)];
+                let moments = (values(n, 30 + i, false), values(n, 40 + i, true));
+                pass.add(&pieces, i, values(n, i, false), g, moments, 3);
+            }
+            drop(closing);
+            if finish {
+                pieces.finish();
+            }
+        },
+    );
+    drop((work, pieces));
+    let read = |t: &burn::backend::flex::FlexTensor| super::flex::values(t).into_owned();
+    pass.into_results()
+        .into_iter()
+        .map(|(tag, p, m, v)| (tag, read(&p), read(&m), read(&v)))
+        .collect()
+}
+
+/// Adam's pass shared with helpers, which update its pieces while parameters are still
+/// coming in, gives the bits of the pass on one thread: new values, both moments, in the
+/// order the parameters came; and every value moved.
 #[test]
-fn every_item_of_a_run_is_seen_once() {
+fn adam_pass_shared_with_helpers_gives_the_one_thread_bits() {
     let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
-    for n in [0usize, 1, 2, 3, 17, 100] {
-        let seen: Vec<std::sync::atomic::AtomicUsize> = (0..n)
-            .map(|_| std::sync::atomic::AtomicUsize::new(0))
-            .collect();
-        // Runs of every length, empty ones too, as many as the threads or more.
-        let runs = |k: usize| -> Vec<Vec<usize>> {
-            (0..k)
-                .map(|t| (t * n / k..(t + 1) * n / k).collect())
-                .collect()
-        };
-        for k in [1, 2, 5] {
-            super::drive(1, || {
-                super::for_each_of_runs(runs(k), |i: usize| {
-                    seen[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                })
-            });
+    let one = adam_pass_run(false, 0, true);
+    let start = adam_pass_run(false, 0, false);
+    assert_eq!(one.len(), 4);
+    for helpers in [1, 3] {
+        let shared = super::drive(helpers, || adam_pass_run(true, helpers, true));
+        assert_eq!(shared.len(), one.len());
+        for (a, b) in one.iter().zip(&shared) {
+            assert_eq!(a.0, b.0, "the order of the parameters");
+            for (x, y) in [(&a.1, &b.1), (&a.2, &b.2), (&a.3, &b.3)] {
+                assert_eq!(x.len(), y.len());
+                assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()));
+            }
         }
-        assert!(
-            seen.iter()
-                .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 3),
-            "{n} items: once in each of the three calls"
-        );
     }
+    // The pass on one thread updates as it goes: the caller's part has nothing left to do.
+    for (a, b) in one.iter().zip(&start) {
+        assert_eq!(a.1, b.1);
+    }
+    let p0 = adam_pass_values(40_000, 3, false);
+    assert!(one[3].1.iter().zip(&p0).all(|(a, b)| a != b));
+}
+
+/// A shared pass whose pieces were not all updated (no helpers, and the caller skipped its
+/// part) gives no results: its new values were never written.
+#[test]
+#[should_panic(expected = "not all updated")]
+fn adam_pass_with_pieces_left_gives_no_results() {
+    adam_pass_run(true, 0, false);
 }
 
 /// Dropout in training on the autodiff device: every output is its input scaled by `1/keep`
