@@ -29,6 +29,13 @@ pub struct Cli {
     threads: Option<usize>,
 }
 
+impl Cli {
+    /// Whether the command is the long-lived web server (`serve`).
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 /// The command-line parser: [`Cli`] with the settings derive cannot express. Numbers may be
 /// negative (`--seed -1`), and the `--threads` help states this machine's default.
 pub fn command() -> clap::Command {
