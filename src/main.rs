@@ -29,7 +29,8 @@ fn no_huge_pages() {
 fn no_huge_pages() {}
 
 /// mimalloc's number for its purge delay option, `mi_option_purge_delay` in its `mimalloc.h`
-/// (the Rust bindings name no constant for it; the numbers of mimalloc's options do not change).
+/// (the Rust bindings name no constant for it; mimalloc keeps its options' numbers from
+/// version to version, deprecated ones holding their places).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory in the process instead of handing it back to the system. mimalloc
@@ -39,8 +40,12 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// some of them went back and forth at every purge: without purging, training on two
 /// threads takes a quarter of the page faults and runs 2–3% faster, for a peak memory some
 /// tens of MiB higher (BENCHMARKS.md). Not for `serve`, a long-lived server whose memory
-/// goes back when it is done with a request.
+/// goes back when it is done with a request; nor when `MIMALLOC_PURGE_DELAY` is set, which
+/// mimalloc then follows.
 fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: mi_option_set takes two integers and sets one option; it is not thread-safe,
     // and runs on the main thread before the command starts any other thread.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }

@@ -27,7 +27,7 @@ use super::fused_here;
 /// [`step`](Self::step) takes the gradients of the shards of a batch and updates each
 /// parameter with their sum. On the flex backend the sum and the update of every parameter are
 /// one pass ([`super::adam_pass`]), shared with the pool's other threads from the first
-/// parameter taken out of the model: the shards' sum and the optimizer are both bound by
+/// parameter taken out of the model (after the first step, which sizes the pass): the shards' sum and the optimizer are both bound by
 /// memory, and a separate sum would write and read the whole gradient once more; a pass per
 /// parameter would run the small ones on one thread. The order of the operations is burn's,
 /// so the results are those of burn's Adam applied to the shards' sum.
@@ -174,7 +174,10 @@ impl Adam {
     /// each, sized on the last step's pass (none before the first, and off the flex backend,
     /// where burn's Adam updates the parameters).
     fn pass_helpers(&self) -> usize {
-        let threads = rayon::current_num_threads();
+        // No more than the cores: a helper spins while it waits for pieces, and one more than
+        // the cores would take a core from the thread taking the parameters out.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = rayon::current_num_threads().min(cores);
         match self.pass_values {
             0 => 0,
             n => threads.min(n.div_ceil(super::flex::BLOCK)).max(1) - 1,

@@ -199,6 +199,12 @@ impl<'a> Pieces<'a> {
         Pieces(Worker::new_lifo())
     }
 
+    /// Whether no piece is waiting.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Updates the pieces no helper took, on the calling thread.
     pub(super) fn finish(&self) {
         while let Some(piece) = self.0.pop() {
@@ -212,6 +218,8 @@ pub(super) struct AdamWork<'a> {
     pieces: Stealer<Piece<'a>>,
     /// No more pieces will come.
     closed: AtomicBool,
+    /// The caller's thread, which adds the pieces and closes the queue.
+    caller: std::thread::ThreadId,
 }
 
 impl<'a> AdamWork<'a> {
@@ -219,6 +227,7 @@ impl<'a> AdamWork<'a> {
         AdamWork {
             pieces: pieces.0.stealer(),
             closed: AtomicBool::new(false),
+            caller: std::thread::current().id(),
         }
     }
 
@@ -229,8 +238,14 @@ impl<'a> AdamWork<'a> {
     }
 
     /// A helper's part: updates pieces from the front, spinning while the queue is empty
-    /// and open, until it is empty and closed.
+    /// and open, until it is empty and closed. On the caller's own thread (a helper's task
+    /// that no other thread took, run by the caller while it waits for parallel work of its
+    /// own) it returns at once: spinning there would wait for the caller, which is waiting
+    /// for it; the caller updates what is left itself ([`Pieces::finish`]).
     pub(super) fn help(&self) {
+        if std::thread::current().id() == self.caller {
+            return;
+        }
         loop {
             // Closed first: every piece was queued before it closed, so a queue found empty
             // after that stays empty.
@@ -377,9 +392,10 @@ fn adam_piece(p: Dest<'_>, m: &mut [f32], v: &mut [f32], g: &[&[f32]], coef: Ada
         Dest::InPlace(p) => p.len() == n,
         Dest::Fresh(old, new) => old.len() == n && new.len() == n,
     };
-    // Every slice the same length, so that the loops' zips write every new value.
+    // Every slice the same length, and a gradient at least, so that the loops' zips write
+    // every new value.
     assert!(
-        p_fits && v.len() == n && g.iter().all(|g| g.len() == n),
+        p_fits && v.len() == n && !g.is_empty() && g.iter().all(|g| g.len() == n),
         "Adam's pass: a piece of another size than its parameter's"
     );
     Arch::new().dispatch(AdamPiece { p, m, v, g, coef })
@@ -431,7 +447,7 @@ impl WithSimd for AdamPiece<'_> {
                 }
                 update(p, m, v, sum.into_iter(), coef)
             }
-            [] => {}
+            [] => unreachable!("adam_piece asserts a gradient"),
         }
     }
 }

@@ -273,9 +273,10 @@ fn adam_on_shards_is_adam_on_their_sum() {
     }
 }
 
-/// Split over threads, Adam writes the new weights to new memory; on one, in place: the two
-/// give the same bits, weights and moments, over three steps, whether the threads' shares
-/// of the values end at a block's end or inside one (two and three threads).
+/// Split over threads (from its second step: the first sizes the pass), Adam writes the new
+/// weights to new memory, each piece updated by whichever thread takes it; on one thread, in
+/// place: the two give the same bits, weights and moments, over three steps (two and three
+/// threads).
 #[test]
 fn adam_in_place_and_to_new_memory_agree() {
     let _rng = crate::rng_lock();
@@ -1022,6 +1023,18 @@ fn adam_pass_run(shared: bool, helpers: usize, finish: bool) -> Vec<AdamPassResu
                 let moments = (values(n, 30 + i, false), values(n, 40 + i, true));
                 pass.add(&pieces, i, values(n, i, false), g, moments, 3);
             }
+            // Shared with helpers, they take every piece while the queue is still open
+            // (waiting for them here, so that the caller's part finds nothing left).
+            if shared && helpers > 0 {
+                let since = std::time::Instant::now();
+                while !pieces.is_empty() {
+                    assert!(
+                        since.elapsed() < std::time::Duration::from_secs(60),
+                        "no helper took the pieces"
+                    );
+                    std::hint::spin_loop();
+                }
+            }
             drop(closing);
             if finish {
                 pieces.finish();
@@ -1043,7 +1056,6 @@ fn adam_pass_run(shared: bool, helpers: usize, finish: bool) -> Vec<AdamPassResu
 fn adam_pass_shared_with_helpers_gives_the_one_thread_bits() {
     let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
     let one = adam_pass_run(false, 0, true);
-    let start = adam_pass_run(false, 0, false);
     assert_eq!(one.len(), 4);
     for helpers in [1, 3] {
         let shared = super::drive(helpers, || adam_pass_run(true, helpers, true));
@@ -1056,12 +1068,42 @@ fn adam_pass_shared_with_helpers_gives_the_one_thread_bits() {
             }
         }
     }
-    // The pass on one thread updates as it goes: the caller's part has nothing left to do.
-    for (a, b) in one.iter().zip(&start) {
-        assert_eq!(a.1, b.1);
-    }
     let p0 = adam_pass_values(40_000, 3, false);
     assert!(one[3].1.iter().zip(&p0).all(|(a, b)| a != b));
+}
+
+/// A caller that panics while it adds parameters, with helpers waiting for pieces, closes the
+/// queue as it unwinds: the helpers return and the panic reaches the caller's caller.
+#[test]
+fn adam_pass_caller_panicking_lets_its_helpers_go() {
+    use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
+    let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = Settings {
+        lr: 1e-2,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.0,
+    };
+    let t = |n: usize| super::flex::tensor(vec![0.5; n], burn::tensor::Shape::new([n]));
+    let caught = std::panic::catch_unwind(|| {
+        super::drive(1, || {
+            let pass = AdamPass::new(settings, true);
+            let pieces = Pieces::new();
+            let work = AdamWork::new(&pieces);
+            super::with_helpers(
+                1,
+                |_| work.help(),
+                || {
+                    let _closing = work.closing();
+                    pass.add(&pieces, 0, t(9000), vec![t(9000)], (t(9000), t(9000)), 1);
+                    // A gradient of another size: `add` panics.
+                    pass.add(&pieces, 1, t(10), vec![t(11)], (t(10), t(10)), 1);
+                },
+            );
+        })
+    });
+    assert!(caught.is_err());
 }
 
 /// A shared pass whose pieces were not all updated (no helpers, and the caller skipped its
