@@ -38,7 +38,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// the other cores' address translations, and takes it again with a page fault per 4 KiB that
 /// the kernel zeroes. A training step frees and takes again buffers of the same sizes, and
 /// some of them went back and forth at every purge: without purging, training on two
-/// threads takes a quarter of the page faults and runs 2–3% faster, for a peak memory some
+/// threads takes a quarter of the page faults and runs 1.4–2.7% faster, for a peak memory some
 /// tens of MiB higher (BENCHMARKS.md). Not for `serve`, a long-lived server whose memory
 /// goes back when it is done with a request; nor when `MIMALLOC_PURGE_DELAY` is set, which
 /// mimalloc then follows.

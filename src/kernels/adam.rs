@@ -18,7 +18,7 @@ use burn::optim::{
 use burn::store::RecordError;
 use burn::tensor::{Bytes, Device, GradientCheckpointingStrategy, Shape, Tensor, TensorData};
 
-use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
+use super::adam_pass::{AdamPass, AdamWork, Hyper, Pieces};
 use super::fused_here;
 
 /// PyTorch's `Adam(lr, betas=(0.9, 0.999), eps, weight_decay)` (L2 penalty added to the
@@ -44,15 +44,6 @@ pub struct Adam {
     /// How many values the last step's fused pass updated (0 before the first, or when it
     /// updated none): the parameters' sizes do not change from step to step.
     pass_values: usize,
-}
-
-/// Adam's settings.
-#[derive(Clone, Copy)]
-struct Hyper {
-    beta_1: f32,
-    beta_2: f32,
-    epsilon: f32,
-    weight_decay: f32,
 }
 
 impl Adam {
@@ -117,18 +108,8 @@ impl Adam {
         mut parts: Vec<GradientsParams>,
         untrack: bool,
     ) -> (M, bool) {
-        let h = self.hyper;
         let helpers = self.pass_helpers();
-        let pass = AdamPass::new(
-            Settings {
-                lr: lr as f32,
-                beta_1: h.beta_1,
-                beta_2: h.beta_2,
-                epsilon: h.epsilon,
-                weight_decay: h.weight_decay,
-            },
-            helpers > 0,
-        );
+        let pass = AdamPass::new(self.hyper, lr as f32, helpers > 0);
         let pieces = Pieces::new();
         let work = AdamWork::new(&pieces);
         let (module, was_tracked) = super::with_helpers(

@@ -20,16 +20,15 @@ use crossbeam_deque::{Steal, Stealer, Worker};
 use pulp::{Arch, Simd, WithSimd};
 use typed_arena::Arena;
 
-use super::flex::{owned, storage, tensor, values};
+use super::flex::{owned, storage, tensor};
 
 /// Values per piece of a shared pass: about 3 µs of work, so that the caller, which joins
 /// the pass last, and the helpers end within about a piece of each other.
 const PIECE: usize = 1 << 12;
 
-/// Adam's settings for one step (β, ε and an L2 penalty, none when 0).
+/// Adam's settings: β, ε and an L2 penalty (none when 0).
 #[derive(Clone, Copy)]
-pub(super) struct Settings {
-    pub lr: f32,
+pub(super) struct Hyper {
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
@@ -41,7 +40,8 @@ pub(super) struct Settings {
 /// borrow from it while the next parameters come in.
 pub(super) struct AdamPass<T> {
     slots: Arena<Slot<T>>,
-    settings: Settings,
+    hyper: Hyper,
+    lr: f32,
     /// Whether helpers share the pass, through an [`AdamWork`].
     shared: bool,
 }
@@ -59,17 +59,19 @@ struct Slot<T> {
 }
 
 impl<T> AdamPass<T> {
-    /// A pass with `settings`, `shared` with helpers or on the calling thread alone.
+    /// A pass with `hyper` and learning rate `lr`, `shared` with helpers or on the calling
+    /// thread alone.
     ///
     /// Shared, the new values go to new memory. In place, a thread's stores would first have
     /// to take each line of its pieces of the weights back from the other cores, which read
     /// all of them during the step; the memory is left uninitialised until the pass writes
     /// it, as a zero-fill first costs about half the gain. On one thread the lines are its
     /// own, and in place is faster (BENCHMARKS.md, session 33).
-    pub(super) fn new(settings: Settings, shared: bool) -> Self {
+    pub(super) fn new(hyper: Hyper, lr: f32, shared: bool) -> Self {
         AdamPass {
             slots: Arena::new(),
-            settings,
+            hyper,
+            lr,
             shared,
         }
     }
@@ -78,7 +80,6 @@ impl<T> AdamPass<T> {
     /// gradient is the sum in order of `grads` (at least one), each of its size: on one
     /// thread it is updated at once; shared, its pieces go to `pieces`. `tag` comes back
     /// with its results.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn add<'a>(
         &'a self,
         pieces: &Pieces<'a>,
@@ -90,24 +91,11 @@ impl<T> AdamPass<T> {
     ) {
         let shape = param.layout().shape().clone();
         let len = shape.num_elements();
-        let weights = if self.shared {
-            // Only read: shared storage is fine, a strided one is made contiguous.
-            let p = if param.as_slice::<f32>().is_some() {
-                param
-            } else {
-                owned(param)
-            };
-            Weights::Fresh(p, Box::new_uninit_slice(len))
-        } else {
-            Weights::InPlace(owned(param))
+        let weights = match self.shared {
+            true => Weights::Fresh(contiguous(param), Box::new_uninit_slice(len)),
+            false => Weights::InPlace(owned(param)),
         };
-        let grads: Vec<FlexTensor> = grads
-            .into_iter()
-            .map(|g| match g.as_slice::<f32>() {
-                Some(_) => g,
-                None => tensor(values(&g).into_owned(), g.layout().shape().clone()),
-            })
-            .collect();
+        let grads: Vec<FlexTensor> = grads.into_iter().map(contiguous).collect();
         let Slot {
             weights,
             m,
@@ -130,8 +118,8 @@ impl<T> AdamPass<T> {
             !g.is_empty() && m.len() == len && v.len() == len && g.iter().all(|g| g.len() == len),
             "Adam's pass: a gradient or moment of another size than its parameter, or none"
         );
-        let s = self.settings;
-        let coef = AdamCoef::new(step, s.lr, s.beta_1, s.beta_2, s.epsilon, s.weight_decay);
+        let h = self.hyper;
+        let coef = AdamCoef::new(step, self.lr, h.beta_1, h.beta_2, h.epsilon, h.weight_decay);
         let piece = if self.shared { PIECE } else { len.max(1) };
         let mut at = 0;
         while at < len {
@@ -167,6 +155,14 @@ impl<T> AdamPass<T> {
                 (s.tag, s.weights.finish(s.shape, written), s.m, s.v)
             })
             .collect()
+    }
+}
+
+/// `t` contiguous, to be only read: shared storage is fine, a strided one is copied.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    match t.as_slice::<f32>() {
+        Some(_) => t,
+        None => owned(t),
     }
 }
 

@@ -996,9 +996,8 @@ type AdamPassResult = (usize, Vec<f32>, Vec<f32>, Vec<f32>);
 /// values and moments. The parameters: one value, fewer than a piece, a piece and one more
 /// value, several pieces ending inside one; each with two gradients.
 fn adam_pass_run(shared: bool, helpers: usize, finish: bool) -> Vec<AdamPassResult> {
-    use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
-    let settings = Settings {
-        lr: 1e-2,
+    use super::adam_pass::{AdamPass, AdamWork, Hyper, Pieces};
+    let hyper = Hyper {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-8,
@@ -1010,7 +1009,7 @@ fn adam_pass_run(shared: bool, helpers: usize, finish: bool) -> Vec<AdamPassResu
             burn::tensor::Shape::new([n]),
         )
     };
-    let pass = AdamPass::new(settings, shared);
+    let pass = AdamPass::new(hyper, 1e-2, shared);
     let pieces = Pieces::new();
     let work = AdamWork::new(&pieces);
     super::with_helpers(
@@ -1076,10 +1075,9 @@ fn adam_pass_shared_with_helpers_gives_the_one_thread_bits() {
 /// queue as it unwinds: the helpers return and the panic reaches the caller's caller.
 #[test]
 fn adam_pass_caller_panicking_lets_its_helpers_go() {
-    use super::adam_pass::{AdamPass, AdamWork, Pieces, Settings};
+    use super::adam_pass::{AdamPass, AdamWork, Hyper, Pieces};
     let _one = DRIVES.lock().unwrap_or_else(|e| e.into_inner());
-    let settings = Settings {
-        lr: 1e-2,
+    let hyper = Hyper {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-8,
@@ -1088,7 +1086,7 @@ fn adam_pass_caller_panicking_lets_its_helpers_go() {
     let t = |n: usize| super::flex::tensor(vec![0.5; n], burn::tensor::Shape::new([n]));
     let caught = std::panic::catch_unwind(|| {
         super::drive(1, || {
-            let pass = AdamPass::new(settings, true);
+            let pass = AdamPass::new(hyper, 1e-2, true);
             let pieces = Pieces::new();
             let work = AdamWork::new(&pieces);
             super::with_helpers(
