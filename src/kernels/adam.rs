@@ -157,8 +157,7 @@ impl Adam {
     fn pass_helpers(&self) -> usize {
         // No more than the cores: a helper spins while it waits for pieces, and one more than
         // the cores would take a core from the thread taking the parameters out.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = rayon::current_num_threads().min(cores);
+        let threads = rayon::current_num_threads().min(super::cores());
         match self.pass_values {
             0 => 0,
             n => threads.min(n.div_ceil(super::flex::BLOCK)).max(1) - 1,

@@ -49,6 +49,15 @@ pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The cores this process may use, read once: the standard library reads the process's
+/// affinity and its cgroup's quota files at every call (about twenty system calls), too
+/// slow for a question asked at every training step.
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 thread_local! {
     /// Whether this thread is driving a computation from inside rayon's pool (see [`drive`]).
@@ -79,10 +88,9 @@ fn drive_waiting<R: Send>(
     wait: std::time::Duration,
     f: impl FnOnce() -> R + Send,
 ) -> R {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let helpers = helpers
         .min(rayon::current_num_threads().saturating_sub(1))
-        .min(cores.saturating_sub(1));
+        .min(cores().saturating_sub(1));
     // Only one drive in the process has helpers: two drives' helpers could each end up
     // waiting on top of work the other drive waits for.
     let claimed = helpers > 0 && !HELPED.swap(true, Ordering::AcqRel);

@@ -83,7 +83,7 @@ pub fn describe(
         Keep::Last => "the last epoch's weights (model.safetensors)",
         Keep::Best => "the best validation epoch's weights (best.safetensors)",
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::kernels::cores();
     let lines = [
         format!("run folder  {} ({state})", dir.display()),
         format!(
