@@ -328,7 +328,8 @@ fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Scratch {
     out
 }
 
-/// `[c, b·L]` → `[b, c, L]`, adding `bias[ci]` and applying ReLU when asked.
+/// `[c, b·L]` → `[b, c, L]`, adding `bias[ci]` and applying ReLU when asked. Every value of
+/// the output is written once, so it is not zero-filled first.
 fn to_batch_major(
     xt: &[f32],
     b: usize,
@@ -337,8 +338,13 @@ fn to_batch_major(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; xt.len()];
-    each_chunk(&mut out, c * l, |i, img| {
+    let n = xt.len();
+    assert_eq!(n, b * c * l, "to_batch_major: wrong sizes");
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    each_chunk(&mut out.spare_capacity_mut()[..n], c * l, |i, img| {
         Arch::new().dispatch(|| {
             for ci in 0..c {
                 let src = &xt[ci * b * l + i * l..][..l];
@@ -346,16 +352,19 @@ fn to_batch_major(
                 let dst = &mut img[ci * l..(ci + 1) * l];
                 if relu {
                     for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v + add).max(0.0);
+                        d.write((v + add).max(0.0));
                     }
                 } else {
                     for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v + add;
+                        d.write(v + add);
                     }
                 }
             }
         })
     });
+    // SAFETY: `each_chunk` passes each of the `b` chunks of `c·l` values once, and the loop
+    // above writes all `c·l` values of its chunk (`n = b·c·l`, asserted).
+    unsafe { out.set_len(n) };
     out
 }
 
