@@ -36,7 +36,7 @@ pub struct Adam {
     hyper: Hyper,
     /// burn's Adam with the same settings: the update on other backends.
     fallback: BurnAdam,
-    states: HashMap<ParamId, DynState>,
+    states: HashMap<ParamId, State>,
     /// One empty tensor per rank, cloned into the module in place of each parameter that the
     /// fused pass takes out: a clone only counts a reference, where making an empty tensor
     /// goes through the device's settings and autodiff for every parameter at every step.
@@ -134,18 +134,19 @@ impl Adam {
             },
         );
         drop((work, pieces));
-        let updated: HashMap<ParamId, Updated> = pass
+        let updated: Vec<Updated> = pass
             .into_results()
             .into_iter()
-            .map(|(tag, p, m, v)| (tag.id, Updated { tag, p, m, v }))
+            .map(|(tag, p, m, v)| Updated { tag, p, m, v })
             .collect();
-        self.pass_values = updated.values().map(|u| u.p.layout().num_elements()).sum();
+        self.pass_values = updated.iter().map(|u| u.p.layout().num_elements()).sum();
         if updated.is_empty() {
             return (module, was_tracked);
         }
         let module = module.map(&mut Put {
             states: &mut self.states,
-            updated,
+            updated: updated.into_iter().map(Some).collect(),
+            next: 0,
         });
         (module, was_tracked)
     }
@@ -223,8 +224,8 @@ impl Adam {
         module: &M,
         ids: &[ParamId],
         fill: bool,
-    ) -> (Arc<Mutex<Vec<Option<DynState>>>>, GradientsParams) {
-        let table: Vec<Option<DynState>> = ids
+    ) -> (Arc<Mutex<Vec<Option<State>>>>, GradientsParams) {
+        let table: Vec<Option<State>> = ids
             .iter()
             .map(|id| fill.then(|| self.states.get(id).cloned()).flatten())
             .collect();
@@ -253,6 +254,43 @@ struct Updated {
     p: FlexTensor,
     m: FlexTensor,
     v: FlexTensor,
+}
+
+/// A parameter's Adam state: as the fused pass keeps it (its step count and moments as flex
+/// tensors, handed back to the next step as they are), or as burn's optimizer keeps it
+/// (burn's update off the flex backend, or a state just loaded from a record). burn's
+/// form goes through type erasure, a shared allocation and a device transfer at every
+/// step; the fused pass's is converted only when the state is saved.
+/// (One per parameter, kept in place in the optimizer's map: boxing the moments would only
+/// add an allocation per parameter and step.)
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum State {
+    Flex {
+        time: usize,
+        m: FlexTensor,
+        v: FlexTensor,
+    },
+    Burn(DynState),
+}
+
+impl State {
+    /// The state as burn's Adam keeps it, for a parameter of rank `D`.
+    fn into_burn<const D: usize>(self) -> AdamState<D> {
+        match self {
+            State::Flex { time, m, v } => AdamState::new(AdaptiveMomentumState::new(
+                time,
+                Tensor::<D>::from_primitive::<Flex>(m),
+                Tensor::<D>::from_primitive::<Flex>(v),
+            )),
+            State::Burn(s) => s.downcast::<AdamState<D>>(),
+        }
+    }
+
+    /// [`into_burn`](Self::into_burn), on `device`.
+    fn into_burn_on<const D: usize>(self, device: &Device) -> AdamState<D> {
+        <BurnAdam as Optimizer>::to_device(self.into_burn(), device)
+    }
 }
 
 /// What autodiff carries on a parameter, taken before the update on the inner backend and put
@@ -316,25 +354,31 @@ impl ModuleMapper for Take<'_, '_> {
             context.require_grad = false;
         }
         let device = tensor.device();
-        let state = self
-            .adam
-            .states
-            .remove(&id)
-            .map(|s| s.downcast::<AdamState<D>>());
+        let state = self.adam.states.remove(&id);
         let inner = tensor.inner();
         if !fused_here(&device) {
             let grad = grads.into_iter().reduce(|a, b| a + b).expect("a gradient");
-            let state = state.map(|s| <BurnAdam as Optimizer>::to_device(s, &grad.device()));
+            let state = state.map(|s| s.into_burn_on::<D>(&grad.device()));
             let (t, state) = self.adam.fallback.step(self.lr, inner, grad, state);
             if let Some(s) = state {
-                self.adam.states.insert(id, DynState::create(s, D));
+                self.adam
+                    .states
+                    .insert(id, State::Burn(DynState::create(s, D)));
             }
             return Param::from_mapped_value(id, context.restore(t), mapper);
         }
-        let state = state.map(|s| <BurnAdam as Optimizer>::to_device(s, &grads[0].device()));
         let (time, m, v) = match state {
-            Some(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
-            None => (0, grads[0].zeros_like(), grads[0].zeros_like()),
+            Some(State::Flex { time, m, v }) => (time, m, v),
+            Some(burns) => {
+                let s = burns.into_burn_on::<D>(&grads[0].device());
+                let m = on_flex(s.momentum.moment_1);
+                (s.momentum.time, m, on_flex(s.momentum.moment_2))
+            }
+            None => (
+                0,
+                on_flex(grads[0].zeros_like()),
+                on_flex(grads[0].zeros_like()),
+            ),
         };
         let stand_in = self.adam.stand_in::<D>(&device);
         self.pass.add(
@@ -347,7 +391,7 @@ impl ModuleMapper for Take<'_, '_> {
             },
             on_flex(inner),
             grads.into_iter().map(on_flex).collect(),
-            (on_flex(m), on_flex(v)),
+            (m, v),
             time + 1,
         );
         Param::from_mapped_value(id, stand_in, mapper)
@@ -363,24 +407,43 @@ fn on_flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
 /// The second pass of [`Adam::step`]: puts the updated parameters back, and keeps their
 /// states.
 struct Put<'a> {
-    states: &'a mut HashMap<ParamId, DynState>,
-    updated: HashMap<ParamId, Updated>,
+    states: &'a mut HashMap<ParamId, State>,
+    /// In the order the parameters were taken out, which is the order this pass visits
+    /// them in; each taken when put back.
+    updated: Vec<Option<Updated>>,
+    /// Where the next parameter to put back is expected in `updated`.
+    next: usize,
+}
+
+impl Put<'_> {
+    /// The update of parameter `id`, taken out of `updated`: the next one in order, or
+    /// found further on should the visit's order differ.
+    fn take(&mut self, id: ParamId) -> Option<Updated> {
+        let is = |u: &Option<Updated>| u.as_ref().is_some_and(|u| u.tag.id == id);
+        let at = match self.updated.get(self.next) {
+            Some(u) if is(u) => self.next,
+            _ => self.updated.iter().position(is)?,
+        };
+        self.next = at + 1;
+        self.updated[at].take()
+    }
 }
 
 impl ModuleMapper for Put<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(u) = self.updated.remove(&param.id) else {
+        let Some(u) = self.take(param.id) else {
             return param;
         };
         debug_assert_eq!(u.tag.rank, D, "a parameter's rank changed during the step");
         let (id, _stand_in, mapper) = param.consume();
-        let momentum = AdaptiveMomentumState::new(
-            u.tag.time,
-            Tensor::<D>::from_primitive::<Flex>(u.m),
-            Tensor::<D>::from_primitive::<Flex>(u.v),
+        self.states.insert(
+            id,
+            State::Flex {
+                time: u.tag.time,
+                m: u.m,
+                v: u.v,
+            },
         );
-        self.states
-            .insert(id, DynState::create(AdamState::new(momentum), D));
         let p = u
             .tag
             .context
@@ -414,7 +477,7 @@ impl ModuleVisitor for Ids<'_> {
 /// one-element tensor holding `i` (for every parameter, or only those in `only`).
 struct Slots<'a> {
     next: usize,
-    only: Option<&'a HashMap<ParamId, DynState>>,
+    only: Option<&'a HashMap<ParamId, State>>,
     grads: &'a mut GradientsParams,
 }
 
@@ -438,7 +501,7 @@ impl ModuleVisitor for Slots<'_> {
 /// Adam writes and reads.
 #[derive(Clone)]
 struct Relay {
-    table: Arc<Mutex<Vec<Option<DynState>>>>,
+    table: Arc<Mutex<Vec<Option<State>>>>,
 }
 
 impl Optimizer for Relay {
@@ -463,8 +526,8 @@ impl Optimizer for Relay {
         };
         // Loading: the record's state goes into the table. Saving: the table's state goes to
         // burn's optimizer, which has none of its own.
-        let out = state.or_else(|| entry.take().map(|s| s.downcast::<AdamState<D>>()));
-        *entry = out.clone().map(|s| DynState::create(s, D));
+        let out = state.or_else(|| entry.take().map(State::into_burn::<D>));
+        *entry = out.clone().map(|s| State::Burn(DynState::create(s, D)));
         (tensor, out)
     }
 
