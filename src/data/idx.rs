@@ -56,20 +56,22 @@ fn gz_error(e: std::io::Error) -> String {
 /// Reads one IDX file from `raw` (gzip or not) with a header of `words` big-endian u32s, and
 /// no more than that header allows: a file (or a gzip bomb) longer than its header says is
 /// refused as soon as the excess appears, and a header claiming more than `MAX_DECOMPRESSED`
-/// is refused before the data is read. Returns header and data, checked for length.
+/// is refused before the data is read. Returns the header's bytes and the data, checked for
+/// length; the data has its own buffer, sized from the header (up to [`RESERVED`]), so it is
+/// neither grown by copies while it is read nor copied out afterwards.
 fn read_bounded(
     raw: impl BufRead,
     words: usize,
     magic: u32,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
     let mut r = decoded(raw).map_err(gz_error)?;
     let head_len = 4 * words;
-    let mut bytes = Vec::with_capacity(head_len);
+    let mut head = Vec::with_capacity(head_len);
     r.by_ref()
         .take(head_len as u64)
-        .read_to_end(&mut bytes)
+        .read_to_end(&mut head)
         .map_err(gz_error)?;
-    let h = header(&bytes, words, magic)?;
+    let h = header(&head, words, magic)?;
     let items = h[1..]
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
@@ -81,11 +83,12 @@ fn read_bounded(
                 MAX_DECOMPRESSED
             )
         })?;
+    let mut data = Vec::with_capacity(items.min(RESERVED));
     r.by_ref()
         .take(items as u64)
-        .read_to_end(&mut bytes)
+        .read_to_end(&mut data)
         .map_err(gz_error)?;
-    check_len(bytes.len(), head_len, items)?;
+    check_len(head_len + data.len(), head_len, items)?;
     // One byte more than the header allows means the file is longer; reading on to the end
     // also checks the gzip trailer (CRC and length of every member).
     let mut extra = [0u8; 1];
@@ -102,17 +105,23 @@ fn read_bounded(
             Err(e) => return Err(gz_error(e)),
         }
     }
-    Ok(bytes)
+    Ok((head, data))
 }
+
+/// The most a data buffer is sized to before it is read: a header may claim more than its
+/// file holds, and such a file is refused once it ends.
+const RESERVED: usize = 1 << 28;
 
 /// Reads IDX images (gzip or raw) from any reader, within the bounds of its header.
 pub fn read_images_from(raw: impl BufRead) -> std::result::Result<IdxImages, String> {
-    parse_images(&read_bounded(raw, 4, IMAGES_MAGIC)?)
+    let (head, data) = read_bounded(raw, 4, IMAGES_MAGIC)?;
+    images_from_parts(&head, data)
 }
 
 /// Reads IDX labels (gzip or raw) from any reader, within the bounds of its header.
 pub fn read_labels_from(raw: impl BufRead, classes: u8) -> std::result::Result<Vec<u8>, String> {
-    parse_labels(&read_bounded(raw, 2, LABELS_MAGIC)?, classes)
+    let (head, data) = read_bounded(raw, 2, LABELS_MAGIC)?;
+    labels_from_parts(&head, data, classes)
 }
 
 fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
@@ -170,7 +179,13 @@ fn check_len(got: usize, header_len: usize, items: usize) -> std::result::Result
 
 /// Parses decompressed IDX image bytes.
 pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
-    let h = header(bytes, 4, IMAGES_MAGIC)?;
+    let (head, data) = bytes.split_at(bytes.len().min(16));
+    images_from_parts(head, data.to_vec())
+}
+
+/// Images from an IDX file's header bytes (`head`, at most 16) and its data.
+fn images_from_parts(head: &[u8], data: Vec<u8>) -> std::result::Result<IdxImages, String> {
+    let h = header(head, 4, IMAGES_MAGIC)?;
     let (count, rows, cols) = (h[1] as usize, h[2] as usize, h[3] as usize);
     if rows == 0 || cols == 0 {
         return Err(format!("image dimensions {rows}x{cols} must be positive"));
@@ -178,21 +193,31 @@ pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
     let items = count
         .checked_mul(rows * cols)
         .ok_or_else(|| "image count times size overflows".to_string())?;
-    check_len(bytes.len(), 16, items)?;
+    check_len(16 + data.len(), 16, items)?;
     Ok(IdxImages {
         count,
         rows,
         cols,
-        pixels: bytes[16..].to_vec(),
+        pixels: data,
     })
 }
 
 /// Parses decompressed IDX label bytes; every label must be below `classes`.
 pub fn parse_labels(bytes: &[u8], classes: u8) -> std::result::Result<Vec<u8>, String> {
-    let h = header(bytes, 2, LABELS_MAGIC)?;
+    let (head, data) = bytes.split_at(bytes.len().min(8));
+    labels_from_parts(head, data.to_vec(), classes)
+}
+
+/// Labels from an IDX file's header bytes (`head`, at most 8) and its data; every label must
+/// be below `classes`.
+fn labels_from_parts(
+    head: &[u8],
+    labels: Vec<u8>,
+    classes: u8,
+) -> std::result::Result<Vec<u8>, String> {
+    let h = header(head, 2, LABELS_MAGIC)?;
     let count = h[1] as usize;
-    check_len(bytes.len(), 8, count)?;
-    let labels = bytes[8..].to_vec();
+    check_len(8 + labels.len(), 8, count)?;
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
         return Err(format!(
             "label {l} at index {i} is out of range (expected 0..={})",
