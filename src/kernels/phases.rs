@@ -20,6 +20,8 @@
 //! Every pass has an AVX-512 form (masked loads and stores, 16 positions at a time) and a
 //! plain one with the same values: copies, or sums in the order of the taps.
 
+use std::mem::MaybeUninit;
+
 use super::pieces::each_chunk;
 
 /// Lanes per mask (one AVX-512 vector of `f32`).
@@ -282,18 +284,31 @@ impl Phases {
             self.permutes() && planes.len() == c * s * s * len,
             "phases: wrong interleave"
         );
-        let mut out = vec![0f32; b * c * h * w];
-        each_chunk(&mut out, c * h * w, |i, img| {
+        // Every value is written once (by the vector code, or after a zero-fill by the
+        // loop), so the output is not zero-filled first.
+        let n = b * c * h * w;
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        each_chunk(&mut out.spare_capacity_mut()[..n], c * h * w, |i, img| {
             #[cfg(target_arch = "x86_64")]
             if vector() {
                 // SAFETY: as in `split`: the assert above gives the planes' size, `img` is
                 // one image of `c·h·w`, and `permutes` and `new` the geometry.
                 unsafe { avx512::interleave_image(planes, i, self.big, self.grid, b, img) };
+                // SAFETY: `interleave_image` wrote every value of `img`, and
+                // `MaybeUninit<f32>` has the layout of `f32`.
+                let img = unsafe { &mut *(img as *mut [MaybeUninit<f32>] as *mut [f32]) };
                 for (ci, ch) in img.chunks_exact_mut(h * w).enumerate() {
                     finish(ci, ch);
                 }
                 return;
             }
+            img.fill(MaybeUninit::new(0.0));
+            // SAFETY: every value of `img` was written just above, and `MaybeUninit<f32>` has
+            // the layout of `f32`.
+            let img = unsafe { &mut *(img as *mut [MaybeUninit<f32>] as *mut [f32]) };
             for (ci, ch) in img.chunks_exact_mut(h * w).enumerate() {
                 let planes = &planes[ci * s * s * len..][..s * s * len];
                 for (iy, row) in ch.chunks_exact_mut(w).enumerate() {
@@ -306,6 +321,9 @@ impl Phases {
                 finish(ci, ch);
             }
         });
+        // SAFETY: `each_chunk` passes each of the `b` images of `c·h·w` values once (`n` is
+        // `b·c·h·w`), and every value of each was written above.
+        unsafe { out.set_len(n) };
         out
     }
 }
@@ -449,7 +467,8 @@ mod avx512 {
     }
 
     /// [`super::Phases::interleave`] of image `i` at stride 2 into `img` (`c·h·w`), from the
-    /// planes of all `b` images (`4·c·b·gh·gw`), without the finishing pass.
+    /// planes of all `b` images (`4·c·b·gh·gw`), without the finishing pass; every value of
+    /// `img` is written.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `w ≤ 32`, `gw ≤ 16`, `ceil(h / 2) ≤ gh`, `ceil(w / 2) ≤ gw`,
@@ -461,7 +480,7 @@ mod avx512 {
         [h, w]: [usize; 2],
         [gh, gw]: [usize; 2],
         b: usize,
-        img: &mut [f32],
+        img: &mut [super::MaybeUninit<f32>],
     ) {
         let (l, len) = (gh * gw, b * gh * gw);
         // Lane `ix` takes `ix / 2` of phase 0 (even `ix`) or of phase 1 (odd: index + 16).
@@ -472,7 +491,7 @@ mod avx512 {
             live(0, w.saturating_sub(LANES)),
             live(0, gw),
         );
-        let (src, dst) = (planes.as_ptr(), img.as_mut_ptr());
+        let (src, dst) = (planes.as_ptr(), img.as_mut_ptr().cast::<f32>());
         for ci in 0..img.len() / (h * w) {
             for iy in 0..h {
                 let at = (ci * 4 + (iy % 2) * 2) * len + i * l + (iy / 2) * gw;
