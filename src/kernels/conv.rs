@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
 
 use burn::backend::flex::FlexTensor;
@@ -23,7 +24,7 @@ use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
 use super::pieces::{each_chunk, Scratch};
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 mod direct;
@@ -345,27 +346,64 @@ fn to_batch_major(
         return out;
     }
     each_chunk(&mut out.spare_capacity_mut()[..n], c * l, |i, img| {
-        Arch::new().dispatch(|| {
-            for ci in 0..c {
-                let src = &xt[ci * b * l + i * l..][..l];
-                let add = bias.map_or(0.0, |bias| bias[ci]);
-                let dst = &mut img[ci * l..(ci + 1) * l];
-                if relu {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        d.write((v + add).max(0.0));
-                    }
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        d.write(v + add);
-                    }
-                }
-            }
+        Arch::new().dispatch(ImageFromChannels {
+            xt,
+            at: i * l,
+            b,
+            l,
+            bias,
+            relu,
+            img,
         })
     });
     // SAFETY: `each_chunk` passes each of the `b` chunks of `c·l` values once, and the loop
     // above writes all `c·l` values of its chunk (`n = b·c·l`, asserted).
     unsafe { out.set_len(n) };
     out
+}
+
+/// One image of [`to_batch_major`]: its `c` channels of `l` values from `xt`, each from
+/// value `at` of its channel's row (of `b·l`). A [`WithSimd`] rather than a closure, so that
+/// pulp compiles the loops for the CPU's widest vectors (a closure's body is compiled for
+/// the baseline CPU, whatever pulp dispatches to).
+struct ImageFromChannels<'a> {
+    xt: &'a [f32],
+    at: usize,
+    b: usize,
+    l: usize,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    img: &'a mut [MaybeUninit<f32>],
+}
+
+impl WithSimd for ImageFromChannels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let ImageFromChannels {
+            xt,
+            at,
+            b,
+            l,
+            bias,
+            relu,
+            img,
+        } = self;
+        for (ci, dst) in img.chunks_exact_mut(l).enumerate() {
+            let src = &xt[ci * b * l + at..][..l];
+            let add = bias.map_or(0.0, |bias| bias[ci]);
+            if relu {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write((v + add).max(0.0));
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write(v + add);
+                }
+            }
+        }
+    }
 }
 
 /// The incoming gradient `g` (`[b, c, L]`) masked by the ReLU's output `y` when there is one,
@@ -380,23 +418,56 @@ fn masked_channel_major(
 ) -> (Scratch, Vec<f32>) {
     let mut out = Scratch::new(g.len());
     each_chunk(&mut out, b * l, |ci, row| {
-        Arch::new().dispatch(|| {
-            for i in 0..b {
-                let at = (i * c + ci) * l;
-                let (src, dst) = (&g[at..at + l], &mut row[i * l..(i + 1) * l]);
-                match y {
-                    Some(y) => {
-                        for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
-                            *d = if y > 0.0 { v } else { 0.0 };
-                        }
-                    }
-                    None => dst.copy_from_slice(src),
-                }
-            }
+        Arch::new().dispatch(ChannelFromImages {
+            g,
+            y,
+            ci,
+            c,
+            l,
+            row,
         })
     });
     let db = row_sums(&out, b * l, 0.0);
     (out, db)
+}
+
+/// One channel's row of [`masked_channel_major`] (`ci`, of `c`): its `l` values of every
+/// image, masked by `y`. A [`WithSimd`] for the reason [`ImageFromChannels`] is.
+struct ChannelFromImages<'a> {
+    g: &'a [f32],
+    y: Option<&'a [f32]>,
+    ci: usize,
+    c: usize,
+    l: usize,
+    row: &'a mut [f32],
+}
+
+impl WithSimd for ChannelFromImages<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let ChannelFromImages {
+            g,
+            y,
+            ci,
+            c,
+            l,
+            row,
+        } = self;
+        for (i, dst) in row.chunks_exact_mut(l).enumerate() {
+            let at = (i * c + ci) * l;
+            let src = &g[at..at + l];
+            match y {
+                Some(y) => {
+                    for ((d, &v), &y) in dst.iter_mut().zip(src).zip(&y[at..at + l]) {
+                        *d = if y > 0.0 { v } else { 0.0 };
+                    }
+                }
+                None => dst.copy_from_slice(src),
+            }
+        }
+    }
 }
 
 /// The sum of each `n`-long row of `rows`, each added up from `start` (0 or −0) in order:
