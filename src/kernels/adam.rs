@@ -134,18 +134,22 @@ impl Adam {
             },
         );
         drop((work, pieces));
-        let updated: Vec<Updated> = pass
+        let updated: Vec<Option<Updated>> = pass
             .into_results()
             .into_iter()
-            .map(|(tag, p, m, v)| Updated { tag, p, m, v })
+            .map(|(tag, p, m, v)| Some(Updated { tag, p, m, v }))
             .collect();
-        self.pass_values = updated.iter().map(|u| u.p.layout().num_elements()).sum();
+        self.pass_values = updated
+            .iter()
+            .flatten()
+            .map(|u| u.p.layout().num_elements())
+            .sum();
         if updated.is_empty() {
             return (module, was_tracked);
         }
         let module = module.map(&mut Put {
             states: &mut self.states,
-            updated: updated.into_iter().map(Some).collect(),
+            updated,
             next: 0,
         });
         (module, was_tracked)
