@@ -6,6 +6,7 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
+use pulp::{Arch, Simd, WithSimd};
 
 use super::flex::{tensor, values};
 use super::pieces::{each_chunk, planes_from_zero, PLANE_PIECE};
@@ -67,7 +68,7 @@ impl Layout {
 const LANES: usize = 8;
 
 /// Adds `f(v)` of each value of `xs` into `acc`, value `i` into sum `i % LANES`.
-#[inline]
+#[inline(always)]
 fn add_lanes(acc: &mut [f64; LANES], xs: &[f32], f: impl Fn(f32) -> f64) {
     let mut chunks = xs.chunks_exact(LANES);
     for c in &mut chunks {
@@ -110,16 +111,12 @@ pub(super) fn forward(
     let xs = values(x);
     let n = lay.n().max(1) as f64;
     let stats = lay.per_channel(|ch| {
-        let mut acc = [0f64; LANES];
-        for plane in lay.channel(&xs, ch) {
-            add_lanes(&mut acc, plane, |v| v as f64);
-        }
-        let mean = total(acc) / n;
-        let mut acc = [0f64; LANES];
-        for plane in lay.channel(&xs, ch) {
-            add_lanes(&mut acc, plane, |v| (v as f64 - mean) * (v as f64 - mean));
-        }
-        (mean, total(acc) / n)
+        Arch::new().dispatch(ChannelStats {
+            xs: &xs,
+            lay,
+            ch,
+            n,
+        })
     });
     let (g, bt) = (values(gamma), values(beta));
     // y = x·a + d with a = γ/√(var + ε), d = β − mean·a.
@@ -134,17 +131,13 @@ pub(super) fn forward(
         .map(|ch| (bt[ch] as f64 - stats[ch].0 * g[ch] as f64 * inv_std[ch]) as f32)
         .collect();
     let y = lay.planes(|p, ch, plane| {
-        let (a, d) = (a[ch], d[ch]);
-        let src = &xs[p * lay.s..][..lay.s];
-        if relu {
-            for (o, &v) in plane.iter_mut().zip(src) {
-                *o = (v * a + d).max(0.0);
-            }
-        } else {
-            for (o, &v) in plane.iter_mut().zip(src) {
-                *o = v * a + d;
-            }
-        }
+        Arch::new().dispatch(Normalise {
+            src: &xs[p * lay.s..][..lay.s],
+            a: a[ch],
+            d: d[ch],
+            relu,
+            plane,
+        })
     });
     let y = tensor(y, shape);
     let c = Shape::new([lay.c]);
@@ -169,46 +162,30 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
     let (xs, gs) = (values(&st.x), values(g));
     let ys = st.y.as_ref().map(values);
     let n = lay.n().max(1) as f64;
-    // The incoming gradient masked by the ReLU (where its output is 0), `g` when none.
-    let masked = |gv: f32, y: Option<f32>| match y {
-        Some(y) if y <= 0.0 => 0.0,
-        _ => gv,
-    };
     let sums = lay.per_channel(|ch| {
-        let (m, is) = (st.mean[ch], st.inv_std[ch]);
-        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
-        for i in 0..lay.b {
-            let at = (i * lay.c + ch) * lay.s;
-            let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
-            let y = ys.as_deref().map(|y| &y[at..][..lay.s]);
-            for k in 0..lay.s {
-                let gv = masked(g[k], y.map(|y| y[k]));
-                sg[k % LANES] += gv as f64;
-                sgx[k % LANES] += gv as f64 * ((x[k] - m) * is) as f64;
-            }
-        }
-        (total(sg), total(sgx))
+        Arch::new().dispatch(GradSums {
+            xs: &xs,
+            gs: &gs,
+            ys: ys.as_deref(),
+            lay,
+            ch,
+            mean: st.mean[ch],
+            inv_std: st.inv_std[ch],
+        })
     });
     let dx = lay.planes(|p, ch, plane| {
         let at = p * lay.s;
-        let (m, is) = (st.mean[ch], st.inv_std[ch]);
-        let scale = st.gamma[ch] * is;
-        let (mg, mgx) = ((sums[ch].0 / n) as f32, (sums[ch].1 / n) as f32);
-        let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
-        let grad = |gv: f32, x: f32| scale * (gv - mg - (x - m) * is * mgx);
-        match ys.as_deref() {
-            Some(ys) => {
-                let y = &ys[at..][..lay.s];
-                for (((d, &gv), &x), &y) in plane.iter_mut().zip(g).zip(x).zip(y) {
-                    *d = grad(masked(gv, Some(y)), x);
-                }
-            }
-            None => {
-                for ((d, &gv), &x) in plane.iter_mut().zip(g).zip(x) {
-                    *d = grad(gv, x);
-                }
-            }
-        }
+        Arch::new().dispatch(InputGrad {
+            x: &xs[at..][..lay.s],
+            g: &gs[at..][..lay.s],
+            y: ys.as_deref().map(|y| &y[at..][..lay.s]),
+            mean: st.mean[ch],
+            inv_std: st.inv_std[ch],
+            scale: st.gamma[ch] * st.inv_std[ch],
+            mean_g: (sums[ch].0 / n) as f32,
+            mean_gx: (sums[ch].1 / n) as f32,
+            plane,
+        })
     });
     let c = Shape::new([lay.c]);
     let dgamma = sums.iter().map(|&(_, v)| v as f32).collect();
@@ -218,4 +195,204 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
         tensor(dgamma, c.clone()),
         tensor(dbeta, c),
     )
+}
+
+// The passes below are `WithSimd` operations rather than closures: dispatched by pulp, their
+// loops compile for the CPU's widest vectors (AVX-512 where present), where a closure's body
+// compiles for the baseline x86-64. Each keeps the scalar order of operations: the sums of a
+// channel go to lane `k % LANES` for value `k` of each plane, and products and sums stay
+// separate operations (no fused multiply-add), so the results have the same bits.
+
+/// The mean and biased variance of channel `ch` of `xs`, from `n` values.
+struct ChannelStats<'a> {
+    xs: &'a [f32],
+    lay: Layout,
+    ch: usize,
+    n: f64,
+}
+
+impl WithSimd for ChannelStats<'_> {
+    type Output = (f64, f64);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> (f64, f64) {
+        let ChannelStats { xs, lay, ch, n } = self;
+        let mut acc = [0f64; LANES];
+        for plane in lay.channel(xs, ch) {
+            add_lanes(&mut acc, plane, |v| v as f64);
+        }
+        let mean = total(acc) / n;
+        let mut acc = [0f64; LANES];
+        for plane in lay.channel(xs, ch) {
+            add_lanes(&mut acc, plane, |v| (v as f64 - mean) * (v as f64 - mean));
+        }
+        (mean, total(acc) / n)
+    }
+}
+
+/// One plane of the output: `src·a + d`, then ReLU when `relu`.
+struct Normalise<'a> {
+    src: &'a [f32],
+    a: f32,
+    d: f32,
+    relu: bool,
+    plane: &'a mut [f32],
+}
+
+impl WithSimd for Normalise<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Normalise {
+            src,
+            a,
+            d,
+            relu,
+            plane,
+        } = self;
+        if relu {
+            for (o, &v) in plane.iter_mut().zip(src) {
+                *o = (v * a + d).max(0.0);
+            }
+        } else {
+            for (o, &v) in plane.iter_mut().zip(src) {
+                *o = v * a + d;
+            }
+        }
+    }
+}
+
+/// The incoming gradient `g` masked by the ReLU's output `y` (0 where `y` is), as `f64`.
+#[inline(always)]
+fn masked(g: f32, y: f32) -> f64 {
+    (if y <= 0.0 { 0.0 } else { g }) as f64
+}
+
+/// Adds the first `lanes` of `g` into `sg` and their products with the normalised `x`
+/// (`(x − mean)·inv_std`) into `sgx`, lane by lane.
+#[inline(always)]
+fn add_grads(
+    lanes: usize,
+    (sg, sgx): (&mut [f64; LANES], &mut [f64; LANES]),
+    g: &[f64; LANES],
+    x: &[f32],
+    (m, is): (f32, f32),
+) {
+    for l in 0..lanes {
+        sg[l] += g[l];
+        sgx[l] += g[l] * ((x[l] - m) * is) as f64;
+    }
+}
+
+/// The sums over channel `ch` of the (masked) incoming gradient and of its products with the
+/// normalised input: `∂β` and `∂γ`.
+struct GradSums<'a> {
+    xs: &'a [f32],
+    gs: &'a [f32],
+    ys: Option<&'a [f32]>,
+    lay: Layout,
+    ch: usize,
+    mean: f32,
+    inv_std: f32,
+}
+
+impl WithSimd for GradSums<'_> {
+    type Output = (f64, f64);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> (f64, f64) {
+        let GradSums {
+            xs,
+            gs,
+            ys,
+            lay,
+            ch,
+            mean: m,
+            inv_std: is,
+        } = self;
+        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
+        for i in 0..lay.b {
+            let at = (i * lay.c + ch) * lay.s;
+            let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
+            let mut gm = [0f64; LANES];
+            let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
+            let (xr, gr) = (xc.remainder(), gc.remainder());
+            match ys {
+                Some(ys) => {
+                    let y = &ys[at..][..lay.s];
+                    let yc = y.chunks_exact(LANES);
+                    let yr = yc.remainder();
+                    for ((x, g), y) in xc.zip(gc).zip(yc) {
+                        for l in 0..LANES {
+                            gm[l] = masked(g[l], y[l]);
+                        }
+                        add_grads(LANES, (&mut sg, &mut sgx), &gm, x, (m, is));
+                    }
+                    for l in 0..xr.len() {
+                        gm[l] = masked(gr[l], yr[l]);
+                    }
+                }
+                None => {
+                    for (x, g) in xc.zip(gc) {
+                        for l in 0..LANES {
+                            gm[l] = g[l] as f64;
+                        }
+                        add_grads(LANES, (&mut sg, &mut sgx), &gm, x, (m, is));
+                    }
+                    for l in 0..xr.len() {
+                        gm[l] = gr[l] as f64;
+                    }
+                }
+            }
+            add_grads(xr.len(), (&mut sg, &mut sgx), &gm, xr, (m, is));
+        }
+        (total(sg), total(sgx))
+    }
+}
+
+/// One plane of the input's gradient: `γ/√(var + ε) · (g − mean(g) − x̂·mean(g·x̂))`, with `g`
+/// masked by the ReLU's output `y` when there is one.
+struct InputGrad<'a> {
+    x: &'a [f32],
+    g: &'a [f32],
+    y: Option<&'a [f32]>,
+    mean: f32,
+    inv_std: f32,
+    scale: f32,
+    mean_g: f32,
+    mean_gx: f32,
+    plane: &'a mut [f32],
+}
+
+impl WithSimd for InputGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let InputGrad {
+            x,
+            g,
+            y,
+            mean: m,
+            inv_std: is,
+            scale,
+            mean_g: mg,
+            mean_gx: mgx,
+            plane,
+        } = self;
+        let grad = |gv: f32, x: f32| scale * (gv - mg - (x - m) * is * mgx);
+        match y {
+            Some(y) => {
+                for (((d, &gv), &x), &y) in plane.iter_mut().zip(g).zip(x).zip(y) {
+                    *d = grad(if y <= 0.0 { 0.0 } else { gv }, x);
+                }
+            }
+            None => {
+                for ((d, &gv), &x) in plane.iter_mut().zip(g).zip(x) {
+                    *d = grad(gv, x);
+                }
+            }
+        }
+    }
 }
