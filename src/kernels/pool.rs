@@ -7,6 +7,7 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::flex::{tensor, values};
@@ -344,6 +345,16 @@ impl Nearest {
         self.rows.len() * self.cols.len()
     }
 
+    /// Whether each input value goes to a 2 × 2 block of outputs (twice the height and
+    /// width), the case [`Double`] and [`DoubleGrad`] run without the index maps.
+    fn twice(&self) -> bool {
+        let halves = |map: &[usize]| map.iter().enumerate().all(|(i, &r)| r == i / 2);
+        self.rows.len() == 2 * self.h
+            && self.cols.len() == 2 * self.w
+            && halves(&self.rows)
+            && halves(&self.cols)
+    }
+
     /// Resizes `planes` planes of `x`.
     pub fn forward(&self, x: &[f32], planes: usize) -> Vec<f32> {
         let (inp, outp, ow) = (self.h * self.w, self.out_len(), self.cols.len());
@@ -351,8 +362,16 @@ impl Nearest {
         if outp == 0 || inp == 0 {
             return vec![0.0f32; planes * outp];
         }
+        let twice = self.twice();
         planes_from_zero(planes * outp, outp, |p, y| {
             let plane = &x[p * inp..][..inp];
+            if twice {
+                return Arch::new().dispatch(Double {
+                    w: self.w,
+                    x: plane,
+                    y,
+                });
+            }
             for (y, &r) in y.chunks_exact_mut(ow).zip(&self.rows) {
                 let row = &plane[r * self.w..][..self.w];
                 for (y, &c) in y.iter_mut().zip(&self.cols) {
@@ -370,8 +389,12 @@ impl Nearest {
         if outp == 0 || inp == 0 {
             return vec![0.0f32; planes * inp];
         }
+        let twice = self.twice();
         planes_from_zero(planes * inp, inp, |p, dx| {
             let g = &g[p * outp..][..outp];
+            if twice {
+                return Arch::new().dispatch(DoubleGrad { w: self.w, g, dx });
+            }
             for (g, &r) in g.chunks_exact(ow).zip(&self.rows) {
                 let row = &mut dx[r * self.w..][..self.w];
                 for (&gv, &c) in g.iter().zip(&self.cols) {
@@ -379,6 +402,59 @@ impl Nearest {
                 }
             }
         })
+    }
+}
+
+/// One plane `x` (`w` wide) upsampled twice in each direction into `y`: [`Nearest::forward`]
+/// where [`Nearest::twice`]. A pulp [`WithSimd`] operation, so that its loops compile for the
+/// CPU's widest vectors.
+struct Double<'a> {
+    w: usize,
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl WithSimd for Double<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Double { w, x, y } = self;
+        for (row, out) in x.chunks_exact(w).zip(y.chunks_exact_mut(4 * w)) {
+            let (top, bottom) = out.split_at_mut(2 * w);
+            for (pair, &v) in top.chunks_exact_mut(2).zip(row) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+            bottom.copy_from_slice(top);
+        }
+    }
+}
+
+/// [`Nearest::backward`] where [`Nearest::twice`], for one plane: each input's gradient sums
+/// its 2 × 2 block of `g` (`2w` wide) onto the zero in `dx`, in the order of the outputs.
+struct DoubleGrad<'a> {
+    w: usize,
+    g: &'a [f32],
+    dx: &'a mut [f32],
+}
+
+impl WithSimd for DoubleGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let DoubleGrad { w, g, dx } = self;
+        for (d, rows) in dx.chunks_exact_mut(w).zip(g.chunks_exact(4 * w)) {
+            let (top, bottom) = rows.split_at(2 * w);
+            for ((d, t), b) in d
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                *d = (((*d + t[0]) + t[1]) + b[0]) + b[1];
+            }
+        }
     }
 }
 
