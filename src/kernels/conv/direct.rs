@@ -65,82 +65,54 @@ impl WithSimd for Forward<'_> {
 }
 
 /// The gradient `[1, c, kh, kw]` of the weight, for the input `x` (`[b, c, h, w]`) and the
-/// output's gradient `g` (`[b, 1, gh, gw]`, already through the ReLU's mask). Each input
-/// channel's pass takes the images in order, so the sums do not depend on the threads.
+/// output's gradient `g` (`[b, 1, gh, gw]`, already through the ReLU's mask). Images are
+/// taken in order, so the sums do not depend on the threads.
 pub(super) fn weight_grad(x: &[f32], g: &[f32], b: usize, geom: &Geom) -> Vec<f32> {
-    let pad = Planes::new(geom);
-    let (l, out) = (geom.len(), pad.out_len());
-    // Every image's output gradient on the padded grid, once for all the channels' passes.
-    let mut gp = vec![0f32; b * out];
-    for (src, dst) in g.chunks_exact(l).zip(gp.chunks_exact_mut(out)) {
-        pad.widen(src, dst);
-    }
-    let mut dw = vec![0f32; geom.rows()];
-    each_chunk(&mut dw, pad.taps, |ci, dw| {
-        Arch::new().dispatch(WeightGrad {
-            x,
-            gp: &gp,
-            b,
-            ci,
-            c: geom.c,
-            pad,
-            dw,
-        })
-    });
-    dw
+    Arch::new().dispatch(WeightGrad { x, g, b, geom })
 }
 
-/// [`weight_grad`] for input channel `ci`: its `taps` values `dw`.
+/// [`weight_grad`]'s pass.
 struct WeightGrad<'a> {
     x: &'a [f32],
-    gp: &'a [f32],
+    g: &'a [f32],
     b: usize,
-    ci: usize,
-    c: usize,
-    pad: Planes,
-    dw: &'a mut [f32],
+    geom: &'a Geom,
 }
 
 impl WithSimd for WeightGrad<'_> {
-    type Output = ();
+    type Output = Vec<f32>;
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) {
+    fn with_simd<S: Simd>(self, _simd: S) -> Vec<f32> {
         /// Lanes of the running sums: four AVX-512 vectors, so that their chains of additions
         /// overlap.
         const LANES: usize = 64;
-        let WeightGrad {
-            x,
-            gp,
-            b,
-            ci,
-            c,
-            pad,
-            dw,
-        } = self;
-        let (hw, taps, out) = (pad.h * pad.w, pad.taps, pad.out_len());
-        let mut sums = vec![[0f32; LANES]; taps];
+        let WeightGrad { x, g, b, geom } = self;
+        let pad = Planes::new(geom);
+        let (hw, taps, l) = (pad.h * pad.w, pad.taps, geom.len());
+        let mut sums = vec![[0f32; LANES]; geom.rows()];
         let mut xp = vec![0f32; pad.area + pad.reach()];
+        let mut gp = vec![0f32; pad.out_len()];
         for i in 0..b {
-            let gp = &gp[i * out..][..out];
-            pad.fill(&x[(i * c + ci) * hw..][..hw], &mut xp);
-            for (kk, sum) in sums.iter_mut().enumerate() {
-                let run = &xp[pad.tap(kk)..][..out];
-                let (gs, rest_g) = gp.as_chunks::<LANES>();
-                let (xs, rest_x) = run.as_chunks::<LANES>();
-                for (gc, xc) in gs.iter().zip(xs) {
-                    for t in 0..LANES {
-                        sum[t] += gc[t] * xc[t];
+            pad.widen(&g[i * l..][..l], &mut gp);
+            for ci in 0..geom.c {
+                pad.fill(&x[(i * geom.c + ci) * hw..][..hw], &mut xp);
+                for (kk, sum) in sums[ci * taps..][..taps].iter_mut().enumerate() {
+                    let run = &xp[pad.tap(kk)..][..gp.len()];
+                    let (gs, rest_g) = gp.as_chunks::<LANES>();
+                    let (xs, rest_x) = run.as_chunks::<LANES>();
+                    for (gc, xc) in gs.iter().zip(xs) {
+                        for t in 0..LANES {
+                            sum[t] += gc[t] * xc[t];
+                        }
                     }
-                }
-                for (t, (&gv, &xv)) in rest_g.iter().zip(rest_x).enumerate() {
-                    sum[t] += gv * xv;
+                    for (t, (&gv, &xv)) in rest_g.iter().zip(rest_x).enumerate() {
+                        sum[t] += gv * xv;
+                    }
                 }
             }
         }
-        for (d, s) in dw.iter_mut().zip(&sums) {
-            *d = s.iter().sum();
-        }
+        sums.iter().map(|s| s.iter().sum()).collect()
     }
 }
 
