@@ -28,6 +28,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 mod direct;
+mod one_input;
 mod padded;
 mod shifted;
 
@@ -525,7 +526,7 @@ pub(super) struct ConvSaved {
     /// The output, kept when a ReLU followed.
     y: Option<FlexTensor>,
     /// The input, kept instead of the patch matrix by a convolution on the direct path
-    /// ([`direct`]) when the weight needs a gradient.
+    /// ([`direct`]) or of one input channel ([`one_input`]) when the weight needs a gradient.
     x: Option<FlexTensor>,
 }
 
@@ -747,6 +748,9 @@ fn conv2d_forward_whole(
         let yt = direct::forward(&values(x), &values(w), b, &geom);
         let y = to_batch_major(&yt, b, 1, l, Some(&values(bias)), relu);
         (y, None, keep_for_dw.then(|| x.clone()))
+    } else if one_input_path(&geom) {
+        let y = one_input::forward(&values(x), &values(w), &values(bias), relu, b, &geom);
+        (y, None, keep_for_dw.then(|| x.clone()))
     } else if shifted_path(o, &geom) {
         let lay = shifted::Layout::new(&geom, b);
         let xp = shifted::pad_input(&values(x), c, &lay);
@@ -787,6 +791,12 @@ fn conv2d_forward_whole(
 /// backward: reading that matrix, not multiplying, would be the work.
 fn direct_path(o: usize, g: &Geom) -> bool {
     o == 1 && g.s == 1
+}
+
+/// Whether a convolution over `g` to several channels (one takes [`direct`]) takes the path
+/// of [`one_input`]: one input channel at stride 1.
+fn one_input_path(g: &Geom) -> bool {
+    g.c == 1 && g.s == 1
 }
 
 /// Input channels from which a stride-1 convolution takes the shifted products
@@ -834,7 +844,13 @@ fn conv2d_backward_whole(
         });
         return (dx, dw, tensor(db, Shape::new([o])));
     }
-    let dw = st.data.as_ref().map(|cols| {
+    // A convolution of one input channel kept its input instead of the patch matrix.
+    let built = (st.x.as_ref()).map(|x| {
+        let mut cols = Scratch::new(geom.rows() * bl);
+        im2col(&values(x), b, geom, &mut cols);
+        cols
+    });
+    let dw = st.data.as_ref().or(built.as_ref()).map(|cols| {
         let mut dw = vec![0f32; o * geom.rows()];
         matmul_into(
             &mut dw,

@@ -408,8 +408,9 @@ fn adam_state_travels_as_burns_record() {
 
 /// Fused convolution against burn's, forward and all three gradients, for each layer shape
 /// of the presets (stride 1 and 2, padding 0 and 1, output padding, 1×1 inputs), and for
-/// stride-1 convolutions to one channel (the direct path) and from eight channels or more to
-/// several (the shifted products): odd and even kernels, padding from none to more than half
+/// stride-1 convolutions to one channel (the direct path), from one channel to several (the
+/// padded plane) and from eight channels or more to several (the shifted products): odd and
+/// even kernels, padding from none to more than half
 /// the kernel, non-square images, batches cut into parts.
 #[test]
 fn fused_convolutions_match_burn_forward_and_gradients() {
@@ -418,7 +419,7 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
     let device = Device::flex().autodiff();
     type Case = (&'static str, [usize; 4], bool, [usize; 7]);
     // (name, input dims, transposed, [in, out, kh, kw, stride, padding, output padding])
-    let cases: [Case; 27] = [
+    let cases: [Case; 31] = [
         (
             "conv 1→16 k3 s2 p1",
             [3, 1, 28, 28],
@@ -581,6 +582,31 @@ fn fused_convolutions_match_burn_forward_and_gradients() {
             [2, 8, 9, 9],
             false,
             [8, 2, 3, 3, 1, 0, 0],
+        ),
+        // Stride 1 from one input channel (the padded plane, no patch matrix forward).
+        (
+            "conv 1→16 k3 s1 p1 on 12×12, 37 images",
+            [37, 1, 12, 12],
+            false,
+            [1, 16, 3, 3, 1, 1, 0],
+        ),
+        (
+            "conv 1→4 k5 s1 p2 on 8×7",
+            [2, 1, 8, 7],
+            false,
+            [1, 4, 5, 5, 1, 2, 0],
+        ),
+        (
+            "conv 1→3 k2 s1 p0 on 6×5",
+            [2, 1, 6, 5],
+            false,
+            [1, 3, 2, 2, 1, 0, 0],
+        ),
+        (
+            "conv 1→2 k3×1 s1 p4 on 4×4 (padding past the kernel), one image",
+            [1, 1, 4, 4],
+            false,
+            [1, 2, 3, 1, 1, 4, 0],
         ),
     ];
     // Each case from the test's thread (the passes run on rayon's pool) and from inside a pool
