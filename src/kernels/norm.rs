@@ -263,10 +263,14 @@ impl WithSimd for Normalise<'_> {
     }
 }
 
-/// The incoming gradient `g` masked by the ReLU's output `y` (0 where `y` is), as `f64`.
+/// The incoming gradient `g` masked by the ReLU's output `y` (0 where `y` is).
 #[inline(always)]
-fn masked(g: f32, y: f32) -> f64 {
-    (if y <= 0.0 { 0.0 } else { g }) as f64
+fn masked(g: f32, y: f32) -> f32 {
+    if y <= 0.0 {
+        0.0
+    } else {
+        g
+    }
 }
 
 /// Adds the first `lanes` of `g` into `sg` and their products with the normalised `x`
@@ -283,6 +287,37 @@ fn add_grads(
         sg[l] += g[l];
         sgx[l] += g[l] * ((x[l] - m) * is) as f64;
     }
+}
+
+/// Adds one plane's incoming gradient `g` (masked by the ReLU's output `y` when `MASK`; `y`
+/// is not read otherwise) and its products with the normalised `x` into `sums`, value `k` into
+/// lane `k % LANES`.
+#[inline(always)]
+fn add_plane<const MASK: bool>(
+    (sg, sgx): &mut ([f64; LANES], [f64; LANES]),
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    at: (f32, f32),
+) {
+    let mut gm = [0f64; LANES];
+    let (xc, gc, yc) = (
+        x.chunks_exact(LANES),
+        g.chunks_exact(LANES),
+        y.chunks_exact(LANES),
+    );
+    let (xr, gr, yr) = (xc.remainder(), gc.remainder(), yc.remainder());
+    let gradient = |g: f32, y: f32| if MASK { masked(g, y) } else { g } as f64;
+    for ((x, g), y) in xc.zip(gc).zip(yc) {
+        for l in 0..LANES {
+            gm[l] = gradient(g[l], y[l]);
+        }
+        add_grads(LANES, (sg, sgx), &gm, x, at);
+    }
+    for l in 0..xr.len() {
+        gm[l] = gradient(gr[l], yr[l]);
+    }
+    add_grads(xr.len(), (sg, sgx), &gm, xr, at);
 }
 
 /// The sums over channel `ch` of the (masked) incoming gradient and of its products with the
@@ -311,42 +346,16 @@ impl WithSimd for GradSums<'_> {
             mean: m,
             inv_std: is,
         } = self;
-        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
+        let mut sums = ([0f64; LANES], [0f64; LANES]);
         for i in 0..lay.b {
             let at = (i * lay.c + ch) * lay.s;
             let (x, g) = (&xs[at..][..lay.s], &gs[at..][..lay.s]);
-            let mut gm = [0f64; LANES];
-            let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
-            let (xr, gr) = (xc.remainder(), gc.remainder());
             match ys {
-                Some(ys) => {
-                    let y = &ys[at..][..lay.s];
-                    let yc = y.chunks_exact(LANES);
-                    let yr = yc.remainder();
-                    for ((x, g), y) in xc.zip(gc).zip(yc) {
-                        for l in 0..LANES {
-                            gm[l] = masked(g[l], y[l]);
-                        }
-                        add_grads(LANES, (&mut sg, &mut sgx), &gm, x, (m, is));
-                    }
-                    for l in 0..xr.len() {
-                        gm[l] = masked(gr[l], yr[l]);
-                    }
-                }
-                None => {
-                    for (x, g) in xc.zip(gc) {
-                        for l in 0..LANES {
-                            gm[l] = g[l] as f64;
-                        }
-                        add_grads(LANES, (&mut sg, &mut sgx), &gm, x, (m, is));
-                    }
-                    for l in 0..xr.len() {
-                        gm[l] = gr[l] as f64;
-                    }
-                }
+                Some(ys) => add_plane::<true>(&mut sums, x, g, &ys[at..][..lay.s], (m, is)),
+                None => add_plane::<false>(&mut sums, x, g, g, (m, is)),
             }
-            add_grads(xr.len(), (&mut sg, &mut sgx), &gm, xr, (m, is));
         }
+        let (sg, sgx) = sums;
         (total(sg), total(sgx))
     }
 }
@@ -385,7 +394,7 @@ impl WithSimd for InputGrad<'_> {
         match y {
             Some(y) => {
                 for (((d, &gv), &x), &y) in plane.iter_mut().zip(g).zip(x).zip(y) {
-                    *d = grad(if y <= 0.0 { 0.0 } else { gv }, x);
+                    *d = grad(masked(gv, y), x);
                 }
             }
             None => {

@@ -71,7 +71,6 @@ impl WithSimd for Forward<'_> {
         let mut xp = vec![0f32; pad.area + pad.reach()];
         pad.fill(x, &mut xp);
         let mut acc = vec![0f32; pad.out_len()];
-        let mut real = vec![0f32; l];
         for ((w, &add), out) in w.chunks_exact(taps).zip(bias).zip(y.chunks_exact_mut(l)) {
             acc.fill(0.0);
             for (kk, &wv) in w.iter().enumerate() {
@@ -80,14 +79,14 @@ impl WithSimd for Forward<'_> {
                     *a = wv.mul_add(v, *a);
                 }
             }
-            pad.narrow(&acc, &mut real);
+            pad.narrow(&acc, out);
             if relu {
-                for (o, &v) in out.iter_mut().zip(&real) {
-                    *o = (v + add).max(0.0);
+                for o in out.iter_mut() {
+                    *o = (*o + add).max(0.0);
                 }
             } else {
-                for (o, &v) in out.iter_mut().zip(&real) {
-                    *o = v + add;
+                for o in out.iter_mut() {
+                    *o += add;
                 }
             }
         }
