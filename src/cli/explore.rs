@@ -264,6 +264,7 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     wrote(&[
         out.join("sweep.md"),
         out.join("sweep.csv"),
+        out.join("sweep.json"),
         out.join("sweep.png"),
     ]);
     Ok(())

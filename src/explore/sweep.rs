@@ -69,6 +69,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<SweepRow>> {
     if opts.latent_dims.is_empty() {
         return Err(Error::config("latent-dims", "no sizes given"));
     }
+    if let Some(twice) = (opts.latent_dims.iter().enumerate())
+        .find_map(|(i, l)| opts.latent_dims[..i].contains(l).then_some(l))
+    {
+        return Err(Error::config(
+            "latent-dims",
+            format!("{twice} is listed twice; each size is one run"),
+        ));
+    }
     let mut configs = Vec::new();
     for &l in &opts.latent_dims {
         let mut cfg = opts.base.clone();

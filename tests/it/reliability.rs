@@ -704,23 +704,30 @@ fn flags_are_checked_before_any_work() {
     assert_eq!(before.len(), after.len(), "files were written");
     assert!(!run.join("eval.json").exists());
     let out = tmp.path().join("sweep");
-    let e = fails(&[
-        "sweep",
-        "--model",
-        "mlp",
-        "--latent-dims",
-        "2,0",
-        "--limit-train",
-        "1000",
-        "--epochs",
-        "1",
-        "--data-dir",
-        mnist_dir().to_str().unwrap(),
-        "--no-download",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let sweep_fails = |sizes: &str| {
+        fails(&[
+            "sweep",
+            "--model",
+            "mlp",
+            "--latent-dims",
+            sizes,
+            "--limit-train",
+            "1000",
+            "--epochs",
+            "1",
+            "--data-dir",
+            mnist_dir().to_str().unwrap(),
+            "--no-download",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let e = sweep_fails("2,0");
     assert!(e.contains("latent_dim 0"), "{e}");
+    assert!(!out.join("latent-2").exists());
+    // A size given twice would train its run, then find it in the way.
+    let e = sweep_fails("2,4,2");
+    assert!(e.contains("2 is listed twice"), "{e}");
     assert!(!out.join("latent-2").exists());
 }
 
