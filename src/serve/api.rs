@@ -37,16 +37,22 @@ fn body<T: for<'de> Deserialize<'de>>(
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
     let b = b.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    serde_json::from_slice(&b).map_err(|e| bad(format!("malformed JSON: {e}")))
+    serde_json::from_slice(&b).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => bad(format!("not what this endpoint takes: {e}")),
+        _ => bad(format!("malformed JSON: {e}")),
+    })
 }
 
-/// Checks `v` holds `n` finite numbers, inside `[lo, hi]` when given.
+/// `v` as single-precision numbers, once checked: `n` finite numbers, each inside `[lo, hi]`
+/// when given, else of size at most `limit`. Read in double precision, so that a number too
+/// large for single precision is named as such rather than turned into an infinity.
 fn check(
     name: &str,
-    v: &[f32],
+    v: &[f64],
     n: usize,
-    range: Option<(f32, f32)>,
-) -> std::result::Result<(), ApiError> {
+    range: Option<(f64, f64)>,
+    limit: f64,
+) -> std::result::Result<Vec<f32>, ApiError> {
     if v.len() != n {
         return Err(bad(format!("{name}: {} numbers, expected {n}", v.len())));
     }
@@ -58,7 +64,12 @@ fn check(
             return Err(bad(format!("{name}[{i}] = {} is not in {lo}..{hi}", v[i])));
         }
     }
-    Ok(())
+    if let Some(i) = v.iter().position(|x| x.abs() > limit) {
+        return Err(bad(format!(
+            "{name}[{i}] is too large (over {limit:e} in size)"
+        )));
+    }
+    Ok(v.iter().map(|&x| x as f32).collect())
 }
 
 fn run<'a>(ex: &'a Explorer, name: &str) -> std::result::Result<&'a Arc<RunState>, ApiError> {
@@ -121,13 +132,13 @@ pub async fn runs(State(ex): State<Arc<Explorer>>) -> Json<Vec<RunInfo>> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PixelsIn {
-    pixels: Vec<f32>,
+    pixels: Vec<f64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CodeIn {
-    code: Vec<f32>,
+    code: Vec<f64>,
 }
 
 /// A nearest training image.
@@ -202,10 +213,8 @@ pub async fn reconstruct(
 ) -> ApiResult<Reconstruction> {
     let r = run(&ex, &name)?.clone();
     let input: PixelsIn = body(b)?;
-    check("pixels", &input.pixels, PIXELS, Some((0.0, 1.0)))?;
-    Ok(Json(
-        work(&ex, move || reconstruction(&r, &input.pixels)).await?,
-    ))
+    let pixels = check("pixels", &input.pixels, PIXELS, Some((0.0, 1.0)), 1.0)?;
+    Ok(Json(work(&ex, move || reconstruction(&r, &pixels)).await?))
 }
 
 /// Decoded pixels.
@@ -222,11 +231,14 @@ pub async fn decode(
 ) -> ApiResult<Pixels> {
     let r = run(&ex, &name)?.clone();
     let input: CodeIn = body(b)?;
-    check("code", &input.code, r.run.config.model.latent_dim, None)?;
-    if let Some(i) = input.code.iter().position(|v| v.abs() > 1e6) {
-        return Err(bad(format!("code[{i}] is too large (over 1e6 in size)")));
-    }
-    let pixels = work(&ex, move || r.decode(&input.code)).await?;
+    let code = check(
+        "code",
+        &input.code,
+        r.run.config.model.latent_dim,
+        None,
+        1e6,
+    )?;
+    let pixels = work(&ex, move || r.decode(&code)).await?;
     Ok(Json(Pixels { pixels }))
 }
 
@@ -321,9 +333,14 @@ pub struct TestImage {
 /// `GET /api/{run}/test/{index}`: a test image, in [0, 1], with its label.
 pub async fn test_image(
     State(ex): State<Arc<Explorer>>,
-    Path((name, index)): Path<(String, usize)>,
+    Path((name, index)): Path<(String, String)>,
 ) -> std::result::Result<Response, ApiError> {
     let r = run(&ex, &name)?;
+    let index: usize = index.parse().map_err(|_| {
+        bad(format!(
+            "test image `{index}`: not an index (a whole number from 0)"
+        ))
+    })?;
     let (pixels, label) = r.image(true, index).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -362,4 +379,12 @@ pub async fn metrics(
 /// Any other path.
 pub async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such page or endpoint".into())
+}
+
+/// The answer to a known path asked with another method (`GET` of a `POST` endpoint).
+pub async fn wrong_method(method: axum::http::Method) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this endpoint does not take {method}"),
+    )
 }

@@ -116,6 +116,7 @@ impl Explorer {
             .route("/api/{run}/test/{index}", get(api::test_image))
             .route("/api/{run}/metrics", get(api::metrics))
             .fallback(api::not_found)
+            .method_not_allowed_fallback(api::wrong_method)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn(refuse_declared_oversize))
             .with_state(self)

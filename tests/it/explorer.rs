@@ -230,6 +230,25 @@ fn the_api_reconstructs_decodes_maps_and_refuses_bad_requests() {
         400,
         "finite",
     );
+    for index in ["-1", "abc", "99999999999999999999999"] {
+        one_line(
+            get(&format!("{u}api/run/test/{index}")),
+            400,
+            "not an index",
+        );
+    }
+    one_line(get(&format!("{u}api/run/decode")), 405, "does not take GET");
+    let huge = format!(r#"{{"code":[1e300{}]}}"#, ",0".repeat(15));
+    one_line(
+        post(&format!("{u}api/run/decode"), &huge),
+        400,
+        "code[0] is too large",
+    );
+    one_line(
+        post(&format!("{u}api/run/decode"), r#"{"code":"all"}"#),
+        400,
+        "not what this endpoint takes",
+    );
     one_line(get(&format!("{u}../../etc/passwd")), 404, "no such page");
     // Still serving after all that.
     assert_eq!(get(&format!("{u}api/runs")).0, 200);
