@@ -243,3 +243,13 @@ mod tests {
         assert_eq!(products, vec![0.0, 0.0]);
     }
 }
+
+/// Bytes of memory the system can still give this process (Linux's `MemAvailable`), or `None`
+/// where that is not known. Read from `/proc/meminfo` by hand: one line of a file the kernel
+/// documents, where a crate for system facts would bring far more than that.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}

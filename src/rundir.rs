@@ -65,6 +65,24 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Held>>> {
 }
 
 impl DirLock {
+    /// Removes the folder, while still holding it, when it holds nothing but the lock file:
+    /// a command that created it and then failed leaves nothing behind. A folder in which
+    /// anything else was written is left as it is.
+    pub fn discard_if_unused(&self) {
+        let dir = &self.inner.dir;
+        let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .is_ok_and(|names| names.iter().all(|n| n == LOCK_FILE))
+        });
+        if only_lock {
+            // Best effort: a folder left behind is only untidy.
+            let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Creates `dir` if needed, checks that it is empty or ours, and locks it for this process;
     /// `command` (e.g. "train") is recorded for other processes' error messages.
     pub fn acquire(dir: &Path, command: &str) -> Result<DirLock> {
@@ -264,6 +282,12 @@ pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
     if !run_dir.is_dir() {
         return Err(Error::Data(format!(
             "{}: run folder not found",
+            run_dir.display()
+        )));
+    }
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(Error::Data(format!(
+            "{}: not a run folder (it has no {CONFIG_FILE}); HINT: give the folder `mnist-ae train --out` wrote",
             run_dir.display()
         )));
     }

@@ -319,10 +319,18 @@ fn ensure_file(spec: &DatasetSpec, i: usize, dir: &Path, allow_download: bool) -
             f.name,
             dir.display()
         ))),
-        None => Err(Error::Data(format!(
-            "dataset not found: {} is missing from {}. HINT: drop --no-download to fetch it, or point --data-dir / {DATA_ENV} at a folder with the IDX files",
-            f.name,
-            dir.display()
-        ))),
+        None => {
+            // The variable names MNIST's folder only (`resolve_data_dir`).
+            let point = if spec.name == MNIST.name {
+                format!("--data-dir / {DATA_ENV}")
+            } else {
+                "--data-dir".to_string()
+            };
+            Err(Error::Data(format!(
+                "dataset not found: {} is missing from {}. HINT: drop --no-download to fetch it, or point {point} at a folder with the IDX files",
+                f.name,
+                dir.display()
+            )))
+        }
     }
 }

@@ -218,12 +218,15 @@ pub fn score_split_each(run: &Run, split: &Split) -> Result<(Scores, Vec<f64>)> 
     Ok((sum.finish_checked()?, each))
 }
 
-/// The ELBO per image of a variational run on `split` (`None` for other presets).
+/// The ELBO per image of a variational run on `split`: a Bernoulli likelihood of the pixels,
+/// so `None` for models that are not variational and for those with a tanh output, whose
+/// pixels in [-1, 1] are no probabilities (the bound would be a meaningless number).
 pub fn elbo(run: &Run, split: &Split) -> Option<f64> {
     use crate::config::Loss;
+    use crate::model::Activation;
     use crate::train::loss::vae_loss;
     use crate::train::step::vae_eps;
-    if !run.config.model.is_variational() {
+    if !run.config.model.is_variational() || run.config.model.activation() != Activation::Sigmoid {
         return None;
     }
     let idx: Vec<usize> = (0..split.len()).collect();

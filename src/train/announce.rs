@@ -110,7 +110,8 @@ pub fn describe(
         format!("device      {}", crate::device::describe(device)),
         format!(
             "threads     {threads} ({cores} cores), {}",
-            match config.shards {
+            // A batch has no more shards than images (`step::shard_ranges`).
+            match config.shards.min(config.batch_size) {
                 1 => "each batch whole".to_string(),
                 // Off the CPU's kernels dropout needs each batch whole (`train::step`).
                 _ if m.has_dropout() && !crate::kernels::fused_here(device) => {

@@ -135,6 +135,26 @@ pub fn save_model(
     write_atomic(path, &model_bytes(path, model, config, at)?)
 }
 
+/// The first parameter of `tensors` (from [`collect`]) holding a value that is not finite, with
+/// that value.
+fn first_broken(
+    tensors: &[(String, burn::module::ParamId, Vec<usize>, Vec<f32>)],
+) -> Option<(&str, f32)> {
+    tensors.iter().find_map(|t| {
+        t.3.iter()
+            .find(|v| !v.is_finite())
+            .map(|&v| (t.0.as_str(), v))
+    })
+}
+
+/// The first parameter of `model` holding a value that is not finite (NaN or infinite), with
+/// that value: training diverged even where its loss stayed finite (a ReLU passes 0 for NaN).
+pub(crate) fn broken_weight(model: &Autoencoder) -> Option<(String, f32)> {
+    let mut tensors = collect(&model.encoder, "encoder");
+    tensors.extend(collect(&model.decoder, "decoder"));
+    first_broken(&tensors).map(|(name, v)| (name.to_string(), v))
+}
+
 /// The bytes of `model.safetensors` for `model`.
 pub(crate) fn model_bytes(
     path: &Path,
@@ -144,10 +164,7 @@ pub(crate) fn model_bytes(
 ) -> Result<Vec<u8>> {
     let mut tensors = collect(&model.encoder, "encoder");
     tensors.extend(collect(&model.decoder, "decoder"));
-    if let Some((name, v)) = tensors
-        .iter()
-        .find_map(|t| t.3.iter().find(|v| !v.is_finite()).map(|v| (&t.0, v)))
-    {
+    if let Some((name, v)) = first_broken(&tensors) {
         return Err(Error::bad_file(
             path,
             format!("not written: {name} holds {v}; the weights are broken"),

@@ -154,16 +154,54 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     let config = &opts.config;
     config.validate()?;
     let dir = &opts.run_dir;
-    let model_path = dir.join(MODEL_FILE);
-    let resume_path = dir.join(RESUME_FILE);
     if opts.resume && !dir.is_dir() {
         return Err(Error::Data(format!(
             "{}: run folder not found",
             dir.display()
         )));
     }
+    check_memory(config)?;
+    let fresh = !dir.exists();
     // Held until training returns: no other process writes this folder meanwhile.
-    let _lock = DirLock::acquire(dir, "train")?;
+    let lock = DirLock::acquire(dir, "train")?;
+    let trained = train_locked(opts, threads);
+    if trained.is_err() && fresh {
+        // A run that failed before writing anything leaves no folder behind.
+        lock.discard_if_unused();
+    }
+    trained
+}
+
+/// Bytes each parameter takes while it trains: its value, its gradient and Adam's two moments.
+const TRAINING_BYTES_PER_PARAM: u64 = 16;
+
+/// Refuses a model whose parameters alone, with their gradients and Adam's state, would take
+/// more memory than the system has free: allocating them would abort the process instead.
+fn check_memory(config: &TrainConfig) -> Result<()> {
+    let params = crate::model::summary::summarize(&config.model)?.total_params as u64;
+    let need = params.saturating_mul(TRAINING_BYTES_PER_PARAM);
+    match crate::device::available_memory() {
+        Some(free) if need > free => {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            Err(Error::config(
+                "model",
+                format!(
+                    "its {params} parameters take {:.1} GiB with their gradients and Adam's state, more than the {:.1} GiB of memory free; HINT: use fewer or narrower layers",
+                    gib(need),
+                    gib(free)
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`train_here`] once the run folder is locked.
+fn train_locked(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
+    let config = &opts.config;
+    let dir = &opts.run_dir;
+    let model_path = dir.join(MODEL_FILE);
+    let resume_path = dir.join(RESUME_FILE);
     if !opts.resume && model_path.exists() {
         return Err(Error::config(
             "out",
@@ -261,15 +299,15 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
         // Step losses not yet added to `sum` (a GPU's are read together): (loss, batch, images).
         let mut pending: Vec<(StepLoss, usize, usize)> = Vec::new();
         let lr = sched.lr;
+        let kept = if epoch == 0 && !opts.resume {
+            "no checkpoint was written".to_string()
+        } else {
+            format!(
+                "the checkpoint of epoch {epoch} in {} is kept",
+                dir.display()
+            )
+        };
         let diverged = |lv: f64, bi: usize| {
-            let kept = if epoch == 0 && !opts.resume {
-                "no checkpoint was written".to_string()
-            } else {
-                format!(
-                    "the checkpoint of epoch {epoch} in {} is kept",
-                    dir.display()
-                )
-            };
             Error::Diverged(format!(
                 "training loss became {lv} in epoch {} (batch {}); {kept}. HINT: lower --lr (now {lr})",
                 epoch + 1,
@@ -348,6 +386,12 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
         }
         read_pending(&mut pending, &mut sum).map_err(|(v, b)| diverged(v, b))?;
         bar.finish();
+        if let Some((name, v)) = checkpoint::broken_weight(&model) {
+            return Err(Error::Diverged(format!(
+                "the weights became {v} in epoch {} ({name}) while the loss stayed finite; {kept}. HINT: lower --lr (now {lr})",
+                epoch + 1,
+            )));
+        }
         let seconds = t0.elapsed().as_secs_f64();
         let images_this_call = done - done_before;
         let train_loss = sum / n_train as f64;

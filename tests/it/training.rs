@@ -250,6 +250,97 @@ fn a_diverging_run_stops_with_a_hint_and_writes_no_weights() {
 }
 
 #[test]
+fn weights_gone_to_nan_under_a_finite_loss_stop_the_run_with_a_hint() {
+    // At this rate linear3's weights overflow in the first epoch while its ReLUs turn the
+    // NaNs they meet into zeros, so the loss stays finite.
+    let data = mnist_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("nan");
+    let e = fails(&train_args(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[
+            "--model",
+            "linear3",
+            "--lr",
+            "1e10",
+            "--epochs",
+            "2",
+            "--limit-train",
+            "1000",
+        ],
+    ));
+    assert!(
+        e.contains("the weights became NaN in epoch 1")
+            && e.contains("no checkpoint was written")
+            && e.contains("lower --lr"),
+        "{e}"
+    );
+    assert!(!run.join("model.safetensors").exists());
+}
+
+#[test]
+fn a_run_that_fails_after_taking_a_new_folder_leaves_none_behind() {
+    let data = mnist_dir();
+    let d = data.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("new");
+    let n = new.to_str().unwrap();
+    // Refused once the data is read: more images per batch than there are.
+    let e = fails(&train_args(
+        d,
+        n,
+        &[
+            "--model",
+            "mlp",
+            "--limit-train",
+            "500",
+            "--batch-size",
+            "100000",
+        ],
+    ));
+    assert!(e.contains("more than the 450 training images"), "{e}");
+    assert!(!new.exists(), "the failed run left its folder");
+    // A model whose weights, gradients and Adam's state would not fit in memory (over 200
+    // GiB): refused, where allocating them would abort the process.
+    let e = fails(&train_args(
+        d,
+        n,
+        &[
+            "--encoder",
+            "flatten linear(65536) relu linear(65536) relu linear(65536) linear(8)",
+            "--decoder",
+            "mirror",
+        ],
+    ));
+    assert!(
+        e.contains("more than the") && e.contains("GiB of memory free"),
+        "{e}"
+    );
+    assert!(!new.exists(), "the refused run left its folder");
+    // A folder that was there before is left, and is not taken for a run.
+    std::fs::create_dir(&new).unwrap();
+    fails(&train_args(
+        d,
+        n,
+        &[
+            "--model",
+            "mlp",
+            "--limit-train",
+            "500",
+            "--batch-size",
+            "100000",
+        ],
+    ));
+    assert!(new.is_dir());
+    let e = fails(&["eval", n, "--data-dir", d]);
+    assert!(
+        e.contains("not a run folder (it has no config.json)"),
+        "{e}"
+    );
+}
+
+#[test]
 /// SIGTERM (what docker, SLURM and systemd send; Ctrl-C's SIGINT takes the same path) stops
 /// training mid-epoch with a checkpoint labelled with its epoch and batch, and `--resume`
 /// ends with exactly the weights of an uninterrupted run.
@@ -356,6 +447,41 @@ fn sigterm_saves_a_labelled_checkpoint_and_resume_matches_an_uninterrupted_run()
         assert_eq!(x["train_loss"], y["train_loss"]);
         assert_eq!(x["valid_loss"], y["valid_loss"]);
     }
+}
+
+#[test]
+fn a_variational_model_with_a_tanh_output_reports_no_elbo() {
+    // Its pixels in [-1, 1] are no Bernoulli probabilities: a bound on them would be a
+    // number without meaning (it came out positive).
+    let data = mnist_dir();
+    let d = data.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("tanh-vae");
+    let r = run.to_str().unwrap();
+    ok(&train_args(
+        d,
+        r,
+        &[
+            "--encoder",
+            "flatten linear(64) relu linear(8)",
+            "--decoder",
+            "linear(784) reshape(1,28,28)",
+            "--output",
+            "tanh",
+            "--variational",
+            "--loss",
+            "mse",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "1000",
+        ],
+    ));
+    let out = ok(&["eval", r, "--data-dir", d, "--no-download"]);
+    assert!(out.contains("PSNR") && !out.contains("ELBO"), "{out}");
+    let json = std::fs::read_to_string(run.join("eval.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["elbo"].is_null(), "{v}");
 }
 
 #[test]
