@@ -164,6 +164,7 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
         Some(dir) => {
             let jrun = Run::open(dir, &run.device)
                 .with_context(|| format!("opening judge run {}", dir.display()))?;
+            mnist_ae::explore::judge::check_judge(&jrun, &run)?;
             let d = &a.run.run.data;
             let jdata = jrun.data(d.data_dir.as_deref(), !d.no_download)?;
             Some(mnist_ae::explore::judge::Judge::new(jrun, &jdata, kind)?)

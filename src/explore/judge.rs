@@ -30,6 +30,32 @@ pub struct Judge {
     pub classes: Vec<String>,
 }
 
+/// Checks that `judge` can judge the samples of `run`: a run on another named dataset has other
+/// classes (a Fashion-MNIST judge would call every digit a garment), so its verdicts would be
+/// meaningless. Runs on folders of IDX files may hold the same images under another name: for
+/// those a difference is only cautioned.
+pub fn check_judge(judge: &Run, run: &Run) -> Result<()> {
+    use crate::data::download::DatasetSource;
+    let (j, r) = (&judge.config.dataset, &run.config.dataset);
+    if j == r {
+        return Ok(());
+    }
+    match (DatasetSource::parse(j), DatasetSource::parse(r)) {
+        (DatasetSource::Named(_), DatasetSource::Named(_)) => Err(Error::config(
+            "judge",
+            format!(
+                "the judge was trained on {j}, the samples come from a run on {r}; its classes are not theirs. HINT: judge with a run on {r}"
+            ),
+        )),
+        _ => {
+            crate::errln!(
+                "caution: the judge was trained on {j}, the samples come from a run on {r}; its verdicts mean something only if both hold the same kind of images"
+            );
+            Ok(())
+        }
+    }
+}
+
 impl Judge {
     /// Fits a classifier of `kind` (`logistic` or `mlp`: one with probabilities) on `run`'s
     /// training codes.

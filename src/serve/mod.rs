@@ -92,8 +92,8 @@ impl Explorer {
                 name = format!("{}-{n}", url_name(dir));
                 n += 1;
             }
-            progress(&name);
             let run = Run::open(dir, device)?;
+            progress(&name);
             let dataset = run.data(data.data_dir.as_deref(), data.allow_download)?;
             runs.push(Arc::new(RunState::new(name, run, dataset)?));
         }

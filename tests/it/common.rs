@@ -102,6 +102,18 @@ pub fn short_run() -> PathBuf {
     .clone()
 }
 
+/// A copy of the shared short run (trained once per test process) to change freely.
+pub fn copy_of_short_run(to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(short_run()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    to.to_path_buf()
+}
+
 /// Writes `bytes` gzip-compressed to `path`.
 pub fn write_gz(path: &Path, bytes: &[u8]) {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -3,12 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use mnist_ae::data::idx::encode_images;
 
-use crate::common::{fails, mnist_dir, ok, short_run, tiny_dataset, write_gz};
+use crate::common::{copy_of_short_run, fails, mnist_dir, ok, short_run, tiny_dataset, write_gz};
 
 /// The real binary, offline (the mirror list points at a closed local port).
 fn cmd(args: &[&str]) -> Command {
@@ -45,18 +45,6 @@ fn quick(out: &Path, extra: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// A copy of the shared short run (trained once per test process) to change freely.
-fn copy_of_short_run(to: &Path) -> PathBuf {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(short_run()).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-    to.to_path_buf()
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -575,6 +575,30 @@ fn a_short_vae_run_learns_and_reports_its_elbo() {
     ]);
     assert!(e.contains("no probabilities"), "{e}");
     assert_eq!(j["judged"]["classes"].as_array().unwrap().len(), 64);
+    // A judge trained on another named dataset has other classes: refused before it is fitted.
+    let fashion = tmp.path().join("fashion-judge");
+    crate::common::copy_of_short_run(&fashion);
+    let cfg = std::fs::read_to_string(fashion.join("config.json")).unwrap();
+    let cfg = cfg.replacen(
+        "\"dataset\": \"mnist\"",
+        "\"dataset\": \"fashion-mnist\"",
+        1,
+    );
+    assert!(cfg.contains("fashion-mnist"));
+    std::fs::write(fashion.join("config.json"), cfg).unwrap();
+    let e = fails(&[
+        "sample",
+        r,
+        "--data-dir",
+        d,
+        "--no-download",
+        "--judge",
+        fashion.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("the judge was trained on fashion-mnist, the samples come from a run on mnist"),
+        "{e}"
+    );
 }
 
 #[test]
