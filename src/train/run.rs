@@ -160,7 +160,7 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
             dir.display()
         )));
     }
-    check_memory(config)?;
+    check_memory(config, &opts.device)?;
     let fresh = !dir.exists();
     // Held until training returns: no other process writes this folder meanwhile.
     let lock = DirLock::acquire(dir, "train")?;
@@ -177,7 +177,11 @@ const TRAINING_BYTES_PER_PARAM: u64 = 16;
 
 /// Refuses a model whose parameters alone, with their gradients and Adam's state, would take
 /// more memory than the system has free: allocating them would abort the process instead.
-fn check_memory(config: &TrainConfig) -> Result<()> {
+/// On the CPU only: a GPU holds them in its own memory.
+fn check_memory(config: &TrainConfig, device: &Device) -> Result<()> {
+    if !crate::kernels::fused_here(device) {
+        return Ok(());
+    }
     let params = crate::model::summary::summarize(&config.model)?.total_params as u64;
     let need = params.saturating_mul(TRAINING_BYTES_PER_PARAM);
     match crate::device::available_memory() {
