@@ -42,6 +42,8 @@ struct Held {
     dir: PathBuf,
     // Keeps the OS lock: closing the file releases it.
     file: Option<File>,
+    /// Whether taking the lock created the folder.
+    created: bool,
 }
 
 impl Drop for Held {
@@ -65,17 +67,18 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Held>>> {
 }
 
 impl DirLock {
-    /// Removes the folder, while still holding it, when it holds nothing but the lock file:
-    /// a command that created it and then failed leaves nothing behind. A folder in which
-    /// anything else was written is left as it is.
+    /// Removes the folder, while still holding it, when taking the lock created it and it
+    /// holds nothing but the lock file: a command that failed before writing leaves nothing
+    /// behind. A folder that was there before, or in which anything was written, is left.
     pub fn discard_if_unused(&self) {
         let dir = &self.inner.dir;
-        let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<Vec<_>>>()
-                .is_ok_and(|names| names.iter().all(|n| n == LOCK_FILE))
-        });
+        let only_lock = self.inner.created
+            && std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .is_ok_and(|names| names.iter().all(|n| n == LOCK_FILE))
+            });
         if only_lock {
             // Best effort: a folder left behind is only untidy.
             let _ = std::fs::remove_file(dir.join(LOCK_FILE));
@@ -86,6 +89,7 @@ impl DirLock {
     /// Creates `dir` if needed, checks that it is empty or ours, and locks it for this process;
     /// `command` (e.g. "train") is recorded for other processes' error messages.
     pub fn acquire(dir: &Path, command: &str) -> Result<DirLock> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let key = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         let mut held = registry().lock().unwrap_or_else(|e| e.into_inner());
@@ -151,6 +155,7 @@ impl DirLock {
         let inner = Arc::new(Held {
             dir: key.clone(),
             file: Some(file),
+            created,
         });
         held.insert(key, Arc::downgrade(&inner));
         Ok(DirLock { inner })

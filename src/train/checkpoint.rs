@@ -43,7 +43,7 @@ pub const BEST_FILE: &str = "best.safetensors";
 pub const RESUME_FILE: &str = "resume.safetensors";
 
 pub(crate) use super::params::named_tensors;
-use super::params::{collect, Loader, PathStack};
+use super::params::{collect_model, Loader, PathStack};
 pub use super::params::{stable, with_stable_ids};
 
 /// What `model.safetensors` says about itself.
@@ -150,9 +150,7 @@ fn first_broken(
 /// The first parameter of `model` holding a value that is not finite (NaN or infinite), with
 /// that value: training diverged even where its loss stayed finite (a ReLU passes 0 for NaN).
 pub(crate) fn broken_weight(model: &Autoencoder) -> Option<(String, f32)> {
-    let mut tensors = collect(&model.encoder, "encoder");
-    tensors.extend(collect(&model.decoder, "decoder"));
-    first_broken(&tensors).map(|(name, v)| (name.to_string(), v))
+    first_broken(&collect_model(model)).map(|(name, v)| (name.to_string(), v))
 }
 
 /// The bytes of `model.safetensors` for `model`.
@@ -162,8 +160,7 @@ pub(crate) fn model_bytes(
     config: &ModelConfig,
     at: TrainedTo,
 ) -> Result<Vec<u8>> {
-    let mut tensors = collect(&model.encoder, "encoder");
-    tensors.extend(collect(&model.decoder, "decoder"));
+    let tensors = collect_model(model);
     if let Some((name, v)) = first_broken(&tensors) {
         return Err(Error::bad_file(
             path,

@@ -189,11 +189,18 @@ pub fn initial(
     Ok(stable(config.init(&cpu)?).fork(device))
 }
 
+/// A model's float tensors (weights and batch-norm statistics) as (name, id, shape, values),
+/// the encoder's first.
+pub(crate) fn collect_model(model: &Autoencoder) -> Vec<(String, ParamId, Vec<usize>, Vec<f32>)> {
+    let mut tensors = collect(&model.encoder, "encoder");
+    tensors.extend(collect(&model.decoder, "decoder"));
+    tensors
+}
+
 /// A model's float tensors (weights and batch-norm statistics) as (name, shape, values).
 pub fn named_tensors(model: &Autoencoder) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    collect(&model.encoder, "encoder")
+    collect_model(model)
         .into_iter()
-        .chain(collect(&model.decoder, "decoder"))
         .map(|(n, _, s, v)| (n, s, v))
         .collect()
 }

@@ -160,13 +160,11 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
             dir.display()
         )));
     }
-    check_memory(config, &opts.device)?;
-    let fresh = !dir.exists();
     // Held until training returns: no other process writes this folder meanwhile.
     let lock = DirLock::acquire(dir, "train")?;
-    let trained = train_locked(opts, threads);
-    if trained.is_err() && fresh {
-        // A run that failed before writing anything leaves no folder behind.
+    let trained = check_memory(config, &opts.device).and_then(|()| train_locked(opts, threads));
+    if trained.is_err() {
+        // A run that failed before writing anything leaves no folder it created behind.
         lock.discard_if_unused();
     }
     trained

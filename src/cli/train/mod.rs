@@ -260,9 +260,9 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
             (c, dir, false)
         }
     };
-    let fresh = !run_dir.exists();
-    // Held to the end, report included: no other process writes the folder meanwhile.
-    let held = mnist_ae::rundir::DirLock::acquire(&run_dir, "train")
+    // Held to the end, report included: no other process writes the folder meanwhile (and
+    // `train`, sharing this hold, removes the folder it created if it fails before writing).
+    let _held = mnist_ae::rundir::DirLock::acquire(&run_dir, "train")
         .with_context(|| format!("training into {}", run_dir.display()))?;
     // Ctrl-C (SIGINT) and SIGTERM (what docker, SLURM and systemd send) stop training after
     // the current step with a checkpoint; a second signal, or one after training, quits at
@@ -290,12 +290,6 @@ pub fn run(a: TrainArgs, given: &[String]) -> Result<()> {
         max_epochs_this_call: a.stop_after,
         quiet,
         stop: Some(stop.clone()),
-    })
-    .inspect_err(|_| {
-        if fresh {
-            // A run that failed before writing anything leaves no folder behind.
-            held.discard_if_unused();
-        }
     })
     .with_context(|| format!("training into {}", run_dir.display()))?;
     if let Some(batches) = out.interrupted {
