@@ -255,9 +255,9 @@ fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
 }
 
 /// Downloads `file` into `dir`, trying each mirror until one serves bytes with the right MD5.
-/// Nothing is written unless the checksum matches; the write is atomic.
+/// Nothing is written unless the checksum matches, not even `dir` (so a failed download leaves no
+/// empty cache folder behind); the write is atomic.
 pub fn download(file: &RemoteFile, dir: &Path, mirrors: &[String]) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let dest = dir.join(file.name);
     let mut tried = Vec::new();
     for base in mirrors {
@@ -267,6 +267,7 @@ pub fn download(file: &RemoteFile, dir: &Path, mirrors: &[String]) -> Result<Pat
             Ok(body) => {
                 let got = md5_hex(&body);
                 if got == file.md5 {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                     write_atomic(&dest, &body)?;
                     return Ok(dest);
                 }

@@ -127,9 +127,10 @@ fn download_fetches_or_checks_a_dataset() {
         "--dataset",
         "kmnist",
         "--data-dir",
-        tmp.path().to_str().unwrap(),
+        tmp.path().join("cache/kmnist").to_str().unwrap(),
     ]);
-    // The tests' mirror (127.0.0.1:9) refuses: the error names the file and leaves nothing.
+    // The tests' mirror (127.0.0.1:9) refuses: the error names the file and leaves nothing, not
+    // even the folder it would have downloaded into.
     assert!(
         e.contains("train-images-idx3-ubyte.gz from every mirror failed"),
         "{e}"
