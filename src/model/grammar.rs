@@ -163,7 +163,8 @@ pub fn parse_layer(text: &str) -> std::result::Result<Layer, String> {
         None => (text, ""),
     };
     let a = |prefixes: &[&'static str], usage| Args::new(inner, prefixes, usage);
-    let layer = match name.to_ascii_lowercase().as_str() {
+    let lower = name.to_ascii_lowercase();
+    let layer = match lower.as_str() {
         "linear" => {
             let a = a(&[], "linear(out)")?;
             a.count(1, 1)?;
@@ -193,7 +194,7 @@ pub fn parse_layer(text: &str) -> std::result::Result<Layer, String> {
             }
         }
         "maxpool" | "avgpool" => {
-            let usage = if name == "maxpool" {
+            let usage = if lower == "maxpool" {
                 "maxpool(k[,s])"
             } else {
                 "avgpool(k[,s])"
@@ -205,7 +206,7 @@ pub fn parse_layer(text: &str) -> std::result::Result<Layer, String> {
                 Some(s) => s,
                 None => a.named("s", "stride", 1, k)?,
             };
-            if name == "maxpool" {
+            if lower == "maxpool" {
                 Layer::MaxPool { k, s }
             } else {
                 Layer::AvgPool { k, s }

@@ -59,6 +59,9 @@ fn every_layer_parses_and_round_trips() {
         ),
         ("maxpool(2)", Layer::MaxPool { k: 2, s: 2 }),
         ("maxpool(3,2)", Layer::MaxPool { k: 3, s: 2 }),
+        // Names in any case: a capitalised max pool is still a max pool.
+        ("MaxPool(2)", Layer::MaxPool { k: 2, s: 2 }),
+        ("AVGPOOL(2)", Layer::AvgPool { k: 2, s: 2 }),
         ("avgpool(2,s1)", Layer::AvgPool { k: 2, s: 1 }),
         (
             "adaptive_avgpool(1,1)",
