@@ -14,7 +14,7 @@ const BOX: u32 = 20;
 /// `img` as 784 values in [0, 1], MNIST-like; an error when it holds no digit (one flat
 /// colour).
 pub fn mnist_like(img: &DynamicImage) -> Result<Vec<f32>> {
-    let mut g = img.to_luma8();
+    let mut g = grey(img);
     let n = (g.width() as u64 * g.height() as u64).max(1);
     let mean = g.pixels().map(|p| p.0[0] as u64).sum::<u64>() / n;
     // A dark digit on a light ground (ink on paper) is turned around.
@@ -88,6 +88,37 @@ fn centre_by_mass(digit: &GrayImage) -> Vec<f32> {
     out
 }
 
+/// `img` in grey levels. Where it is partly transparent (strokes on a transparent ground, as a
+/// drawing program or a browser's canvas exports them) the transparent parts are the ground:
+/// the picture is laid on white when its visible strokes are dark, on black when they are
+/// light, so that the strokes stand out either way.
+fn grey(img: &DynamicImage) -> GrayImage {
+    if !img.color().has_alpha() {
+        return img.to_luma8();
+    }
+    let la = img.to_luma_alpha8();
+    if la.pixels().all(|p| p.0[1] == u8::MAX) {
+        return img.to_luma8();
+    }
+    // The strokes' mean grey level, each pixel weighted by how opaque it is.
+    let (mut ink, mut weight) = (0u64, 0u64);
+    for p in la.pixels() {
+        let [l, a] = p.0;
+        ink += l as u64 * a as u64;
+        weight += a as u64;
+    }
+    let ground: u32 = if weight > 0 && ink / weight > 127 {
+        0
+    } else {
+        255
+    };
+    GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [l, a] = la.get_pixel(x, y).0;
+        let (l, a) = (l as u32, a as u32);
+        Luma([((l * a + ground * (255 - a)) / 255) as u8])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +150,28 @@ mod tests {
             "{cx} {cy}"
         );
         assert!(v[0] == 0.0, "the ground is dark");
+    }
+
+    /// Dark or light strokes on a transparent ground read as the same digit as dark strokes on
+    /// white paper; a picture that is transparent everywhere holds none.
+    #[test]
+    fn strokes_on_a_transparent_ground_are_read() {
+        use image::{LumaA, Rgba, RgbaImage};
+        let mut paper = GrayImage::from_pixel(60, 80, Luma([255]));
+        let mut dark = RgbaImage::from_pixel(60, 80, Rgba([0, 0, 0, 0]));
+        let mut light = RgbaImage::from_pixel(60, 80, Rgba([0, 0, 0, 0]));
+        for y in 10..70 {
+            for x in 25..33 {
+                paper.put_pixel(x, y, Luma([0]));
+                dark.put_pixel(x, y, Rgba([0, 0, 0, 255]));
+                light.put_pixel(x, y, Rgba([255, 255, 255, 255]));
+            }
+        }
+        let want = mnist_like(&DynamicImage::ImageLuma8(paper)).unwrap();
+        assert_eq!(mnist_like(&DynamicImage::ImageRgba8(dark)).unwrap(), want);
+        assert_eq!(mnist_like(&DynamicImage::ImageRgba8(light)).unwrap(), want);
+        let clear = image::GrayAlphaImage::from_pixel(28, 28, LumaA([0, 0]));
+        assert!(mnist_like(&DynamicImage::ImageLumaA8(clear)).is_err());
     }
 
     #[test]

@@ -35,20 +35,33 @@ pub struct PictureResult {
 /// Runs every picture in `files` through `state`; writes one picture per input and
 /// `reconstruct.json` into `out`.
 pub fn reconstruct(state: &RunState, files: &[PathBuf], out: &Path) -> Result<Vec<PictureResult>> {
-    let mut results = Vec::new();
-    for (n, file) in files.iter().enumerate() {
+    // Every picture is read and checked before anything is written.
+    let mut pictures = Vec::with_capacity(files.len());
+    for file in files {
         crate::fsutil::check_readable(file)?;
         let img = image::open(file).map_err(|e| {
             Error::bad_file(file, format!("not a picture this program reads ({e})"))
         })?;
         let pixels =
             super::digit::mnist_like(&img).map_err(|e| Error::bad_file(file, e.to_string()))?;
+        pictures.push(pixels);
+    }
+    let mut used = std::collections::HashSet::new();
+    let mut results = Vec::new();
+    for (n, (file, pixels)) in files.iter().zip(pictures).enumerate() {
         let r = crate::serve::api::reconstruction(state, &pixels);
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("picture{n}"));
-        let png = out.join(format!("reconstruct-{stem}.png"));
+        // Pictures of the same name from different folders get pictures of their own.
+        let mut name = format!("reconstruct-{stem}.png");
+        let mut k = 1;
+        while !used.insert(name.clone()) {
+            k += 1;
+            name = format!("reconstruct-{stem}-{k}.png");
+        }
+        let png = out.join(name);
         let (best, _) = crate::latent::classifier::argmax(&r.probabilities);
         let class = state.classes.get(best).cloned().unwrap_or_default();
         let mut images = vec![pixels, r.reconstruction.clone()];

@@ -500,4 +500,41 @@ fn reconstruct_reads_a_picture_of_ones_own() {
         e.contains("config.json") && e.contains("not a picture"),
         "{e}"
     );
+    // A picture that cannot be read stops the command before any is written.
+    let later = tmp.path().join("later");
+    let e = crate::common::fails(&[
+        "reconstruct",
+        run.to_str().unwrap(),
+        file.to_str().unwrap(),
+        run.join("config.json").to_str().unwrap(),
+        "--out",
+        later.to_str().unwrap(),
+    ]);
+    assert!(e.contains("not a picture"), "{e}");
+    assert!(!later.exists(), "nothing written, no folder left");
+    // Two pictures of the same name from different folders get pictures of their own.
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    let twin = tmp.path().join("sub").join("seven.png");
+    std::fs::copy(&file, &twin).unwrap();
+    let both = tmp.path().join("both");
+    ok(&[
+        "reconstruct",
+        run.to_str().unwrap(),
+        file.to_str().unwrap(),
+        twin.to_str().unwrap(),
+        "--out",
+        both.to_str().unwrap(),
+        "--data-dir",
+        mnist_dir().to_str().unwrap(),
+        "--no-download",
+    ]);
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(both.join("reconstruct.json")).unwrap())
+            .unwrap();
+    let pngs: Vec<&str> = (0..2).map(|i| j[i]["png"].as_str().unwrap()).collect();
+    assert_ne!(pngs[0], pngs[1]);
+    assert!(
+        pngs.iter().all(|p| std::path::Path::new(p).exists()),
+        "{pngs:?}"
+    );
 }
