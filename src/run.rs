@@ -106,6 +106,22 @@ impl Run {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.clone());
         let lock = DirLock::acquire(&path, command)?;
+        // Another run's folder would then hold this run's results beside its own, and its
+        // report would mix the two.
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if path.join(crate::rundir::CONFIG_FILE).is_file() && !same(&path, &self.dir) {
+            return Err(Error::config(
+                "out",
+                format!(
+                    "{} is another run's folder; write {}'s results into its own folder or a new one",
+                    path.display(),
+                    self.dir.display()
+                ),
+            ));
+        }
         Ok(OutDir { path, _lock: lock })
     }
 }

@@ -31,7 +31,8 @@ pub const LOCK_FILE: &str = ".mnist-ae.lock";
 /// The config file of a run (what makes a folder recognisably a run).
 pub const CONFIG_FILE: &str = "config.json";
 
-/// An exclusive hold on a folder for writing, released when the last clone is dropped.
+/// An exclusive hold on a folder for writing, released when the last clone is dropped; a folder
+/// that taking it created, and into which nothing was written, is then removed.
 #[derive(Debug, Clone)]
 pub struct DirLock {
     inner: Arc<Held>,
@@ -49,6 +50,8 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = registry().lock().unwrap_or_else(|e| e.into_inner());
+        // A command that failed before writing anything leaves no folder it created behind.
+        self.discard_if_unused();
         // Closed under the registry's lock, so no thread of this process can find the folder
         // unregistered while this file still holds the OS lock.
         self.file.take();
@@ -66,13 +69,13 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Held>>> {
     HELD.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-impl DirLock {
+impl Held {
     /// Removes the folder, while still holding it, when taking the lock created it and it
-    /// holds nothing but the lock file: a command that failed before writing leaves nothing
-    /// behind. A folder that was there before, or in which anything was written, is left.
-    pub fn discard_if_unused(&self) {
-        let dir = &self.inner.dir;
-        let only_lock = self.inner.created
+    /// holds nothing but the lock file. A folder that was there before, or in which anything
+    /// was written, is left.
+    fn discard_if_unused(&self) {
+        let dir = &self.dir;
+        let only_lock = self.created
             && std::fs::read_dir(dir).is_ok_and(|entries| {
                 entries
                     .map(|e| e.map(|e| e.file_name()))
@@ -85,7 +88,9 @@ impl DirLock {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
 
+impl DirLock {
     /// Creates `dir` if needed, checks that it is empty or ours, and locks it for this process;
     /// `command` (e.g. "train") is recorded for other processes' error messages.
     pub fn acquire(dir: &Path, command: &str) -> Result<DirLock> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mnist_ae::interop::{code_path, export_torch, import_torch, write_reference};
+use mnist_ae::interop::{check_export_targets, export_torch, import_torch, write_reference};
 
 use super::explore::RunArgs;
 use super::model_args::{LatentArg, ModelArgs};
@@ -28,17 +28,15 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
-    // Both targets are checked before either is written.
-    let code = code_path(&a.torch);
-    if code == a.torch {
-        anyhow::bail!(
-            "--torch {}: name the weights file with another extension than .py (e.g. .safetensors);              the module's code goes to a .py file next to it",
-            a.torch.display()
-        );
+    // Every target is checked, and the test data opened, before anything is written.
+    check_export_targets(&a.torch, a.reference.as_deref())?;
+    if a.count == 0 {
+        anyhow::bail!("invalid --count 0: a reference file needs at least one test image");
     }
-    for target in [&a.torch, &code].into_iter().chain(&a.reference) {
-        mnist_ae::fsutil::check_replaceable(target)?;
-    }
+    let reference = match &a.reference {
+        Some(r) => Some((r, a.run.open_test()?)),
+        None => None,
+    };
     let e = export_torch(&a.run.run, &a.torch)
         .with_context(|| format!("exporting {}", a.run.run.display()))?;
     mnist_ae::outln!(
@@ -54,8 +52,7 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     );
-    if let Some(r) = &a.reference {
-        let (run, test) = a.run.open_test()?;
+    if let Some((r, (run, test))) = reference {
         let n = write_reference(&run, &test, a.count, r)?;
         mnist_ae::outln!(
             "wrote {} ({n} test images and their reconstructions)",

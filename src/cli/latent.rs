@@ -28,7 +28,7 @@ pub struct ClassifyArgs {
 pub fn run_classify(a: ClassifyArgs) -> Result<()> {
     let kinds: Vec<ClassifierKind> = a.classifier.iter().map(|k| k.kind()).collect();
     let (run, data, out) = a.run.open("classify")?;
-    let codes = DataCodes::encode(&run, &data);
+    let codes = DataCodes::encode(&run, &data)?;
     for (i, kind) in kinds.into_iter().enumerate() {
         let export = a.export_codes && i == 0;
         let (r, dir) =

@@ -3,11 +3,13 @@
 use burn::prelude::*;
 
 use crate::data::{Split, SIDE};
+use crate::error::{Error, Result};
 use crate::eval::EVAL_BATCH;
 use crate::run::Run;
 
 /// Codes of the images at `indices` of `split`: `indices.len()` rows of `latent_dim` values.
-pub fn encode(run: &Run, split: &Split, indices: &[usize]) -> Vec<Vec<f32>> {
+/// An error when a code is not finite: every analysis of such codes would show garbage.
+pub fn encode(run: &Run, split: &Split, indices: &[usize]) -> Result<Vec<Vec<f32>>> {
     let scale = run.scale();
     let l = run.config.model.latent_dim;
     let mut out = Vec::with_capacity(indices.len());
@@ -19,13 +21,20 @@ pub fn encode(run: &Run, split: &Split, indices: &[usize]) -> Vec<Vec<f32>> {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
+        if let Some(at) = v.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Data(format!(
+                "the code of image {} holds {}, not a finite number; the model's weights are broken",
+                chunk[at / l.max(1)],
+                v[at]
+            )));
+        }
         out.extend(v.chunks(l).map(<[f32]>::to_vec));
     }
-    out
+    Ok(out)
 }
 
 /// Codes of every image of `split`.
-pub fn encode_all(run: &Run, split: &Split) -> Vec<Vec<f32>> {
+pub fn encode_all(run: &Run, split: &Split) -> Result<Vec<Vec<f32>>> {
     let idx: Vec<usize> = (0..split.len()).collect();
     encode(run, split, &idx)
 }
@@ -41,11 +50,11 @@ pub struct DataCodes {
 
 impl DataCodes {
     /// Encodes every training and test image of `data`.
-    pub fn encode(run: &Run, data: &crate::data::Dataset) -> DataCodes {
-        DataCodes {
-            train: encode_all(run, &data.train),
-            test: encode_all(run, &data.test),
-        }
+    pub fn encode(run: &Run, data: &crate::data::Dataset) -> Result<DataCodes> {
+        Ok(DataCodes {
+            train: encode_all(run, &data.train)?,
+            test: encode_all(run, &data.test)?,
+        })
     }
 }
 

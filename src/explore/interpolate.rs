@@ -39,7 +39,7 @@ pub fn interpolate(
     if !(2..=64).contains(&steps) {
         return Err(Error::config("steps", format!("{steps} is not in 2..=64")));
     }
-    let codes = encode(run, test, &[from, to]);
+    let codes = encode(run, test, &[from, to])?;
     let (a, b) = (&codes[0], &codes[1]);
     let t: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
     let path: Vec<Vec<f32>> = t

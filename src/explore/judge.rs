@@ -69,7 +69,7 @@ impl Judge {
                 ),
             ));
         }
-        let codes = encode_all(&run, &data.train);
+        let codes = encode_all(&run, &data.train)?;
         let classifier = fit_any(
             kind,
             &codes,

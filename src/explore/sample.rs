@@ -149,15 +149,15 @@ pub fn sample(
     out: &Path,
 ) -> Result<(SampleReport, [PathBuf; 2])> {
     check_count(count)?;
-    let codes = training_codes(run, train);
+    let codes = training_codes(run, train)?;
     sample_codes(run, &codes, count, seed, judge, out)
 }
 
 /// The codes [`sample`] fits its Gaussian to: every training code (none for a VAE, which
 /// samples its prior).
-pub fn training_codes(run: &Run, train: &Split) -> Vec<Vec<f32>> {
+pub fn training_codes(run: &Run, train: &Split) -> Result<Vec<Vec<f32>>> {
     if run.config.model.is_variational() {
-        Vec::new()
+        Ok(Vec::new())
     } else {
         encode_all(run, train)
     }

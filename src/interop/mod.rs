@@ -92,6 +92,94 @@ pub fn code_path(weights: &Path) -> std::path::PathBuf {
     weights.with_extension("py")
 }
 
+/// The `source` metadata of the weights `export` writes.
+const EXPORT_SOURCE: &str = "mnist-ae export";
+/// The `source` metadata of the reference files `export --reference` writes.
+const REFERENCE_SOURCE: &str = "mnist-ae export --reference";
+/// How the module code `export` writes begins.
+const CODE_HEAD: &str = "\"\"\"The PyTorch module of an mnist-ae model";
+
+/// Checks the files `export --torch torch [--reference reference]` would write, before any is
+/// written: the weights, the module's code next to them ([`code_path`]) and the reference are
+/// three different files, and each one that exists is a regular file that an earlier `export`
+/// wrote (weights, code or reference, as its role), so that neither a run's own files nor a
+/// user's are ever replaced.
+pub fn check_export_targets(torch: &Path, reference: Option<&Path>) -> Result<()> {
+    let code = code_path(torch);
+    if code == torch {
+        return Err(Error::config(
+            "torch",
+            format!(
+                "{}: name the weights file with another extension than .py (e.g. .safetensors); the module's code goes to a .py file next to it",
+                torch.display()
+            ),
+        ));
+    }
+    let targets: Vec<(&str, &Path)> = [
+        ("the weights (--torch)", torch),
+        ("the module code (next to --torch)", code.as_path()),
+    ]
+    .into_iter()
+    .chain(reference.map(|r| ("the reference (--reference)", r)))
+    .collect();
+    for (i, (role, path)) in targets.iter().enumerate() {
+        crate::fsutil::check_replaceable(path)?;
+        if let Some((other, _)) = targets[..i].iter().find(|(_, p)| same_file_name(p, path)) {
+            return Err(Error::bad_file(
+                path,
+                format!("would be both {other} and {role}; choose different names"),
+            ));
+        }
+        if path.is_file() && !written_by_export(path, i) {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "exists and is not {} that `mnist-ae export` wrote; refusing to replace it (remove it or choose another name)",
+                    ["weights", "module code", "a reference file"][i]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same file: the same name in the same folder, however spelled.
+fn same_file_name(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(parent)
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    a == b || resolve(a) == resolve(b)
+}
+
+/// Whether the existing file `path` is what `export` writes in role `role` (0 the weights, 1
+/// the module code, 2 a reference file).
+fn written_by_export(path: &Path, role: usize) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    if role == 1 {
+        return bytes.starts_with(CODE_HEAD.as_bytes());
+    }
+    let Ok((_, meta)) = SafeTensors::read_metadata(&bytes) else {
+        return false;
+    };
+    let meta = meta.metadata().clone().unwrap_or_default();
+    match role {
+        0 => meta.get("source").map(String::as_str) == Some(EXPORT_SOURCE),
+        // Reference files written before they carried a source hold a preset and nothing else.
+        _ => match meta.get("source") {
+            Some(s) => s == REFERENCE_SOURCE,
+            None => meta.len() == 1 && meta.contains_key("preset"),
+        },
+    }
+}
+
 /// What `export` wrote.
 #[derive(Debug, Clone)]
 pub struct Exported {
@@ -140,7 +228,7 @@ pub fn export_torch(run_dir: &Path, out: &Path) -> Result<Exported> {
         ("model".to_string(), model_json(model)),
         ("preset".to_string(), model.name().to_string()),
         ("latent_dim".to_string(), model.latent_dim.to_string()),
-        ("source".to_string(), "mnist-ae export".to_string()),
+        ("source".to_string(), EXPORT_SOURCE.to_string()),
     ]);
     let code = code_path(out);
     let file_name = out
@@ -161,28 +249,52 @@ pub fn export_torch(run_dir: &Path, out: &Path) -> Result<Exported> {
 /// like a trained one (it has no optimizer state, so it cannot be resumed).
 pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Result<()> {
     model.validate()?;
+    // The model, the file's tensors, their rearranged copy and the model loaded from them.
+    crate::train::run::check_model_memory(&model, 16, "in the copies an import holds")?;
+    // A folder this creates is removed again if the import fails before writing into it.
     let _held = crate::rundir::DirLock::acquire(run_dir, "import")?;
-    if run_dir.join(MODEL_FILE).exists() {
-        return Err(Error::config(
-            "out",
-            format!(
-                "{} already holds a model; choose another --out",
-                run_dir.display()
-            ),
-        ));
+    for held in [MODEL_FILE, CONFIG_FILE] {
+        if run_dir.join(held).exists() {
+            return Err(Error::config(
+                "out",
+                format!(
+                    "{} already holds a run ({held}); choose another --out",
+                    run_dir.display()
+                ),
+            ));
+        }
     }
     let (tensors, _) = read_tensors(weights, |n| n.ends_with(".num_batches_tracked"))?;
+    // Every tensor's shape as the model holds it, to check the file's in PyTorch's terms.
+    let needed: Vec<(String, Vec<usize>)> = named_tensors(&model.init(&Device::flex())?)
+        .into_iter()
+        .map(|(name, shape, _)| (name, shape))
+        .collect();
     let mut ours = Vec::new();
     for (name, (shape, v)) in tensors {
-        let Some(t) = from_torch(&model.spec, &name) else {
-            return Err(Error::Checkpoint {
-                path: weights.to_path_buf(),
-                msg: format!(
-                    "tensor {name} does not belong to the {} model",
-                    model.name()
-                ),
-            });
+        let bad = |msg: String| Error::Checkpoint {
+            path: weights.to_path_buf(),
+            msg,
         };
+        let Some(t) = from_torch(&model.spec, &name) else {
+            return Err(bad(format!(
+                "tensor {name} does not belong to the {} model",
+                model.name()
+            )));
+        };
+        if let Some((_, want)) = needed.iter().find(|(n, _)| *n == t.name) {
+            let want: Vec<usize> = if t.transpose {
+                want.iter().rev().copied().collect()
+            } else {
+                want.clone()
+            };
+            if shape != want {
+                return Err(bad(format!(
+                    "tensor {name} has shape {shape:?}, the {} model needs {want:?}",
+                    model.name()
+                )));
+            }
+        }
         let (shape, v) = if t.transpose {
             transpose(&shape, &v)
         } else {
@@ -192,10 +304,10 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
     }
     // Every tensor the model needs, named as PyTorch names it.
     let have: std::collections::HashSet<&str> = ours.iter().map(|t| t.0.as_str()).collect();
-    let missing: Vec<String> = named_tensors(&model.init(&Device::flex())?)
+    let missing: Vec<String> = needed
         .into_iter()
-        .filter(|t| !have.contains(t.0.as_str()))
-        .map(|t| to_torch(&model.spec, &t.0).map_or(t.0, |n| n.name))
+        .filter(|(name, _)| !have.contains(name.as_str()))
+        .map(|(name, _)| to_torch(&model.spec, &name).map_or(name, |n| n.name))
         .collect();
     if !missing.is_empty() {
         return Err(Error::Checkpoint {
@@ -249,7 +361,10 @@ pub fn write_reference(
     let x = test.scaled(&idx, run.scale());
     let y = crate::eval::reconstruct_values(run, &x);
     let shape = vec![n, 1, 28, 28];
-    let meta = HashMap::from([("preset".to_string(), run.config.model.name().to_string())]);
+    let meta = HashMap::from([
+        ("preset".to_string(), run.config.model.name().to_string()),
+        ("source".to_string(), REFERENCE_SOURCE.to_string()),
+    ]);
     write_tensors(
         out,
         &[

@@ -81,7 +81,7 @@ pub fn classify(
     classify_codes(
         run,
         data,
-        &DataCodes::encode(run, data),
+        &DataCodes::encode(run, data)?,
         kind,
         c,
         out,

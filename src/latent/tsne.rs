@@ -144,7 +144,7 @@ pub fn tsne(
     let n = s.count.min(test.len());
     s.validate(test.len())?;
     let idx: Vec<usize> = (0..n).collect();
-    tsne_codes(run, &encode(run, test, &idx), &test.labels, s, out)
+    tsne_codes(run, &encode(run, test, &idx)?, &test.labels, s, out)
 }
 
 /// [`tsne`] on test codes already computed (`codes[i]` is test image `i`'s; the map takes the

@@ -51,7 +51,7 @@ pub fn analyze(
 
     // Every code is computed once, here, for the analyses of the codes below.
     let t = clock();
-    let codes = DataCodes::encode(run, &data);
+    let codes = DataCodes::encode(run, &data)?;
     done(
         "encode",
         format!(

@@ -238,8 +238,8 @@ impl RunState {
             )));
         }
         let classes = crate::latent::class_names(&run);
-        let test_codes = codes::encode_all(&run, &data.test);
-        let train_codes = codes::encode_all(&run, &data.train);
+        let test_codes = codes::encode_all(&run, &data.test)?;
+        let train_codes = codes::encode_all(&run, &data.train)?;
         let pca = Pca::fit(&test_codes, 8);
         let map = match read_tsne(&run.dir, data.test.len()) {
             Some(points) => CodeMap {

@@ -160,14 +160,11 @@ fn train_here(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
             dir.display()
         )));
     }
-    // Held until training returns: no other process writes this folder meanwhile.
-    let lock = DirLock::acquire(dir, "train")?;
-    let trained = check_memory(config, &opts.device).and_then(|()| train_locked(opts, threads));
-    if trained.is_err() {
-        // A run that failed before writing anything leaves no folder it created behind.
-        lock.discard_if_unused();
-    }
-    trained
+    // Held until training returns: no other process writes this folder meanwhile (and a
+    // folder it created is removed again if training fails before writing into it).
+    let _lock = DirLock::acquire(dir, "train")?;
+    check_memory(config, &opts.device)?;
+    train_locked(opts, threads)
 }
 
 /// Bytes each parameter takes while it trains: its value, its gradient and Adam's two moments.
@@ -180,15 +177,29 @@ fn check_memory(config: &TrainConfig, device: &Device) -> Result<()> {
     if !crate::kernels::fused_here(device) {
         return Ok(());
     }
-    let params = crate::model::summary::summarize(&config.model)?.total_params as u64;
-    let need = params.saturating_mul(TRAINING_BYTES_PER_PARAM);
+    check_model_memory(
+        &config.model,
+        TRAINING_BYTES_PER_PARAM,
+        "with their gradients and Adam's state",
+    )
+}
+
+/// Refuses `model` when `bytes_per_param` bytes for each of its parameters (what `holding`
+/// says they are) exceed the memory the system has free.
+pub(crate) fn check_model_memory(
+    model: &crate::model::ModelConfig,
+    bytes_per_param: u64,
+    holding: &str,
+) -> Result<()> {
+    let params = crate::model::summary::summarize(model)?.total_params as u64;
+    let need = params.saturating_mul(bytes_per_param);
     match crate::device::available_memory() {
         Some(free) if need > free => {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             Err(Error::config(
                 "model",
                 format!(
-                    "its {params} parameters take {:.1} GiB with their gradients and Adam's state, more than the {:.1} GiB of memory free; HINT: use fewer or narrower layers",
+                    "its {params} parameters take {:.1} GiB {holding}, more than the {:.1} GiB of memory free; HINT: use fewer or narrower layers",
                     gib(need),
                     gib(free)
                 ),

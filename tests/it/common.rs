@@ -102,6 +102,11 @@ pub fn short_run() -> PathBuf {
     .clone()
 }
 
+/// Borrowed views of owned arguments, for [`ok`] and [`fails`].
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A copy of the shared short run (trained once per test process) to change freely.
 pub fn copy_of_short_run(to: &Path) -> PathBuf {
     std::fs::create_dir_all(to).unwrap();

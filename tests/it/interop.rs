@@ -3,10 +3,12 @@
 //! checks the exports against the PyTorch modules themselves.)
 
 use std::collections::HashMap;
+use std::path::Path;
 
+use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
-use crate::common::{fails, mnist_dir, ok, short_run};
+use crate::common::{copy_of_short_run, fails, mnist_dir, ok, short_run, strs};
 
 #[test]
 fn export_uses_pytorch_names_and_import_reproduces_the_run() {
@@ -111,5 +113,172 @@ fn export_uses_pytorch_names_and_import_reproduces_the_run() {
         "--out",
         i,
     ]);
-    assert!(e.contains("already holds a model"), "{e}");
+    assert!(e.contains("already holds a run"), "{e}");
+}
+
+/// `path`'s tensors with `change` applied to each one's (name, shape, values), written to `to`.
+fn rewrite(path: &Path, to: &Path, change: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut shape = view.shape().to_vec();
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        change(&name, &mut shape, &mut v);
+        let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((name, shape, data));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let view = TensorView::new(Dtype::F32, s.clone(), d).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    std::fs::write(to, safetensors::serialize(views, &None).unwrap()).unwrap();
+}
+
+/// `export` replaces only what an earlier export wrote and checks everything before writing;
+/// `import` names a tensor of the wrong shape in PyTorch's terms and leaves no folder when it
+/// fails; analyses refuse a model whose codes are not finite, and another run's folder.
+#[test]
+fn export_import_and_analyses_refuse_what_would_mislead_or_destroy() {
+    let (data, tmp) = (mnist_dir(), tempfile::tempdir().unwrap());
+    let d = data.to_str().unwrap();
+    let run = copy_of_short_run(&tmp.path().join("run"));
+    let r = run.to_str().unwrap();
+    let at = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", r, "--data-dir", d, "--no-download"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // The run's own weights are not an export's to replace.
+    let model = run.join("model.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    let e = fails(&strs(&export(&["--torch", model.to_str().unwrap()])));
+    assert!(
+        e.contains("is not weights that `mnist-ae export` wrote"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    // Nor is a user's own module code beside the weights.
+    std::fs::write(tmp.path().join("mine.py"), "print('mine')\n").unwrap();
+    let e = fails(&strs(&export(&["--torch", &at("mine.safetensors")])));
+    assert!(
+        e.contains("mine.py") && e.contains("not module code"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("mine.py")).unwrap(),
+        "print('mine')\n"
+    );
+    assert!(!tmp.path().join("mine.safetensors").exists());
+    // Two roles for one file, an empty reference, and a reference without data write nothing.
+    let w = at("w.safetensors");
+    let e = fails(&strs(&export(&["--torch", &w, "--reference", &w])));
+    assert!(e.contains("would be both"), "{e}");
+    let e = fails(&strs(&export(&[
+        "--torch",
+        &w,
+        "--reference",
+        &at("r"),
+        "--count",
+        "0",
+    ])));
+    assert!(e.contains("--count 0"), "{e}");
+    let e = fails(&[
+        "export",
+        r,
+        "--torch",
+        &w,
+        "--reference",
+        &at("r"),
+        "--data-dir",
+        &at("none"),
+        "--no-download",
+    ]);
+    assert!(e.contains("not found"), "{e}");
+    assert!(!Path::new(&w).exists() && !tmp.path().join("w.py").exists());
+    // What an export wrote, it may write again.
+    for _ in 0..2 {
+        ok(&strs(&export(&[
+            "--torch",
+            &w,
+            "--reference",
+            &at("r"),
+            "--count",
+            "3",
+        ])));
+    }
+
+    // A weight stored with another shape is named with the shape the module has.
+    let flat = at("flat.safetensors");
+    rewrite(Path::new(&w), Path::new(&flat), |name, shape, _| {
+        if name == "decoder.0.weight" {
+            *shape = vec![shape.iter().product()];
+        }
+    });
+    let into = tmp.path().join("imported");
+    let i = into.to_str().unwrap();
+    let import = |file: &str, out: &str| {
+        let args = [
+            "import",
+            file,
+            "--model",
+            "mlp",
+            "--latent-dim",
+            "16",
+            "--out",
+            out,
+        ];
+        args.map(String::from).to_vec()
+    };
+    let e = fails(&strs(&import(&flat, i)));
+    assert!(
+        e.contains("tensor decoder.0.weight has shape [6272], the mlp model needs [392, 16]"),
+        "{e}"
+    );
+    assert!(!into.exists(), "a failed import leaves no folder");
+    // A folder that holds a run (here only its config) is not imported into.
+    let crashed = tmp.path().join("crashed");
+    std::fs::create_dir(&crashed).unwrap();
+    std::fs::copy(run.join("config.json"), crashed.join("config.json")).unwrap();
+    let e = fails(&strs(&import(&w, crashed.to_str().unwrap())));
+    assert!(e.contains("already holds a run (config.json)"), "{e}");
+
+    // Weights so large that every code is infinite: no analysis shows a result from them.
+    let huge = at("huge.safetensors");
+    rewrite(Path::new(&w), Path::new(&huge), |name, _, v| {
+        if name == "encoder.3.weight" {
+            v.fill(3e38);
+        }
+    });
+    ok(&strs(&import(&huge, i)));
+    for command in ["interpolate", "classify", "sample"] {
+        let e = fails(&[
+            command,
+            i,
+            "--data-dir",
+            d,
+            "--no-download",
+            "--out",
+            &at(command),
+        ]);
+        assert!(
+            e.contains("holds inf, not a finite number"),
+            "{command}: {e}"
+        );
+        assert!(!tmp.path().join(command).exists(), "{command}");
+    }
+
+    // Another run's folder does not take this run's results.
+    let e = fails(&["eval", r, "--data-dir", d, "--no-download", "--out", i]);
+    assert!(e.contains("is another run's folder"), "{e}");
+    assert!(!into.join("eval.json").exists());
 }

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 
 use mnist_ae::data::idx::encode_images;
 
-use crate::common::{copy_of_short_run, fails, mnist_dir, ok, short_run, tiny_dataset, write_gz};
+use crate::common::{
+    copy_of_short_run, fails, mnist_dir, ok, short_run, strs, tiny_dataset, write_gz,
+};
 
 /// The real binary, offline (the mirror list points at a closed local port).
 fn cmd(args: &[&str]) -> Command {
@@ -41,10 +43,6 @@ fn quick(out: &Path, extra: &[&str]) -> Vec<String> {
     }
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 fn signal(child: &Child, sig: &str) {
