@@ -92,9 +92,34 @@ pub fn parse_seed(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A positive number that single precision holds (a perplexity): `1e-300` or `1e300` would
+/// otherwise become 0 or infinity silently.
+pub fn parse_positive_f32(s: &str) -> Result<f32, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    let single = v as f32;
+    if v.is_finite() && v > 0.0 && single.is_finite() && single > 0.0 {
+        Ok(single)
+    } else {
+        Err(format!(
+            "'{s}' is not a positive number of single precision (from about 1.2e-38 to 3.4e38)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positive_numbers_must_fit_single_precision() {
+        assert_eq!(parse_positive_f32("30"), Ok(30.0));
+        for bad in ["0", "-5", "1e-300", "1e300", "nan", "inf", "x"] {
+            assert!(parse_positive_f32(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn seeds_wrap_negative_values_as_pytorch_does() {

@@ -8,7 +8,7 @@ use mnist_ae::data::Split;
 use mnist_ae::explore::{anomaly, denoise, interpolate, sample, sweep};
 use mnist_ae::run::{OutDir, Run};
 
-use super::choices::{ClassifierArg, DeviceArg};
+use super::choices::{parse_seed, ClassifierArg, DeviceArg};
 use super::DataArgs;
 
 /// What every command on a run takes.
@@ -86,7 +86,7 @@ pub struct DenoiseArgs {
     #[arg(long, default_value_t = 0.2)]
     noise_std: f64,
     /// Seed of the noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = parse_seed)]
     seed: u64,
     /// Test images to show, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7,8,9")]
@@ -145,7 +145,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 64)]
     count: usize,
     /// Seed of the draws.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = parse_seed)]
     seed: u64,
     /// Label each sample with this other run's encoder and a classifier fitted to its
     /// training codes, with the probability (how digit-like the samples are).

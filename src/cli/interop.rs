@@ -44,14 +44,18 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
         a.torch.display(),
         e.tensors
     );
-    mnist_ae::outln!(
-        "wrote {} (the PyTorch module: `from {} import Autoencoder`)",
-        e.code.display(),
-        e.code
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
+    let stem = (e.code.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Python imports a module by name only when the name is an identifier.
+    let identifier = stem.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && stem.chars().all(|c| c == '_' || c.is_alphanumeric());
+    let how = if identifier {
+        format!("`from {stem} import Autoencoder`")
+    } else {
+        format!("`{stem}` is not a Python identifier: rename the file to import it")
+    };
+    mnist_ae::outln!("wrote {} (the PyTorch module: {how})", e.code.display());
     if let Some((r, (run, test))) = reference {
         let n = write_reference(&run, &test, a.count, r)?;
         mnist_ae::outln!(

@@ -6,7 +6,7 @@ use mnist_ae::explore::codes::DataCodes;
 use mnist_ae::latent::classifier::ClassifierKind;
 use mnist_ae::latent::tsne::{tsne, TsneSettings};
 
-use super::choices::ClassifierArg;
+use super::choices::{parse_positive_f32, parse_seed, ClassifierArg};
 use super::explore::RunOutArgs;
 
 /// Flags of `classify`.
@@ -56,13 +56,13 @@ pub struct TsneArgs {
     #[arg(long, default_value_t = 10_000)]
     count: usize,
     /// t-SNE perplexity.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value = "30", value_parser = parse_positive_f32)]
     perplexity: f32,
     /// Gradient-descent epochs.
     #[arg(long, default_value_t = 1000)]
     epochs: usize,
     /// Seed of the initial embedding.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = parse_seed)]
     seed: u64,
 }
 

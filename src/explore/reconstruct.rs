@@ -39,9 +39,15 @@ pub fn reconstruct(state: &RunState, files: &[PathBuf], out: &Path) -> Result<Ve
     let mut pictures = Vec::with_capacity(files.len());
     for file in files {
         crate::fsutil::check_readable(file)?;
-        let img = image::open(file).map_err(|e| {
-            Error::bad_file(file, format!("not a picture this program reads ({e})"))
-        })?;
+        // The format is read from the file's first bytes, whatever its name says.
+        let img = image::io::Reader::open(file)
+            .map_err(|e| Error::io(file, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(file, e))?
+            .decode()
+            .map_err(|e| {
+                Error::bad_file(file, format!("not a picture this program reads ({e})"))
+            })?;
         let pixels =
             super::digit::mnist_like(&img).map_err(|e| Error::bad_file(file, e.to_string()))?;
         pictures.push(pixels);

@@ -264,18 +264,36 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
             ));
         }
     }
-    let (tensors, _) = read_tensors(weights, |n| n.ends_with(".num_batches_tracked"))?;
+    let (tensors, file_meta) = read_tensors(weights, |n| n.ends_with(".num_batches_tracked"))?;
     // Every tensor's shape as the model holds it, to check the file's in PyTorch's terms.
     let needed: Vec<(String, Vec<usize>)> = named_tensors(&model.init(&Device::flex())?)
         .into_iter()
         .map(|(name, shape, _)| (name, shape))
         .collect();
+    // A file `export` wrote names the model it came from: a mismatch says which to ask for.
+    let hint = match (file_meta.get("preset"), file_meta.get("latent_dim")) {
+        (Some(preset), Some(latent))
+            if (preset.as_str(), latent.as_str())
+                != (model.name(), model.latent_dim.to_string().as_str()) =>
+        {
+            let from = if preset == "custom" {
+                "a model of its own (--encoder/--decoder)".to_string()
+            } else {
+                format!("the {preset} model")
+            };
+            format!("; HINT: the file was exported from {from} with --latent-dim {latent}")
+        }
+        _ => String::new(),
+    };
+    let bad = |msg: String| Error::Checkpoint {
+        path: weights.to_path_buf(),
+        msg: format!("{msg}{hint}"),
+    };
+    // In the order of their names, so that the first mismatch named is always the same.
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut ours = Vec::new();
     for (name, (shape, v)) in tensors {
-        let bad = |msg: String| Error::Checkpoint {
-            path: weights.to_path_buf(),
-            msg,
-        };
         let Some(t) = from_torch(&model.spec, &name) else {
             return Err(bad(format!(
                 "tensor {name} does not belong to the {} model",
@@ -295,6 +313,13 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
                 )));
             }
         }
+        if name.ends_with(".running_var") {
+            if let Some(x) = v.iter().find(|x| **x < 0.0) {
+                return Err(bad(format!(
+                    "tensor {name} holds {x}: a batch norm's running variance is never negative"
+                )));
+            }
+        }
         let (shape, v) = if t.transpose {
             transpose(&shape, &v)
         } else {
@@ -310,14 +335,11 @@ pub fn import_torch(model: ModelConfig, weights: &Path, run_dir: &Path) -> Resul
         .map(|(name, _)| to_torch(&model.spec, &name).map_or(name, |n| n.name))
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Checkpoint {
-            path: weights.to_path_buf(),
-            msg: format!(
-                "the {} model also needs {}",
-                model.name(),
-                missing.join(", ")
-            ),
-        });
+        return Err(bad(format!(
+            "the {} model also needs {}",
+            model.name(),
+            missing.join(", ")
+        )));
     }
     // Rebuild through the regular loader, which checks every name, shape and value.
     let staged = run_dir.join(".import.safetensors");

@@ -260,6 +260,21 @@ fn train_locked(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     let mut partial = (0usize, 0.0f64, 0usize);
 
     if opts.resume {
+        match (model_path.exists(), resume_path.exists()) {
+            (false, false) => {
+                return Err(Error::Data(format!(
+                    "{} holds no checkpoint to resume: its training stopped before the first one was saved (at the end of epoch 1, or when stopped with Ctrl-C); HINT: train it again without --resume",
+                    dir.display()
+                )))
+            }
+            (true, false) => {
+                return Err(Error::Data(format!(
+                    "{} has weights but no {RESUME_FILE} (an imported run, or one whose optimizer state was removed): it can be evaluated and explored, not resumed",
+                    dir.display()
+                )))
+            }
+            _ => {}
+        }
         let (m, o, state) = load_pair(&model_path, &resume_path, config, optim, &device)?;
         model = m;
         optim = o;

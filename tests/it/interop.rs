@@ -91,7 +91,9 @@ fn export_uses_pytorch_names_and_import_reproduces_the_run() {
         tmp.path().join("x").to_str().unwrap(),
     ]);
     assert!(
-        e.contains("w.safetensors") && e.contains("shape") || e.contains("F32 [8"),
+        e.contains("w.safetensors")
+            && e.contains("decoder.0.weight has shape [392, 16], the mlp model needs [392, 8]")
+            && e.contains("HINT: the file was exported from the mlp model with --latent-dim 16"),
         "{e}"
     );
     let e = fails(&[
@@ -116,13 +118,18 @@ fn export_uses_pytorch_names_and_import_reproduces_the_run() {
     assert!(e.contains("already holds a run"), "{e}");
 }
 
-/// `path`'s tensors with `change` applied to each one's (name, shape, values), written to `to`.
+/// `path`'s F32 tensors with `change` applied to each one's (name, shape, values), and its
+/// others as they are, written to `to`.
 fn rewrite(path: &Path, to: &Path, change: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, view) in st.tensors() {
         let mut shape = view.shape().to_vec();
+        if view.dtype() != Dtype::F32 {
+            tensors.push((name, view.dtype(), shape, view.data().to_vec()));
+            continue;
+        }
         let mut v: Vec<f32> = view
             .data()
             .chunks_exact(4)
@@ -130,14 +137,11 @@ fn rewrite(path: &Path, to: &Path, change: impl Fn(&str, &mut Vec<usize>, &mut V
             .collect();
         change(&name, &mut shape, &mut v);
         let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((name, shape, data));
+        tensors.push((name, Dtype::F32, shape, data));
     }
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(n, s, d)| {
-            let view = TensorView::new(Dtype::F32, s.clone(), d).unwrap();
-            (n.clone(), view)
-        })
+        .map(|(n, t, s, d)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()))
         .collect();
     std::fs::write(to, safetensors::serialize(views, &None).unwrap()).unwrap();
 }
@@ -251,6 +255,41 @@ fn export_import_and_analyses_refuse_what_would_mislead_or_destroy() {
     std::fs::copy(run.join("config.json"), crashed.join("config.json")).unwrap();
     let e = fails(&strs(&import(&w, crashed.to_str().unwrap())));
     assert!(e.contains("already holds a run (config.json)"), "{e}");
+    // Neither it (no checkpoint yet) nor an imported run (no optimizer state) resumes.
+    let resume = |dir: &Path| fails(&["train", "--resume", dir.to_str().unwrap(), "--data-dir", d]);
+    let e = resume(&crashed);
+    assert!(e.contains("holds no checkpoint to resume"), "{e}");
+
+    // A batch norm's running variance below zero is refused.
+    let bn = tmp.path().join("bn");
+    let spec = [
+        "--encoder",
+        "flatten linear(16) bn relu linear(4)",
+        "--decoder",
+        "linear(784) reshape(1,28,28)",
+    ];
+    let mut args = vec!["train", "--epochs", "1", "--limit-train", "500", "-q"];
+    args.extend(spec);
+    args.extend([
+        "--data-dir",
+        d,
+        "--no-download",
+        "--out",
+        bn.to_str().unwrap(),
+    ]);
+    ok(&args);
+    let bn_w = at("bn.safetensors");
+    ok(&["export", bn.to_str().unwrap(), "--torch", &bn_w]);
+    let negative = at("negative.safetensors");
+    rewrite(Path::new(&bn_w), Path::new(&negative), |name, _, v| {
+        if name.ends_with("running_var") {
+            v[0] = -1.0;
+        }
+    });
+    let mut args = vec!["import", &negative, "--out", i];
+    args.extend(spec);
+    let e = fails(&args);
+    assert!(e.contains("running_var holds -1"), "{e}");
 
     // Weights so large that every code is infinite: no analysis shows a result from them.
     let huge = at("huge.safetensors");
@@ -260,6 +299,8 @@ fn export_import_and_analyses_refuse_what_would_mislead_or_destroy() {
         }
     });
     ok(&strs(&import(&huge, i)));
+    let e = resume(&into);
+    assert!(e.contains("has weights but no resume.safetensors"), "{e}");
     for command in ["interpolate", "classify", "sample"] {
         let e = fails(&[
             command,
