@@ -160,25 +160,52 @@ fn same_file_name(a: &Path, b: &Path) -> bool {
 /// Whether the existing file `path` is what `export` writes in role `role` (0 the weights, 1
 /// the module code, 2 a reference file).
 fn written_by_export(path: &Path, role: usize) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
+    use std::io::Read;
+    // Only the beginning is read: the file may be anything, of any size.
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
     if role == 1 {
-        return bytes.starts_with(CODE_HEAD.as_bytes());
+        let mut head = Vec::new();
+        let read = (&mut file)
+            .take(CODE_HEAD.len() as u64)
+            .read_to_end(&mut head);
+        return read.is_ok() && head == CODE_HEAD.as_bytes();
     }
-    let Ok((_, meta)) = SafeTensors::read_metadata(&bytes) else {
+    // A safetensors file begins with its header's length (8 bytes, little-endian), then the
+    // header, JSON whose `__metadata__` holds the metadata.
+    let mut len = [0u8; 8];
+    if file.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER {
+        return false;
+    }
+    let mut header = Vec::new();
+    if (&mut file).take(len).read_to_end(&mut header).is_err() {
+        return false;
+    }
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&header) else {
         return false;
     };
-    let meta = meta.metadata().clone().unwrap_or_default();
+    let meta = &header["__metadata__"];
+    let source = meta.get("source").and_then(|v| v.as_str());
     match role {
-        0 => meta.get("source").map(String::as_str) == Some(EXPORT_SOURCE),
+        0 => source == Some(EXPORT_SOURCE),
         // Reference files written before they carried a source hold a preset and nothing else.
-        _ => match meta.get("source") {
+        _ => match source {
             Some(s) => s == REFERENCE_SOURCE,
-            None => meta.len() == 1 && meta.contains_key("preset"),
+            None => meta
+                .as_object()
+                .is_some_and(|m| m.len() == 1 && m.contains_key("preset")),
         },
     }
 }
+
+/// The largest safetensors header read when checking a file (as the safetensors crate's own
+/// limit).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// What `export` wrote.
 #[derive(Debug, Clone)]
