@@ -33,6 +33,27 @@ pub fn check_replaceable(path: &Path) -> Result<()> {
     }
 }
 
+/// Whether two paths name the same file or folder however spelled: the same place when both
+/// exist, else the same name in the same folder (for a file not yet written).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    if let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) {
+        return a == b;
+    }
+    let resolve = |p: &Path| {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(parent)
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(a) == resolve(b)
+}
+
 /// Checks that `path` is a regular file (following symbolic links) before it is read.
 pub fn check_readable(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;

@@ -108,11 +108,7 @@ impl Run {
         let lock = DirLock::acquire(&path, command)?;
         // Another run's folder would then hold this run's results beside its own, and its
         // report would mix the two.
-        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a == b,
-        };
-        if path.join(crate::rundir::CONFIG_FILE).is_file() && !same(&path, &self.dir) {
+        if crate::rundir::is_run(&path) && !crate::fsutil::same_path(&path, &self.dir) {
             return Err(Error::config(
                 "out",
                 format!(

@@ -124,7 +124,10 @@ pub fn check_export_targets(torch: &Path, reference: Option<&Path>) -> Result<()
     .collect();
     for (i, (role, path)) in targets.iter().enumerate() {
         crate::fsutil::check_replaceable(path)?;
-        if let Some((other, _)) = targets[..i].iter().find(|(_, p)| same_file_name(p, path)) {
+        if let Some((other, _)) = targets[..i]
+            .iter()
+            .find(|(_, p)| crate::fsutil::same_path(p, path))
+        {
             return Err(Error::bad_file(
                 path,
                 format!("would be both {other} and {role}; choose different names"),
@@ -141,20 +144,6 @@ pub fn check_export_targets(torch: &Path, reference: Option<&Path>) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Whether two paths name the same file: the same name in the same folder, however spelled.
-fn same_file_name(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| {
-        let parent = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::canonicalize(parent)
-            .map(|d| d.join(p.file_name().unwrap_or_default()))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    a == b || resolve(a) == resolve(b)
 }
 
 /// Whether the existing file `path` is what `export` writes in role `role` (0 the weights, 1
