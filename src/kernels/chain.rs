@@ -27,7 +27,7 @@ use super::dropout::DropoutSaved;
 use super::flex::{
     data_linear_forward, grouped_t_product, input_grad_masked, linear_forward, linear_logits,
     live_input_grad, mean_pool_backward, mean_pool_forward, product, relu_mask_and_bias_grad,
-    sparse_t_product, tensor, values,
+    sparse_t_product, tensor, values, weight_grad,
 };
 use super::flex_loss::biased_loss_and_grad;
 use super::norm::{self, NormSaved};
@@ -423,7 +423,7 @@ pub fn chain_pass<'a>(
                 let dw = match (groups, sparse) {
                     (Some(xt), _) => grouped_t_product(&xt, masked.clone()),
                     (None, true) => sparse_t_product(x, masked.clone()),
-                    (None, false) => product(x, true, masked.clone(), false),
+                    (None, false) => weight_grad(x, masked.clone(), live.as_deref()),
                 };
                 grads.register(layer.weight.id, grad::<2>(dw));
                 grads.register(bias(&layer.bias).id, grad::<1>(tensor(db, Shape::new([o]))));

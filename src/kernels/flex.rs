@@ -99,6 +99,18 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
     tensor(out, Shape::new([av.rows(), bv.cols()]))
 }
 
+/// A linear layer's weight gradient `xᵀ·g`, over the columns `live` of `x` when given (the
+/// others zero in every row: their rows of the gradient are zeros), with the bits of the
+/// whole product either way (`skinny::picked`).
+pub(super) fn weight_grad(x: FlexTensor, g: FlexTensor, live: Option<&[usize]>) -> FlexTensor {
+    let (x, g) = (viewable(x), viewable(g));
+    let (xt, gv) = (view(&x).t(), view(&g));
+    match live.and_then(|l| super::skinny::picked(xt, gv, (Some(l), None))) {
+        Some(dw) => tensor(dw, Shape::new([xt.rows(), gv.cols()])),
+        None => product(x, true, g, false),
+    }
+}
+
 /// `xᵀ·g` for an `x` the forward pass found sparse and a dense `g`: the sparse product over
 /// `x`'s groups of adjacent columns, or gemm's where those are too dense.
 pub(super) fn sparse_t_product(x: FlexTensor, g: FlexTensor) -> FlexTensor {
@@ -216,7 +228,11 @@ fn linear_parts(
         return (tensor(y, Shape::new([n, o])), false, live, leave_bias);
     }
     if groups.is_none() && adds_once(n, xv.cols()) {
-        let mut y = matmul_new(xv, wv);
+        // Over the input's live columns only, where it has them: same bits.
+        let mut y = live
+            .as_deref()
+            .and_then(|l| super::skinny::picked(xv, wv, (None, Some(l))))
+            .unwrap_or_else(|| matmul_new(xv, wv));
         if !leave_bias {
             add_bias(&mut y, &bias, relu);
         }

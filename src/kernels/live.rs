@@ -11,8 +11,8 @@
 //!
 //! Each live column is computed by the same kernel, on the same values, as in the whole
 //! product (see [`live_columns`]), so it has the same bits; the dead columns are zero. The
-//! forward product keeps every column: gemm would need the weights' live rows copied, which
-//! costs about what leaving them out saves.
+//! layer's forward product and weight gradient leave the dead units out too, through the
+//! tiles of `super::skinny::picked`, which read the weights' live rows in place.
 
 use super::matmul::View;
 

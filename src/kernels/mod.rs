@@ -22,7 +22,9 @@
 //!   a linear layer's input gradient) as dot products of rows, without gemm's packed copies;
 //! - `sparse`: the first layer's products over the images' non-zero pixels, `skinny` and
 //!   `shallow` the products with a short side or a shallow depth (a narrow code), the latter
-//!   with the bias and ReLU, or the ReLU's mask and the bias gradient, in the same pass.
+//!   with the bias and ReLU, or the ReLU's mask and the bias gradient, in the same pass;
+//!   `skinny`'s tiles also take a layer's products over the units of a ReLU's output that
+//!   some image turned on, and `live` its input gradient over them.
 //!
 //! [`chain_pass`] trains a model whose layers all run as these operations without burn's
 //! autodiff graph: each shard's forward passes, the loss, then the backward passes in reverse,

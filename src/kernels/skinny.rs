@@ -14,6 +14,10 @@
 //! Every output is summed from zero over the whole depth in order, by fused multiply-adds,
 //! and added to the destination once when accumulating: what gemm does for depths within one
 //! of its blocks (at least 512 deep), so the results are gemm's there to the bit.
+//! The same tiles compute a linear layer's forward product and weight gradient over the
+//! units of its input that some image turned on ([`picked`]): steps of the depth, or rows of
+//! a transposed input, picked from a list, which gemm's packed kernels cannot skip.
+//!
 //! No crate in the build has kernels for these shapes (faer and burn use gemm's), hence this
 //! file.
 
@@ -118,6 +122,63 @@ pub(super) unsafe fn product(
     let _ = (dst, accumulate);
 }
 
+/// `a·b` (`[m, k]·[k, n]`, a new row-major `[m, n]`) over the rows `pick.0` of `a` (the other
+/// rows of the output zero) and the steps `pick.1` of the depth (the others left out), in
+/// the tiles of [`product`], each picked output summed from zero over the picked steps in
+/// order by fused multiply-adds. `None` where these tiles do not take the operands: without
+/// AVX-512, a depth outside [`MIN_DEPTH`]`..=`[`MAX_DEPTH`] (gemm's single block, whose
+/// order this is), fewer than 2 rows or columns or an output of at most 16 × 16 (gemm's own
+/// kernels for those), or `b` without contiguous rows.
+///
+/// Used for a linear layer fed a ReLU's output, over its live units (`super::live`): a step
+/// or row left out is one whose terms are all products of zero, which leave a sum's bits as
+/// they are, so the results are gemm's over the whole product.
+pub(super) fn picked(
+    a: View<'_>,
+    b: View<'_>,
+    pick: (Option<&[usize]>, Option<&[usize]>),
+) -> Option<Vec<f32>> {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let ok = (MIN_DEPTH..=MAX_DEPTH).contains(&k)
+        && m >= 2
+        && n >= 2
+        && m * n > 256
+        && k == b.rows()
+        && b.row_contiguous()
+        && has_avx512()
+        && pick
+            .0
+            .is_none_or(|p| !p.is_empty() && p.iter().all(|&r| r < m))
+        && pick
+            .1
+            .is_none_or(|p| !p.is_empty() && p.iter().all(|&s| s < k));
+    if !ok {
+        return None;
+    }
+    let len = m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F, `b` has contiguous rows, and every picked row and step
+    // lies inside `a` (checked above); the buffer has room for the `m · n` outputs, the
+    // picked rows all written and none read (no accumulation).
+    unsafe {
+        avx512::picked_tiles(out.as_mut_ptr(), a, b, pick, 3 * avx512::LANES, false);
+    }
+    if let Some(rows) = pick.0 {
+        let mut kept = vec![false; m];
+        for &r in rows {
+            kept[r] = true;
+        }
+        for (r, _) in kept.iter().enumerate().filter(|(_, &on)| !on) {
+            // SAFETY: row `r < m` lies inside the buffer's `m · n` values.
+            unsafe { std::ptr::write_bytes(out.as_mut_ptr().add(r * n), 0, n) };
+        }
+    }
+    // SAFETY: every row was written: the picked ones by the tiles, the others with zeros.
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -125,9 +186,11 @@ mod avx512 {
     use super::super::matmul::Out;
     use super::{View, PARALLEL_MIN, SHORT};
 
-    const LANES: usize = 16;
+    pub(super) const LANES: usize = 16;
     /// Rows per tile.
     const R: usize = 8;
+    /// How many steps of a picked depth ahead the right operand's row is prefetched.
+    const AHEAD: usize = 4;
 
     /// `dst ← (accumulate ? dst : 0) + a·b` in tiles of [`R`] rows by up to three vectors
     /// (one when `b` has at most [`SHORT`] columns).
@@ -137,9 +200,33 @@ mod avx512 {
     /// `a.rows · b.cols` elements (and reads of as many, initialised, when `accumulate`) and
     /// aliases neither operand.
     pub(super) unsafe fn tiles(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
-        let (m, k, n) = (a.rows(), a.cols(), b.cols());
-        assert!(k == b.rows() && m > 0 && k > 0 && n > 0 && b.row_contiguous());
-        let width = if n <= SHORT { LANES } else { 3 * LANES };
+        let width = if b.cols() <= SHORT { LANES } else { 3 * LANES };
+        // SAFETY: the caller's contract, with every row and every step of the depth taken.
+        unsafe { picked_tiles(dst, a, b, (None, None), width, accumulate) };
+    }
+
+    /// [`tiles`] over the rows `pick.0` of `a` (all, in order, when `None`), each written to
+    /// its own row of `dst` (`[a.rows, b.cols]`), and over the steps `pick.1` of the depth
+    /// (all, in order, when `None`), in tiles `width` columns wide (a multiple of 16, at most
+    /// 48). Each output takes its sums in the order of the steps given.
+    ///
+    /// # Safety
+    /// As [`tiles`]; every picked row is less than `a.rows` and every picked step less than
+    /// `a.cols`; `dst`'s rows not picked are neither read nor written.
+    pub(super) unsafe fn picked_tiles(
+        dst: *mut f32,
+        a: View<'_>,
+        b: View<'_>,
+        pick: (Option<&[usize]>, Option<&[usize]>),
+        width: usize,
+        accumulate: bool,
+    ) {
+        let (k, n) = (a.cols(), b.cols());
+        let m = pick.0.map_or(a.rows(), <[usize]>::len);
+        let steps = pick.1.map_or(k, <[usize]>::len);
+        assert!(k == b.rows() && m > 0 && steps > 0 && n > 0 && b.row_contiguous());
+        assert!(width.is_multiple_of(LANES) && (LANES..=3 * LANES).contains(&width));
+        let (rows_pick, depth_pick) = (pick.0.map(Numbers::of), pick.1.map(Numbers::of));
         let out = Out(dst);
         let run = move |(i, j): (usize, usize)| {
             let (ap, ars, aks) = a.raw();
@@ -148,24 +235,34 @@ mod avx512 {
             let w = (n - j).min(width);
             let vectors = w.div_ceil(LANES);
             let mask = ((1u32 << (w - (vectors - 1) * LANES)) - 1) as u16;
-            // SAFETY: rows `i..i + rows` and columns `j..j + w` lie inside the output, `a`'s
-            // rows `i..` and `b`'s columns `j..` inside the operands (`raw`, `rows_raw`); the
-            // CPU has AVX-512F (this function's contract).
+            // Rows past the tile's repeat its last one: their sums are computed and never
+            // stored.
+            // SAFETY: `i + r < m`: a picked row's number, inside the caller's list.
+            let row: [usize; R] = std::array::from_fn(|r| {
+                let r = i + r.min(rows - 1);
+                rows_pick.map_or(r, |p| unsafe { p.at(r) })
+            });
+            // SAFETY: every row number is less than `a.rows` (the caller's contract on
+            // `pick`), columns `j..j + w` lie inside the output and `b`'s columns `j..` inside
+            // `b` (`raw`, `rows_raw`); the CPU has AVX-512F (this function's contract).
             unsafe {
-                let d = out.at(i * n + j);
-                let (a, b) = (ap.add(i * ars), bp.add(j));
-                let args = (d, n, (a, ars, aks), (b, ldb), k, rows, mask, accumulate);
-                match vectors {
-                    1 => tile::<1>(args),
-                    2 => tile::<2>(args),
-                    _ => tile::<3>(args),
+                let d = out.at(j);
+                let a = (ap, row.map(|r| r * ars), aks);
+                let args = (d, n, row, a, (bp.add(j), ldb), rows, mask, accumulate);
+                match (vectors, depth_pick) {
+                    (1, None) => tile::<1, _>(args, Whole(k)),
+                    (2, None) => tile::<2, _>(args, Whole(k)),
+                    (_, None) => tile::<3, _>(args, Whole(k)),
+                    (1, Some(p)) => tile::<1, _>(args, Steps(p, steps)),
+                    (2, Some(p)) => tile::<2, _>(args, Steps(p, steps)),
+                    (_, Some(p)) => tile::<3, _>(args, Steps(p, steps)),
                 }
             }
         };
         let tasks = (0..n)
             .step_by(width)
             .flat_map(|j| (0..m).step_by(R).map(move |i| (i, j)));
-        if super::super::in_task() || m * n * k < PARALLEL_MIN {
+        if super::super::in_task() || m * n * steps < PARALLEL_MIN {
             tasks.for_each(run);
         } else {
             use rayon::prelude::*;
@@ -173,41 +270,123 @@ mod avx512 {
         }
     }
 
-    /// A tile's arguments: its first output, the output's row stride, the left operand's
-    /// first element of the tile's rows with its row and depth strides, the right operand's
-    /// first element of the tile's columns with its row stride, the depth, the tile's rows
-    /// (at most [`R`]), the lanes of its last vector, and whether to accumulate.
+    /// A list of numbers (picked rows or steps), shared by the tasks that read them.
+    #[derive(Clone, Copy)]
+    struct Numbers(*const usize);
+    // SAFETY: the numbers are only read, and `picked_tiles`'s caller keeps them alive until
+    // every task has returned.
+    unsafe impl Send for Numbers {}
+    unsafe impl Sync for Numbers {}
+
+    impl Numbers {
+        fn of(list: &[usize]) -> Self {
+            Numbers(list.as_ptr())
+        }
+
+        /// The `j`-th number.
+        ///
+        /// # Safety
+        /// The list holds more than `j` numbers.
+        #[inline(always)]
+        unsafe fn at(self, j: usize) -> usize {
+            // SAFETY: the caller's contract.
+            unsafe { *self.0.add(j) }
+        }
+    }
+
+    /// The steps of a tile's depth: the operands' depth index at each.
+    trait Depth: Copy {
+        /// Whether the steps skip irregularly (rows of `b` then need prefetching).
+        const IRREGULAR: bool;
+        /// How many steps.
+        fn len(self) -> usize;
+        /// The depth index of step `s`.
+        ///
+        /// # Safety
+        /// `s < self.len()`.
+        unsafe fn at(self, s: usize) -> usize;
+    }
+
+    /// Every index of a depth of this many, in order.
+    #[derive(Clone, Copy)]
+    struct Whole(usize);
+
+    impl Depth for Whole {
+        const IRREGULAR: bool = false;
+        #[inline(always)]
+        fn len(self) -> usize {
+            self.0
+        }
+        #[inline(always)]
+        unsafe fn at(self, s: usize) -> usize {
+            s
+        }
+    }
+
+    /// The indices of a list of this many.
+    #[derive(Clone, Copy)]
+    struct Steps(Numbers, usize);
+
+    impl Depth for Steps {
+        const IRREGULAR: bool = true;
+        #[inline(always)]
+        fn len(self) -> usize {
+            self.1
+        }
+        #[inline(always)]
+        unsafe fn at(self, s: usize) -> usize {
+            // SAFETY: the caller's contract: the list holds `self.1 > s` numbers.
+            unsafe { self.0.at(s) }
+        }
+    }
+
+    /// A tile's arguments: the output's first element of the tile's columns (row 0) and its
+    /// row stride, the output rows of the tile's [`R`] rows, the left operand's first element
+    /// with the offsets of those rows and its depth stride, the right operand's first element
+    /// of the tile's columns with its row stride, the tile's rows (at most [`R`]), the lanes
+    /// of its last vector, and whether to accumulate.
     type Tile = (
         *mut f32,
         usize,
-        (*const f32, usize, usize),
+        [usize; R],
+        (*const f32, [usize; R], usize),
         (*const f32, usize),
-        usize,
         usize,
         u16,
         bool,
     );
 
     /// One tile of `rows` rows by `V` vectors (the last one's lanes `mask`): each sum from
-    /// zero over the depth in order, then stored, or added to the output once.
+    /// zero over the steps of `depth` in order, then stored, or added to the output once.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the tile's rows of the left operand (`rows` rows, `k` deep) and
-    /// the right operand's `k` rows of the tile's columns lie inside them, and the tile inside
-    /// the output.
+    /// The CPU has AVX-512F; the tile's rows of the left operand at every step of `depth`,
+    /// the right operand's rows of those steps in the tile's columns, and the tile's rows of
+    /// the output lie inside them.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const V: usize>(
-        (dst, ldd, (a, ars, aks), (b, ldb), k, rows, mask, accumulate): Tile,
+    unsafe fn tile<const V: usize, D: Depth>(
+        (dst, ldd, out_rows, (a, row, aks), (b, ldb), rows, mask, accumulate): Tile,
+        depth: D,
     ) {
         let lanes = |t: usize| if t + 1 == V { mask } else { !0 };
-        // Rows past the tile's repeat its last one: their sums are computed and never stored.
-        let row: [usize; R] = std::array::from_fn(|r| r.min(rows - 1) * ars);
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        for p in 0..k {
-            // SAFETY: `p < k`: a row of `b` and a column of the tile's rows of `a`, all inside
-            // them (this function's contract); masked lanes are not read.
+        for s in 0..depth.len() {
+            // SAFETY: `s < depth.len()`: a row of `b` and a column of the tile's rows of `a`,
+            // all inside them (this function's contract); masked lanes are not read.
             unsafe {
+                let p = depth.at(s);
                 let bp = b.add(p * ldb);
+                if D::IRREGULAR {
+                    // The row `AHEAD` steps on into the first-level cache (the lines of its
+                    // tile's columns, and one more where they straddle): the CPU's prefetchers
+                    // do not follow the irregular strides of picked steps. A prefetch never
+                    // faults.
+                    let ahead = depth.at((s + AHEAD).min(depth.len() - 1));
+                    let ahead = b.wrapping_add(ahead * ldb);
+                    for t in 0..=V {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(t * LANES).cast::<i8>());
+                    }
+                }
                 let bv: [__m512; V] =
                     std::array::from_fn(|t| _mm512_maskz_loadu_ps(lanes(t), bp.add(t * LANES)));
                 let ap = a.add(p * aks);
@@ -219,9 +398,9 @@ mod avx512 {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
+        for (acc, &r) in acc.iter().zip(&out_rows).take(rows) {
             for (t, &s) in acc.iter().enumerate() {
-                // SAFETY: row `r < rows` of the tile, lanes inside it (this function's
+                // SAFETY: row `r` of the output, lanes inside the tile (this function's
                 // contract).
                 unsafe {
                     let d = dst.add(r * ldd + t * LANES);
@@ -239,6 +418,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::matmul::matmul_new;
     use super::*;
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -322,5 +502,72 @@ mod tests {
                 assert!(same, "{m}×{k}×{n} {ta} {tb} accumulate {accumulate}");
             }
         }
+    }
+
+    /// A `[rows, cols]` matrix of `values` whose columns `dead` are zeros (of both signs).
+    fn with_dead(rows: usize, cols: usize, dead: &[usize], seed: usize) -> Vec<f32> {
+        let mut x = values(rows * cols, seed);
+        for (i, v) in x.iter_mut().enumerate() {
+            if dead.contains(&(i % cols)) {
+                *v = if i % 3 == 0 { -0.0 } else { 0.0 };
+            }
+        }
+        x
+    }
+
+    #[test]
+    fn products_over_live_units_have_the_whole_products_bits() {
+        if !has_avx512() {
+            return;
+        }
+        // (images, units, outputs): the mlp's last layer in a shard, the vae-sized one, an
+        // odd one with partial tiles everywhere.
+        for (n, k, o) in [(128, 392, 784), (64, 400, 784), (37, 101, 53)] {
+            let dead: Vec<usize> = (0..k).filter(|u| u % 7 == 3 || u % 11 == 0).collect();
+            let live: Vec<usize> = (0..k).filter(|u| !dead.contains(u)).collect();
+            let x = with_dead(n, k, &dead, 1);
+            let (w, g) = (values(k * o, 2), values(n * o, 3));
+            let (xv, wv, gv) = (
+                View::dense(&x, n, k),
+                View::dense(&w, k, o),
+                View::dense(&g, n, o),
+            );
+            let same = |got: &[f32], want: &[f32]| {
+                got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            };
+            // The forward product over the live steps of the depth.
+            let got = picked(xv, wv, (None, Some(&live))).expect("taken");
+            assert!(same(&got, &matmul_new(xv, wv)), "forward {n}×{k}×{o}");
+            // The weight gradient over the live rows, the dead rows zero.
+            let got = picked(xv.t(), gv, (Some(&live), None)).expect("taken");
+            let want = matmul_new(xv.t(), gv);
+            assert!(same(&got, &want), "weight gradient {n}×{k}×{o}");
+            assert!(dead
+                .iter()
+                .all(|&u| got[u * o..(u + 1) * o].iter().all(|v| v.to_bits() == 0)));
+        }
+        // Not taken: a depth past gemm's one block, a single row, a picked row past the rows.
+        let (a, b) = (values(4 * 513, 1), values(513 * 80, 2));
+        assert!(picked(
+            View::dense(&a, 4, 513),
+            View::dense(&b, 513, 80),
+            (None, None)
+        )
+        .is_none());
+        let (a, b) = (values(100, 1), values(100 * 80, 2));
+        assert!(picked(
+            View::dense(&a, 1, 100),
+            View::dense(&b, 100, 80),
+            (None, None)
+        )
+        .is_none());
+        let (a, b) = (values(40 * 100, 1), values(100 * 80, 2));
+        let (av, bv) = (View::dense(&a, 40, 100), View::dense(&b, 100, 80));
+        assert!(picked(av, bv, (Some(&[3, 40]), None)).is_none());
+        assert!(picked(av, bv, (None, Some(&[100]))).is_none());
     }
 }
