@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Exports a briefly trained run of every preset and of five models of one's own (the README's
-# two examples; batch norm with dropout; no convolutions; variational) and checks, in PyTorch,
-# that the module `export` writes as code, loaded with the exported weights, gives the same
-# reconstructions of 2,000 test images (max abs difference <= 1e-5). PyTorch is installed into
+# Exports a briefly trained run of every preset and of six models of one's own (the README's
+# two examples; batch norm with dropout; no convolutions; variational; an image reshaped) and
+# checks, in PyTorch, that the module `export` writes as code, loaded with the exported
+# weights, gives the same reconstructions of 2,000 test images (max abs difference <= 1e-5). PyTorch is installed into
 # bench/.venv on first use; where that is impossible the check is skipped with a message.
 # Arguments go to `cargo build --release` (`--features wgpu`: reuse a build made with it).
 set -euo pipefail
@@ -48,4 +48,7 @@ check no-conv \
 check variational \
   --encoder "conv(16,4,s2,p1) relu avgpool(2) flatten linear(8)" \
   --decoder "linear(392) relu reshape(8,7,7) convt(8,4,s2,p1) relu convt(1,4,s2,p1)" --variational
+check reshaped-image \
+  --encoder "conv(8,3,s2,p1) relu reshape(2,28,28) conv(4,3,s2,p1) relu flatten linear(8)" \
+  --decoder "linear(784) reshape(1,28,28)"
 echo "PyTorch export check: all presets and custom models match"

@@ -76,9 +76,14 @@ pub fn run_tsne(a: TsneArgs) -> Result<()> {
     s.validate(usize::MAX)?;
     let (run, test, out) = a.run.open_test("tsne")?;
     let (r, files) = tsne(&run, &test, s, &out)?;
+    let whole = if a.count > r.settings.count {
+        " (all the test set holds)"
+    } else {
+        ""
+    };
     mnist_ae::outln!(
-        "t-SNE of {} test codes in {:.1}s; PCA axes explain {:.1}% and {:.1}% of the variance",
-        r.settings.count.min(test.len()),
+        "t-SNE of {} test codes{whole} in {:.1}s; PCA axes explain {:.1}% and {:.1}% of the variance",
+        r.settings.count,
         r.seconds,
         100.0 * r.pca_explained[0],
         100.0 * r.pca_explained[1]

@@ -138,7 +138,13 @@ fn module(l: &Layer, x: Shape) -> String {
         Layer::Tanh => "nn.Tanh()".into(),
         Layer::Sigmoid => "nn.Sigmoid()".into(),
         Layer::Flatten => "nn.Flatten()".into(),
-        Layer::Reshape { c, h, w } => format!("nn.Unflatten(1, ({c}, {h}, {w}))"),
+        // `reshape` takes any input of the right size; `nn.Unflatten` only a flat one.
+        Layer::Reshape { c, h, w } => match x {
+            Shape::Flat(_) => format!("nn.Unflatten(1, ({c}, {h}, {w}))"),
+            Shape::Image { .. } => {
+                format!("nn.Sequential(nn.Flatten(), nn.Unflatten(1, ({c}, {h}, {w})))")
+            }
+        },
     }
 }
 
@@ -326,5 +332,51 @@ mod tests {
             !code.contains("# 5: linear(8)"),
             "the mean head is not in the Sequential"
         );
+    }
+
+    /// Each layer with parameters in a summary is named as the exported module names its
+    /// tensors.
+    #[test]
+    fn summary_names_are_the_exported_modules() {
+        let _rng = crate::rng_lock();
+        let device = Device::flex();
+        for m in models() {
+            let model = m.init(&device).unwrap();
+            let torch: Vec<String> = named_tensors(&model)
+                .into_iter()
+                .map(|(ours, ..)| to_torch(&m.spec, &ours).unwrap().name)
+                .collect();
+            let summary = m.spec.summary("m").unwrap();
+            for row in summary.layers.iter().filter(|r| r.params > 0) {
+                let prefix = format!("{}.", row.name);
+                assert!(
+                    torch.iter().any(|t| t.starts_with(&prefix)),
+                    "{} not in {torch:?}",
+                    row.name
+                );
+            }
+        }
+    }
+
+    /// A reshape of an image (not of a flat input) flattens it first, as mnist-ae does:
+    /// PyTorch's `Unflatten` alone takes only a flat input.
+    #[test]
+    fn a_reshaped_image_is_flattened_first() {
+        let spec = ModelSpec::parse(
+            "conv(8,3,s2,p1) relu reshape(2,28,28) conv(4,3,p1) flatten linear(8)",
+            "linear(784) reshape(1,28,28)",
+            Activation::Sigmoid,
+            false,
+            Init::Pytorch,
+        )
+        .unwrap();
+        let checked = spec.check().unwrap();
+        let (l, x, _) = &checked.encoder[2];
+        assert_eq!(
+            module(l, *x),
+            "nn.Sequential(nn.Flatten(), nn.Unflatten(1, (2, 28, 28)))"
+        );
+        let (l, x, _) = &checked.decoder[1];
+        assert_eq!(module(l, *x), "nn.Unflatten(1, (1, 28, 28))");
     }
 }

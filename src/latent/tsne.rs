@@ -230,7 +230,8 @@ pub fn tsne_codes(
         &class_names(run),
     )?;
     let report = TsneReport {
-        settings: s,
+        // The images mapped, which a count past the test set's size does not reach.
+        settings: TsneSettings { count: n, ..s },
         method: "FIt-SNE",
         learning_rate,
         seconds,

@@ -142,7 +142,9 @@ impl ModelSpec {
         })
     }
 
-    /// Every layer's output shape and parameter count, without building the model.
+    /// Every layer's output shape and parameter count, without building the model. Layers
+    /// are named as in the module `export` writes: `encoder.i` and `decoder.i` for layer `i`
+    /// of each half, and a variational encoder's two heads `fc_mu` and `fc_logvar`.
     pub fn summary(&self, name: &str) -> Result<Summary> {
         let c = self.check()?;
         let mut rows = vec![LayerRow {
@@ -154,14 +156,14 @@ impl ModelSpec {
         let last = self.encoder.len() - 1;
         let mut encoder_params = 0;
         for (i, (l, x, y)) in c.encoder.iter().enumerate() {
-            let heads: &[&str] = if self.variational && i == last {
-                &[".mu", ".logvar"]
+            let names = if self.variational && i == last {
+                vec!["fc_mu".to_string(), "fc_logvar".to_string()]
             } else {
-                &[""]
+                vec![format!("encoder.{i}")]
             };
-            for head in heads {
+            for name in names {
                 encoder_params += l.params(*x);
-                rows.push(row(&format!("encoder.{i}{head}"), l, *x, *y));
+                rows.push(row(&name, l, *x, *y));
             }
         }
         let mut decoder_params = 0;

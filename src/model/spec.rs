@@ -17,7 +17,7 @@
 //! | `bn` | `nn.BatchNorm1d` / `nn.BatchNorm2d`, from the input's shape | |
 //! | `dropout(p)` | `nn.Dropout(p)` | |
 //! | `relu`, `leaky_relu(a)`, `gelu`, `tanh`, `sigmoid` | the activations | a = 0.01 |
-//! | `flatten`, `reshape(c,h,w)` | `nn.Flatten()`, `nn.Unflatten(1, (c, h, w))` | |
+//! | `flatten`, `reshape(c,h,w)` | `nn.Flatten()`, `nn.Unflatten(1, (c, h, w))` (flattened first when the input is an image) | |
 //!
 //! Input channels and sizes are never written: they follow from the layers before
 //! (see [`super::shape`]).

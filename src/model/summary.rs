@@ -6,7 +6,8 @@ use crate::error::Result;
 /// One row of a model summary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LayerRow {
-    /// Where the layer sits, e.g. `encoder.0` (its index in the layer list).
+    /// Where the layer sits, e.g. `encoder.0` (its index in the layer list), as the module
+    /// `export` writes names it (a variational encoder's heads: `fc_mu`, `fc_logvar`).
     pub name: String,
     /// What it is, in PyTorch's words, e.g. `Conv2d(1→16, k3, s2, p1)`.
     pub layer: String,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, mnist_dir, ok, short_run};
+use crate::common::{fails, mnist_dir, ok, short_run, tiny_dataset};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -156,4 +156,28 @@ fn tsne_maps_codes_and_groups_digits() {
         tmp.path().to_str().unwrap(),
     ]);
     assert!(e.contains("too few"), "{e}");
+    // A count past the test set maps the whole set, and its record says how many it mapped.
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    tiny_dataset(&small, 20, 40);
+    let out = tmp.path().join("whole");
+    let text = ok(&[
+        "tsne",
+        r,
+        "--data-dir",
+        small.to_str().unwrap(),
+        "--count",
+        "1000",
+        "--perplexity",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("t-SNE of 40 test codes (all the test set holds)"),
+        "{text}"
+    );
+    assert_eq!(json(&out.join("tsne.json"))["settings"]["count"], 40);
+    let csv = std::fs::read_to_string(out.join("tsne.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 41);
 }
