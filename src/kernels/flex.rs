@@ -101,7 +101,7 @@ pub(super) fn product(a: FlexTensor, ta: bool, b: FlexTensor, tb: bool) -> FlexT
 
 /// A linear layer's weight gradient `xᵀ·g`, over the columns `live` of `x` when given (the
 /// others zero in every row: their rows of the gradient are zeros), with the bits of the
-/// whole product either way (`skinny::picked`).
+/// whole product either way for a finite `g` (`skinny::picked`).
 pub(super) fn weight_grad(x: FlexTensor, g: FlexTensor, live: Option<&[usize]>) -> FlexTensor {
     let (x, g) = (viewable(x), viewable(g));
     let (xt, gv) = (view(&x).t(), view(&g));
@@ -228,7 +228,7 @@ fn linear_parts(
         return (tensor(y, Shape::new([n, o])), false, live, leave_bias);
     }
     if groups.is_none() && adds_once(n, xv.cols()) {
-        // Over the input's live columns only, where it has them: same bits.
+        // Over the input's live columns only, where it has them: same bits (finite weights).
         let mut y = live
             .as_deref()
             .and_then(|l| super::skinny::picked(xv, wv, (None, Some(l))))

@@ -171,7 +171,7 @@ pub(super) fn has_avx512() -> bool {
 pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: the tasks given an `Out` write disjoint elements of it, and whoever makes one keeps
 // the buffer alive and unaliased until every task has returned (`dot::product`,
-// `skinny::product`).
+// `skinny::product`, `skinny::picked`).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 

@@ -1,6 +1,7 @@
 //! Matrix products with a short side: a linear layer into a narrow code (`[n, 392]·[392, 8]`
 //! in the mlp), or the weight gradient of a layer into or out of one (`[8, n]·[n, 392]`,
-//! `[392, n]·[n, 8]`).
+//! `[392, n]·[n, 8]`); and, in the same tiles, products over picked rows or steps of the
+//! depth ([`picked`]).
 //!
 //! gemm runs these through kernels that fill 64 × 6 tiles of the output, packing operands for
 //! them, so with 8 rows or 8 columns most of each tile is padding: 1.7 to 3 times the time of
@@ -130,9 +131,14 @@ pub(super) unsafe fn product(
 /// order this is), fewer than 2 rows or columns or an output of at most 16 × 16 (gemm's own
 /// kernels for those), or `b` without contiguous rows.
 ///
+/// Each list must be strictly increasing (the order of a sum's terms; no row written by two
+/// tiles) and below its bound.
+///
 /// Used for a linear layer fed a ReLU's output, over its live units (`super::live`): a step
-/// or row left out is one whose terms are all products of zero, which leave a sum's bits as
-/// they are, so the results are gemm's over the whole product.
+/// or row left out is one whose terms are all products of zero, which, with finite operands,
+/// leave a sum's bits as they are (but for a sum that underflowed to −0), so the results are
+/// gemm's over the whole product. (With a non-finite weight, gemm's `0·∞` would be NaN where
+/// this skips it; training stops on weights that are not finite after every epoch.)
 pub(super) fn picked(
     a: View<'_>,
     b: View<'_>,
@@ -146,12 +152,8 @@ pub(super) fn picked(
         && k == b.rows()
         && b.row_contiguous()
         && has_avx512()
-        && pick
-            .0
-            .is_none_or(|p| !p.is_empty() && p.iter().all(|&r| r < m))
-        && pick
-            .1
-            .is_none_or(|p| !p.is_empty() && p.iter().all(|&s| s < k));
+        && pick.0.is_none_or(|p| increasing_below(p, m))
+        && pick.1.is_none_or(|p| increasing_below(p, k));
     if !ok {
         return None;
     }
@@ -177,6 +179,11 @@ pub(super) fn picked(
     // SAFETY: every row was written: the picked ones by the tiles, the others with zeros.
     unsafe { out.set_len(len) };
     Some(out)
+}
+
+/// Whether `list` is not empty, strictly increasing, and below `bound`.
+fn increasing_below(list: &[usize], bound: usize) -> bool {
+    list.last().is_some_and(|&l| l < bound) && list.windows(2).all(|w| w[0] < w[1])
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -211,8 +218,9 @@ mod avx512 {
     /// 48). Each output takes its sums in the order of the steps given.
     ///
     /// # Safety
-    /// As [`tiles`]; every picked row is less than `a.rows` and every picked step less than
-    /// `a.cols`; `dst`'s rows not picked are neither read nor written.
+    /// As [`tiles`]; the picked rows are distinct (no two tasks write one row) and less than
+    /// `a.rows`, every picked step less than `a.cols`; `dst`'s rows not picked are neither
+    /// read nor written.
     pub(super) unsafe fn picked_tiles(
         dst: *mut f32,
         a: View<'_>,
@@ -378,7 +386,7 @@ mod avx512 {
                 let bp = b.add(p * ldb);
                 if D::IRREGULAR {
                     // The row `AHEAD` steps on into the first-level cache (the lines of its
-                    // tile's columns, and one more where they straddle): the CPU's prefetchers
+                    // tile's columns, and one more for where they straddle): the CPU's prefetchers
                     // do not follow the irregular strides of picked steps. A prefetch never
                     // faults.
                     let ahead = depth.at((s + AHEAD).min(depth.len() - 1));
@@ -569,5 +577,12 @@ mod tests {
         let (av, bv) = (View::dense(&a, 40, 100), View::dense(&b, 100, 80));
         assert!(picked(av, bv, (Some(&[3, 40]), None)).is_none());
         assert!(picked(av, bv, (None, Some(&[100]))).is_none());
+        // Lists out of order, repeated or empty: another order of the sums, or a row written
+        // twice.
+        assert!(picked(av, bv, (Some(&[5, 3]), None)).is_none());
+        assert!(picked(av, bv, (Some(&[3, 3]), None)).is_none());
+        assert!(picked(av, bv, (None, Some(&[7, 2]))).is_none());
+        assert!(picked(av, bv, (None, Some(&[]))).is_none());
+        assert!(picked(av, bv, (Some(&[0, 3]), Some(&[1, 2]))).is_some());
     }
 }
