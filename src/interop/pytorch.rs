@@ -6,7 +6,7 @@
 //! `fc_mu`, with `fc_logvar` beside it. Batch norm's `gamma`/`beta` are PyTorch's
 //! `weight`/`bias`; linear weights are stored `[in, out]` by burn and `[out, in]` by PyTorch.
 
-use crate::model::arch::ModelSpec;
+use crate::model::arch::{ModelSpec, LOGVAR_HEAD, MU_HEAD};
 use crate::model::shape::{Shape, Traced};
 use crate::model::spec::{layers_to_string, Layer};
 use crate::model::{Activation, ModelConfig};
@@ -50,8 +50,8 @@ pub fn to_torch(spec: &ModelSpec, ours: &str) -> Option<TorchName> {
     let kind = layer_of(spec, &slot)?;
     let last = spec.encoder.len() - 1;
     let module = match slot {
-        Slot::LogVar => "fc_logvar".to_string(),
-        Slot::Encoder(i) if spec.variational && i == last => "fc_mu".to_string(),
+        Slot::LogVar => LOGVAR_HEAD.to_string(),
+        Slot::Encoder(i) if spec.variational && i == last => MU_HEAD.to_string(),
         Slot::Encoder(i) => format!("encoder.{i}"),
         Slot::Decoder(i) => format!("decoder.{i}"),
     };
@@ -74,8 +74,8 @@ pub fn from_torch(spec: &ModelSpec, theirs: &str) -> Option<TorchName> {
     let (module, param) = theirs.rsplit_once('.')?;
     let last = spec.encoder.len() - 1;
     let slot = match module {
-        "fc_mu" if spec.variational => Slot::Encoder(last),
-        "fc_logvar" if spec.variational => Slot::LogVar,
+        MU_HEAD if spec.variational => Slot::Encoder(last),
+        LOGVAR_HEAD if spec.variational => Slot::LogVar,
         m => {
             if let Some(i) = m.strip_prefix("encoder.") {
                 let i: usize = i.parse().ok()?;

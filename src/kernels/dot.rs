@@ -18,7 +18,7 @@
 //! (multiples of 4 from 0), and only the last rows and columns, past the last whole 4×4 block,
 //! take the edge kernel. So a product gives the same bits on one thread or many.
 
-use super::matmul::{has_avx512, Out, View};
+use super::matmul::{has_avx512, Out, Picked, View};
 
 /// The least inner dimension for which [`product`] is used: below it the fold at the end of
 /// each block costs more than gemm's packing saves (measured: BENCHMARKS.md).
@@ -107,7 +107,7 @@ unsafe fn product_of(
     // Columns per pass: `b`'s rows that fit [`PANEL_BYTES`], a multiple of 4 (block-aligned).
     let panel = (PANEL_BYTES / (4 * k)).max(4) / 4 * 4;
     let out = Out(dst);
-    let pick = pick.map(|p| Picked(p.as_ptr()));
+    let pick = pick.map(Picked::of);
     let run = move |(r0, c0): (usize, usize)| {
         let rows = TASK_ROWS.min(m - r0);
         let cols = panel.min(n - c0);
@@ -125,7 +125,7 @@ unsafe fn product_of(
                 out.at(r0 * n + c0),
                 n,
                 (ap.add(r0 * lda), lda),
-                avx512::Rows::new(bp, ldb, pick.map(|p| p.0)).from(c0),
+                avx512::Rows::new(bp, ldb, pick.map(Picked::first)).from(c0),
                 (rows, cols, k),
                 accumulate,
             );
@@ -148,14 +148,6 @@ unsafe fn product_of(
         tasks().collect::<Vec<_>>().into_par_iter().for_each(run);
     }
 }
-
-/// The picked rows' numbers, shared by the tasks that read them.
-#[derive(Clone, Copy)]
-struct Picked(*const usize);
-// SAFETY: the numbers are only read, and the caller of `product_of` keeps them alive until
-// every task has returned.
-unsafe impl Send for Picked {}
-unsafe impl Sync for Picked {}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {

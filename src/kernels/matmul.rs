@@ -175,6 +175,36 @@ pub(super) struct Out(pub(super) *mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// A list of row or step numbers, shared by the tasks of a product that read them
+/// (`dot::product_picked`, `skinny::picked`).
+#[derive(Clone, Copy)]
+pub(super) struct Picked(*const usize);
+// SAFETY: the numbers are only read, and whoever makes one keeps the list alive until every
+// task has returned.
+unsafe impl Send for Picked {}
+unsafe impl Sync for Picked {}
+
+impl Picked {
+    pub(super) fn of(list: &[usize]) -> Self {
+        Picked(list.as_ptr())
+    }
+
+    /// The first number.
+    pub(super) fn first(self) -> *const usize {
+        self.0
+    }
+
+    /// The `j`-th number.
+    ///
+    /// # Safety
+    /// The list holds more than `j` numbers.
+    #[inline(always)]
+    pub(super) unsafe fn at(self, j: usize) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { *self.0.add(j) }
+    }
+}
+
 impl Out {
     /// The element `off` past the start (a method, so that closures capture the whole `Out`).
     ///

@@ -1,7 +1,6 @@
 //! Matrix products with a short side: a linear layer into a narrow code (`[n, 392]·[392, 8]`
 //! in the mlp), or the weight gradient of a layer into or out of one (`[8, n]·[n, 392]`,
-//! `[392, n]·[n, 8]`); and, in the same tiles, products over picked rows or steps of the
-//! depth ([`picked`]).
+//! `[392, n]·[n, 8]`).
 //!
 //! gemm runs these through kernels that fill 64 × 6 tiles of the output, packing operands for
 //! them, so with 8 rows or 8 columns most of each tile is padding: 1.7 to 3 times the time of
@@ -190,7 +189,7 @@ fn increasing_below(list: &[usize], bound: usize) -> bool {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::super::matmul::Out;
+    use super::super::matmul::{Out, Picked};
     use super::{View, PARALLEL_MIN, SHORT};
 
     pub(super) const LANES: usize = 16;
@@ -234,7 +233,7 @@ mod avx512 {
         let steps = pick.1.map_or(k, <[usize]>::len);
         assert!(k == b.rows() && m > 0 && steps > 0 && n > 0 && b.row_contiguous());
         assert!(width.is_multiple_of(LANES) && (LANES..=3 * LANES).contains(&width));
-        let (rows_pick, depth_pick) = (pick.0.map(Numbers::of), pick.1.map(Numbers::of));
+        let (rows_pick, depth_pick) = (pick.0.map(Picked::of), pick.1.map(Picked::of));
         let out = Out(dst);
         let run = move |(i, j): (usize, usize)| {
             let (ap, ars, aks) = a.raw();
@@ -278,30 +277,6 @@ mod avx512 {
         }
     }
 
-    /// A list of numbers (picked rows or steps), shared by the tasks that read them.
-    #[derive(Clone, Copy)]
-    struct Numbers(*const usize);
-    // SAFETY: the numbers are only read, and `picked_tiles`'s caller keeps them alive until
-    // every task has returned.
-    unsafe impl Send for Numbers {}
-    unsafe impl Sync for Numbers {}
-
-    impl Numbers {
-        fn of(list: &[usize]) -> Self {
-            Numbers(list.as_ptr())
-        }
-
-        /// The `j`-th number.
-        ///
-        /// # Safety
-        /// The list holds more than `j` numbers.
-        #[inline(always)]
-        unsafe fn at(self, j: usize) -> usize {
-            // SAFETY: the caller's contract.
-            unsafe { *self.0.add(j) }
-        }
-    }
-
     /// The steps of a tile's depth: the operands' depth index at each.
     trait Depth: Copy {
         /// Whether the steps skip irregularly (rows of `b` then need prefetching).
@@ -333,7 +308,7 @@ mod avx512 {
 
     /// The indices of a list of this many.
     #[derive(Clone, Copy)]
-    struct Steps(Numbers, usize);
+    struct Steps(Picked, usize);
 
     impl Depth for Steps {
         const IRREGULAR: bool = true;

@@ -12,6 +12,12 @@ use super::summary::Summary;
 use super::Activation;
 use crate::error::{Error, Result};
 
+/// The names of a variational encoder's two heads (its last `linear(L)`, built twice), as
+/// PyTorch's VAEs and the module `export` writes call them.
+pub const MU_HEAD: &str = "fc_mu";
+/// See [`MU_HEAD`].
+pub const LOGVAR_HEAD: &str = "fc_logvar";
+
 /// How linear layers' weights start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,7 +163,7 @@ impl ModelSpec {
         let mut encoder_params = 0;
         for (i, (l, x, y)) in c.encoder.iter().enumerate() {
             let names = if self.variational && i == last {
-                vec!["fc_mu".to_string(), "fc_logvar".to_string()]
+                vec![MU_HEAD.to_string(), LOGVAR_HEAD.to_string()]
             } else {
                 vec![format!("encoder.{i}")]
             };
