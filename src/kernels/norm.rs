@@ -9,7 +9,7 @@ use burn::tensor::Shape;
 use pulp::{Arch, Simd, WithSimd};
 
 use super::flex::{tensor, values};
-use super::pieces::{each_chunk, planes_from_zero, PLANE_PIECE};
+use super::pieces::{each_chunk, planes_written, Fill, PLANE_PIECE};
 
 /// The layout of a batch-normalised tensor: `[b, c, rest…]` with `s` values per channel and
 /// image (`h·w` for images, 1 for flat vectors).
@@ -55,10 +55,10 @@ impl Layout {
         out
     }
 
-    /// A new tensor's values, `f(p, ch, plane)` filling each image's plane `p` of each
-    /// channel (`ch`) from zeros ([`planes_from_zero`]).
-    fn planes(self, f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
-        planes_from_zero(self.b * self.c * self.s, self.s, |p, plane| {
+    /// A new tensor's values, `f(p, ch, plane)` writing each image's plane `p` of each
+    /// channel (`ch`) once ([`planes_written`]).
+    fn planes(self, f: impl Fn(usize, usize, &mut Fill<'_>) + Sync + Send) -> Vec<f32> {
+        planes_written(self.b * self.c * self.s, self.s, |p, plane| {
             f(p, p % self.c, plane)
         })
     }
@@ -231,15 +231,15 @@ impl WithSimd for ChannelStats<'_> {
 }
 
 /// One plane of the output: `src·a + d`, then ReLU when `relu`.
-struct Normalise<'a> {
+struct Normalise<'a, 'b> {
     src: &'a [f32],
     a: f32,
     d: f32,
     relu: bool,
-    plane: &'a mut [f32],
+    plane: &'a mut Fill<'b>,
 }
 
-impl WithSimd for Normalise<'_> {
+impl WithSimd for Normalise<'_, '_> {
     type Output = ();
 
     #[inline(always)]
@@ -252,13 +252,9 @@ impl WithSimd for Normalise<'_> {
             plane,
         } = self;
         if relu {
-            for (o, &v) in plane.iter_mut().zip(src) {
-                *o = (v * a + d).max(0.0);
-            }
+            plane.extend(src.iter().map(|&v| (v * a + d).max(0.0)));
         } else {
-            for (o, &v) in plane.iter_mut().zip(src) {
-                *o = v * a + d;
-            }
+            plane.extend(src.iter().map(|&v| v * a + d));
         }
     }
 }
@@ -362,7 +358,7 @@ impl WithSimd for GradSums<'_> {
 
 /// One plane of the input's gradient: `γ/√(var + ε) · (g − mean(g) − x̂·mean(g·x̂))`, with `g`
 /// masked by the ReLU's output `y` when there is one.
-struct InputGrad<'a> {
+struct InputGrad<'a, 'b> {
     x: &'a [f32],
     g: &'a [f32],
     y: Option<&'a [f32]>,
@@ -371,10 +367,10 @@ struct InputGrad<'a> {
     scale: f32,
     mean_g: f32,
     mean_gx: f32,
-    plane: &'a mut [f32],
+    plane: &'a mut Fill<'b>,
 }
 
-impl WithSimd for InputGrad<'_> {
+impl WithSimd for InputGrad<'_, '_> {
     type Output = ();
 
     #[inline(always)]
@@ -393,14 +389,15 @@ impl WithSimd for InputGrad<'_> {
         let grad = |gv: f32, x: f32| scale * (gv - mg - (x - m) * is * mgx);
         match y {
             Some(y) => {
-                for (((d, &gv), &x), &y) in plane.iter_mut().zip(g).zip(x).zip(y) {
-                    *d = grad(masked(gv, y), x);
-                }
+                plane.extend(
+                    g.iter()
+                        .zip(x)
+                        .zip(y)
+                        .map(|((&gv, &x), &y)| grad(masked(gv, y), x)),
+                );
             }
             None => {
-                for ((d, &gv), &x) in plane.iter_mut().zip(g).zip(x) {
-                    *d = grad(gv, x);
-                }
+                plane.extend(g.iter().zip(x).map(|(&gv, &x)| grad(gv, x)));
             }
         }
     }

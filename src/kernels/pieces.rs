@@ -1,6 +1,8 @@
 //! The convolutions' gathers and reorderings, split into pieces: on rayon's pool in general, on
 //! the calling thread in a task of a small pool; and the scratch buffers they write into.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Whether to run a pass's pieces on this thread: it is a rayon task ([`super::in_task`]; in
@@ -78,6 +80,101 @@ pub(super) fn planes_from_zero(
     // closure once (`n` is a whole number of planes, asserted), which zero-filled it.
     unsafe { v.set_len(n) };
     v
+}
+
+/// A new buffer of `n` values in chunks of `size`, each chunk written once, front to back, by
+/// `f(i, fill)` for chunk `i`, the chunks as [`each_chunk`] runs them. No value is written
+/// twice: a zero-filled buffer (`vec![0.0; n]`) costs a pass over memory before the real
+/// values come, as much as the pass that writes them where they are copies.
+///
+/// # Panics
+/// Where `f` leaves a chunk not written in full (or `size` does not divide `n`).
+pub(super) fn chunks_written(
+    n: usize,
+    size: usize,
+    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+) -> Vec<f32> {
+    written(n, size, |buf, fill| each_chunk(buf, size, fill), f)
+}
+
+/// [`chunks_written`] in planes of `len`, grouped into pieces as [`each_plane`] groups them:
+/// `f(p, fill)` writes plane `p`.
+pub(super) fn planes_written(
+    n: usize,
+    len: usize,
+    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+) -> Vec<f32> {
+    written(n, len, |buf, fill| each_plane(buf, len, fill), f)
+}
+
+/// A chunk that `f` writes through a [`Fill`], checked whole.
+type WriteChunk<'f> = &'f (dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send);
+
+/// [`chunks_written`] with `run` passing each `size`-long chunk of the buffer to its
+/// argument once.
+fn written(
+    n: usize,
+    size: usize,
+    run: impl FnOnce(&mut [MaybeUninit<f32>], WriteChunk<'_>),
+    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    assert!(
+        size > 0 && n.is_multiple_of(size),
+        "written: {n} values are not chunks of {size}"
+    );
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    run(&mut v.spare_capacity_mut()[..n], &|i, chunk| {
+        let len = chunk.len();
+        let mut fill = Fill { buf: chunk, at: 0 };
+        f(i, &mut fill);
+        assert_eq!(fill.at, len, "chunk {i} was not written in full");
+    });
+    // SAFETY: `run` (`each_chunk` or `each_plane`) passes each `size`-long chunk of the first
+    // `n` values once (`n` is a whole number of chunks, asserted), and the closure above
+    // returns only once its `Fill` has written every value of the chunk (asserted; a `Fill`
+    // counts only the values it wrote). A panic there leaves `v` empty.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// A chunk of a buffer being written front to back ([`chunks_written`]): values are only
+/// appended, and counted as they are.
+pub(super) struct Fill<'a> {
+    buf: &'a mut [MaybeUninit<f32>],
+    /// How many values have been written.
+    at: usize,
+}
+
+impl Fill<'_> {
+    /// Appends the values of `values`.
+    ///
+    /// # Panics
+    /// Where they do not fit.
+    #[inline(always)]
+    pub(super) fn extend(&mut self, values: impl ExactSizeIterator<Item = f32>) {
+        let room = &mut self.buf[self.at..];
+        assert!(values.len() <= room.len(), "Fill::extend: no room");
+        // Counted as written, not taken from `len`, which a safe trait may get wrong.
+        let mut k = 0;
+        for (d, v) in room.iter_mut().zip(values) {
+            d.write(v);
+            k += 1;
+        }
+        self.at += k;
+    }
+
+    /// Appends a copy of `src`.
+    ///
+    /// # Panics
+    /// Where it does not fit.
+    #[inline(always)]
+    pub(super) fn copy(&mut self, src: &[f32]) {
+        self.buf[self.at..][..src.len()].write_copy_of_slice(src);
+        self.at += src.len();
+    }
 }
 
 /// Planes per piece of [`each_plane`] for planes of `len` values.
@@ -216,6 +313,37 @@ mod tests {
         drop(Scratch::new(SCRATCH_KEPT_VALUES + 1));
         let held: usize = SCRATCH.with_borrow(|pool| pool.iter().map(Vec::len).sum());
         assert!(held <= SCRATCH_KEPT_VALUES, "{held} values kept");
+    }
+
+    /// Every chunk is written once, in its place, by whichever piece and thread writes it
+    /// (one piece and many); a chunk left short is refused, never handed out.
+    #[test]
+    fn chunks_written_writes_each_chunk_once_and_refuses_a_short_one() {
+        let size = 37;
+        for chunks in [1, 3, PLANE_PIECE / size + 5, 4 * PLANE_PIECE / size] {
+            let n = chunks * size;
+            let want: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let got = chunks_written(n, size, |i, fill| {
+                let part = &want[i * size..][..size];
+                fill.copy(&part[..10]);
+                fill.extend(part[10..].iter().copied());
+            });
+            assert_eq!(got, want);
+            let got = planes_written(n, size, |p, fill| {
+                fill.extend(want[p * size..][..size].iter().copied())
+            });
+            assert_eq!(got, want);
+        }
+        assert!(chunks_written(0, 5, |_, _| unreachable!()).is_empty());
+        let short = std::panic::catch_unwind(|| {
+            chunks_written(4 * size, size, |i, fill| {
+                let k = if i == 2 { size - 1 } else { size };
+                fill.extend((0..k).map(|v| v as f32));
+            })
+        });
+        let message = short.expect_err("a short chunk is refused");
+        let message = message.downcast_ref::<String>().map(String::as_str);
+        assert_eq!(message, Some("assertion `left == right` failed: chunk 2 was not written in full\n  left: 36\n right: 37"));
     }
 
     /// Every plane starts from zeros, whichever piece and thread fills it (memory reused from

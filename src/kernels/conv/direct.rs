@@ -15,7 +15,7 @@ use pulp::{Arch, Simd, WithSimd};
 
 use super::padded::Planes;
 use super::Geom;
-use crate::kernels::pieces::each_chunk;
+use crate::kernels::pieces::{chunks_written, each_chunk, Fill};
 
 /// The output `[b, 1, gh, gw]` (before bias and ReLU) of the convolution of `x` (`[b, c, h,
 /// w]`) with `w` (`[1, c, kh, kw]`).
@@ -123,45 +123,45 @@ impl WithSimd for WeightGrad<'_> {
 pub(super) fn input_grad(w: &[f32], g: &[f32], b: usize, geom: &Geom) -> Vec<f32> {
     let pad = Planes::new(geom);
     let l = geom.len();
-    let mut dx = vec![0f32; b * geom.big_len()];
-    each_chunk(&mut dx, geom.big_len(), |i, dxi| {
+    chunks_written(b * geom.big_len(), geom.big_len(), |i, dxi| {
         Arch::new().dispatch(InputGrad {
             w,
             g: &g[i * l..][..l],
             pad,
             dx: dxi,
         })
-    });
-    dx
+    })
 }
 
 /// [`input_grad`] for one image's output gradient `g`, into its input's gradient `dx`.
-struct InputGrad<'a> {
+struct InputGrad<'a, 'b> {
     w: &'a [f32],
     g: &'a [f32],
     pad: Planes,
-    dx: &'a mut [f32],
+    dx: &'a mut Fill<'b>,
 }
 
-impl WithSimd for InputGrad<'_> {
+impl WithSimd for InputGrad<'_, '_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) {
         let InputGrad { w, g, pad, dx } = self;
-        let (hw, taps) = (pad.h * pad.w, pad.taps);
+        let taps = pad.taps;
         let mut gp = vec![0f32; pad.out_len()];
         pad.widen(g, &mut gp);
         let mut acc = vec![0f32; pad.area + pad.reach()];
-        for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
+        for w in w.chunks_exact(taps) {
             acc.fill(0.0);
-            for (kk, &wv) in w[ci * taps..][..taps].iter().enumerate() {
+            for (kk, &wv) in w.iter().enumerate() {
                 let run = &mut acc[pad.tap(kk)..][..gp.len()];
                 for (a, &v) in run.iter_mut().zip(&gp) {
                     *a += wv * v;
                 }
             }
-            pad.crop(&acc, plane);
+            for row in pad.inside_rows(&acc) {
+                dx.copy(row);
+            }
         }
     }
 }

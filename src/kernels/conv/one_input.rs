@@ -15,7 +15,7 @@ use pulp::{Arch, Simd, WithSimd};
 
 use super::padded::Planes;
 use super::Geom;
-use crate::kernels::pieces::each_chunk;
+use crate::kernels::pieces::{chunks_written, Fill};
 
 /// The output `[b, o, gh, gw]` of the convolution of `x` (`[b, 1, h, w]`) with `w` (`[o, 1,
 /// kh, kw]`), plus `bias`, through a ReLU when `relu`.
@@ -30,8 +30,7 @@ pub(super) fn forward(
     let pad = Planes::new(g);
     let (hw, l) = (pad.h * pad.w, g.len());
     let o = bias.len();
-    let mut y = vec![0f32; b * o * l];
-    each_chunk(&mut y, o * l, |i, yi| {
+    chunks_written(b * o * l, o * l, |i, yi| {
         Arch::new().dispatch(Forward {
             x: &x[i * hw..][..hw],
             w,
@@ -40,21 +39,20 @@ pub(super) fn forward(
             pad,
             y: yi,
         })
-    });
-    y
+    })
 }
 
 /// [`forward`] for one image's plane `x`, into its output channels `y`.
-struct Forward<'a> {
+struct Forward<'a, 'b> {
     x: &'a [f32],
     w: &'a [f32],
     bias: &'a [f32],
     relu: bool,
     pad: Planes,
-    y: &'a mut [f32],
+    y: &'a mut Fill<'b>,
 }
 
-impl WithSimd for Forward<'_> {
+impl WithSimd for Forward<'_, '_> {
     type Output = ();
 
     #[inline(always)]
@@ -67,11 +65,11 @@ impl WithSimd for Forward<'_> {
             pad,
             y,
         } = self;
-        let (taps, l) = (pad.taps, pad.gh * pad.gw);
+        let taps = pad.taps;
         let mut xp = vec![0f32; pad.area + pad.reach()];
         pad.fill(x, &mut xp);
         let mut acc = vec![0f32; pad.out_len()];
-        for ((w, &add), out) in w.chunks_exact(taps).zip(bias).zip(y.chunks_exact_mut(l)) {
+        for (w, &add) in w.chunks_exact(taps).zip(bias) {
             acc.fill(0.0);
             for (kk, &wv) in w.iter().enumerate() {
                 let run = &xp[pad.tap(kk)..][..acc.len()];
@@ -79,14 +77,12 @@ impl WithSimd for Forward<'_> {
                     *a = wv.mul_add(v, *a);
                 }
             }
-            pad.narrow(&acc, out);
-            if relu {
-                for o in out.iter_mut() {
-                    *o = (*o + add).max(0.0);
-                }
-            } else {
-                for o in out.iter_mut() {
-                    *o += add;
+            // The real outputs of each row, plus the bias (then the ReLU), written once.
+            for row in pad.real_rows(&acc) {
+                if relu {
+                    y.extend(row.iter().map(|&v| (v + add).max(0.0)));
+                } else {
+                    y.extend(row.iter().map(|&v| v + add));
                 }
             }
         }

@@ -70,19 +70,57 @@ impl Planes {
         }
     }
 
-    /// The inside of a padded plane, as an input plane (`h × w`).
-    pub(super) fn crop(&self, src: &[f32], dst: &mut [f32]) {
-        for (y, row) in dst.chunks_exact_mut(self.w).enumerate() {
-            row.copy_from_slice(&src[(y + self.p) * self.pw + self.p..][..self.w]);
-        }
-    }
-
     /// An output plane (`gh × gw`) at the padded width; the values past each row's real
     /// outputs are left as they are.
     pub(super) fn widen(&self, src: &[f32], dst: &mut [f32]) {
         for (y, row) in src.chunks_exact(self.gw).enumerate() {
             dst[y * self.pw..][..self.gw].copy_from_slice(row);
         }
+    }
+
+    /// The rows of real outputs (`gw` each) of an output plane at the padded width.
+    pub(super) fn real_rows<'a>(&self, src: &'a [f32]) -> impl Iterator<Item = &'a [f32]> {
+        let (pw, gw) = (self.pw, self.gw);
+        src[..self.out_len()]
+            .chunks_exact(pw)
+            .map(move |row| &row[..gw])
+    }
+
+    /// The rows of the inside of a padded plane (`w` each): the input plane.
+    pub(super) fn inside_rows<'a>(&self, src: &'a [f32]) -> impl Iterator<Item = &'a [f32]> {
+        let (pw, p, w) = (self.pw, self.p, self.w);
+        src[p * pw..][..self.h * pw]
+            .chunks_exact(pw)
+            .map(move |row| &row[p..][..w])
+    }
+
+    /// `src`, an input plane (`h × w`), as a whole padded plane into `dst` (`area` values):
+    /// [`Self::fill`] with the border written as zeros too, for a buffer that holds stale values.
+    pub(super) fn fill_whole(&self, src: &[f32], dst: &mut [f32]) {
+        let (pw, p, w) = (self.pw, self.p, self.w);
+        let (top, rest) = dst[..self.area].split_at_mut(p * pw);
+        top.fill(0.0);
+        let (inside, bottom) = rest.split_at_mut(self.h * pw);
+        bottom.fill(0.0);
+        for (row, s) in inside.chunks_exact_mut(pw).zip(src.chunks_exact(w)) {
+            let (left, right) = row.split_at_mut(p);
+            left.fill(0.0);
+            right[..w].copy_from_slice(s);
+            right[w..].fill(0.0);
+        }
+    }
+
+    /// `src`, an output plane (`gh × gw`), at the padded width into `dst` (`area` values):
+    /// [`Self::widen`] with every other value written as zero, for a buffer that holds stale
+    /// values.
+    pub(super) fn widen_whole(&self, src: &[f32], dst: &mut [f32]) {
+        let (pw, gw) = (self.pw, self.gw);
+        let (rows, rest) = dst[..self.area].split_at_mut(self.out_len());
+        for (row, s) in rows.chunks_exact_mut(pw).zip(src.chunks_exact(gw)) {
+            row[..gw].copy_from_slice(s);
+            row[gw..].fill(0.0);
+        }
+        rest.fill(0.0);
     }
 
     /// The real outputs of an output plane at the padded width (`gh × gw`).

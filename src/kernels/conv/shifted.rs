@@ -16,7 +16,7 @@
 use super::padded::Planes;
 use super::Geom;
 use crate::kernels::matmul::{matmul_into, matmul_new, View};
-use crate::kernels::pieces::{each_chunk, Scratch};
+use crate::kernels::pieces::{chunks_written, each_chunk, Scratch};
 
 /// A stride-1 geometry's padded planes for a batch of `b` images.
 #[derive(Debug, Clone, Copy)]
@@ -63,14 +63,14 @@ pub(super) fn pad_input(x: &[f32], c: usize, lay: &Layout) -> Scratch {
     let (row, pl) = (lay.x_row(), &lay.planes);
     let mut xp = Scratch::new(c * row);
     let hw = pl.h * pl.w;
+    // Every value written once (the buffer holds stale values): each plane whole, then the
+    // room after the last.
     each_chunk(&mut xp[..], row, |ci, dst| {
-        dst.fill(0.0);
-        for i in 0..lay.b {
-            pl.fill(
-                &x[(i * c + ci) * hw..][..hw],
-                &mut dst[i * pl.area..][..pl.area],
-            );
+        let (planes, after) = dst.split_at_mut(lay.n());
+        for (i, plane) in planes.chunks_exact_mut(pl.area).enumerate() {
+            pl.fill_whole(&x[(i * c + ci) * hw..][..hw], plane);
         }
+        after.fill(0.0);
     });
     xp
 }
@@ -97,17 +97,17 @@ pub(super) fn forward(xp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -
 pub(super) fn crop_output(y: &[f32], o: usize, bias: &[f32], relu: bool, lay: &Layout) -> Vec<f32> {
     let pl = &lay.planes;
     let l = pl.gh * pl.gw;
-    let mut out = vec![0f32; lay.b * o * l];
-    each_chunk(&mut out, o * l, |i, img| {
-        for (oc, plane) in img.chunks_exact_mut(l).enumerate() {
-            pl.narrow(&y[oc * lay.n() + i * pl.area..][..pl.area], plane);
-            for v in plane {
-                let z = *v + bias[oc];
-                *v = if relu { z.max(0.0) } else { z };
+    chunks_written(lay.b * o * l, o * l, |i, img| {
+        for (oc, &add) in bias[..o].iter().enumerate() {
+            for row in pl.real_rows(&y[oc * lay.n() + i * pl.area..][..pl.area]) {
+                if relu {
+                    img.extend(row.iter().map(|&v| (v + add).max(0.0)));
+                } else {
+                    img.extend(row.iter().map(|&v| v + add));
+                }
             }
         }
-    });
-    out
+    })
 }
 
 /// `G`: the output gradient `gm` (`[o, b·L]`, channel-major, through the ReLU's mask) on the
@@ -116,11 +116,12 @@ pub(super) fn pad_grad(gm: &[f32], o: usize, lay: &Layout) -> Scratch {
     let (row, pl) = (lay.g_row(), &lay.planes);
     let l = pl.gh * pl.gw;
     let mut gp = Scratch::new(o * row);
+    // Every value written once (the buffer holds stale values).
     each_chunk(&mut gp[..], row, |oc, dst| {
-        dst.fill(0.0);
-        for i in 0..lay.b {
-            let at = pl.reach() + i * pl.area;
-            pl.widen(&gm[(oc * lay.b + i) * l..][..l], &mut dst[at..][..pl.area]);
+        let (before, planes) = dst.split_at_mut(pl.reach());
+        before.fill(0.0);
+        for (i, plane) in planes.chunks_exact_mut(pl.area).enumerate() {
+            pl.widen_whole(&gm[(oc * lay.b + i) * l..][..l], plane);
         }
     });
     gp
@@ -151,11 +152,88 @@ pub(super) fn input_grad(gp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout
         matmul_into(&mut dxp, weights_at(w, o, c, lay, kk).t(), back(kk), true);
     }
     let hw = pl.h * pl.w;
-    let mut dx = vec![0f32; lay.b * c * hw];
-    each_chunk(&mut dx, c * hw, |i, img| {
-        for (ci, plane) in img.chunks_exact_mut(hw).enumerate() {
-            pl.crop(&dxp[ci * n + i * pl.area..][..pl.area], plane);
+    chunks_written(lay.b * c * hw, c * hw, |i, img| {
+        for ci in 0..c {
+            for row in pl.inside_rows(&dxp[ci * n + i * pl.area..][..pl.area]) {
+                img.copy(row);
+            }
         }
-    });
-    dx
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// `Xp` and `G` are written whole: taken from a pool of buffers that hold NaNs (as reused
+    /// scratch memory holds stale values), they equal the layouts written onto zeros, borders,
+    /// gaps and the room for the shifts included.
+    #[test]
+    fn padded_layouts_are_written_whole_over_stale_buffers() {
+        for (c, o, big, k, p) in [
+            (8, 4, [7, 5], 3, 1),
+            (3, 2, [6, 6], 5, 2),
+            (2, 5, [4, 9], 3, 0),
+        ] {
+            let grid = [big[0] + 2 * p + 1 - k, big[1] + 2 * p + 1 - k];
+            let g = Geom {
+                c,
+                big,
+                k: [k, k],
+                s: 1,
+                p,
+                grid,
+            };
+            let b = 3;
+            let lay = Layout::new(&g, b);
+            let pl = lay.planes;
+            let (hw, l) = (big[0] * big[1], grid[0] * grid[1]);
+            let stale = |len: usize| {
+                let held: Vec<Scratch> = (0..4)
+                    .map(|_| {
+                        let mut s = Scratch::new(len + 64);
+                        s.fill(f32::NAN);
+                        s
+                    })
+                    .collect();
+                drop(held);
+            };
+
+            let x: Vec<f32> = (0..b * c * hw).map(|i| i as f32 + 1.0).collect();
+            stale(c * lay.x_row());
+            let xp = pad_input(&x, c, &lay);
+            let mut want = vec![0f32; c * lay.x_row()];
+            for ci in 0..c {
+                for i in 0..b {
+                    let at = ci * lay.x_row() + i * pl.area;
+                    pl.fill(&x[(i * c + ci) * hw..][..hw], &mut want[at..][..pl.area]);
+                }
+            }
+            assert_eq!(
+                bits(&xp),
+                bits(&want),
+                "Xp, {c} channels, {big:?}, k{k} p{p}"
+            );
+
+            let gm: Vec<f32> = (0..o * b * l).map(|i| -(i as f32) - 1.0).collect();
+            stale(o * lay.g_row());
+            let gp = pad_grad(&gm, o, &lay);
+            let mut want = vec![0f32; o * lay.g_row()];
+            for oc in 0..o {
+                for i in 0..b {
+                    let at = oc * lay.g_row() + pl.reach() + i * pl.area;
+                    pl.widen(&gm[(oc * b + i) * l..][..l], &mut want[at..][..pl.area]);
+                }
+            }
+            assert_eq!(
+                bits(&gp),
+                bits(&want),
+                "G, {o} channels, {big:?}, k{k} p{p}"
+            );
+        }
+    }
 }
