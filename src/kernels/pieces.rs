@@ -107,7 +107,7 @@ pub(super) fn planes_written(
     written(n, len, |buf, fill| each_plane(buf, len, fill), f)
 }
 
-/// A chunk that `f` writes through a [`Fill`], checked whole.
+/// What `run` calls on each chunk: writes it through a [`Fill`] and checks it whole.
 type WriteChunk<'f> = &'f (dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send);
 
 /// [`chunks_written`] with `run` passing each `size`-long chunk of the buffer to its
@@ -133,9 +133,10 @@ fn written(
         assert_eq!(fill.at, len, "chunk {i} was not written in full");
     });
     // SAFETY: `run` (`each_chunk` or `each_plane`) passes each `size`-long chunk of the first
-    // `n` values once (`n` is a whole number of chunks, asserted), and the closure above
-    // returns only once its `Fill` has written every value of the chunk (asserted; a `Fill`
-    // counts only the values it wrote). A panic there leaves `v` empty.
+    // `n` values once (`n` is a whole number of chunks, asserted), so the chunks cover them;
+    // the closure above returns only once its `Fill` has written every value of the chunk it
+    // was given (asserted against that chunk's length; a `Fill` counts only the values it
+    // wrote). A panic there leaves `v` empty.
     unsafe { v.set_len(n) };
     v
 }
@@ -149,10 +150,10 @@ pub(super) struct Fill<'a> {
 }
 
 impl Fill<'_> {
-    /// Appends the values of `values`.
+    /// Appends the values of `values`, at most as many as its `len` says.
     ///
     /// # Panics
-    /// Where they do not fit.
+    /// Where its `len` is more than the room left.
     #[inline(always)]
     pub(super) fn extend(&mut self, values: impl ExactSizeIterator<Item = f32>) {
         let room = &mut self.buf[self.at..];
@@ -316,34 +317,69 @@ mod tests {
     }
 
     /// Every chunk is written once, in its place, by whichever piece and thread writes it
-    /// (one piece and many); a chunk left short is refused, never handed out.
+    /// (one piece and many, on the pool and inside a task of a pool of two, where the pieces
+    /// stay on the task's thread); a chunk left short is refused, never handed out, however
+    /// it came short.
     #[test]
     fn chunks_written_writes_each_chunk_once_and_refuses_a_short_one() {
         let size = 37;
-        for chunks in [1, 3, PLANE_PIECE / size + 5, 4 * PLANE_PIECE / size] {
-            let n = chunks * size;
-            let want: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let got = chunks_written(n, size, |i, fill| {
-                let part = &want[i * size..][..size];
-                fill.copy(&part[..10]);
-                fill.extend(part[10..].iter().copied());
-            });
-            assert_eq!(got, want);
-            let got = planes_written(n, size, |p, fill| {
-                fill.extend(want[p * size..][..size].iter().copied())
-            });
-            assert_eq!(got, want);
-        }
+        let check = || {
+            for chunks in [1, 3, PLANE_PIECE / size + 5, 4 * PLANE_PIECE / size] {
+                let n = chunks * size;
+                let want: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+                let got = chunks_written(n, size, |i, fill| {
+                    let part = &want[i * size..][..size];
+                    fill.copy(&part[..10]);
+                    fill.extend(part[10..].iter().copied());
+                });
+                assert_eq!(got, want);
+                let got = planes_written(n, size, |p, fill| {
+                    fill.extend(want[p * size..][..size].iter().copied())
+                });
+                assert_eq!(got, want);
+            }
+        };
+        check();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool of two");
+        pool.install(|| super::super::as_task(check));
         assert!(chunks_written(0, 5, |_, _| unreachable!()).is_empty());
-        let short = std::panic::catch_unwind(|| {
-            chunks_written(4 * size, size, |i, fill| {
-                let k = if i == 2 { size - 1 } else { size };
-                fill.extend((0..k).map(|v| v as f32));
-            })
+
+        /// Says it holds `size` values and yields one fewer.
+        struct Lying(std::ops::Range<usize>, usize);
+        impl Iterator for Lying {
+            type Item = f32;
+            fn next(&mut self) -> Option<f32> {
+                self.0.next().map(|v| v as f32)
+            }
+        }
+        impl ExactSizeIterator for Lying {
+            fn len(&self) -> usize {
+                self.1
+            }
+        }
+        let refused = |f: &(dyn Fn(usize, &mut Fill<'_>) + Sync + Send)| {
+            let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                chunks_written(4 * size, size, f)
+            }))
+            .expect_err("refused");
+            let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            message + e.downcast_ref::<&str>().map_or("", |m| m)
+        };
+        let short = refused(&|i, fill| {
+            let k = if i == 2 { size - 1 } else { size };
+            fill.extend((0..k).map(|v| v as f32));
         });
-        let message = short.expect_err("a short chunk is refused");
-        let message = message.downcast_ref::<String>().map(String::as_str);
-        assert_eq!(message, Some("assertion `left == right` failed: chunk 2 was not written in full\n  left: 36\n right: 37"));
+        assert!(short.contains("chunk 2 was not written in full"), "{short}");
+        let lying = refused(&|i, fill| match i {
+            1 => fill.extend(Lying(0..size - 1, size)),
+            _ => fill.extend((0..size).map(|v| v as f32)),
+        });
+        assert!(lying.contains("chunk 1 was not written in full"), "{lying}");
+        let past = refused(&|_, fill| fill.copy(&[0.0; 38]));
+        assert!(past.contains("out of range"), "{past}");
     }
 
     /// Every plane starts from zeros, whichever piece and thread fills it (memory reused from

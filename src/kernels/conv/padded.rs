@@ -111,8 +111,8 @@ impl Planes {
     }
 
     /// `src`, an output plane (`gh × gw`), at the padded width into `dst` (`area` values):
-    /// [`Self::widen`] with every other value written as zero, for a buffer that holds stale
-    /// values.
+    /// [`Self::widen`] with all the other values written as zeros, for a buffer that holds
+    /// stale values.
     pub(super) fn widen_whole(&self, src: &[f32], dst: &mut [f32]) {
         let (pw, gw) = (self.pw, self.gw);
         let (rows, rest) = dst[..self.area].split_at_mut(self.out_len());

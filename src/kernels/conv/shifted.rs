@@ -171,19 +171,20 @@ mod tests {
 
     /// `Xp` and `G` are written whole: taken from a pool of buffers that hold NaNs (as reused
     /// scratch memory holds stale values), they equal the layouts written onto zeros, borders,
-    /// gaps and the room for the shifts included.
+    /// gaps and the room for the shifts included; square and oblong kernels, no padding too.
     #[test]
     fn padded_layouts_are_written_whole_over_stale_buffers() {
         for (c, o, big, k, p) in [
-            (8, 4, [7, 5], 3, 1),
-            (3, 2, [6, 6], 5, 2),
-            (2, 5, [4, 9], 3, 0),
+            (8, 4, [7, 5], [3, 3], 1),
+            (3, 2, [6, 6], [5, 5], 2),
+            (2, 5, [4, 9], [3, 3], 0),
+            (4, 3, [6, 8], [3, 5], 1),
         ] {
-            let grid = [big[0] + 2 * p + 1 - k, big[1] + 2 * p + 1 - k];
+            let grid = [big[0] + 2 * p + 1 - k[0], big[1] + 2 * p + 1 - k[1]];
             let g = Geom {
                 c,
                 big,
-                k: [k, k],
+                k,
                 s: 1,
                 p,
                 grid,
@@ -192,6 +193,7 @@ mod tests {
             let lay = Layout::new(&g, b);
             let pl = lay.planes;
             let (hw, l) = (big[0] * big[1], grid[0] * grid[1]);
+            // Pooled buffers of NaNs, the next scratch buffer of `len` values taken from them.
             let stale = |len: usize| {
                 let held: Vec<Scratch> = (0..4)
                     .map(|_| {
@@ -200,12 +202,15 @@ mod tests {
                         s
                     })
                     .collect();
+                let at: Vec<*const f32> = held.iter().map(|s| s.as_ptr()).collect();
                 drop(held);
+                at
             };
 
             let x: Vec<f32> = (0..b * c * hw).map(|i| i as f32 + 1.0).collect();
-            stale(c * lay.x_row());
+            let nans = stale(c * lay.x_row());
             let xp = pad_input(&x, c, &lay);
+            assert!(nans.contains(&xp.as_ptr()), "Xp took a buffer of NaNs");
             let mut want = vec![0f32; c * lay.x_row()];
             for ci in 0..c {
                 for i in 0..b {
@@ -216,12 +221,13 @@ mod tests {
             assert_eq!(
                 bits(&xp),
                 bits(&want),
-                "Xp, {c} channels, {big:?}, k{k} p{p}"
+                "Xp, {c} channels, {big:?}, k{k:?} p{p}"
             );
 
             let gm: Vec<f32> = (0..o * b * l).map(|i| -(i as f32) - 1.0).collect();
-            stale(o * lay.g_row());
+            let nans = stale(o * lay.g_row());
             let gp = pad_grad(&gm, o, &lay);
+            assert!(nans.contains(&gp.as_ptr()), "G took a buffer of NaNs");
             let mut want = vec![0f32; o * lay.g_row()];
             for oc in 0..o {
                 for i in 0..b {
@@ -232,7 +238,7 @@ mod tests {
             assert_eq!(
                 bits(&gp),
                 bits(&want),
-                "G, {o} channels, {big:?}, k{k} p{p}"
+                "G, {o} channels, {big:?}, k{k:?} p{p}"
             );
         }
     }
