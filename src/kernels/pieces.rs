@@ -53,9 +53,10 @@ pub(super) fn each_plane<T: Send>(
 }
 
 /// `n` values in planes of `len`, each plane zero-filled and then passed to `f(p, plane)` by
-/// the piece of [`each_plane`] that owns it. A whole batch's buffer zero-filled first on the
-/// calling thread (`vec![0.0; n]`) kept the other threads waiting, and left its lines in that
-/// thread's cache for the others to take (BENCHMARKS.md, session 33).
+/// the piece of [`each_plane`] that owns it ([`planes_written`]). A whole batch's buffer
+/// zero-filled first on the calling thread (`vec![0.0; n]`) kept the other threads waiting,
+/// and left its lines in that thread's cache for the others to take (BENCHMARKS.md, session
+/// 33).
 pub(super) fn planes_from_zero(
     n: usize,
     len: usize,
@@ -64,22 +65,7 @@ pub(super) fn planes_from_zero(
     if len == 0 || n == 0 {
         return vec![0f32; n];
     }
-    assert!(
-        n.is_multiple_of(len),
-        "planes_from_zero: {n} values are not planes of {len}"
-    );
-    let mut v: Vec<f32> = Vec::with_capacity(n);
-    each_plane(&mut v.spare_capacity_mut()[..n], len, |p, plane| {
-        plane.fill(std::mem::MaybeUninit::new(0.0));
-        // SAFETY: every value of `plane` was written just above, and `MaybeUninit<f32>` has
-        // the layout of `f32`.
-        let plane = unsafe { &mut *(plane as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        f(p, plane);
-    });
-    // SAFETY: `each_plane` passes every `len`-long plane of the first `n` values to the
-    // closure once (`n` is a whole number of planes, asserted), which zero-filled it.
-    unsafe { v.set_len(n) };
-    v
+    planes_written(n, len, |p, plane| f(p, plane.zeros(len)))
 }
 
 /// A new buffer of `n` values in chunks of `size`, each chunk written once, front to back, by
@@ -94,7 +80,7 @@ pub(super) fn chunks_written(
     size: usize,
     f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
 ) -> Vec<f32> {
-    written(n, size, |buf, fill| each_chunk(buf, size, fill), f)
+    written(n, size, false, f)
 }
 
 /// [`chunks_written`] in planes of `len`, grouped into pieces as [`each_plane`] groups them:
@@ -104,18 +90,14 @@ pub(super) fn planes_written(
     len: usize,
     f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
 ) -> Vec<f32> {
-    written(n, len, |buf, fill| each_plane(buf, len, fill), f)
+    written(n, len, true, f)
 }
 
-/// What `run` calls on each chunk: writes it through a [`Fill`] and checks it whole.
-type WriteChunk<'f> = &'f (dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send);
-
-/// [`chunks_written`] with `run` passing each `size`-long chunk of the buffer to its
-/// argument once.
+/// [`chunks_written`], the chunks run as [`each_plane`] runs planes when `planes`.
 fn written(
     n: usize,
     size: usize,
-    run: impl FnOnce(&mut [MaybeUninit<f32>], WriteChunk<'_>),
+    planes: bool,
     f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
 ) -> Vec<f32> {
     if n == 0 {
@@ -126,17 +108,23 @@ fn written(
         "written: {n} values are not chunks of {size}"
     );
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    run(&mut v.spare_capacity_mut()[..n], &|i, chunk| {
+    let write = |i: usize, chunk: &mut [MaybeUninit<f32>]| {
         let len = chunk.len();
         let mut fill = Fill { buf: chunk, at: 0 };
         f(i, &mut fill);
         assert_eq!(fill.at, len, "chunk {i} was not written in full");
-    });
-    // SAFETY: `run` (`each_chunk` or `each_plane`) passes each `size`-long chunk of the first
-    // `n` values once (`n` is a whole number of chunks, asserted), so the chunks cover them;
-    // the closure above returns only once its `Fill` has written every value of the chunk it
-    // was given (asserted against that chunk's length; a `Fill` counts only the values it
-    // wrote). A panic there leaves `v` empty.
+    };
+    let buf = &mut v.spare_capacity_mut()[..n];
+    if planes {
+        each_plane(buf, size, write);
+    } else {
+        each_chunk(buf, size, write);
+    }
+    // SAFETY: `each_chunk` and `each_plane` pass each `size`-long chunk of the first `n`
+    // values once (`n` is a whole number of chunks, asserted), so the chunks cover them;
+    // `write` returns only once its `Fill` has written every value of the chunk it was given
+    // (asserted against that chunk's length; a `Fill` counts only the values it wrote). A
+    // panic there leaves `v` empty.
     unsafe { v.set_len(n) };
     v
 }
@@ -165,6 +153,20 @@ impl Fill<'_> {
             k += 1;
         }
         self.at += k;
+    }
+
+    /// Appends `k` zeros, and returns them to be written over.
+    ///
+    /// # Panics
+    /// Where they do not fit.
+    #[inline(always)]
+    pub(super) fn zeros(&mut self, k: usize) -> &mut [f32] {
+        let zeros = &mut self.buf[self.at..][..k];
+        zeros.fill(MaybeUninit::new(0.0));
+        self.at += k;
+        // SAFETY: every value of `zeros` was written just above, and `MaybeUninit<f32>` has
+        // the layout of `f32`.
+        unsafe { &mut *(zeros as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
 
     /// Appends a copy of `src`.

@@ -159,9 +159,7 @@ impl WithSimd for InputGrad<'_, '_> {
                     *a += wv * v;
                 }
             }
-            for row in pad.inside_rows(&acc) {
-                dx.copy(row);
-            }
+            pad.crop_into(&acc, dx);
         }
     }
 }

@@ -77,14 +77,7 @@ impl WithSimd for Forward<'_, '_> {
                     *a = wv.mul_add(v, *a);
                 }
             }
-            // The real outputs of each row, plus the bias (then the ReLU), written once.
-            for row in pad.real_rows(&acc) {
-                if relu {
-                    y.extend(row.iter().map(|&v| (v + add).max(0.0)));
-                } else {
-                    y.extend(row.iter().map(|&v| v + add));
-                }
-            }
+            pad.narrow_into(&acc, (add, relu), y);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `pw` (the last `kw − 1` values of each row are not real outputs).
 
 use super::Geom;
+use crate::kernels::pieces::Fill;
 
 /// A stride-1 geometry's padded planes.
 #[derive(Debug, Clone, Copy)]
@@ -78,20 +79,27 @@ impl Planes {
         }
     }
 
-    /// The rows of real outputs (`gw` each) of an output plane at the padded width.
-    pub(super) fn real_rows<'a>(&self, src: &'a [f32]) -> impl Iterator<Item = &'a [f32]> {
-        let (pw, gw) = (self.pw, self.gw);
-        src[..self.out_len()]
-            .chunks_exact(pw)
-            .map(move |row| &row[..gw])
+    /// The real outputs of an output plane at the padded width (`gh × gw`), plus `add`, then
+    /// through a ReLU when `relu`, appended to `out`.
+    #[inline(always)]
+    pub(super) fn narrow_into(&self, src: &[f32], (add, relu): (f32, bool), out: &mut Fill<'_>) {
+        for row in src[..self.out_len()].chunks_exact(self.pw) {
+            let row = &row[..self.gw];
+            if relu {
+                out.extend(row.iter().map(|&v| (v + add).max(0.0)));
+            } else {
+                out.extend(row.iter().map(|&v| v + add));
+            }
+        }
     }
 
-    /// The rows of the inside of a padded plane (`w` each): the input plane.
-    pub(super) fn inside_rows<'a>(&self, src: &'a [f32]) -> impl Iterator<Item = &'a [f32]> {
+    /// The inside of a padded plane, as an input plane (`h × w`), appended to `out`.
+    #[inline(always)]
+    pub(super) fn crop_into(&self, src: &[f32], out: &mut Fill<'_>) {
         let (pw, p, w) = (self.pw, self.p, self.w);
-        src[p * pw..][..self.h * pw]
-            .chunks_exact(pw)
-            .map(move |row| &row[p..][..w])
+        for row in src[p * pw..][..self.h * pw].chunks_exact(pw) {
+            out.copy(&row[p..][..w]);
+        }
     }
 
     /// `src`, an input plane (`h × w`), as a whole padded plane into `dst` (`area` values):

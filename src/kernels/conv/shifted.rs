@@ -99,13 +99,11 @@ pub(super) fn crop_output(y: &[f32], o: usize, bias: &[f32], relu: bool, lay: &L
     let l = pl.gh * pl.gw;
     chunks_written(lay.b * o * l, o * l, |i, img| {
         for (oc, &add) in bias[..o].iter().enumerate() {
-            for row in pl.real_rows(&y[oc * lay.n() + i * pl.area..][..pl.area]) {
-                if relu {
-                    img.extend(row.iter().map(|&v| (v + add).max(0.0)));
-                } else {
-                    img.extend(row.iter().map(|&v| v + add));
-                }
-            }
+            pl.narrow_into(
+                &y[oc * lay.n() + i * pl.area..][..pl.area],
+                (add, relu),
+                img,
+            );
         }
     })
 }
@@ -154,9 +152,7 @@ pub(super) fn input_grad(gp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout
     let hw = pl.h * pl.w;
     chunks_written(lay.b * c * hw, c * hw, |i, img| {
         for ci in 0..c {
-            for row in pl.inside_rows(&dxp[ci * n + i * pl.area..][..pl.area]) {
-                img.copy(row);
-            }
+            pl.crop_into(&dxp[ci * n + i * pl.area..][..pl.area], img);
         }
     })
 }
