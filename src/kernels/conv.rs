@@ -23,7 +23,7 @@ use super::flex::{owned, relu_mask, tensor, values};
 use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
-use super::pieces::{each_chunk, Scratch};
+use super::pieces::{each_chunk, fresh, written_by_parts, Scratch};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -330,23 +330,23 @@ fn to_channel_major(x: &[f32], b: usize, c: usize, l: usize) -> Scratch {
     out
 }
 
-/// `[c, b·L]` → `[b, c, L]`, adding `bias[ci]` and applying ReLU when asked. Every value of
-/// the output is written once, so it is not zero-filled first.
-fn to_batch_major(
+/// `[c, b·L]` → `[b, c, L]`, adding `bias[ci]` and applying ReLU when asked, written into
+/// `dest` (every value once, so it is not zero-filled first), whose values it returns.
+fn to_batch_major_into<'d>(
     xt: &[f32],
-    b: usize,
-    c: usize,
-    l: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-) -> Vec<f32> {
+    (b, c, l): (usize, usize, usize),
+    (bias, relu): (Option<&[f32]>, bool),
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let n = xt.len();
-    assert_eq!(n, b * c * l, "to_batch_major: wrong sizes");
-    let mut out: Vec<f32> = Vec::with_capacity(n);
+    assert!(
+        n == b * c * l && dest.len() == n,
+        "to_batch_major: wrong sizes"
+    );
     if n == 0 {
-        return out;
+        return &mut [];
     }
-    each_chunk(&mut out.spare_capacity_mut()[..n], c * l, |i, img| {
+    each_chunk(dest, c * l, |i, img| {
         Arch::new().dispatch(ImageFromChannels {
             xt,
             at: i * l,
@@ -357,13 +357,13 @@ fn to_batch_major(
             img,
         })
     });
-    // SAFETY: `each_chunk` passes each of the `b` chunks of `c·l` values once, and the loop
-    // above writes all `c·l` values of its chunk (`n = b·c·l`, asserted).
-    unsafe { out.set_len(n) };
-    out
+    // SAFETY: `each_chunk` passes each of the `b` chunks of `c·l` values of `dest` once, and
+    // the loop above writes all `c·l` values of its chunk (`n = b·c·l`, asserted);
+    // `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// One image of [`to_batch_major`]: its `c` channels of `l` values from `xt`, each from
+/// One image of [`to_batch_major_into`]: its `c` channels of `l` values from `xt`, each from
 /// value `at` of its channel's row (of `b·l`). A [`WithSimd`] rather than a closure, so that
 /// pulp compiles the loops for the CPU's widest vectors (a closure's body is compiled for
 /// the baseline CPU, whatever pulp dispatches to).
@@ -562,36 +562,77 @@ impl Parts {
     }
 }
 
-/// `forward` on each part of `x`'s batch ([`cut`]), their outputs side by side.
+/// `forward` on each part of `x`'s batch ([`cut`]), each writing its output (`[o, oh, ow]`
+/// an image) into its place in the batch's: the values it was given, which it returns. The
+/// parts keep their outputs with `keep_y` (for a ReLU's mask).
 fn forward_by_parts(
     x: &FlexTensor,
-    forward: impl Fn(&FlexTensor) -> (FlexTensor, ConvSaved) + Sync + Send,
+    [o, oh, ow]: [usize; 3],
+    keep_y: bool,
+    forward: impl for<'d> Fn(&FlexTensor, &'d mut [MaybeUninit<f32>]) -> (&'d mut [f32], ConvSaved)
+        + Sync
+        + Send,
 ) -> (FlexTensor, Parts) {
     let [b, ..] = dims4(x);
+    let per = o * oh * ow;
     let parts = cut(b);
-    if let [_] = parts[..] {
-        let (y, saved) = forward(x);
-        return (y, Parts(vec![saved]));
+    let (y, mut saved) = if let [_] = parts[..] {
+        let mut saved = Vec::with_capacity(1);
+        let y = fresh(b * per, |dest| {
+            let (y, s) = forward(x, dest);
+            saved.push(s);
+            y
+        });
+        (y, saved)
+    } else {
+        let lens: Vec<usize> = parts.iter().map(|&(_, n)| n * per).collect();
+        written_by_parts(&lens, |i, place| {
+            let (at, n) = parts[i];
+            super::as_task(|| forward(&x.narrow(0, at, n), place))
+        })
+    };
+    let y = tensor(y, Shape::new([b, o, oh, ow]));
+    if keep_y {
+        for (s, &(at, n)) in saved.iter_mut().zip(&parts) {
+            s.y = Some(y.narrow(0, at, n));
+        }
     }
-    let done: Vec<(FlexTensor, ConvSaved)> = parts
-        .par_iter()
-        .map(|&(at, n)| super::as_task(|| forward(&x.narrow(0, at, n))))
-        .collect();
-    let y = stack(done.iter().map(|(y, _)| y));
-    (y, Parts(done.into_iter().map(|(_, s)| s).collect()))
+    (y, Parts(saved))
 }
 
 /// `backward` on each part of the incoming gradient `g`, with that part's saved state: the
-/// input gradients side by side, the weight and bias gradients summed over the parts in order.
+/// input gradients (`[c, h, w]` an image) side by side, each part's written into its place
+/// in the batch's (given when the parts kept their weight, and returned written), the weight
+/// and bias gradients summed over the parts in order.
 fn backward_by_parts(
     g: FlexTensor,
     st: Parts,
-    backward: impl Fn(FlexTensor, &ConvSaved) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor)
+    [c, h, w]: [usize; 3],
+    backward: impl for<'d> Fn(
+            FlexTensor,
+            &ConvSaved,
+            Option<&'d mut [MaybeUninit<f32>]>,
+        ) -> (Option<&'d mut [f32]>, Option<FlexTensor>, FlexTensor)
         + Sync
         + Send,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    let b: usize = st.0.iter().map(|p| p.batch).sum();
+    let per = c * h * w;
+    let shape = Shape::new([b, c, h, w]);
+    let wanted = st.0.iter().all(|p| p.w.is_some());
     if let [one] = &st.0[..] {
-        return backward(g, one);
+        if !wanted {
+            let (_, dw, db) = backward(g, one, None);
+            return (None, dw, db);
+        }
+        let mut rest = None;
+        let dx = fresh(b * per, |dest| {
+            let (dx, dw, db) = backward(g, one, Some(dest));
+            rest = Some((dw, db));
+            dx.expect("backward_by_parts: no input gradient in the place given")
+        });
+        let (dw, db) = rest.expect("the part ran");
+        return (Some(tensor(dx, shape)), dw, db);
     }
     let starts: Vec<usize> =
         st.0.iter()
@@ -601,59 +642,34 @@ fn backward_by_parts(
                 Some(first)
             })
             .collect();
-    let done: Vec<_> =
-        st.0.par_iter()
-            .zip(&starts)
-            .map(|(p, &at)| super::as_task(|| backward(g.narrow(0, at, p.batch), p)))
+    // Part `i`'s incoming gradient.
+    let g_of = |i: usize| g.narrow(0, starts[i], st.0[i].batch);
+    let (dx, done): (_, Vec<_>) = if wanted {
+        let lens: Vec<usize> = st.0.iter().map(|p| p.batch * per).collect();
+        let (dx, done) = written_by_parts(&lens, |i, place| {
+            match super::as_task(|| backward(g_of(i), &st.0[i], Some(place))) {
+                (Some(dx), dw, db) => (dx, (dw, db)),
+                _ => unreachable!("a part that kept its weight gives its input's gradient"),
+            }
+        });
+        (Some(tensor(dx, shape)), done)
+    } else {
+        let done = (0..st.0.len())
+            .into_par_iter()
+            .map(|i| {
+                let (_, dw, db) = super::as_task(|| backward(g_of(i), &st.0[i], None));
+                (dw, db)
+            })
             .collect();
-    let dx = done
-        .iter()
-        .map(|(dx, _, _)| dx.as_ref())
-        .collect::<Option<Vec<_>>>()
-        .map(stack);
+        (None, done)
+    };
     let dw = done
         .iter()
-        .map(|(_, dw, _)| dw.as_ref())
+        .map(|(dw, _)| dw.as_ref())
         .collect::<Option<Vec<_>>>()
         .map(|dw| add_up(&dw));
-    let db = add_up(&done.iter().map(|(_, _, db)| db).collect::<Vec<_>>());
+    let db = add_up(&done.iter().map(|(_, db)| db).collect::<Vec<_>>());
     (dx, dw, db)
-}
-
-/// Tensors of the same trailing shape one after the other along the first axis, each copied
-/// by a task of its own: copied one after the other, on the thread that called, they kept
-/// the other threads waiting (BENCHMARKS.md, session 33).
-fn stack<'a>(parts: impl IntoIterator<Item = &'a FlexTensor>) -> FlexTensor {
-    let parts: Vec<&FlexTensor> = parts.into_iter().collect();
-    let mut shape = parts
-        .first()
-        .expect("at least one part")
-        .layout()
-        .shape()
-        .clone();
-    shape[0] = parts.iter().map(|t| t.layout().shape()[0]).sum();
-    let lens: Vec<usize> = parts.iter().map(|t| t.layout().num_elements()).collect();
-    let total: usize = lens.iter().sum();
-    assert_eq!(total, shape.num_elements(), "stack: parts of another shape");
-    let mut out: Box<[std::mem::MaybeUninit<f32>]> = Box::new_uninit_slice(total);
-    let mut rest: &mut [std::mem::MaybeUninit<f32>] = &mut out;
-    let mut slots = Vec::with_capacity(parts.len());
-    for &len in &lens {
-        let (slot, tail) = rest.split_at_mut(len);
-        slots.push(slot);
-        rest = tail;
-    }
-    slots.into_par_iter().zip(parts).for_each(|(slot, t)| {
-        let v = values(t);
-        assert_eq!(v.len(), slot.len(), "stack: a part of another size");
-        for (d, &x) in slot.iter_mut().zip(v.iter()) {
-            d.write(x);
-        }
-    });
-    // SAFETY: the slots cover `out` (their lengths sum to `total`, asserted) and each was
-    // written whole from a part of its length (asserted).
-    let out = unsafe { out.assume_init() };
-    tensor(out.into_vec(), shape)
 }
 
 /// The sum of same-shaped tensors, added in order.
@@ -677,7 +693,11 @@ pub(super) fn conv2d_forward(
     spr: (usize, usize, bool),
     keep_for_dw: bool,
 ) -> (FlexTensor, Parts) {
-    forward_by_parts(x, |x| conv2d_forward_whole(x, w, bias, spr, keep_for_dw))
+    let geom = conv2d_geom(dims4(x), dims4(w), (spr.0, spr.1));
+    let out = [dims4(w)[0], geom.grid[0], geom.grid[1]];
+    forward_by_parts(x, out, spr.2, |x, dest| {
+        conv2d_forward_part(x, (w, bias), spr, keep_for_dw, dest)
+    })
 }
 
 /// The gradients of [`conv2d_forward`]: (input, weight, bias), the first two when their saved
@@ -686,7 +706,9 @@ pub(super) fn conv2d_backward(
     g: FlexTensor,
     st: Parts,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
-    backward_by_parts(g, st, conv2d_backward_whole)
+    let ge = &st.0[0].geom;
+    let dx = [ge.c, ge.big[0], ge.big[1]];
+    backward_by_parts(g, st, dx, conv2d_backward_part)
 }
 
 /// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
@@ -699,8 +721,11 @@ pub(super) fn conv_transpose2d_forward(
     spor: (usize, usize, usize, bool),
     keep_input: bool,
 ) -> (FlexTensor, Parts) {
-    forward_by_parts(x, |x| {
-        conv_transpose2d_forward_whole(x, w, bias, spor, keep_input)
+    let (s, p, op, relu) = spor;
+    let geom = conv_transpose2d_geom(dims4(x), dims4(w), (s, p, op));
+    let out = [dims4(w)[1], geom.big[0], geom.big[1]];
+    forward_by_parts(x, out, relu, |x, dest| {
+        conv_transpose2d_forward_part(x, (w, bias), spor, keep_input, dest)
     })
 }
 
@@ -709,21 +734,18 @@ pub(super) fn conv_transpose2d_backward(
     g: FlexTensor,
     st: Parts,
 ) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
-    backward_by_parts(g, st, conv_transpose2d_backward_whole)
+    let (c, ge) = (st.0[0].grid_c, &st.0[0].geom);
+    let dx = [c, ge.grid[0], ge.grid[1]];
+    backward_by_parts(g, st, dx, conv_transpose2d_backward_part)
 }
 
-/// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
-/// padding `p`, then ReLU when `relu`. Returns the output and the saved state (what the weight
-/// gradient reads kept when `keep_for_dw`).
-fn conv2d_forward_whole(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    bias: &FlexTensor,
-    (s, p, relu): (usize, usize, bool),
-    keep_for_dw: bool,
-) -> (FlexTensor, ConvSaved) {
-    let [b, c, h, wd] = dims4(x);
-    let [o, c2, kh, kw] = dims4(w);
+/// The geometry of a convolution of `x` (dims `[b, c, H, W]`) with `w` (`[o, c, kh, kw]`),
+/// stride `s` and zero padding `p`.
+fn conv2d_geom(
+    [b, c, h, wd]: [usize; 4],
+    [o, c2, kh, kw]: [usize; 4],
+    (s, p): (usize, usize),
+) -> Geom {
     assert_eq!(
         c, c2,
         "fused_conv2d: input has {c} channels, the weight {c2}"
@@ -732,30 +754,45 @@ fn conv2d_forward_whole(
         b > 0 && o > 0 && s > 0 && h + 2 * p >= kh && wd + 2 * p >= kw,
         "fused_conv2d: unsupported geometry (the wrapper `kernels::conv2d` checks it)"
     );
-    let (oh, ow) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1);
-    let geom = Geom {
+    Geom {
         c,
         big: [h, wd],
         k: [kh, kw],
         s,
         p,
-        grid: [oh, ow],
-    };
+        grid: [(h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1],
+    }
+}
+
+/// Convolution `x` (`[b, c, H, W]`) with `w` (`[o, c, kh, kw]`), bias, stride `s`, zero
+/// padding `p`, then ReLU when `relu`, written into `dest`. Returns the output's values and
+/// the saved state (what the weight gradient reads kept when `keep_for_dw`; not the output).
+fn conv2d_forward_part<'d>(
+    x: &FlexTensor,
+    (w, bias): (&FlexTensor, &FlexTensor),
+    (s, p, relu): (usize, usize, bool),
+    keep_for_dw: bool,
+    dest: &'d mut [MaybeUninit<f32>],
+) -> (&'d mut [f32], ConvSaved) {
+    let [b, c, ..] = dims4(x);
+    let o = dims4(w)[0];
+    let geom = conv2d_geom(dims4(x), dims4(w), (s, p));
     let (l, bl) = (geom.len(), b * geom.len());
+    let bias = values(bias);
     // The output values, and what the weight gradient reads: the patch matrix or the padded
     // planes (`data`), or the input itself (`x`, on the direct path).
     let (y, data, kept_x) = if direct_path(o, &geom) {
         let yt = direct::forward(&values(x), &values(w), b, &geom);
-        let y = to_batch_major(&yt, b, 1, l, Some(&values(bias)), relu);
+        let y = to_batch_major_into(&yt, (b, 1, l), (Some(&bias), relu), dest);
         (y, None, keep_for_dw.then(|| x.clone()))
     } else if one_input_path(&geom) {
-        let y = one_input::forward(&values(x), &values(w), &values(bias), relu, b, &geom);
+        let y = one_input::forward(&values(x), &values(w), &bias, relu, b, &geom, dest);
         (y, None, keep_for_dw.then(|| x.clone()))
     } else if shifted_path(o, &geom) {
         let lay = shifted::Layout::new(&geom, b);
         let xp = shifted::pad_input(&values(x), c, &lay);
         let yp = shifted::forward(&xp, &values(w), o, c, &lay);
-        let y = shifted::crop_output(&yp, o, &values(bias), relu, &lay);
+        let y = shifted::crop_output(&yp, (o, &bias, relu), &lay, dest);
         (y, keep_for_dw.then_some(xp), None)
     } else {
         let rows = geom.rows();
@@ -769,17 +806,16 @@ fn conv2d_forward_whole(
             View::dense(&cols, rows, bl),
             false,
         );
-        let y = to_batch_major(&yt, b, o, l, Some(&values(bias)), relu);
+        let y = to_batch_major_into(&yt, (b, o, l), (Some(&bias), relu), dest);
         (y, keep_for_dw.then_some(cols), None)
     };
-    let y = tensor(y, Shape::new([b, o, oh, ow]));
     let saved = ConvSaved {
         geom,
         batch: b,
         grid_c: o,
         data,
         w: None,
-        y: relu.then(|| y.clone()),
+        y: None,
         x: kept_x,
     };
     (y, saved)
@@ -812,11 +848,13 @@ fn shifted_path(o: usize, g: &Geom) -> bool {
 }
 
 /// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
-/// first two when their saved tensors are there.
-fn conv2d_backward_whole(
+/// first two when their saved tensors are there, the input's written into `dest` (where it
+/// is given) and returned.
+fn conv2d_backward_part<'d>(
     g: FlexTensor,
     st: &ConvSaved,
-) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    dest: Option<&'d mut [MaybeUninit<f32>]>,
+) -> (Option<&'d mut [f32]>, Option<FlexTensor>, FlexTensor) {
     let geom = &st.geom;
     let (b, o, l) = (st.batch, st.grid_c, geom.len());
     let bl = b * l;
@@ -826,10 +864,8 @@ fn conv2d_backward_whole(
         let shape = Shape::new([1, geom.c, geom.k[0], geom.k[1]]);
         let dw =
             (st.x.as_ref()).map(|x| tensor(direct::weight_grad(&values(x), &gm, b, geom), shape));
-        let dx = st.w.as_ref().map(|w| {
-            let dx = direct::input_grad(&values(w), &gm, b, geom);
-            tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
-        });
+        let dx = (st.w.as_ref().zip(dest))
+            .map(|(w, dest)| direct::input_grad(&values(w), &gm, (b, geom), dest));
         return (dx, dw, tensor(db, Shape::new([1])));
     }
     if shifted_path(o, geom) {
@@ -838,10 +874,8 @@ fn conv2d_backward_whole(
         let shape = Shape::new([o, geom.c, geom.k[0], geom.k[1]]);
         let dw = (st.data.as_ref())
             .map(|xp| tensor(shifted::weight_grad(&gp, xp, o, geom.c, &lay), shape));
-        let dx = st.w.as_ref().map(|w| {
-            let dx = shifted::input_grad(&gp, &values(w), o, geom.c, &lay);
-            tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
-        });
+        let dx = (st.w.as_ref().zip(dest))
+            .map(|(w, dest)| shifted::input_grad((&gp, &values(w)), (o, geom.c), &lay, dest));
         return (dx, dw, tensor(db, Shape::new([o])));
     }
     // A convolution of one input channel kept its input instead of the patch matrix.
@@ -860,7 +894,7 @@ fn conv2d_backward_whole(
         );
         tensor(dw, Shape::new([o, geom.c, geom.k[0], geom.k[1]]))
     });
-    let dx = st.w.as_ref().map(|w| {
+    let dx = st.w.as_ref().zip(dest).map(|(w, dest)| {
         let ws = values(w);
         let mut dcols = Scratch::new(geom.rows() * bl);
         matmul_into(
@@ -869,24 +903,18 @@ fn conv2d_backward_whole(
             View::dense(&gm, o, bl),
             false,
         );
-        let dx = col2im(&dcols, b, geom, |_, _| {});
-        tensor(dx, Shape::new([b, geom.c, geom.big[0], geom.big[1]]))
+        dest.write_copy_of_slice(&col2im(&dcols, b, geom, |_, _| {}))
     });
     (dx, dw, tensor(db, Shape::new([o])))
 }
 
-/// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
-/// `s`, padding `p`, output padding `op`, then ReLU when `relu`. Returns the output and the
-/// saved state (channel-major input kept when `keep_input`).
-fn conv_transpose2d_forward_whole(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    bias: &FlexTensor,
-    (s, p, op, relu): (usize, usize, usize, bool),
-    keep_input: bool,
-) -> (FlexTensor, ConvSaved) {
-    let [b, c, h, wd] = dims4(x);
-    let [c2, o, kh, kw] = dims4(w);
+/// The geometry of a transposed convolution of `x` (dims `[b, c, h, w]`) with `w` (`[c, o,
+/// kh, kw]`), stride `s`, padding `p` and output padding `op`: its output is the big side.
+fn conv_transpose2d_geom(
+    [b, c, h, wd]: [usize; 4],
+    [c2, o, kh, kw]: [usize; 4],
+    (s, p, op): (usize, usize, usize),
+) -> Geom {
     assert_eq!(
         c, c2,
         "fused_conv_transpose2d: input has {c} channels, the weight {c2}"
@@ -896,18 +924,32 @@ fn conv_transpose2d_forward_whole(
         b > 0 && o > 0 && s > 0 && fits(h, kh) && fits(wd, kw),
         "fused_conv_transpose2d: unsupported geometry (the wrapper checks it)"
     );
-    let (oh, ow) = (
-        (h - 1) * s + kh + op - 2 * p,
-        (wd - 1) * s + kw + op - 2 * p,
-    );
-    let geom = Geom {
+    Geom {
         c: o,
-        big: [oh, ow],
+        big: [
+            (h - 1) * s + kh + op - 2 * p,
+            (wd - 1) * s + kw + op - 2 * p,
+        ],
         k: [kh, kw],
         s,
         p,
         grid: [h, wd],
-    };
+    }
+}
+
+/// Transposed convolution of `x` (`[b, c, h, w]`) with `w` (`[c, o, kh, kw]`), bias, stride
+/// `s`, padding `p`, output padding `op`, then ReLU when `relu`, written into `dest`. Returns
+/// the output's values and the saved state (channel-major input kept when `keep_input`; not
+/// the output).
+fn conv_transpose2d_forward_part<'d>(
+    x: &FlexTensor,
+    (w, bias): (&FlexTensor, &FlexTensor),
+    (s, p, op, relu): (usize, usize, usize, bool),
+    keep_input: bool,
+    dest: &'d mut [MaybeUninit<f32>],
+) -> (&'d mut [f32], ConvSaved) {
+    let [b, c, ..] = dims4(x);
+    let geom = conv_transpose2d_geom(dims4(x), dims4(w), (s, p, op));
     let (l, bl) = (geom.len(), b * geom.len());
     let xt = to_channel_major(&values(x), b, c, l);
     let ws = values(w);
@@ -925,24 +967,25 @@ fn conv_transpose2d_forward_whole(
             *v = if relu { z.max(0.0) } else { z };
         }
     });
-    let y = tensor(y, Shape::new([b, o, oh, ow]));
     let saved = ConvSaved {
         geom,
         batch: b,
         grid_c: c,
         data: keep_input.then_some(xt),
         w: None,
-        y: relu.then(|| y.clone()),
+        y: None,
         x: None,
     };
-    (y, saved)
+    (dest.write_copy_of_slice(&y), saved)
 }
 
-/// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias).
-fn conv_transpose2d_backward_whole(
+/// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias), the input's written
+/// into `dest` (where it is given and the weight was kept) and returned.
+fn conv_transpose2d_backward_part<'d>(
     g: FlexTensor,
     st: &ConvSaved,
-) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    dest: Option<&'d mut [MaybeUninit<f32>]>,
+) -> (Option<&'d mut [f32]>, Option<FlexTensor>, FlexTensor) {
     let geom = &st.geom;
     let (b, c, l) = (st.batch, st.grid_c, geom.len());
     let (o, plane) = (geom.c, geom.big[0] * geom.big[1]);
@@ -970,7 +1013,7 @@ fn conv_transpose2d_backward_whole(
         );
         tensor(dw, Shape::new([c, o, geom.k[0], geom.k[1]]))
     });
-    let dx = st.w.as_ref().map(|w| {
+    let dx = st.w.as_ref().zip(dest).map(|(w, dest)| {
         let ws = values(w);
         let mut dxt = Scratch::new(c * bl);
         matmul_into(
@@ -979,8 +1022,7 @@ fn conv_transpose2d_backward_whole(
             View::dense(&gcols, geom.rows(), bl),
             false,
         );
-        let dx = to_batch_major(&dxt, b, c, l, None, false);
-        tensor(dx, Shape::new([b, c, geom.grid[0], geom.grid[1]]))
+        to_batch_major_into(&dxt, (b, c, l), (None, false), dest)
     });
     (dx, dw, tensor(db, Shape::new([o])))
 }

@@ -68,22 +68,7 @@ pub(super) fn planes_from_zero(
     planes_written(n, len, |p, plane| f(p, plane.zeros(len)))
 }
 
-/// A new buffer of `n` values in chunks of `size`, each chunk written once, front to back, by
-/// `f(i, fill)` for chunk `i`, the chunks as [`each_chunk`] runs them. No value is written
-/// twice: a zero-filled buffer (`vec![0.0; n]`) costs a pass over memory before the real
-/// values come, as much as the pass that writes them where they are copies.
-///
-/// # Panics
-/// Where `f` leaves a chunk not written in full (or `size` does not divide `n`).
-pub(super) fn chunks_written(
-    n: usize,
-    size: usize,
-    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
-) -> Vec<f32> {
-    written(n, size, false, f)
-}
-
-/// [`chunks_written`] in planes of `len`, grouped into pieces as [`each_plane`] groups them:
+/// [`chunks_written_into`] a new buffer of `n` values in planes of `len`, grouped into pieces as [`each_plane`] groups them:
 /// `f(p, fill)` writes plane `p`.
 pub(super) fn planes_written(
     n: usize,
@@ -93,43 +78,128 @@ pub(super) fn planes_written(
     written(n, len, true, f)
 }
 
-/// [`chunks_written`], the chunks run as [`each_plane`] runs planes when `planes`.
+/// The values of `dest` in chunks of `size`, each chunk written once, front to back, by
+/// `f(i, fill)` for chunk `i`, the chunks as [`each_chunk`] runs them; returned written.
+/// No value is written twice: a zero-filled buffer (`vec![0.0; n]`) costs a pass over memory
+/// before the real values come, as much as the pass that writes them where they are copies.
+/// `dest` may be a new buffer ([`fresh`]) or a part of a larger one.
+///
+/// # Panics
+/// Where `f` leaves a chunk not written in full (or `size` does not divide its length).
+pub(super) fn chunks_written_into(
+    dest: &mut [MaybeUninit<f32>],
+    size: usize,
+    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+) -> &mut [f32] {
+    written_into(dest, size, false, f)
+}
+
+/// [`chunks_written_into`] a new buffer of `n` values, the chunks run as [`each_plane`] runs
+/// planes when `planes`.
 fn written(
     n: usize,
     size: usize,
     planes: bool,
     f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
 ) -> Vec<f32> {
+    fresh(n, |dest| written_into(dest, size, planes, f))
+}
+
+/// [`written`] into `dest`.
+fn written_into(
+    dest: &mut [MaybeUninit<f32>],
+    size: usize,
+    planes: bool,
+    f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+) -> &mut [f32] {
+    let n = dest.len();
     if n == 0 {
-        return Vec::new();
+        return &mut [];
     }
     assert!(
         size > 0 && n.is_multiple_of(size),
         "written: {n} values are not chunks of {size}"
     );
-    let mut v: Vec<f32> = Vec::with_capacity(n);
     let write = |i: usize, chunk: &mut [MaybeUninit<f32>]| {
         let len = chunk.len();
         let mut fill = Fill { buf: chunk, at: 0 };
         f(i, &mut fill);
         assert_eq!(fill.at, len, "chunk {i} was not written in full");
     };
-    let buf = &mut v.spare_capacity_mut()[..n];
     if planes {
-        each_plane(buf, size, write);
+        each_plane(dest, size, write);
     } else {
-        each_chunk(buf, size, write);
+        each_chunk(dest, size, write);
     }
-    // SAFETY: `each_chunk` and `each_plane` pass each `size`-long chunk of the first `n`
-    // values once (`n` is a whole number of chunks, asserted), so the chunks cover them;
-    // `write` returns only once its `Fill` has written every value of the chunk it was given
-    // (asserted against that chunk's length; a `Fill` counts only the values it wrote). A
-    // panic there leaves `v` empty.
+    // SAFETY: `each_chunk` and `each_plane` pass each `size`-long chunk of `dest` once (its
+    // length is a whole number of chunks, asserted), so the chunks cover it; `write` returns
+    // only once its `Fill` has written every value of the chunk it was given (asserted
+    // against that chunk's length; a `Fill` counts only the values it wrote); and
+    // `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// A new buffer of `n` values, written by `f`, which returns them: through a function that
+/// writes into the memory it is given ([`chunks_written_into`]) or by a copy
+/// (`write_copy_of_slice`).
+///
+/// # Panics
+/// Where `f` returns other values than those it was given.
+pub(super) fn fresh(n: usize, f: impl FnOnce(&mut [MaybeUninit<f32>]) -> &mut [f32]) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let dest = &mut v.spare_capacity_mut()[..n];
+    let at = dest.as_ptr().cast::<f32>();
+    let done = f(dest);
+    assert!(
+        std::ptr::eq(done.as_ptr(), at) && done.len() == n,
+        "fresh: the values returned are not those of the buffer"
+    );
+    // SAFETY: `done` is a `&mut [f32]` over exactly the `n` values `f` was given (asserted),
+    // borrowed from them: safe code cannot make one over uninitialised memory, and the
+    // functions that write into memory they are given return theirs only once every value
+    // is written.
     unsafe { v.set_len(n) };
     v
 }
 
-/// A chunk of a buffer being written front to back ([`chunks_written`]): values are only
+/// A new buffer of parts of `lens` values one after the other, part `i` written by
+/// `f(i, place)` in parallel on rayon's pool, which returns the values of its place, written
+/// ([`chunks_written_into`]), and a result of its own; the results in order.
+///
+/// # Panics
+/// Where a part returns other values than those of its place.
+pub(super) fn written_by_parts<R: Send>(
+    lens: &[usize],
+    f: impl for<'d> Fn(usize, &'d mut [MaybeUninit<f32>]) -> (&'d mut [f32], R) + Sync + Send,
+) -> (Vec<f32>, Vec<R>) {
+    let n = lens.iter().sum();
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let mut rest = &mut v.spare_capacity_mut()[..n];
+    let places: Vec<&mut [MaybeUninit<f32>]> = (lens.iter())
+        .map(|&len| {
+            let (place, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            place
+        })
+        .collect();
+    let results = (places.into_par_iter().enumerate())
+        .map(|(i, place)| {
+            let (at, len) = (place.as_ptr().cast::<f32>(), place.len());
+            let (done, r) = f(i, place);
+            assert!(
+                std::ptr::eq(done.as_ptr(), at) && done.len() == len,
+                "written_by_parts: part {i} returned values not of its place"
+            );
+            r
+        })
+        .collect();
+    // SAFETY: the places cover the first `n` values (their lengths sum to `n`), and each
+    // part returned a `&mut [f32]` over exactly its place (asserted) as `fresh` takes one.
+    unsafe { v.set_len(n) };
+    (v, results)
+}
+
+/// A chunk of a buffer being written front to back ([`chunks_written_into`]): values are only
 /// appended, and counted as they are.
 pub(super) struct Fill<'a> {
     buf: &'a mut [MaybeUninit<f32>],
@@ -288,6 +358,37 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`chunks_written_into`] a new buffer.
+    fn chunks_written(
+        n: usize,
+        size: usize,
+        f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
+    ) -> Vec<f32> {
+        fresh(n, |dest| chunks_written_into(dest, size, f))
+    }
+
+    /// Written into a part of a larger buffer, the values land in their place and nothing
+    /// around them changes; a new buffer takes only the values it was given back.
+    #[test]
+    fn values_are_written_in_their_place_and_only_theirs_are_taken() {
+        let mut big = [MaybeUninit::new(-1.0f32); 50];
+        let got = chunks_written_into(&mut big[10..40], 6, |i, fill| {
+            fill.extend((0..6).map(|v| (i * 6 + v) as f32));
+        });
+        assert_eq!(got, (0..30).map(|v| v as f32).collect::<Vec<_>>());
+        // SAFETY: every value of `big` was initialised (with -1, or by the call above).
+        let big: Vec<f32> = big.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(big[..10].iter().chain(&big[40..]).all(|&v| v == -1.0));
+        // Leaked: values that outlive the call are the only others `f` can return.
+        let foreign = std::panic::catch_unwind(|| {
+            fresh(8, |_| Box::leak(vec![2.0f32; 8].into_boxed_slice()))
+        });
+        assert!(foreign.is_err(), "values not the buffer's were taken");
+        let short =
+            std::panic::catch_unwind(|| fresh(8, |dest| dest[..4].write_copy_of_slice(&[1.0; 4])));
+        assert!(short.is_err(), "four values of eight were taken as all");
+    }
 
     #[test]
     fn scratch_buffers_are_reused_at_the_asked_length() {

@@ -11,11 +11,13 @@
 //! widest vectors (a closure's body compiles for the baseline x86-64); each multiply and add
 //! stays two operations, as written.
 
+use std::mem::MaybeUninit;
+
 use pulp::{Arch, Simd, WithSimd};
 
 use super::padded::Planes;
 use super::Geom;
-use crate::kernels::pieces::{chunks_written, each_chunk, Fill};
+use crate::kernels::pieces::{chunks_written_into, each_chunk, Fill};
 
 /// The output `[b, 1, gh, gw]` (before bias and ReLU) of the convolution of `x` (`[b, c, h,
 /// w]`) with `w` (`[1, c, kh, kw]`).
@@ -120,10 +122,20 @@ impl WithSimd for WeightGrad<'_> {
 /// output's gradient `g` (`[b, 1, gh, gw]`, already through the ReLU's mask): each input value
 /// sums, from zero and in order of the kernel offsets, the weight times the gradient of each
 /// output it reached.
-pub(super) fn input_grad(w: &[f32], g: &[f32], b: usize, geom: &Geom) -> Vec<f32> {
+pub(super) fn input_grad<'d>(
+    w: &[f32],
+    g: &[f32],
+    (b, geom): (usize, &Geom),
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let pad = Planes::new(geom);
     let l = geom.len();
-    chunks_written(b * geom.big_len(), geom.big_len(), |i, dxi| {
+    assert_eq!(
+        dest.len(),
+        b * geom.big_len(),
+        "input_grad: a gradient of another size"
+    );
+    chunks_written_into(dest, geom.big_len(), |i, dxi| {
         Arch::new().dispatch(InputGrad {
             w,
             g: &g[i * l..][..l],

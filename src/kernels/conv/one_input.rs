@@ -11,26 +11,34 @@
 //! sums it over the patch matrix: from zero, one fused multiply-add per offset in the order
 //! of the patch matrix's rows, so the values are the same as through the patch matrix.
 
+use std::mem::MaybeUninit;
+
 use pulp::{Arch, Simd, WithSimd};
 
 use super::padded::Planes;
 use super::Geom;
-use crate::kernels::pieces::{chunks_written, Fill};
+use crate::kernels::pieces::{chunks_written_into, Fill};
 
 /// The output `[b, o, gh, gw]` of the convolution of `x` (`[b, 1, h, w]`) with `w` (`[o, 1,
-/// kh, kw]`), plus `bias`, through a ReLU when `relu`.
-pub(super) fn forward(
+/// kh, kw]`), plus `bias`, through a ReLU when `relu`, written into `dest` and returned.
+pub(super) fn forward<'d>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
     relu: bool,
     b: usize,
     g: &Geom,
-) -> Vec<f32> {
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let pad = Planes::new(g);
     let (hw, l) = (pad.h * pad.w, g.len());
     let o = bias.len();
-    chunks_written(b * o * l, o * l, |i, yi| {
+    assert_eq!(
+        dest.len(),
+        b * o * l,
+        "one_input::forward: an output of another size"
+    );
+    chunks_written_into(dest, o * l, |i, yi| {
         Arch::new().dispatch(Forward {
             x: &x[i * hw..][..hw],
             w,

@@ -13,10 +13,12 @@
 //! offset is `G · shift_kk(Xp)ᵀ` and the input gradient `Σ W_kkᵀ · shift_−kk(G)`, `G` the output
 //! gradient laid out on the same padded grid, zero wherever no real output is.
 
+use std::mem::MaybeUninit;
+
 use super::padded::Planes;
 use super::Geom;
 use crate::kernels::matmul::{matmul_into, matmul_new, View};
-use crate::kernels::pieces::{chunks_written, each_chunk, Scratch};
+use crate::kernels::pieces::{chunks_written_into, each_chunk, Scratch};
 
 /// A stride-1 geometry's padded planes for a batch of `b` images.
 #[derive(Debug, Clone, Copy)]
@@ -93,11 +95,21 @@ pub(super) fn forward(xp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -
 }
 
 /// The real outputs of `y` (`[o, b·A]`, the padded grid) as `[b, o, gh, gw]`, plus `bias`,
-/// through ReLU when `relu`.
-pub(super) fn crop_output(y: &[f32], o: usize, bias: &[f32], relu: bool, lay: &Layout) -> Vec<f32> {
+/// through ReLU when `relu`, written into `dest` and returned.
+pub(super) fn crop_output<'d>(
+    y: &[f32],
+    (o, bias, relu): (usize, &[f32], bool),
+    lay: &Layout,
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let pl = &lay.planes;
     let l = pl.gh * pl.gw;
-    chunks_written(lay.b * o * l, o * l, |i, img| {
+    assert_eq!(
+        dest.len(),
+        lay.b * o * l,
+        "crop_output: an output of another size"
+    );
+    chunks_written_into(dest, o * l, |i, img| {
         for (oc, &add) in bias[..o].iter().enumerate() {
             pl.narrow_into(
                 &y[oc * lay.n() + i * pl.area..][..pl.area],
@@ -142,7 +154,12 @@ pub(super) fn weight_grad(gp: &[f32], xp: &[f32], o: usize, c: usize, lay: &Layo
 
 /// The input gradient `[b, c, h, w]`: on the padded grid `Σ_kk W_kkᵀ · G` shifted back by the
 /// offset, then the inside of each padded plane.
-pub(super) fn input_grad(gp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout) -> Vec<f32> {
+pub(super) fn input_grad<'d>(
+    (gp, w): (&[f32], &[f32]),
+    (o, c): (usize, usize),
+    lay: &Layout,
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let (n, row, pl) = (lay.n(), lay.g_row(), &lay.planes);
     let back = |kk: usize| View::strided(gp, pl.reach() - pl.tap(kk), (o, n), (row, 1));
     let mut dxp = matmul_new(weights_at(w, o, c, lay, 0).t(), back(0));
@@ -150,7 +167,12 @@ pub(super) fn input_grad(gp: &[f32], w: &[f32], o: usize, c: usize, lay: &Layout
         matmul_into(&mut dxp, weights_at(w, o, c, lay, kk).t(), back(kk), true);
     }
     let hw = pl.h * pl.w;
-    chunks_written(lay.b * c * hw, c * hw, |i, img| {
+    assert_eq!(
+        dest.len(),
+        lay.b * c * hw,
+        "input_grad: a gradient of another size"
+    );
+    chunks_written_into(dest, c * hw, |i, img| {
         for ci in 0..c {
             pl.crop_into(&dxp[ci * n + i * pl.area..][..pl.area], img);
         }
