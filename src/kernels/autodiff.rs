@@ -212,7 +212,7 @@ fn conv_op<C: CheckpointStrategy>(
     let op = ConvBackward { transposed };
     match op.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            // Each part keeps its own output when a ReLU followed.
+            // Each part keeps its images of the output when a ReLU followed.
             let (y, mut saved) = forward(&x, &w, &b, w_tracked);
             saved.keep_weight(x_tracked.then_some(w));
             prep.finish(saved, y)

@@ -23,7 +23,7 @@ use super::flex::{owned, relu_mask, tensor, values};
 use super::gather::{gather_images, gather_sums};
 use super::matmul::{matmul_into, View};
 use super::phases::Phases;
-use super::pieces::{each_chunk, fresh, written_by_parts, Scratch};
+use super::pieces::{chunks_written_into, each_chunk, fresh, written_by_parts, Scratch};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -255,28 +255,33 @@ fn sum_offsets(g: &Geom, b: usize) -> Vec<u32> {
 /// [`im2col`]: sums where patches overlap, in order of the patch-matrix rows), then
 /// `finish(channel, values)` on each channel of each image: through the phases of the big
 /// image where [`phases`] has them, else by [`sum_offsets`].
-fn col2im(
+fn col2im<'d>(
     cols: &[f32],
     b: usize,
     g: &Geom,
     finish: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let bl = b * g.len();
-    assert_eq!(cols.len(), g.rows() * bl, "col2im: wrong input size");
+    assert!(
+        cols.len() == g.rows() * bl && dest.len() == b * g.big_len(),
+        "col2im: wrong sizes"
+    );
     match phases(g, b) {
-        Some(ph) => col2im_by_phases(cols, b, g, &ph, finish),
-        None => col2im_by_table(cols, b, g, &table(g, Some(b)), finish),
+        Some(ph) => col2im_by_phases(cols, b, g, &ph, finish, dest),
+        None => col2im_by_table(cols, b, g, &table(g, Some(b)), finish, dest),
     }
 }
 
 /// [`col2im`] through the phases `ph` of `g`'s big image.
-fn col2im_by_phases(
+fn col2im_by_phases<'d>(
     cols: &[f32],
     b: usize,
     g: &Geom,
     ph: &Phases,
     finish: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let (bl, split) = (b * g.len(), g.phase_split());
     let mut planes = Scratch::new(split.rows() * bl);
     let (phases, per_channel) = (ph.phases(), ph.taps() * bl);
@@ -291,23 +296,25 @@ fn col2im_by_phases(
     // gathers add it to +0, which leaves it as it is (a sum that starts at +0, as `collect`'s
     // do, is never −0).
     if ph.permutes() {
-        return ph.interleave(&planes, g.c, finish);
+        return ph.interleave(&planes, g.c, finish, dest);
     }
-    col2im_by_table(&planes, b, &split, &table(&split, Some(b)), finish)
+    col2im_by_table(&planes, b, &split, &table(&split, Some(b)), finish, dest)
 }
 
-/// [`col2im`] by gathers through `t`, [`sum_offsets`] of `g`.
-fn col2im_by_table(
+/// [`col2im`] by gathers through `t`, [`sum_offsets`] of `g`, each image's values summed
+/// from zero.
+fn col2im_by_table<'d>(
     cols: &[f32],
     b: usize,
     g: &Geom,
     t: &[u32],
     finish: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
+    dest: &'d mut [MaybeUninit<f32>],
+) -> &'d mut [f32] {
     let (l, bl, taps) = (g.len(), b * g.len(), g.k[0] * g.k[1]);
     let plane = g.big[0] * g.big[1];
-    let mut x = vec![0f32; b * g.big_len()];
-    each_chunk(&mut x, g.big_len(), |i, img| {
+    chunks_written_into(dest, g.big_len(), |i, fill| {
+        let img = fill.zeros(g.big_len());
         for (ci, ch) in img.chunks_exact_mut(plane).enumerate() {
             // Channel `ci`'s rows of the patch matrix, from image `i`'s first column: every
             // offset in `t` is below `taps·bl`, and the padding marker past this slice's end.
@@ -315,8 +322,7 @@ fn col2im_by_table(
             gather_sums(&rows[i * l..], t, ch);
             finish(ci, ch);
         }
-    });
-    x
+    })
 }
 
 /// `[b, c, L]` → `[c, b·L]`, in a scratch buffer.
@@ -341,7 +347,7 @@ fn to_batch_major_into<'d>(
     let n = xt.len();
     assert!(
         n == b * c * l && dest.len() == n,
-        "to_batch_major: wrong sizes"
+        "to_batch_major_into: wrong sizes"
     );
     if n == 0 {
         return &mut [];
@@ -523,7 +529,7 @@ pub(super) struct ConvSaved {
     data: Option<Scratch>,
     /// The weight, kept when the input needs a gradient.
     pub(super) w: Option<FlexTensor>,
-    /// The output, kept when a ReLU followed.
+    /// The output, kept when a ReLU followed: a view of the part's images in the batch's.
     y: Option<FlexTensor>,
     /// The input, kept instead of the patch matrix by a convolution on the direct path
     /// ([`direct`]) or of one input channel ([`one_input`]) when the weight needs a gradient.
@@ -849,7 +855,7 @@ fn shifted_path(o: usize, g: &Geom) -> bool {
 
 /// The gradients of [`conv2d_forward`] for incoming gradient `g`: (input, weight, bias), the
 /// first two when their saved tensors are there, the input's written into `dest` (where it
-/// is given) and returned.
+/// is given and the weight was kept) and returned.
 fn conv2d_backward_part<'d>(
     g: FlexTensor,
     st: &ConvSaved,
@@ -903,7 +909,7 @@ fn conv2d_backward_part<'d>(
             View::dense(&gm, o, bl),
             false,
         );
-        dest.write_copy_of_slice(&col2im(&dcols, b, geom, |_, _| {}))
+        col2im(&dcols, b, geom, |_, _| {}, dest)
     });
     (dx, dw, tensor(db, Shape::new([o])))
 }
@@ -961,12 +967,12 @@ fn conv_transpose2d_forward_part<'d>(
         false,
     );
     let bias = values(bias);
-    let y = col2im(&cols, b, &geom, |oc, ch| {
+    let finish = |oc: usize, ch: &mut [f32]| {
         for v in ch {
             let z = *v + bias[oc];
             *v = if relu { z.max(0.0) } else { z };
         }
-    });
+    };
     let saved = ConvSaved {
         geom,
         batch: b,
@@ -976,7 +982,7 @@ fn conv_transpose2d_forward_part<'d>(
         y: None,
         x: None,
     };
-    (dest.write_copy_of_slice(&y), saved)
+    (col2im(&cols, b, &geom, finish, dest), saved)
 }
 
 /// The gradients of [`conv_transpose2d_forward`]: (input, weight, bias), the input's written
@@ -1163,7 +1169,11 @@ mod tests {
         let finish = |ci: usize, ch: &mut [f32]| ch.iter_mut().for_each(|v| *v += ci as f32);
         let mut want = vec![f32::NAN; g.rows() * bl];
         im2col_by_table(&x, b, &g, &table(&g, None), &mut want);
-        let want_big = col2im_by_table(&cols, b, &g, &table(&g, Some(b)), finish);
+        let n = b * g.big_len();
+        let want_big = fresh(n, |d| {
+            col2im_by_table(&cols, b, &g, &table(&g, Some(b)), finish, d)
+        })
+        .to_vec();
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for plain in [false, true] {
             super::super::phases::PLAIN.set(plain);
@@ -1174,7 +1184,7 @@ mod tests {
                 bits(&want),
                 "im2col of {g:?}, b {b}, plain {plain}"
             );
-            let got_big = col2im_by_phases(&cols, b, &g, &ph, finish);
+            let got_big = fresh(n, |d| col2im_by_phases(&cols, b, &g, &ph, finish, d));
             assert_eq!(
                 bits(&got_big),
                 bits(&want_big),

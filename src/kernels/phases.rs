@@ -269,29 +269,29 @@ impl Phases {
     }
 
     /// The images `[b, c, H, W]` from their phase planes (the inverse of [`Phases::split`]),
-    /// then `finish(channel, values)` on each channel of each image. Only where
-    /// [`Phases::permutes`].
-    pub(super) fn interleave(
+    /// then `finish(channel, values)` on each channel of each image, written into `dest` and
+    /// returned. Only where [`Phases::permutes`].
+    pub(super) fn interleave<'d>(
         &self,
         planes: &[f32],
         c: usize,
         finish: impl Fn(usize, &mut [f32]) + Sync + Send,
-    ) -> Vec<f32> {
+        dest: &'d mut [MaybeUninit<f32>],
+    ) -> &'d mut [f32] {
         let ([h, w], [gh, gw], s) = (self.big, self.grid, self.s);
         let (l, len) = (gh * gw, self.len);
         let b = len / l;
+        let n = b * c * h * w;
         assert!(
-            self.permutes() && planes.len() == c * s * s * len,
+            self.permutes() && planes.len() == c * s * s * len && dest.len() == n,
             "phases: wrong interleave"
         );
         // Every value is written once (by the vector code, or after a zero-fill by the
         // loop), so the output is not zero-filled first.
-        let n = b * c * h * w;
-        let mut out: Vec<f32> = Vec::with_capacity(n);
         if n == 0 {
-            return out;
+            return &mut [];
         }
-        each_chunk(&mut out.spare_capacity_mut()[..n], c * h * w, |i, img| {
+        each_chunk(dest, c * h * w, |i, img| {
             #[cfg(target_arch = "x86_64")]
             if vector() {
                 // SAFETY: as in `split`: the assert above gives the planes' size, `img` is
@@ -321,10 +321,10 @@ impl Phases {
                 finish(ci, ch);
             }
         });
-        // SAFETY: `each_chunk` passes each of the `b` images of `c·h·w` values once (`n` is
-        // `b·c·h·w`), and every value of each was written above.
-        unsafe { out.set_len(n) };
-        out
+        // SAFETY: `each_chunk` passes each of the `b` images of `c·h·w` values of `dest` once
+        // (`n` is `b·c·h·w`, asserted), every value of each was written above, and
+        // `MaybeUninit<f32>` has the layout of `f32`.
+        unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
 }
 

@@ -68,8 +68,8 @@ pub(super) fn planes_from_zero(
     planes_written(n, len, |p, plane| f(p, plane.zeros(len)))
 }
 
-/// [`chunks_written_into`] a new buffer of `n` values in planes of `len`, grouped into pieces as [`each_plane`] groups them:
-/// `f(p, fill)` writes plane `p`.
+/// [`chunks_written_into`] a new buffer of `n` values in planes of `len`, grouped into pieces
+/// as [`each_plane`] groups them: `f(p, fill)` writes plane `p`.
 pub(super) fn planes_written(
     n: usize,
     len: usize,
@@ -105,7 +105,9 @@ fn written(
     fresh(n, |dest| written_into(dest, size, planes, f))
 }
 
-/// [`written`] into `dest`.
+/// The values of `dest` in chunks of `size`, each written by `f(i, fill)` for chunk `i`, the
+/// chunks run as [`each_plane`] runs planes when `planes`, else as [`each_chunk`] runs
+/// them; returned written.
 fn written_into(
     dest: &mut [MaybeUninit<f32>],
     size: usize,
@@ -151,13 +153,15 @@ pub(super) fn fresh(n: usize, f: impl FnOnce(&mut [MaybeUninit<f32>]) -> &mut [f
     let at = dest.as_ptr().cast::<f32>();
     let done = f(dest);
     assert!(
-        std::ptr::eq(done.as_ptr(), at) && done.len() == n,
+        done.len() == n && (n == 0 || std::ptr::eq(done.as_ptr(), at)),
         "fresh: the values returned are not those of the buffer"
     );
-    // SAFETY: `done` is a `&mut [f32]` over exactly the `n` values `f` was given (asserted),
-    // borrowed from them: safe code cannot make one over uninitialised memory, and the
+    // SAFETY: where `n > 0`, `done` is a `&mut [f32]` over exactly the `n` values `f` was
+    // given (asserted). `f` can only return a slice borrowed from those or one that outlives
+    // the call (its lifetime is any caller's), and the latter cannot lie where the live
+    // buffer does; safe code cannot make a `&mut [f32]` over uninitialised memory, and the
     // functions that write into memory they are given return theirs only once every value
-    // is written.
+    // is written. A panic in `f` leaves `v` empty.
     unsafe { v.set_len(n) };
     v
 }
@@ -187,14 +191,16 @@ pub(super) fn written_by_parts<R: Send>(
             let (at, len) = (place.as_ptr().cast::<f32>(), place.len());
             let (done, r) = f(i, place);
             assert!(
-                std::ptr::eq(done.as_ptr(), at) && done.len() == len,
+                done.len() == len && (len == 0 || std::ptr::eq(done.as_ptr(), at)),
                 "written_by_parts: part {i} returned values not of its place"
             );
             r
         })
         .collect();
     // SAFETY: the places cover the first `n` values (their lengths sum to `n`), and each
-    // part returned a `&mut [f32]` over exactly its place (asserted) as `fresh` takes one.
+    // part returned a `&mut [f32]` over exactly its place (asserted), which is proof that
+    // its values were written, as in `fresh`. rayon waits for every part, so a panic in one
+    // reaches here only after all of them stopped, and leaves `v` empty.
     unsafe { v.set_len(n) };
     (v, results)
 }
@@ -366,6 +372,36 @@ mod tests {
         f: impl Fn(usize, &mut Fill<'_>) + Sync + Send,
     ) -> Vec<f32> {
         fresh(n, |dest| chunks_written_into(dest, size, f))
+    }
+
+    /// Parts (one of them empty) written in parallel land one after the other, their own
+    /// results in order; a part that returns fewer values than its place is refused.
+    #[test]
+    fn parts_are_written_in_their_places_and_a_short_one_is_refused() {
+        let lens = [7, 0, 12, 5];
+        /// Part `i`: its values' indices in the buffer, and `10·i`.
+        fn write(i: usize, place: &mut [MaybeUninit<f32>]) -> (&mut [f32], usize) {
+            let at = [0, 7, 7, 19][i];
+            let done = chunks_written_into(place, 1, |j, fill| {
+                fill.extend(std::iter::once((at + j) as f32))
+            });
+            (done, i * 10)
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool of three");
+        let (v, results) = pool.install(|| written_by_parts(&lens, write));
+        assert_eq!(v, (0..24).map(|v| v as f32).collect::<Vec<_>>());
+        assert_eq!(results, [0, 10, 20, 30]);
+        let short = std::panic::catch_unwind(|| {
+            written_by_parts(&lens, |i, place| {
+                let (done, r) = write(i, place);
+                let k = done.len().saturating_sub(usize::from(i == 2));
+                (&mut done[..k], r)
+            })
+        });
+        assert!(short.is_err(), "a part one value short was taken");
     }
 
     /// Written into a part of a larger buffer, the values land in their place and nothing

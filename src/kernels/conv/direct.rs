@@ -121,7 +121,7 @@ impl WithSimd for WeightGrad<'_> {
 /// The gradient `[b, c, h, w]` of the input, for the weight `w` (`[1, c, kh, kw]`) and the
 /// output's gradient `g` (`[b, 1, gh, gw]`, already through the ReLU's mask): each input value
 /// sums, from zero and in order of the kernel offsets, the weight times the gradient of each
-/// output it reached.
+/// output it reached. Written into `dest` and returned.
 pub(super) fn input_grad<'d>(
     w: &[f32],
     g: &[f32],

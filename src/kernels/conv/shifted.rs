@@ -153,7 +153,7 @@ pub(super) fn weight_grad(gp: &[f32], xp: &[f32], o: usize, c: usize, lay: &Layo
 }
 
 /// The input gradient `[b, c, h, w]`: on the padded grid `Σ_kk W_kkᵀ · G` shifted back by the
-/// offset, then the inside of each padded plane.
+/// offset, then the inside of each padded plane, written into `dest` and returned.
 pub(super) fn input_grad<'d>(
     (gp, w): (&[f32], &[f32]),
     (o, c): (usize, usize),
