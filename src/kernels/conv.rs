@@ -364,9 +364,8 @@ fn to_batch_major_into<'d>(
         })
     });
     // SAFETY: `each_chunk` passes each of the `b` chunks of `c·l` values of `dest` once, and
-    // the loop above writes all `c·l` values of its chunk (`n = b·c·l`, asserted);
-    // `MaybeUninit<f32>` has the layout of `f32`.
-    unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    // the loop above writes all `c·l` values of its chunk (`n = b·c·l`, asserted).
+    unsafe { dest.assume_init_mut() }
 }
 
 /// One image of [`to_batch_major_into`]: its `c` channels of `l` values from `xt`, each from

@@ -297,18 +297,16 @@ impl Phases {
                 // SAFETY: as in `split`: the assert above gives the planes' size, `img` is
                 // one image of `c·h·w`, and `permutes` and `new` the geometry.
                 unsafe { avx512::interleave_image(planes, i, self.big, self.grid, b, img) };
-                // SAFETY: `interleave_image` wrote every value of `img`, and
-                // `MaybeUninit<f32>` has the layout of `f32`.
-                let img = unsafe { &mut *(img as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                // SAFETY: `interleave_image` wrote every value of `img`.
+                let img = unsafe { img.assume_init_mut() };
                 for (ci, ch) in img.chunks_exact_mut(h * w).enumerate() {
                     finish(ci, ch);
                 }
                 return;
             }
             img.fill(MaybeUninit::new(0.0));
-            // SAFETY: every value of `img` was written just above, and `MaybeUninit<f32>` has
-            // the layout of `f32`.
-            let img = unsafe { &mut *(img as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            // SAFETY: every value of `img` was written just above.
+            let img = unsafe { img.assume_init_mut() };
             for (ci, ch) in img.chunks_exact_mut(h * w).enumerate() {
                 let planes = &planes[ci * s * s * len..][..s * s * len];
                 for (iy, row) in ch.chunks_exact_mut(w).enumerate() {
@@ -322,9 +320,8 @@ impl Phases {
             }
         });
         // SAFETY: `each_chunk` passes each of the `b` images of `c·h·w` values of `dest` once
-        // (`n` is `b·c·h·w`, asserted), every value of each was written above, and
-        // `MaybeUninit<f32>` has the layout of `f32`.
-        unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        // (`n` is `b·c·h·w`, asserted), and every value of each was written above.
+        unsafe { dest.assume_init_mut() }
     }
 }
 

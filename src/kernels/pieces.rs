@@ -136,9 +136,8 @@ fn written_into(
     // SAFETY: `each_chunk` and `each_plane` pass each `size`-long chunk of `dest` once (its
     // length is a whole number of chunks, asserted), so the chunks cover it; `write` returns
     // only once its `Fill` has written every value of the chunk it was given (asserted
-    // against that chunk's length; a `Fill` counts only the values it wrote); and
-    // `MaybeUninit<f32>` has the layout of `f32`.
-    unsafe { &mut *(dest as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    // against that chunk's length; a `Fill` counts only the values it wrote).
+    unsafe { dest.assume_init_mut() }
 }
 
 /// A new buffer of `n` values, written by `f`, which returns them: through a function that
@@ -240,9 +239,8 @@ impl Fill<'_> {
         let zeros = &mut self.buf[self.at..][..k];
         zeros.fill(MaybeUninit::new(0.0));
         self.at += k;
-        // SAFETY: every value of `zeros` was written just above, and `MaybeUninit<f32>` has
-        // the layout of `f32`.
-        unsafe { &mut *(zeros as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        // SAFETY: every value of `zeros` was written just above.
+        unsafe { zeros.assume_init_mut() }
     }
 
     /// Appends a copy of `src`.
