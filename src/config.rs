@@ -152,9 +152,20 @@ impl TrainConfig {
         }
     }
 
+    /// The shards a batch of `batch` images trains in on the CPU unless told: 2; for a model
+    /// with batch norm, whose shards wait for each other at every batch norm anyway, one per
+    /// [`crate::kernels::PART_IMAGES`] images (its convolutions then run parts of that size on
+    /// one thread each, as in a batch trained whole).
+    pub fn default_shards(model: &ModelConfig, batch: usize) -> usize {
+        match model.has_batch_norm() {
+            true => batch.div_ceil(crate::kernels::PART_IMAGES).max(1),
+            false => 2,
+        }
+    }
+
     /// The defaults for any model: 10 epochs of batch 64, Adam lr 1e-3 without weight decay,
-    /// MSE (BCE for a variational model), no schedule, seed 42, 10% validation. A model with
-    /// batch norm trains each batch whole (one shard).
+    /// MSE (BCE for a variational model), no schedule, seed 42, 10% validation, the shards of
+    /// [`Self::default_shards`].
     pub fn for_model(model: ModelConfig) -> Self {
         TrainConfig {
             dataset: "mnist".into(),
@@ -174,7 +185,7 @@ impl TrainConfig {
             valid_fraction: 0.1,
             limit_train: None,
             beta: 1.0,
-            shards: if model.needs_whole_batches() { 1 } else { 2 },
+            shards: Self::default_shards(&model, 64),
             data_dir: None,
             early_stop: None,
             keep: Keep::Last,
@@ -338,15 +349,6 @@ impl TrainConfig {
                     format!("{min_lr} is above the lr {}", self.lr),
                 ));
             }
-        }
-        if self.shards > 1 && self.model.needs_whole_batches() {
-            return Err(Error::config(
-                "shards",
-                format!(
-                    "{}: this model has batch norm, which must see each batch whole; use --shards 1",
-                    self.shards
-                ),
-            ));
         }
         if self.loss == Loss::Bce && self.model.activation() == Activation::Tanh {
             return Err(Error::config(

@@ -46,7 +46,12 @@ mod dropout;
 mod flex;
 mod flex_loss;
 mod gather;
-pub use chain::{chain_pass, Link, ShardPass};
+pub use chain::{chain_pass, chain_shards, Link, ShardPass, ShardRun};
+
+/// The images of a part of a batch that the convolutions run on one thread when a batch is
+/// trained whole, and of a shard of a model with batch norm by default: their buffers stay a
+/// few megabytes (BENCHMARKS.md).
+pub const PART_IMAGES: usize = 16;
 pub(crate) use flex_loss::exp_fast;
 
 use std::cell::Cell;
@@ -774,6 +779,7 @@ impl StepDraws {
 }
 
 /// The step's seeds and this thread's place in the batch, for [`dropout`].
+#[derive(Clone)]
 struct StepPlace {
     draws: StepDraws,
     first_row: usize,
@@ -806,6 +812,27 @@ pub fn with_step_draws<R>(draws: StepDraws, first_row: usize, f: impl FnOnce() -
         })
     });
     let _restore = Restore(before);
+    f()
+}
+
+/// This thread's place in a training step ([`with_step_draws`]), for a pass that runs in
+/// phases, each perhaps on another thread ([`in_step_place`]).
+fn step_place() -> Option<StepPlace> {
+    STEP_DRAWS.with_borrow(Clone::clone)
+}
+
+/// Runs `f` (a phase of a pass) in the step's place `place` from [`step_place`], which then
+/// holds what `f`'s dropout calls took from it.
+fn in_step_place<R>(place: &mut Option<StepPlace>, f: impl FnOnce() -> R) -> R {
+    /// Swaps the thread's place and `place` back, when `f` returns or unwinds.
+    struct Swap<'a>(&'a mut Option<StepPlace>);
+    impl Drop for Swap<'_> {
+        fn drop(&mut self) {
+            STEP_DRAWS.with_borrow_mut(|s| std::mem::swap(s, self.0));
+        }
+    }
+    STEP_DRAWS.with_borrow_mut(|s| std::mem::swap(s, place));
+    let _swap = Swap(place);
     f()
 }
 

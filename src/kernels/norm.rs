@@ -97,6 +97,66 @@ pub(super) struct NormSaved {
     y: Option<FlexTensor>,
 }
 
+/// A batch norm's statistics over some of a batch's images (a shard of it, or all of it):
+/// for each channel the mean of its `count` values and the sum of their squared deviations
+/// from that mean.
+#[derive(Debug, Clone)]
+pub(super) struct ShardStats {
+    images: usize,
+    count: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+/// The statistics of `x` (`[b, c, …]`) for each channel, two passes over its values.
+pub(super) fn shard_stats(x: &FlexTensor) -> ShardStats {
+    let lay = Layout::of(x.layout().shape());
+    let xs = values(x);
+    let sums = lay.per_channel(|ch| {
+        Arch::new().dispatch(ChannelStats {
+            xs: &xs,
+            lay,
+            ch,
+            n: lay.n().max(1) as f64,
+        })
+    });
+    ShardStats {
+        images: lay.b,
+        count: lay.n(),
+        mean: sums.iter().map(|&(m, _)| m).collect(),
+        m2: sums.iter().map(|&(_, s)| s).collect(),
+    }
+}
+
+impl ShardStats {
+    /// The images they are over.
+    pub(super) fn images(&self) -> usize {
+        self.images
+    }
+}
+
+/// The batch's mean and biased variance of each channel from the statistics of its shards,
+/// combined in shard order by Chan, Golub and LeVeque's pairwise rule (a shard's mean moves
+/// the batch's by its share, its squared deviations add those of its mean's distance); the
+/// batch's own from one shard.
+pub(super) fn batch_stats(shards: &[ShardStats]) -> (Vec<f64>, Vec<f64>) {
+    let (first, rest) = shards.split_first().expect("a batch has a shard");
+    let (mut count, mut mean, mut m2) = (first.count as f64, first.mean.clone(), first.m2.clone());
+    for s in rest {
+        let (na, nb) = (count, s.count as f64);
+        let n = na + nb;
+        for ch in 0..mean.len() {
+            let delta = s.mean[ch] - mean[ch];
+            mean[ch] += delta * nb / n;
+            m2[ch] += s.m2[ch] + delta * delta * na * nb / n;
+        }
+        count = n;
+    }
+    let n = count.max(1.0);
+    let var = m2.iter().map(|&s| s / n).collect();
+    (mean, var)
+}
+
 /// The forward pass: `(x − mean)·γ/√(var + ε) + β` per channel (then ReLU when `relu`), with
 /// the batch's mean and biased variance, which it returns as `[c]` tensors too.
 pub(super) fn forward(
@@ -106,29 +166,30 @@ pub(super) fn forward(
     epsilon: f64,
     relu: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor, NormSaved) {
+    let stats = batch_stats(&[shard_stats(x)]);
+    normalise(x, (gamma, beta), epsilon, relu, stats)
+}
+
+/// [`forward`] with the batch's mean and biased variance of each channel given (those of the
+/// whole batch, for a shard of it).
+pub(super) fn normalise(
+    x: &FlexTensor,
+    (gamma, beta): (&FlexTensor, &FlexTensor),
+    epsilon: f64,
+    relu: bool,
+    (mean, var): (Vec<f64>, Vec<f64>),
+) -> (FlexTensor, FlexTensor, FlexTensor, NormSaved) {
     let shape = x.layout().shape().clone();
     let lay = Layout::of(&shape);
     let xs = values(x);
-    let n = lay.n().max(1) as f64;
-    let stats = lay.per_channel(|ch| {
-        Arch::new().dispatch(ChannelStats {
-            xs: &xs,
-            lay,
-            ch,
-            n,
-        })
-    });
     let (g, bt) = (values(gamma), values(beta));
     // y = x·a + d with a = γ/√(var + ε), d = β − mean·a.
-    let inv_std: Vec<f64> = stats
-        .iter()
-        .map(|&(_, v)| 1.0 / (v + epsilon).sqrt())
-        .collect();
+    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v + epsilon).sqrt()).collect();
     let a: Vec<f32> = (0..lay.c)
         .map(|ch| (g[ch] as f64 * inv_std[ch]) as f32)
         .collect();
     let d: Vec<f32> = (0..lay.c)
-        .map(|ch| (bt[ch] as f64 - stats[ch].0 * g[ch] as f64 * inv_std[ch]) as f32)
+        .map(|ch| (bt[ch] as f64 - mean[ch] * g[ch] as f64 * inv_std[ch]) as f32)
         .collect();
     let y = lay.planes(|p, ch, plane| {
         Arch::new().dispatch(Normalise {
@@ -141,8 +202,8 @@ pub(super) fn forward(
     });
     let y = tensor(y, shape);
     let c = Shape::new([lay.c]);
-    let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
-    let var = stats.iter().map(|&(_, v)| v as f32).collect();
+    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let var = var.iter().map(|&v| v as f32).collect();
     let saved = NormSaved {
         x: x.clone(),
         gamma: g.to_vec(),
@@ -157,12 +218,26 @@ pub(super) fn forward(
 /// normalised input and sums over each channel, `∂β = Σ g`, `∂γ = Σ g·x̂`, and
 /// `∂x = γ/√(var + ε) · (g − ∂β/n − x̂·∂γ/n)` (`g` masked by the ReLU first).
 pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let shape = st.x.layout().shape().clone();
-    let lay = Layout::of(&shape);
+    let sums = grad_sums(g, st);
+    let dx = input_grad(g, st, &sums, st.count());
+    let (dgamma, dbeta) = param_grads(&sums);
+    (dx, dgamma, dbeta)
+}
+
+impl NormSaved {
+    /// The values of each channel in the input.
+    pub(super) fn count(&self) -> usize {
+        Layout::of(self.x.layout().shape()).n()
+    }
+}
+
+/// The sums over each channel of [`backward`]'s `g` (masked by the ReLU) and of its products
+/// with the normalised input: `(∂β, ∂γ)` of these images.
+pub(super) fn grad_sums(g: &FlexTensor, st: &NormSaved) -> Vec<(f64, f64)> {
+    let lay = Layout::of(st.x.layout().shape());
     let (xs, gs) = (values(&st.x), values(g));
     let ys = st.y.as_ref().map(values);
-    let n = lay.n().max(1) as f64;
-    let sums = lay.per_channel(|ch| {
+    lay.per_channel(|ch| {
         Arch::new().dispatch(GradSums {
             xs: &xs,
             gs: &gs,
@@ -172,7 +247,30 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
             mean: st.mean[ch],
             inv_std: st.inv_std[ch],
         })
-    });
+    })
+}
+
+/// `γ`'s and `β`'s gradients from [`grad_sums`].
+pub(super) fn param_grads(sums: &[(f64, f64)]) -> (FlexTensor, FlexTensor) {
+    let c = Shape::new([sums.len()]);
+    let dgamma = sums.iter().map(|&(_, v)| v as f32).collect();
+    let dbeta = sums.iter().map(|&(v, _)| v as f32).collect();
+    (tensor(dgamma, c.clone()), tensor(dbeta, c))
+}
+
+/// The input's gradient of [`backward`], from the sums of [`grad_sums`] over the `count`
+/// values of each channel in the batch (of the whole batch, for a shard of it).
+pub(super) fn input_grad(
+    g: &FlexTensor,
+    st: &NormSaved,
+    sums: &[(f64, f64)],
+    count: usize,
+) -> FlexTensor {
+    let shape = st.x.layout().shape().clone();
+    let lay = Layout::of(&shape);
+    let (xs, gs) = (values(&st.x), values(g));
+    let ys = st.y.as_ref().map(values);
+    let n = count.max(1) as f64;
     let dx = lay.planes(|p, ch, plane| {
         let at = p * lay.s;
         Arch::new().dispatch(InputGrad {
@@ -187,14 +285,7 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
             plane,
         })
     });
-    let c = Shape::new([lay.c]);
-    let dgamma = sums.iter().map(|&(_, v)| v as f32).collect();
-    let dbeta = sums.iter().map(|&(v, _)| v as f32).collect();
-    (
-        tensor(dx, shape),
-        tensor(dgamma, c.clone()),
-        tensor(dbeta, c),
-    )
+    tensor(dx, shape)
 }
 
 // The passes below are `WithSimd` operations rather than closures: dispatched by pulp, their
@@ -203,7 +294,8 @@ pub(super) fn backward(g: &FlexTensor, st: &NormSaved) -> (FlexTensor, FlexTenso
 // channel go to lane `k % LANES` for value `k` of each plane, and products and sums stay
 // separate operations (no fused multiply-add), so the results have the same bits.
 
-/// The mean and biased variance of channel `ch` of `xs`, from `n` values.
+/// The mean of channel `ch` of `xs`, from `n` values, and the sum of their squared
+/// deviations from it.
 struct ChannelStats<'a> {
     xs: &'a [f32],
     lay: Layout,
@@ -226,7 +318,7 @@ impl WithSimd for ChannelStats<'_> {
         for plane in lay.channel(xs, ch) {
             add_lanes(&mut acc, plane, |v| (v as f64 - mean) * (v as f64 - mean));
         }
-        (mean, total(acc) / n)
+        (mean, total(acc))
     }
 }
 

@@ -796,6 +796,50 @@ fn fused_max_pool_and_upsampling_are_burns_to_the_bit() {
     }
 }
 
+#[test]
+fn shards_statistics_combine_into_the_batchs() {
+    // 11 images of 3 channels with far-apart means, in uneven shards: the combined mean and
+    // biased variance are the whole batch's, up to rounding, and a lone shard's are its own.
+    let (b, c, s) = (11, 3, 20);
+    let v: Vec<f32> = (0..b * c * s)
+        .map(|i| {
+            let ch = (i / s) % c;
+            (ch as f32 * 1000.0) + ((i * 7919) % 101) as f32 / 10.0
+        })
+        .collect();
+    let part = |from: usize, to: usize| {
+        let t = super::flex::tensor(
+            v[from * c * s..to * c * s].to_vec(),
+            burn::tensor::Shape::new([to - from, c, 4, 5]),
+        );
+        super::norm::shard_stats(&t)
+    };
+    let whole = super::norm::batch_stats(&[part(0, b)]);
+    let (mean, var) = super::norm::batch_stats(&[part(0, 4), part(4, 5), part(5, b)]);
+    for ch in 0..c {
+        let xs: Vec<f64> = (0..b)
+            .flat_map(|i| &v[(i * c + ch) * s..][..s])
+            .map(|&x| x as f64)
+            .collect();
+        let m = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var_direct = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / xs.len() as f64;
+        assert!(var_direct > 1.0, "channel {ch}: values that vary");
+        for (what, (got_m, got_v)) in [
+            ("whole", (whole.0[ch], whole.1[ch])),
+            ("shards", (mean[ch], var[ch])),
+        ] {
+            assert!(
+                (got_m - m).abs() <= 1e-12 * m.abs().max(1.0),
+                "{what} {ch}: mean {got_m} vs {m}"
+            );
+            assert!(
+                (got_v - var_direct).abs() <= 1e-10 * var_direct,
+                "{what} {ch}: var {got_v} vs {var_direct}"
+            );
+        }
+    }
+}
+
 /// Batch norm layers `(ours, burn's)` with the same random `γ` and `β` over `c` channels.
 fn norm_pair(c: usize, device: &Device) -> (burn::nn::BatchNorm, burn::nn::BatchNorm) {
     let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), device);

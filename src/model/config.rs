@@ -213,9 +213,9 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Whether training must run the whole batch as one: batch norm's statistics are over the
-    /// batch. (Dropout's choices on the CPU are the whole batch's in each shard.)
-    pub fn needs_whole_batches(&self) -> bool {
+    /// Whether the model has batch norm, whose statistics are the batch's: shards of a batch
+    /// take them together on the CPU's kernels, and off them the batch trains whole.
+    pub fn has_batch_norm(&self) -> bool {
         self.has_layer(|l| matches!(l, spec::Layer::BatchNorm))
     }
 

@@ -24,13 +24,14 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// The block, without a trailing newline; `threads` is the size of the pool the run was
-/// started in (training may run in a smaller one: the current pool).
+/// started in (training may run in a smaller one: the current pool); `chained`: whether the
+/// model's layers all run as fused operations (`Autoencoder::chain`).
 pub fn describe(
     config: &TrainConfig,
     dir: &Path,
     done: usize,
     data: &Dataset,
-    device: &Device,
+    (device, chained): (&Device, bool),
     threads: usize,
 ) -> Result<String> {
     let m = &config.model;
@@ -116,6 +117,11 @@ pub fn describe(
                 // Off the CPU's kernels dropout needs each batch whole (`train::step`).
                 _ if m.has_dropout() && !crate::kernels::fused_here(device) => {
                     "each batch whole (dropout off the CPU)".to_string()
+                }
+                // Batch norm's shards share the batch's statistics through the fused layers
+                // only (`train::step`).
+                _ if m.has_batch_norm() && !(chained && crate::kernels::fused_here(device)) => {
+                    "each batch whole (batch norm outside the CPU's fused layers)".to_string()
                 }
                 // `train` chose a pool of one worker per shard.
                 s if rayon::current_num_threads() < threads => format!(

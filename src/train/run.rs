@@ -292,7 +292,14 @@ fn train_locked(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     if !opts.quiet {
         crate::errln!(
             "{}",
-            super::announce::describe(config, dir, start_epoch, &data, &device, threads)?
+            super::announce::describe(
+                config,
+                dir,
+                start_epoch,
+                &data,
+                (&device, model.chain().is_some()),
+                threads
+            )?
         );
     }
 

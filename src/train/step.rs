@@ -113,6 +113,7 @@ fn shard_loss(
 /// weighted by `weight` (a shard's share of the batch) when given: the numbers of
 /// [`shard_loss`] and its backward pass. `None` where a layer does not run fused for these
 /// images.
+#[cfg(test)]
 fn chain_shard<'a>(
     links: &[crate::kernels::Link<'a>],
     config: &TrainConfig,
@@ -132,9 +133,10 @@ fn chain_shard<'a>(
     )
 }
 
-/// The shards' losses and gradients from [`chain_shard`], each shard on its own thread as
-/// in the graph's step (a batch trained whole on the calling thread); `None` where the
-/// model's layers do not all run fused.
+/// The shards' losses and gradients as [`chain_shard`] gives them, each shard on its own
+/// thread as in the graph's step (a batch trained whole on the calling thread), their batch
+/// norms normalising with the whole batch's statistics ([`crate::kernels::chain_shards`]);
+/// `None` where the model's layers do not all run fused.
 fn chain_shards(
     model: &Autoencoder,
     config: &TrainConfig,
@@ -143,25 +145,26 @@ fn chain_shards(
     draws: crate::kernels::StepDraws,
 ) -> Option<Vec<(f32, GradientsParams)>> {
     let links = model.chain()?;
-    let shard = |r: &Range<usize>| {
+    let kind = fused_kind(config.loss, config.model.activation());
+    let sharded = ranges.len() > 1;
+    let start = |i: usize| {
+        let r = &ranges[i];
         let (x, target) = inputs(r.clone());
-        let w = (ranges.len() > 1).then(|| r.len() as f64 / n as f64);
+        let scale = 1.0 / target.shape().num_elements() as f64;
+        let w = sharded.then(|| (r.len() as f64 / n as f64) as f32);
         crate::kernels::with_step_draws(draws, r.start, || {
-            chain_shard(&links, config, x, target, w)
+            crate::kernels::ShardRun::new(
+                &links,
+                (x, target),
+                (kind, scale as f32, w),
+                sharded.then_some(i == 0),
+            )
         })
     };
-    let passes: Option<Vec<_>> = if let [r] = ranges {
-        shard(r).map(|one| vec![one])
-    } else {
-        crate::kernels::tasks(ranges.len(), |i| {
-            crate::kernels::as_task(|| shard(&ranges[i]))
-        })
-        .into_iter()
-        .collect()
-    };
-    // Every shard ran fused: their batch norms' running statistics move on, in shard order.
+    let passes = crate::kernels::chain_shards(ranges.len(), start)?;
+    // Every shard ran fused: the batch norms' running statistics move on.
     Some(
-        passes?
+        passes
             .into_iter()
             .map(crate::kernels::ShardPass::finish)
             .collect(),
@@ -452,6 +455,11 @@ fn step_on(
             return (model, StepLoss::Read(v));
         }
     }
+    // Batch norms normalise shards with the batch's statistics only through the chain.
+    let ranges = match config.model.has_batch_norm() {
+        true => shard_ranges(n, 1),
+        false => ranges,
+    };
     let model = model.map(&mut Track {
         on: true,
         was_tracked: false,
@@ -893,6 +901,56 @@ mod tests {
             let config = TrainConfig::for_model(mc.clone());
             same_as_the_graph(&mc, &config, 20, None, |_| {});
             same_as_the_graph(&mc, &config, 13, Some(13.0 / 32.0), |_| {});
+        }
+    }
+
+    #[test]
+    fn shards_of_a_batch_normalise_with_the_batchs_statistics() {
+        // 10 images in 3 uneven shards: the step moves the running statistics once, by the
+        // whole batch's mean and variance (a shard's own would give another variance, and a
+        // move per shard other means), and gives the whole batch's loss, up to rounding.
+        let _rng = crate::rng_lock();
+        let device = Device::flex().autodiff();
+        let mc = custom(
+            "conv(4,3,s2,p1) bn relu flatten linear(8) bn",
+            "linear(784) reshape(1,28,28)",
+        );
+        let x = sparse_images(10, 5, &device);
+        let mut runs = Vec::new();
+        for shards in [1, 3] {
+            let mut config = TrainConfig::for_model(mc.clone());
+            config.shards = shards;
+            device.seed(3);
+            let model = crate::train::params::initial(&mc, 3, &device).unwrap();
+            let before = running_stats(&model);
+            let at = StepAt {
+                epoch: 0,
+                batch: 0,
+                lr: 1e-3,
+            };
+            let (model, loss) = step(
+                model,
+                &mut Adam::new(1e-3, 0.0),
+                &config,
+                x.clone(),
+                x.clone(),
+                at,
+                &device,
+            );
+            let after = running_stats(&model);
+            assert_eq!(after.len(), 4);
+            assert!(after.iter().zip(&before).all(|(a, b)| a != b), "moved");
+            runs.push((after, loss.value()));
+        }
+        let ((whole, l1), (sharded, l3)) = (&runs[0], &runs[1]);
+        assert!((l1 - l3).abs() < 1e-6 * l1, "loss {l3} vs {l1}");
+        for (i, (a, b)) in whole.iter().zip(sharded).enumerate() {
+            for (a, b) in a.iter().zip(b) {
+                assert!(
+                    (a - b).abs() < 1e-5 * a.abs().max(1e-2),
+                    "statistics {i}: {b} vs {a}"
+                );
+            }
         }
     }
 

@@ -741,30 +741,46 @@ fn a_step_on_images_is_the_step_on_their_tensors() {
 
 /// A step with the batch cut into shards (trained in parallel, gradients combined) moves the
 /// weights as the whole-batch step does, up to float rounding, for a plain and a variational
-/// preset, on real MNIST images; and both differ clearly from no step at all. Plain SGD, not
-/// Adam: Adam's first step is blind to the gradients' scale, SGD's is not.
+/// preset and a model with batch norms (whose shards normalise with the batch's statistics),
+/// on real MNIST images; and both differ clearly from no step at all. Plain SGD, not Adam:
+/// Adam's first step is blind to the gradients' scale, SGD's is not.
 #[test]
 fn sharded_step_matches_the_whole_batch_step() {
     use burn::optim::SgdConfig;
     use burn::prelude::*;
     use mnist_ae::config::TrainConfig;
-    use mnist_ae::model::Preset;
+    use mnist_ae::model::arch::{Init, ModelSpec};
+    use mnist_ae::model::{Activation, ModelConfig, Preset};
     use mnist_ae::train::step::{step, StepAt};
 
     let data = small_mnist();
     let device = Device::flex().autodiff();
-    for (preset, batch) in [(Preset::Conv64, 32), (Preset::Vae, 33)] {
+    let normed = ModelSpec::parse(
+        "conv(8,3,s1,p1) bn relu maxpool(2) conv(8,3,s2,p1) bn flatten linear(16) bn relu \
+         linear(8)",
+        "linear(392) relu reshape(8,7,7) convt(4,4,s2,p1) bn relu convt(1,4,s2,p1)",
+        Activation::Sigmoid,
+        false,
+        Init::Pytorch,
+    )
+    .and_then(ModelConfig::custom)
+    .unwrap();
+    for (model, batch) in [
+        (ModelConfig::preset(Preset::Conv64), 32),
+        (ModelConfig::preset(Preset::Vae), 33),
+        (normed, 32),
+    ] {
+        let (preset, scale) = (model.description(), model.activation().scale());
         let idx: Vec<usize> = (0..batch).collect();
         let mut after = Vec::new();
         for shards in [1, 2, 3] {
-            let mut config = TrainConfig::for_preset(preset);
+            let mut config = TrainConfig::for_model(model.clone());
             config.shards = shards;
             let _seeded = crate::common::seed_lock();
             device.seed(7);
             let model = config.model.init(&device).unwrap();
-            let before =
-                model.forward(data.train.batch(&idx, preset.activation().scale(), &device));
-            let x = data.train.batch(&idx, preset.activation().scale(), &device);
+            let before = model.forward(data.train.batch(&idx, scale, &device));
+            let x = data.train.batch(&idx, scale, &device);
             let at = StepAt {
                 epoch: 0,
                 batch: 0,

@@ -101,10 +101,11 @@ pub struct TrainFlags {
     /// Which weights eval, the analyses and the report use; both are saved.
     #[arg(long, value_enum, default_value = "last")]
     keep: KeepArg,
-    /// Cut each batch into N shards trained in parallel, gradients combined (the same step up
-    /// to float rounding, and the same result whatever --threads is; 1 = off) [default: 2 on
-    /// the CPU; 1 on a GPU, and for a model with batch norm, which must see each batch whole;
-    /// dropout shards on the CPU only].
+    /// Cut each batch into N shards trained in parallel, gradients combined, batch norms
+    /// normalising with the whole batch's statistics (the same step up to float rounding, and
+    /// the same result whatever --threads is; 1 = off) [default on the CPU: 2, and for a
+    /// model with batch norm one per 16 images of a batch; 1 on a GPU; batch norm and dropout
+    /// shard on the CPU only].
     #[arg(long)]
     shards: Option<usize>,
     /// Use only the first N training images (quick runs).
@@ -173,7 +174,7 @@ pub fn config_from_flags(model: ModelConfig, a: &TrainFlags) -> Result<TrainConf
         Some(s) => c.shards = s,
         // A GPU runs a whole batch at once: shards would only queue its kernels twice.
         None if a.device != DeviceArg::Cpu => c.shards = 1,
-        None => {}
+        None => c.shards = TrainConfig::default_shards(&c.model, c.batch_size),
     }
     c.scheduler = match a.scheduler {
         SchedulerArg::None => Scheduler::None,
