@@ -155,11 +155,22 @@ impl TrainConfig {
     /// The shards a batch of `batch` images trains in on the CPU unless told: 2; for a model
     /// with batch norm, whose shards wait for each other at every batch norm anyway, one per
     /// [`crate::kernels::PART_IMAGES`] images (its convolutions then run parts of that size on
-    /// one thread each, as in a batch trained whole).
+    /// one thread each, as in a batch trained whole), or 1 where its layers do not all train
+    /// through the fused operations, which alone share a batch's statistics between shards.
     pub fn default_shards(model: &ModelConfig, batch: usize) -> usize {
-        match model.has_batch_norm() {
-            true => batch.div_ceil(crate::kernels::PART_IMAGES).max(1),
-            false => 2,
+        match (model.has_batch_norm(), model.trains_fused()) {
+            (true, true) => batch.div_ceil(crate::kernels::PART_IMAGES).max(1),
+            (true, false) => 1,
+            (false, _) => 2,
+        }
+    }
+
+    /// The shards a batch is trained in on the CPU: [`Self::shards`], or 1 for a model with
+    /// batch norm whose layers do not all train through the fused operations.
+    pub fn cpu_shards(&self) -> usize {
+        match self.model.has_batch_norm() && !self.model.trains_fused() {
+            true => 1,
+            false => self.shards,
         }
     }
 

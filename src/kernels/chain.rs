@@ -234,8 +234,9 @@ pub fn chain_pass<'a>(
 /// sums are at each batch norm on its way back), and every shard goes on with those. The
 /// batch's gradient is then the sum of the shards' (with their losses weighted by their
 /// shares of the batch) up to float rounding, as for a chain without batch norm; the first
-/// shard's pass carries the batch's statistics for the running ones. `None` where one of
-/// the layers does not run as a fused operation.
+/// shard's pass carries the batch's statistics for the running ones. One shard (`k` = 1)
+/// runs on the calling thread, and its pass must be the whole batch's (`shard` `None` in
+/// [`ShardRun::new`]). `None` where one of the layers does not run as a fused operation.
 pub fn chain_shards<'a: 'l, 'l>(
     k: usize,
     start: impl Fn(usize) -> ShardRun<'a, 'l> + Sync,
@@ -260,7 +261,13 @@ pub fn chain_shards<'a: 'l, 'l>(
         });
         let pauses: Vec<Pause> = pauses.into_iter().collect::<Option<_>>()?;
         answer = match &pauses[0] {
-            Pause::Done => break,
+            Pause::Done => {
+                assert!(
+                    pauses.iter().all(|p| matches!(p, Pause::Done)),
+                    "the shards end together"
+                );
+                break;
+            }
             Pause::Stats(_) => {
                 let stats: Vec<norm::ShardStats> = pauses
                     .into_iter()
@@ -338,8 +345,9 @@ pub struct ShardRun<'a: 'l, 'l> {
     shard: Option<bool>,
     /// The step's dropout seeds, and this pass's place among them.
     place: Option<super::StepPlace>,
-    /// The value going forward, then the target, then nothing.
+    /// The value going forward, until the loss takes it.
     h: Option<FlexTensor>,
+    /// The target, until the loss takes it.
     target: Option<FlexTensor>,
     /// The next link forward.
     at: usize,

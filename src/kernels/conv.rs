@@ -541,7 +541,7 @@ const PART: usize = super::PART_IMAGES;
 /// The parts `(first image, images)` a convolution cuts a batch of `b` into: one, the whole
 /// batch, inside a task (a shard of a batch has its thread); else parts of at most [`PART`]
 /// images, whose sizes differ by at most one, run in parallel, each on one thread as a
-/// shard's would: a batch trained whole (`--shards 1`) and evaluation's large
+/// shard's would: a batch trained whole and evaluation's large
 /// batches then use every core the way shards do, and their patch matrices stay a few
 /// megabytes. The cut depends on `b` only, never on the threads, so neither do the results.
 fn cut(b: usize) -> Vec<(usize, usize)> {

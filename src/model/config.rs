@@ -226,6 +226,35 @@ impl ModelConfig {
     }
 
     /// Whether any layer of the encoder or decoder is one `is` picks.
+    /// Whether a model built from this spec trains through the CPU's fused operations
+    /// (`Autoencoder::chain` gives its layers): not variational, and in each half only linear
+    /// layers, convolutions, transposed convolutions and batch norms (each followed or not by
+    /// a ReLU), dropout below 1, max pooling, upsampling, average pooling to one value per
+    /// channel, flattens and reshapes.
+    pub fn trains_fused(&self) -> bool {
+        let fused = |layers: &[spec::Layer]| {
+            let mut i = 0;
+            while i < layers.len() {
+                let with_relu = matches!(layers.get(i + 1), Some(spec::Layer::Relu));
+                i += match layers[i] {
+                    spec::Layer::Linear { .. }
+                    | spec::Layer::Conv { .. }
+                    | spec::Layer::ConvT { .. }
+                    | spec::Layer::BatchNorm => 1 + usize::from(with_relu),
+                    spec::Layer::Dropout { p } if p < 1.0 => 1,
+                    spec::Layer::AdaptiveAvgPool { h: 1, w: 1 }
+                    | spec::Layer::MaxPool { .. }
+                    | spec::Layer::Upsample { .. }
+                    | spec::Layer::Flatten
+                    | spec::Layer::Reshape { .. } => 1,
+                    _ => return false,
+                };
+            }
+            true
+        };
+        !self.is_variational() && fused(&self.spec.encoder) && fused(&self.spec.decoder)
+    }
+
     fn has_layer(&self, is: impl Fn(&spec::Layer) -> bool) -> bool {
         self.spec.encoder.iter().chain(&self.spec.decoder).any(is)
     }

@@ -24,14 +24,13 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// The block, without a trailing newline; `threads` is the size of the pool the run was
-/// started in (training may run in a smaller one: the current pool); `chained`: whether the
-/// model's layers all run as fused operations (`Autoencoder::chain`).
+/// started in (training may run in a smaller one: the current pool).
 pub fn describe(
     config: &TrainConfig,
     dir: &Path,
     done: usize,
     data: &Dataset,
-    (device, chained): (&Device, bool),
+    device: &Device,
     threads: usize,
 ) -> Result<String> {
     let m = &config.model;
@@ -120,7 +119,7 @@ pub fn describe(
                 }
                 // Batch norm's shards share the batch's statistics through the fused layers
                 // only (`train::step`).
-                _ if m.has_batch_norm() && !(chained && crate::kernels::fused_here(device)) => {
+                _ if m.has_batch_norm() && !(m.trains_fused() && crate::kernels::fused_here(device)) => {
                     "each batch whole (batch norm outside the CPU's fused layers)".to_string()
                 }
                 // `train` chose a pool of one worker per shard.

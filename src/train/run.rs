@@ -140,7 +140,7 @@ fn load_pair(
 pub fn train(opts: &TrainOptions) -> Result<TrainOutcome> {
     let threads = rayon::current_num_threads();
     let drive = |helpers| crate::kernels::drive(helpers, || train_here(opts, threads));
-    match opts.config.shards {
+    match opts.config.cpu_shards() {
         _ if !crate::kernels::fused_here(&opts.device) => drive(0),
         // A batch trained whole splits each operation's passes over the pool: every other
         // worker stands by for them.
@@ -292,14 +292,7 @@ fn train_locked(opts: &TrainOptions, threads: usize) -> Result<TrainOutcome> {
     if !opts.quiet {
         crate::errln!(
             "{}",
-            super::announce::describe(
-                config,
-                dir,
-                start_epoch,
-                &data,
-                (&device, model.chain().is_some()),
-                threads
-            )?
+            super::announce::describe(config, dir, start_epoch, &data, &device, threads)?
         );
     }
 

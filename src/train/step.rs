@@ -369,7 +369,9 @@ impl StepLoss {
 /// in shard order, is mathematically the whole batch's gradient. burn's CPU kernels use
 /// only part of two cores at these small sizes (see BENCHMARKS.md); shards fill them. The
 /// shard count, not the thread count, fixes the summation order, so results do not depend on
-/// the machine's cores.
+/// the machine's cores. Batch norms share the batch's statistics between shards only in a
+/// step through the fused operations ([`chain_shards`]); elsewhere a model with batch norm
+/// trains each batch whole.
 pub fn step(
     model: Autoencoder,
     optim: &mut dyn ShardOptimizer,
@@ -989,7 +991,10 @@ mod tests {
         let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
         let chain = |enc: &str, dec: &str| {
-            let m = custom(enc, dec).init(&device).unwrap();
+            let mc = custom(enc, dec);
+            let m = mc.init(&device).unwrap();
+            // The spec tells as the built model does.
+            assert_eq!(mc.trains_fused(), m.chain().is_some(), "{enc} | {dec}");
             m.chain().map(|links| {
                 links
                     .iter()
@@ -1043,5 +1048,35 @@ mod tests {
         }
         let vae = ModelConfig::preset(PRESETS[5]).init(&device).unwrap();
         assert!(vae.chain().is_none(), "a variational model");
+        for p in PRESETS {
+            let mc = ModelConfig::preset(p);
+            let built = mc.init(&device).unwrap();
+            assert_eq!(mc.trains_fused(), built.chain().is_some(), "{p:?}");
+        }
+        // The README's model, and batch norms and dropout where the chain takes them or not.
+        for (enc, dec) in [
+            (
+                "conv(16,3,s1,p1) bn relu maxpool(2) conv(32,3,s1,p1) bn relu maxpool(2) flatten \
+                 dropout(0.1) linear(16)",
+                "linear(1568) relu reshape(32,7,7) upsample(2) conv(16,3,s1,p1) relu \
+                 upsample(2) conv(1,3,s1,p1)",
+            ),
+            (
+                "bn flatten linear(8) bn relu",
+                "linear(784) reshape(1,28,28)",
+            ),
+            ("bn relu flatten linear(8)", "linear(784) reshape(1,28,28)"),
+            ("flatten linear(8) bn tanh", "linear(784) reshape(1,28,28)"),
+            (
+                "flatten linear(8) leaky_relu(0.1)",
+                "linear(784) reshape(1,28,28)",
+            ),
+            (
+                "adaptive_avgpool(2,2) flatten linear(8)",
+                "linear(784) reshape(1,28,28)",
+            ),
+        ] {
+            let _ = chain(enc, dec);
+        }
     }
 }

@@ -104,8 +104,8 @@ pub struct TrainFlags {
     /// Cut each batch into N shards trained in parallel, gradients combined, batch norms
     /// normalising with the whole batch's statistics (the same step up to float rounding, and
     /// the same result whatever --threads is; 1 = off) [default on the CPU: 2, and for a
-    /// model with batch norm one per 16 images of a batch; 1 on a GPU; batch norm and dropout
-    /// shard on the CPU only].
+    /// model with batch norm one per 16 images of a batch; 1 on a GPU; dropout shards on the
+    /// CPU only, batch norm on the CPU in models whose layers all run as its fused kernels].
     #[arg(long)]
     shards: Option<usize>,
     /// Use only the first N training images (quick runs).
