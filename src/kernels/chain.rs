@@ -219,11 +219,7 @@ pub fn chain_pass<'a>(
     scale: f32,
     weight: Option<f32>,
 ) -> Option<ShardPass<'a>> {
-    let mut run = ShardRun::new(links, (x, target), (kind, scale, weight), None);
-    match run.advance(None)? {
-        Pause::Done => Some(run.finish()),
-        Pause::Stats(_) | Pause::Sums(_) => unreachable!("a lone pass does not pause"),
-    }
+    ShardRun::new(links, (x, target), (kind, scale, weight), None).alone()
 }
 
 /// The passes of the shards of one batch through a chain, in parallel, their batch norms
@@ -242,11 +238,7 @@ pub fn chain_shards<'a: 'l, 'l>(
     start: impl Fn(usize) -> ShardRun<'a, 'l> + Sync,
 ) -> Option<Vec<ShardPass<'a>>> {
     if k <= 1 {
-        let mut run = start(0);
-        return match run.advance(None)? {
-            Pause::Done => Some(vec![run.finish()]),
-            Pause::Stats(_) | Pause::Sums(_) => unreachable!("a lone shard does not pause"),
-        };
+        return start(0).alone().map(|pass| vec![pass]);
     }
     // Each shard's pass, started by its first phase.
     let runs: Vec<std::sync::Mutex<Option<ShardRun<'a, 'l>>>> =
@@ -282,23 +274,19 @@ pub fn chain_shards<'a: 'l, 'l>(
                 ))
             }
             Pause::Sums(_) => {
-                let mut total: Option<(Vec<(f64, f64)>, usize)> = None;
-                for p in pauses {
-                    let Pause::Sums((sums, count)) = p else {
-                        unreachable!("the shards pause at the same batch norm")
-                    };
-                    total = Some(match total {
-                        None => (sums, count),
-                        Some((mut t, c)) => {
-                            for (t, s) in t.iter_mut().zip(&sums) {
-                                t.0 += s.0;
-                                t.1 += s.1;
-                            }
-                            (t, c + count)
-                        }
-                    });
+                let mut shards = pauses.into_iter().map(|p| match p {
+                    Pause::Sums(sums) => sums,
+                    _ => unreachable!("the shards pause at the same batch norm"),
+                });
+                let (mut total, mut count) = shards.next().expect("a batch has a shard");
+                for (sums, c) in shards {
+                    for (t, s) in total.iter_mut().zip(&sums) {
+                        t.0 += s.0;
+                        t.1 += s.1;
+                    }
+                    count += c;
                 }
-                total.map(Answer::Sums)
+                Some(Answer::Sums((total, count)))
             }
         };
     }
@@ -410,6 +398,14 @@ impl<'a: 'l, 'l> ShardRun<'a, 'l> {
             masked_db: None,
             own_sums: None,
             done: false,
+        }
+    }
+
+    /// The whole pass of a batch trained whole, which never pauses.
+    fn alone(mut self) -> Option<ShardPass<'a>> {
+        match self.advance(None)? {
+            Pause::Done => Some(self.finish()),
+            Pause::Stats(_) | Pause::Sums(_) => unreachable!("a lone pass does not pause"),
         }
     }
 

@@ -796,23 +796,12 @@ thread_local! {
 /// batch, the shard's first row for a shard) with its dropout calls taking their seeds from
 /// `draws` (see [`dropout`]).
 pub fn with_step_draws<R>(draws: StepDraws, first_row: usize, f: impl FnOnce() -> R) -> R {
-    /// Puts the thread's slot back as it was, when `f` returns or unwinds.
-    struct Restore(Option<StepPlace>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let before = self.0.take();
-            STEP_DRAWS.with_borrow_mut(|s| *s = before);
-        }
-    }
-    let before = STEP_DRAWS.with_borrow_mut(|s| {
-        s.replace(StepPlace {
-            draws,
-            first_row,
-            next: 0,
-        })
+    let mut place = Some(StepPlace {
+        draws,
+        first_row,
+        next: 0,
     });
-    let _restore = Restore(before);
-    f()
+    in_step_place(&mut place, f)
 }
 
 /// This thread's place in a training step ([`with_step_draws`]), for a pass that runs in
