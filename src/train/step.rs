@@ -560,10 +560,7 @@ pub fn evaluate_loss(
             .unwrap_or_else(|| target.clone());
         let logits = model.forward(x.clone());
         let n = chunk.len() as f64;
-        let mse = (act.apply(logits.clone()) - target.clone())
-            .square()
-            .mean()
-            .into_scalar::<f32>() as f64;
+        let mse = loss(Loss::Mse, act, logits.clone(), target.clone()).into_scalar::<f32>() as f64;
         let l = if config.model.is_variational() {
             batch_loss(
                 model,
