@@ -20,13 +20,12 @@ use rayon::prelude::*;
 
 use super::classifier::argmax;
 use super::rbf::{RbfFromDots, Rows, DECISION_ROWS};
+use super::smo_scan::{move_grad, pick_low, pick_up, Problem, DIAG, TAU};
 use crate::error::{Error, Result};
 use crate::kernels::matmul_rows;
 
 /// libsvm's default stopping tolerance (scikit-learn's `tol=1e-3`).
 const TOL: f64 = 1e-3;
-/// libsvm's `TAU`: the smallest curvature used for a pair of samples.
-const TAU: f64 = 1e-12;
 /// Kernel-row cache per binary problem, in f32 entries (256 MB; libsvm's default is 200 MB).
 const CACHE_ENTRIES: usize = 64 << 20;
 
@@ -197,50 +196,27 @@ fn solve(data: &Rows, y: &[f64], c: f64) -> Binary {
     let mut alpha = vec![0.0f64; l];
     // G = Qα − e; with α = 0 it is −1 everywhere.
     let mut grad = vec![-1.0f64; l];
-    // K(x, x) = 1 for the RBF kernel.
-    let diag = 1.0f64;
     let mut cache = RowCache::new(l);
     let row_of = |t: usize| data.kernel_row(t);
     // libsvm's cap: max(10,000,000, 100·l) iterations.
     let max_iter = (100 * l).max(10_000_000);
     let mut iterations = 0;
-    let up = |t: usize, a: &[f64]| (y[t] > 0.0 && a[t] < c) || (y[t] < 0.0 && a[t] > 0.0);
-    let low = |t: usize, a: &[f64]| (y[t] > 0.0 && a[t] > 0.0) || (y[t] < 0.0 && a[t] < c);
     while iterations < max_iter {
+        let problem = Problem {
+            y,
+            grad: &grad,
+            alpha: &alpha,
+            c,
+        };
         // i: the most violating sample of the "up" set, by −y G.
-        let mut gmax = f64::NEG_INFINITY;
-        let mut i = usize::MAX;
-        for t in 0..l {
-            if up(t, &alpha) && -y[t] * grad[t] >= gmax {
-                gmax = -y[t] * grad[t];
-                i = t;
-            }
-        }
+        let (gmax, i) = pick_up(problem);
         if i == usize::MAX {
             break;
         }
         cache.ensure(i, i, || row_of(i));
         let ki = cache.get(i);
         // j: the "low" sample that, paired with i, decreases the objective most (second order).
-        let mut gmax2 = f64::NEG_INFINITY;
-        let mut best = f64::INFINITY;
-        let mut j = usize::MAX;
-        for t in 0..l {
-            if !low(t, &alpha) {
-                continue;
-            }
-            let yg = y[t] * grad[t];
-            gmax2 = gmax2.max(yg);
-            let b = gmax + yg;
-            if b > 0.0 {
-                let a = (diag + diag - 2.0 * ki[t] as f64).max(TAU);
-                let gain = -(b * b) / a;
-                if gain <= best {
-                    best = gain;
-                    j = t;
-                }
-            }
-        }
+        let (gmax2, j) = pick_low(problem, ki, gmax);
         if gmax + gmax2 < TOL || j == usize::MAX {
             break;
         }
@@ -248,7 +224,7 @@ fn solve(data: &Rows, y: &[f64], c: f64) -> Binary {
         let kij = ki[j] as f64;
         cache.ensure(j, i, || row_of(j));
         // Move along α_i += y_i t, α_j −= y_j t (keeps yᵀα), t ≥ 0, clipped to the box.
-        let a = (diag + diag - 2.0 * kij).max(TAU);
+        let a = (DIAG + DIAG - 2.0 * kij).max(TAU);
         let mut step = (-y[i] * grad[i] + y[j] * grad[j]) / a;
         step = step.min(if y[i] > 0.0 { c - alpha[i] } else { alpha[i] });
         step = step.min(if y[j] > 0.0 { alpha[j] } else { c - alpha[j] });
@@ -258,10 +234,7 @@ fn solve(data: &Rows, y: &[f64], c: f64) -> Binary {
         alpha[i] = (alpha[i] + y[i] * step).clamp(0.0, c);
         alpha[j] = (alpha[j] - y[j] * step).clamp(0.0, c);
         // G_t += y_t · step · (K_ti − K_tj).
-        let (ki, kj) = (cache.get(i), cache.get(j));
-        for t in 0..l {
-            grad[t] += y[t] * step * (ki[t] as f64 - kj[t] as f64);
-        }
+        move_grad(&mut grad, y, step, (cache.get(i), cache.get(j)));
     }
     Binary {
         sv: (0..l)

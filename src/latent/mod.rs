@@ -7,6 +7,7 @@ pub mod knn;
 pub mod mlp;
 mod rbf;
 pub mod report;
+mod smo_scan;
 pub mod tsne;
 
 use std::path::{Path, PathBuf};
