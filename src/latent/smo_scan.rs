@@ -8,8 +8,9 @@
 //! into the choice the plain loop over `t` in order makes (the greatest, or least, value, and
 //! among equal values the last sample, since the plain loop takes a sample whose value equals
 //! the best so far). Every value is computed with the plain loop's operations in its order, so
-//! both forms choose the same sample and give the same bits (tested). No crate offers these
-//! scans: libsvm's are plain loops too.
+//! both forms choose the same sample, with the same value (tested); the greatest `y G` of
+//! [`pick_low`], a maximum, may differ only in the sign of a zero, which the solver's stopping
+//! test does not see. No crate offers these scans: libsvm's are plain loops too.
 
 use pulp::{Arch, Simd, WithSimd};
 
@@ -32,6 +33,16 @@ pub(super) struct Problem<'a> {
     pub(super) c: f64,
 }
 
+impl Problem<'_> {
+    /// Panics unless the gradient and the coefficients hold a value per label.
+    fn check(&self) {
+        assert!(
+            self.grad.len() == self.y.len() && self.alpha.len() == self.y.len(),
+            "smo_scan: a problem whose slices differ in length"
+        );
+    }
+}
+
 /// Whether sample `t` may move up (libsvm's `I_up`).
 #[inline(always)]
 fn in_up(p: &Problem<'_>, t: usize) -> bool {
@@ -47,9 +58,11 @@ fn in_low(p: &Problem<'_>, t: usize) -> bool {
 /// The working set's first sample: the last of `I_up` with the greatest `−y G`, and that
 /// value; `usize::MAX` (and −∞) when `I_up` is empty.
 pub(super) fn pick_up(p: Problem<'_>) -> (f64, usize) {
+    p.check();
     #[cfg(target_arch = "x86_64")]
     if avx512::usable() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
+        // SAFETY: the CPU has AVX-512F (checked just above), and every slice of the problem
+        // holds a value per sample (checked above that).
         return unsafe { avx512::pick_up(p) };
     }
     let mut choice = Choices::new(true);
@@ -63,9 +76,15 @@ pub(super) fn pick_up(p: Problem<'_>) -> (f64, usize) {
 /// last of `I_low` with `b = gmax + y G > 0` and the least gain `−b² / a`, `a` the pair's
 /// curvature; with the greatest `y G` over `I_low` (−∞ when it is empty).
 pub(super) fn pick_low(p: Problem<'_>, ki: &[f32], gmax: f64) -> (f64, usize) {
+    p.check();
+    assert!(
+        ki.len() >= p.y.len(),
+        "pick_low: a kernel row shorter than the problem"
+    );
     #[cfg(target_arch = "x86_64")]
     if avx512::usable() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
+        // SAFETY: the CPU has AVX-512F (checked just above); every slice of the problem holds
+        // a value per sample, and so does `ki` (checked above that).
         return unsafe { avx512::pick_low(p, ki, gmax) };
     }
     let mut choice = Choices::new(false);
@@ -149,6 +168,10 @@ impl Choices {
 /// compiles for the CPU's widest vectors (a plain function compiles for the baseline x86-64);
 /// each multiply and add stays its own operation.
 pub(super) fn move_grad(grad: &mut [f64], y: &[f64], step: f64, (ki, kj): (&[f32], &[f32])) {
+    assert!(
+        y.len() == grad.len() && ki.len() >= grad.len() && kj.len() >= grad.len(),
+        "move_grad: rows shorter than the gradient"
+    );
     Arch::new().dispatch(MoveGrad {
         grad,
         y,
@@ -202,7 +225,7 @@ mod avx512 {
     /// The vectors of samples `t..t + 8`: labels, gradient, coefficients.
     ///
     /// # Safety
-    /// AVX-512F; `t + 8` samples in the problem.
+    /// AVX-512F; `t + 8` values in each of the problem's slices.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn load(p: &Problem<'_>, t: usize) -> (__m512d, __m512d, __m512d) {
@@ -229,6 +252,14 @@ mod avx512 {
             (pos & below_c) | (neg & above_0),
             (pos & above_0) | (neg & below_c),
         )
+    }
+
+    /// `−x`, exactly: `x` with its sign bit flipped by `sign` (only the sign bit set). As
+    /// integers, since the `f64` form of the exclusive or needs AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn negated(x: __m512d, sign: __m512i) -> __m512d {
+        _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(x), sign))
     }
 
     /// The sample numbers `t..t + 8`.
@@ -262,21 +293,21 @@ mod avx512 {
     /// [`super::pick_up`] eight samples at a time.
     ///
     /// # Safety
-    /// AVX-512F.
+    /// AVX-512F; the problem's slices of one length.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn pick_up(p: Problem<'_>) -> (f64, usize) {
         let n = p.y.len();
         let c = _mm512_set1_pd(p.c);
-        let sign = _mm512_set1_pd(-0.0);
+        let sign = _mm512_set1_epi64(i64::MIN);
         let mut best = _mm512_set1_pd(f64::NEG_INFINITY);
         let mut at = _mm512_set1_epi64(usize::MAX as i64);
         let whole = n / LANES * LANES;
         for t in (0..whole).step_by(LANES) {
-            // SAFETY: `t + 8 <= whole <= n`.
+            // SAFETY: `t + 8 <= whole <= n`, the length of every slice of the problem.
             let (y, g, a) = unsafe { load(&p, t) };
             let (up, _) = sets(y, a, c);
             // −y · G, as the plain loop: the negation is exact.
-            let v = _mm512_mul_pd(_mm512_xor_pd(y, sign), g);
+            let v = _mm512_mul_pd(negated(y, sign), g);
             let take = up & _mm512_cmp_pd_mask::<_CMP_GE_OQ>(v, best);
             best = _mm512_mask_mov_pd(best, take, v);
             at = _mm512_mask_mov_epi64(at, take, numbers(t));
@@ -291,16 +322,12 @@ mod avx512 {
     /// [`super::pick_low`] eight samples at a time.
     ///
     /// # Safety
-    /// AVX-512F; `ki` holds a value for every sample.
+    /// AVX-512F; the problem's slices of one length, and `ki` at least as long.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn pick_low(p: Problem<'_>, ki: &[f32], gmax: f64) -> (f64, usize) {
         let n = p.y.len();
-        assert!(
-            ki.len() >= n,
-            "pick_low: a kernel row shorter than the problem"
-        );
         let c = _mm512_set1_pd(p.c);
-        let sign = _mm512_set1_pd(-0.0);
+        let sign = _mm512_set1_epi64(i64::MIN);
         let zero = _mm512_setzero_pd();
         let (gm, two, diag2, tau) = (
             _mm512_set1_pd(gmax),
@@ -313,7 +340,8 @@ mod avx512 {
         let mut at = _mm512_set1_epi64(usize::MAX as i64);
         let whole = n / LANES * LANES;
         for t in (0..whole).step_by(LANES) {
-            // SAFETY: `t + 8 <= whole <= n <= ki.len()`.
+            // SAFETY: `t + 8 <= whole <= n`, the length of every slice of the problem, and
+            // `n <= ki.len()`.
             let ((y, g, a), k) = unsafe {
                 (
                     load(&p, t),
@@ -326,7 +354,7 @@ mod avx512 {
             let b = _mm512_add_pd(gm, yg);
             // (K_ii + K_tt − 2 K_it) kept from falling below τ, then −b² / a.
             let curve = _mm512_max_pd(_mm512_sub_pd(diag2, _mm512_mul_pd(two, k)), tau);
-            let gain = _mm512_div_pd(_mm512_xor_pd(_mm512_mul_pd(b, b), sign), curve);
+            let gain = _mm512_div_pd(negated(_mm512_mul_pd(b, b), sign), curve);
             let take = low
                 & _mm512_cmp_pd_mask::<_CMP_GT_OQ>(b, zero)
                 & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(gain, best);
@@ -380,7 +408,8 @@ pub(super) mod tests {
             })
             .collect();
         let grad = (0..n).map(|_| (next() % 9) as f64 / 4.0 - 1.0).collect();
-        let ki = (0..n).map(|_| (next() % 5) as f32 / 5.0).collect();
+        // 1.0 among them: the curvature 2 − 2K then falls to τ.
+        let ki = (0..n).map(|_| (next() % 6) as f32 / 5.0).collect();
         (y, grad, alpha, ki)
     }
 
@@ -420,11 +449,10 @@ pub(super) mod tests {
                     });
                 assert_eq!(want.map(|w| w.1).unwrap_or(usize::MAX), s.1, "n {n}");
                 for gmax in [-0.5, 0.0, 0.75, f64::from_bits(v.0)] {
-                    let (v, s) = both(|| {
-                        let (top, j) = pick_low(p, &ki, gmax);
-                        (top.to_bits(), j)
-                    });
-                    assert_eq!(v, s, "pick_low, n {n} seed {seed} gmax {gmax}");
+                    // The greatest y G as a number: a zero's sign may differ.
+                    let (v, s) = both(|| pick_low(p, &ki, gmax));
+                    assert_eq!(v.1, s.1, "pick_low, n {n} seed {seed} gmax {gmax}");
+                    assert!(v.0 == s.0, "pick_low's y G, n {n} seed {seed}: {v:?} {s:?}");
                 }
             }
         }
