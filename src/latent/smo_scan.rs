@@ -350,7 +350,9 @@ mod avx512 {
             };
             let (_, low) = sets(y, a, c);
             let yg = _mm512_mul_pd(y, g);
-            top = _mm512_mask_max_pd(top, low, top, yg);
+            // The running greatest second: where `yg` is NaN, `vmaxpd` gives its second
+            // operand, so `top` stays as it was, as with `f64::max`.
+            top = _mm512_mask_max_pd(top, low, yg, top);
             let b = _mm512_add_pd(gm, yg);
             // (K_ii + K_tt − 2 K_it) kept from falling below τ, then −b² / a.
             let curve = _mm512_max_pd(_mm512_sub_pd(diag2, _mm512_mul_pd(two, k)), tau);
@@ -413,6 +415,24 @@ pub(super) mod tests {
         (y, grad, alpha, ki)
     }
 
+    /// A NaN gradient after a lane's greatest `y G` leaves it the greatest.
+    #[test]
+    fn a_nan_gradient_does_not_hide_the_greatest_value() {
+        let n = 16;
+        let (y, alpha, ki) = (vec![1.0; n], vec![0.5; n], vec![0.0f32; n]);
+        let mut grad = vec![0.0; n];
+        grad[0] = 5.0;
+        grad[8] = f64::NAN;
+        let p = Problem {
+            y: &y,
+            grad: &grad,
+            alpha: &alpha,
+            c: 1.0,
+        };
+        let (v, s) = both(|| pick_low(p, &ki, 1.0).0);
+        assert_eq!((v, s), (5.0, 5.0));
+    }
+
     fn both<T: PartialEq + std::fmt::Debug>(f: impl Fn() -> T) -> (T, T) {
         let vector = f();
         PLAIN.set(true);
@@ -422,12 +442,16 @@ pub(super) mod tests {
     }
 
     /// The eight-at-a-time scans choose the plain loops' samples, with the same values, for
-    /// every length (whole vectors and tails), ties included.
+    /// every length (whole vectors and tails), ties included, and with a NaN gradient (a code
+    /// that is not a number makes one), which neither takes.
     #[test]
     fn the_scans_choose_the_plain_loops_samples() {
         for n in [0, 1, 7, 8, 9, 16, 31, 100, 1003] {
             for seed in 0..20 {
-                let (y, grad, alpha, ki) = problem(n, seed);
+                let (y, mut grad, alpha, ki) = problem(n, seed);
+                if seed % 4 == 3 && n > 0 {
+                    grad[n / 2] = f64::NAN;
+                }
                 let p = Problem {
                     y: &y,
                     grad: &grad,
@@ -443,6 +467,7 @@ pub(super) mod tests {
                 let want = (0..n)
                     .filter(|&t| in_up(&p, t))
                     .map(|t| (-y[t] * grad[t], t))
+                    .filter(|(v, _)| !v.is_nan())
                     .fold(None, |b: Option<(f64, usize)>, (v, t)| match b {
                         Some((bv, _)) if v < bv => b,
                         _ => Some((v, t)),
